@@ -1,0 +1,204 @@
+"""Shared machinery: the sklearn-style base class, array-level results and numeric helpers."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ValidationError
+from ._encode import Encoded, encode, encode_gold
+
+__all__ = ["ArrayResult", "BaseAggregator", "softmax_rows", "check_codes"]
+
+_TINY = 1e-300
+
+
+@dataclass
+class ArrayResult:
+    """Result of an array-level fit (all arrays are numpy, codes are dense ints).
+
+    ``probas``: float64 ``(n_tasks, n_classes)``, rows sum to 1. ``labels``: int64 ``(n_tasks,)``.
+    ``priors``: ``(n_classes,)``. ``skills``: ``(n_workers,)`` (model-specific skill, see each
+    class). ``errors``: optional ``(n_workers, n_classes_observed, n_classes_true)`` confusion
+    matrices, ``errors[w, y, c] = P(worker w answers y | true class c)``.
+    """
+
+    probas: np.ndarray
+    labels: np.ndarray
+    priors: np.ndarray
+    skills: np.ndarray
+    errors: np.ndarray | None = None
+    loss_history: list[float] = field(default_factory=list)
+    n_iter: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, in place on ``logits``; returns it. Also returns nothing else."""
+    logits -= logits.max(axis=1, keepdims=True)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=1, keepdims=True)
+    return logits
+
+
+def logsumexp_rows(logits: np.ndarray) -> np.ndarray:
+    m = logits.max(axis=1)
+    return m + np.log(np.exp(logits - m[:, None]).sum(axis=1))
+
+
+def argmax_rows(probas: np.ndarray, rng: np.random.Generator | None, rtol: float = 1e-12) -> np.ndarray:
+    """Argmax per row; exact ties are broken uniformly at random with ``rng`` (or towards the
+    lowest class code when ``rng`` is None)."""
+    best = probas.argmax(axis=1)
+    if rng is None or probas.shape[1] < 2:
+        return best
+    top = probas[np.arange(probas.shape[0]), best]
+    tied_mask = probas >= (top - rtol * np.abs(top))[:, None]
+    n_top = tied_mask.sum(axis=1)
+    rows = np.flatnonzero(n_top > 1)
+    if rows.size:
+        r = rng.random((rows.size, probas.shape[1]))
+        r[~tied_mask[rows]] = -1.0
+        best[rows] = r.argmax(axis=1)
+    return best
+
+
+def check_codes(
+    task: Any,
+    worker: Any,
+    label: Any,
+    n_tasks: int | None,
+    n_workers: int | None,
+    n_classes: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]:
+    """Validate integer code arrays for the array-level API."""
+    arrs = []
+    for name, a in (("task", task), ("worker", worker), ("label", label)):
+        a = np.asarray(a)
+        if a.ndim != 1:
+            raise ValidationError(f"{name} codes must be a 1-D array", param=name)
+        if a.dtype.kind not in "iu":
+            raise ValidationError(
+                f"{name} codes must be integers (got dtype {a.dtype}); factorize first", param=name
+            )
+        arrs.append(a.astype(np.int64, copy=False))
+    t, w, y = arrs
+    if not (t.shape == w.shape == y.shape):
+        raise ValidationError("task, worker and label code arrays differ in length", param="task")
+    if t.size == 0:
+        raise ValidationError("empty input: no answers", param="data")
+    out = []
+    for name, a, n in (("task", t, n_tasks), ("worker", w, n_workers), ("label", y, n_classes)):
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0:
+            raise ValidationError(f"{name} codes must be >= 0", param=name)
+        if n is None:
+            n = hi + 1
+        elif hi >= n:
+            raise ValidationError(f"{name} code {hi} out of range (n={n})", param=name)
+        out.append(int(n))
+    return t, w, y, out[0], out[1], out[2]
+
+
+class BaseAggregator:
+    """sklearn-style base: parameters in ``__init__``, ``fit(data, gold=None)`` returns self.
+
+    Fitted attributes (pandas, original ids/labels preserved):
+
+    * ``labels_``: Series indexed by ``task`` (name ``"label"``), the consensus label;
+    * ``probas_``: DataFrame ``task x label`` of posterior probabilities (rows sum to 1);
+    * ``priors_``: Series indexed by label; ``skills_``: Series indexed by ``worker``;
+    * ``errors_`` (confusion models): DataFrame indexed by (``worker``, observed ``label``) with
+      one column per true label, ``errors_.loc[(w, y), c] = P(w answers y | truth c)``;
+    * ``loss_history_`` (list of floats) and ``n_iter_`` (int).
+    """
+
+    #: minimum distinct workers required by the model
+    _min_workers = 2
+
+    def __init__(self) -> None:  # pragma: no cover - subclasses define their params
+        pass
+
+    # ---- sklearn parameter protocol -------------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self._param_names()}
+
+    def set_params(self, **params: Any) -> BaseAggregator:
+        valid = set(self._param_names())
+        for k, v in params.items():
+            if k not in valid:
+                raise ValidationError(f"unknown parameter {k!r} for {type(self).__name__}", param=k)
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ---- to be implemented ----------------------------------------------------------------
+    def _fit_encoded(self, enc: Encoded, gold: np.ndarray) -> ArrayResult:
+        raise NotImplementedError
+
+    # ---- public API -------------------------------------------------------------------------
+    def fit(self, data: pd.DataFrame, gold: Any = None) -> BaseAggregator:
+        """Fit on a long DataFrame with columns ``task``, ``worker``, ``label``.
+
+        ``gold``: optional Series indexed by task with known true labels; those tasks' posteriors
+        are fixed to the gold label during fitting (worker parameters learn from them).
+        """
+        labels = getattr(self, "labels", None)
+        enc = encode(data, labels, min_workers=self._min_workers)
+        g = encode_gold(gold, enc)
+        res = self._fit_encoded(enc, g)
+        self._set_results(enc, res)
+        return self
+
+    def fit_predict(self, data: pd.DataFrame, gold: Any = None) -> pd.Series:
+        """Fit and return the consensus label per task (Series indexed by task, name "label")."""
+        return self.fit(data, gold).labels_
+
+    def fit_predict_proba(self, data: pd.DataFrame, gold: Any = None) -> pd.DataFrame:
+        """Fit and return the posterior ``task x label`` DataFrame."""
+        return self.fit(data, gold).probas_
+
+    # ---- helpers --------------------------------------------------------------------------
+    def _set_results(self, enc: Encoded, res: ArrayResult) -> None:
+        self.encoded_ = enc
+        self.result_ = res
+        self.classes_ = enc.label_names
+        self.probas_ = pd.DataFrame(res.probas, index=enc.task_names, columns=enc.label_names)
+        self.labels_ = pd.Series(
+            enc.label_names.take(res.labels), index=enc.task_names, name="label"
+        )
+        self.priors_ = pd.Series(res.priors, index=enc.label_names, name="prior")
+        self.skills_ = pd.Series(res.skills, index=enc.worker_names, name="skill")
+        if res.errors is not None:
+            k = enc.n_classes
+            idx = pd.MultiIndex.from_product(
+                [enc.worker_names, enc.label_names], names=["worker", "label"]
+            )
+            self.errors_ = pd.DataFrame(
+                res.errors.reshape(enc.n_workers * k, k), index=idx, columns=enc.label_names
+            )
+        self.loss_history_ = list(res.loss_history)
+        self.n_iter_ = int(res.n_iter)
+
+
+def rng_from(random_state: Any) -> np.random.Generator:
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    return np.random.default_rng(random_state)
+
+
+def labels_param(labels: Sequence[Hashable] | None) -> Sequence[Hashable] | None:
+    return None if labels is None else list(labels)

@@ -1,0 +1,334 @@
+r"""Dawid-Skene (full confusion matrices) and one-coin Dawid-Skene, EM in log space.
+
+Dawid-Skene (Dawid & Skene, 1979). Each task has a latent class :math:`z_t \sim
+\mathrm{Cat}(\pi)`; worker :math:`w` answers :math:`y` with probability
+:math:`e^w_{yc} = P(y \mid z_t = c)` (a full :math:`K\times K` confusion matrix per worker).
+EM alternates
+
+* E-step: :math:`\log q_{tc} = \log \pi_c + \sum_{(w,y)\in t} \log e^w_{yc} + \text{const}`;
+* M-step: :math:`e^w_{yc} \propto \alpha_{yc} + \sum_{t:(w,y)\in t} q_{tc}`,
+  :math:`\pi_c \propto \beta + \sum_t q_{tc}`,
+
+where :math:`\alpha` are Dirichlet pseudo-counts (``alpha_correct`` on the diagonal,
+``alpha_wrong`` off it; both default to 0, i.e. maximum likelihood with a 1e-10 floor as in
+crowd-kit) and :math:`\beta` is ``alpha_prior``. Sums over answers are sparse matrix products
+with the task x (worker, label) incidence matrix ``A``: E-step ``A @ log E``, M-step
+``A.T @ q``; nothing of size tasks x workers is ever formed.
+
+One-coin Dawid-Skene (e.g. Zhang, Chen, Zhou & Jordan, 2016): :math:`e^w_{yc} = s_w` if
+:math:`y=c` and :math:`(1-s_w)/(K-1)` otherwise; the M-step sets :math:`s_w` to the expected
+accuracy :math:`\sum_{(t,y)\in w} q_{ty} / n_w`.
+
+EM starts from the (soft) majority-vote shares. ``loss_history_`` holds the observed-data
+log-likelihood per answer, :math:`\frac1N\sum_t \log \sum_c \exp(\log q_{tc})` before
+normalisation; EM stops when it rises by less than ``tol`` (``tol=-inf`` forces ``n_iter``).
+Tasks with gold labels have their posterior fixed to the gold class throughout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import digamma
+
+from ._base import (
+    ArrayResult,
+    BaseAggregator,
+    argmax_rows,
+    check_codes,
+    logsumexp_rows,
+    rng_from,
+    softmax_rows,
+)
+from ._encode import Encoded, incidence_matrix
+
+__all__ = [
+    "DawidSkene",
+    "OneCoinDawidSkene",
+    "dawid_skene_arrays",
+    "one_coin_arrays",
+    "mv_init",
+]
+
+_EPS = 1e-10
+
+
+def mv_init(
+    task: np.ndarray, label: np.ndarray, n_tasks: int, k: int, gold: np.ndarray | None
+) -> np.ndarray:
+    """Soft majority-vote shares ``(n_tasks, k)``, gold rows one-hot."""
+    counts = np.bincount(task * k + label, minlength=n_tasks * k).reshape(n_tasks, k)
+    q = counts / counts.sum(axis=1, keepdims=True)
+    return fix_gold(q, gold)
+
+
+def fix_gold(q: np.ndarray, gold: np.ndarray | None) -> np.ndarray:
+    if gold is not None:
+        has = gold >= 0
+        if has.any():
+            q[has] = 0.0
+            q[has, gold[has]] = 1.0
+    return q
+
+
+def _confusion_from_counts(
+    counts: np.ndarray, alpha_correct: float, alpha_wrong: float, variational: bool
+) -> np.ndarray:
+    """counts ``(W, K_obs, K_true)`` -> log confusion ``(W, K, K)`` (normalised over axis 1)."""
+    k = counts.shape[1]
+    if alpha_correct or alpha_wrong:
+        counts = counts + alpha_wrong
+        idx = np.arange(k)
+        counts[:, idx, idx] += alpha_correct - alpha_wrong
+    if variational:
+        counts = np.maximum(counts, _EPS)
+        return digamma(counts) - digamma(counts.sum(axis=1, keepdims=True))
+    counts = np.maximum(counts, _EPS)
+    return np.log(counts) - np.log(counts.sum(axis=1, keepdims=True))
+
+
+def dawid_skene_em(
+    a: sp.csr_matrix,
+    at: sp.csr_matrix,
+    n_workers: int,
+    k: int,
+    q: np.ndarray,
+    gold: np.ndarray | None,
+    *,
+    n_iter: int = 100,
+    tol: float = 1e-5,
+    alpha_correct: float = 0.0,
+    alpha_wrong: float = 0.0,
+    alpha_prior: float = 0.0,
+    variational: bool = False,
+    n_answers: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float], int]:
+    """Core EM on a prepared incidence matrix. Returns (q, log_errors, priors, history, n_iter)."""
+    n_answers = int(a.sum()) if n_answers is None else n_answers
+    history: list[float] = []
+
+    def m_step(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        counts = np.asarray(at @ q).reshape(n_workers, k, k)
+        log_e = _confusion_from_counts(counts, alpha_correct, alpha_wrong, variational)
+        pc = q.sum(axis=0) + alpha_prior
+        if variational:
+            pc = np.maximum(pc, _EPS)
+            log_pi = digamma(pc) - digamma(pc.sum())
+        else:
+            pc = np.maximum(pc, _EPS)
+            log_pi = np.log(pc / pc.sum())
+        return log_e, log_pi
+
+    log_e, log_pi = m_step(q)
+    prev = -np.inf
+    it = 0
+    for it in range(1, n_iter + 1):  # noqa: B007
+        logits = np.asarray(a @ log_e.reshape(n_workers * k, k))
+        logits += log_pi
+        ll = float(logsumexp_rows(logits).sum()) / n_answers
+        q = fix_gold(softmax_rows(logits), gold)
+        log_e, log_pi = m_step(q)
+        history.append(ll)
+        if ll - prev < tol:
+            break
+        prev = ll
+    return q, log_e, log_pi, history, it
+
+
+def dawid_skene_arrays(
+    task: np.ndarray,
+    worker: np.ndarray,
+    label: np.ndarray,
+    n_tasks: int | None = None,
+    n_workers: int | None = None,
+    n_classes: int | None = None,
+    *,
+    n_iter: int = 100,
+    tol: float = 1e-5,
+    alpha_correct: float = 0.0,
+    alpha_wrong: float = 0.0,
+    alpha_prior: float = 0.0,
+    variational: bool = False,
+    gold: np.ndarray | None = None,
+    random_state: Any = 0,
+    incidence: tuple[sp.csr_matrix, sp.csr_matrix] | None = None,
+) -> ArrayResult:
+    """Dawid-Skene on integer codes; see the module docstring for the model."""
+    t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
+    if incidence is None:
+        a = incidence_matrix(t, w, y, n_t, n_w, k)
+        at = a.T.tocsr()
+    else:
+        a, at = incidence
+    q0 = mv_init(t, y, n_t, k, gold)
+    q, log_e, log_pi, hist, it = dawid_skene_em(
+        a,
+        at,
+        n_w,
+        k,
+        q0,
+        gold,
+        n_iter=n_iter,
+        tol=tol,
+        alpha_correct=alpha_correct,
+        alpha_wrong=alpha_wrong,
+        alpha_prior=alpha_prior,
+        variational=variational,
+        n_answers=t.size,
+    )
+    errors = np.exp(log_e)
+    if variational:  # report the posterior-mean confusion, not exp(E[log])
+        errors /= errors.sum(axis=1, keepdims=True)
+    priors = np.exp(log_pi)
+    priors /= priors.sum()
+    labels = argmax_rows(q, rng_from(random_state))
+    # skill: expected accuracy sum_c pi_c e_cc (chance-level is ~1/K)
+    skills = np.einsum("wcc,c->w", errors, priors)
+    return ArrayResult(
+        probas=q, labels=labels, priors=priors, skills=skills, errors=errors,
+        loss_history=hist, n_iter=it,
+    )
+
+
+class DawidSkene(BaseAggregator):
+    """Dawid-Skene EM with full per-worker confusion matrices (log-space, sparse).
+
+    Parameters
+    ----------
+    n_iter : int
+        Maximum EM iterations (crowd-kit's name and default, 100).
+    tol : float
+        Stop when the per-answer log-likelihood rises by less than ``tol``; ``-inf`` forces
+        ``n_iter`` iterations.
+    alpha_correct, alpha_wrong : float
+        Dirichlet pseudo-counts added to the diagonal / off-diagonal confusion counts
+        (smoothing; 0 = maximum likelihood).
+    alpha_prior : float
+        Pseudo-count added to every class when estimating the class priors.
+    random_state : int or None
+        Seed used only to break exact ties in the final argmax.
+    labels : sequence, optional
+        Declared class set/order.
+
+    Fitted: ``labels_``, ``probas_``, ``priors_``, ``errors_`` (confusion matrices),
+    ``skills_`` (expected accuracy :math:`\\sum_c \\pi_c e^w_{cc}`), ``loss_history_``,
+    ``n_iter_``.
+    """
+
+    def __init__(
+        self,
+        n_iter: int = 100,
+        tol: float = 1e-5,
+        alpha_correct: float = 0.0,
+        alpha_wrong: float = 0.0,
+        alpha_prior: float = 0.0,
+        random_state: Any = 0,
+        labels: Sequence[Hashable] | None = None,
+    ) -> None:
+        self.n_iter = n_iter
+        self.tol = tol
+        self.alpha_correct = alpha_correct
+        self.alpha_wrong = alpha_wrong
+        self.alpha_prior = alpha_prior
+        self.random_state = random_state
+        self.labels = labels
+
+    def _fit_encoded(self, enc: Encoded, gold: np.ndarray) -> ArrayResult:
+        return dawid_skene_arrays(
+            enc.task, enc.worker, enc.label, enc.n_tasks, enc.n_workers, enc.n_classes,
+            n_iter=self.n_iter, tol=self.tol, alpha_correct=self.alpha_correct,
+            alpha_wrong=self.alpha_wrong, alpha_prior=self.alpha_prior, gold=gold,
+            random_state=self.random_state, incidence=(enc.incidence(), enc.incidence_t()),
+        )
+
+
+def one_coin_arrays(
+    task: np.ndarray,
+    worker: np.ndarray,
+    label: np.ndarray,
+    n_tasks: int | None = None,
+    n_workers: int | None = None,
+    n_classes: int | None = None,
+    *,
+    n_iter: int = 100,
+    tol: float = 1e-5,
+    smoothing: float = 0.0,
+    gold: np.ndarray | None = None,
+    random_state: Any = 0,
+) -> ArrayResult:
+    """One-coin Dawid-Skene on integer codes (see module docstring).
+
+    ``smoothing`` adds pseudo-counts to each worker's (correct, wrong) expected counts.
+    """
+    t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
+    n_by_w = np.bincount(w, minlength=n_w).astype(np.float64)
+    ty = t * k + y
+    q = mv_init(t, y, n_t, k, gold)
+
+    def m_step(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        correct = np.bincount(w, weights=q.ravel()[ty], minlength=n_w)
+        s = (correct + smoothing) / np.maximum(n_by_w + 2 * smoothing, _EPS)
+        s = np.clip(s, _EPS, 1 - _EPS)
+        pc = np.maximum(q.sum(axis=0), _EPS)
+        return s, np.log(pc / pc.sum())
+
+    s, log_pi = m_step(q)
+    hist: list[float] = []
+    prev = -np.inf
+    it = 0
+    for it in range(1, n_iter + 1):  # noqa: B007
+        log_s = np.log(s)
+        log_off = np.log((1 - s) / max(k - 1, 1))
+        base = np.bincount(t, weights=log_off[w], minlength=n_t)
+        delta = np.bincount(ty, weights=(log_s - log_off)[w], minlength=n_t * k)
+        logits = delta.reshape(n_t, k) + base[:, None] + log_pi
+        ll = float(logsumexp_rows(logits).sum()) / t.size
+        q = fix_gold(softmax_rows(logits), gold)
+        s, log_pi = m_step(q)
+        hist.append(ll)
+        if ll - prev < tol:
+            break
+        prev = ll
+    off = (1 - s) / max(k - 1, 1)
+    errors = np.repeat(off[:, None, None], k, axis=1).repeat(k, axis=2)
+    idx = np.arange(k)
+    errors[:, idx, idx] = s[:, None]
+    priors = np.exp(log_pi)
+    labels = argmax_rows(q, rng_from(random_state))
+    return ArrayResult(
+        probas=q, labels=labels, priors=priors, skills=s, errors=errors,
+        loss_history=hist, n_iter=it,
+    )
+
+
+class OneCoinDawidSkene(BaseAggregator):
+    """One-coin Dawid-Skene: one accuracy ``s_w`` per worker, errors spread uniformly.
+
+    Parameters: ``n_iter``, ``tol`` (as :class:`DawidSkene`), ``smoothing`` (pseudo-counts on
+    each worker's correct/wrong counts), ``random_state``, ``labels``. ``skills_`` is
+    :math:`s_w`.
+    """
+
+    def __init__(
+        self,
+        n_iter: int = 100,
+        tol: float = 1e-5,
+        smoothing: float = 0.0,
+        random_state: Any = 0,
+        labels: Sequence[Hashable] | None = None,
+    ) -> None:
+        self.n_iter = n_iter
+        self.tol = tol
+        self.smoothing = smoothing
+        self.random_state = random_state
+        self.labels = labels
+
+    def _fit_encoded(self, enc: Encoded, gold: np.ndarray) -> ArrayResult:
+        return one_coin_arrays(
+            enc.task, enc.worker, enc.label, enc.n_tasks, enc.n_workers, enc.n_classes,
+            n_iter=self.n_iter, tol=self.tol, smoothing=self.smoothing, gold=gold,
+            random_state=self.random_state,
+        )

@@ -1,0 +1,76 @@
+"""The application factory. Nothing here runs at import: call :func:`create_app`."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+import orjson
+from fastapi.responses import Response
+
+from .db import Database
+from .middleware import Idempotency, RateLimiter, RequestContext
+from .problems import Problem
+from .routers import accounts, annotator, billing, exports, projects, tasks
+from .settings import Settings
+
+log = logging.getLogger("cynaps_data.server")
+
+
+class ORJSONResponse(Response):
+    """JSON rendered with orjson (numpy scalars and non-str keys allowed)."""
+
+    media_type = "application/json"
+
+    def render(self, content: object) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+
+
+def _problem_response(request: Request, problem: Problem) -> ORJSONResponse:
+    headers = dict(problem.headers)
+    return ORJSONResponse(problem.body(), status_code=problem.status, headers=headers)
+
+
+def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
+    """Build the platform app with its own database (created if missing)."""
+    db = db or Database(settings.database_url)
+    db.create_all()
+    app = FastAPI(
+        title="Cynaps platform (local reference server)",
+        version="1",
+        default_response_class=ORJSONResponse,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.db = db
+    app.state.settings = settings
+    for module in (accounts, projects, tasks, billing, exports, annotator):
+        app.include_router(module.router)
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> ORJSONResponse:
+        return _problem_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
+        message = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
+        return _problem_response(request, Problem(422, "invalid_request", message, param=where or None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _problem_response(
+            request, Problem(500, "internal_error", "The platform failed; the request may be retried.", type="api_error")
+        )
+
+    @app.get("/healthz", include_in_schema=False)
+    def health() -> dict:
+        return {"ok": True}
+
+    app.add_middleware(Idempotency, db=lambda: app.state.db)
+    app.add_middleware(RateLimiter, limit=lambda: app.state.settings.rate_limit)
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,245 @@
+"""Pure-ASGI middleware: request ids, body limits, per-key rate limits, idempotency keys.
+
+Kept as raw ASGI (no ``BaseHTTPMiddleware``) so bulk uploads pay no extra copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import orjson
+import sqlalchemy as sa
+
+from .db import Database
+from .ids import hash_key
+from .problems import Problem
+from .settings import RateLimit
+from .tables import idempotency_keys
+
+ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
+
+IDEMPOTENCY_TTL = 24 * 3600.0
+IN_FLIGHT_TAKEOVER = 120.0  # an in-flight key older than this is treated as abandoned
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _bearer_hash(scope: dict) -> str | None:
+    auth = _header(scope, b"authorization")
+    if not auth:
+        return None
+    _, _, key = auth.partition(" ")
+    return hash_key(key.strip()) if key.strip() else None
+
+
+async def send_problem(send: Callable, problem: Problem, request_id: str) -> None:
+    body = orjson.dumps(problem.body())
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ] + [(k.lower().encode(), v.encode()) for k, v in problem.headers.items()]
+    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestContext:
+    """Assigns ``X-Request-Id``, adds security headers, and refuses oversized bodies early."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = f"req_{secrets.token_hex(8)}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        length = _header(scope, b"content-length")
+        if length and length.isdigit() and int(length) > self.max_body_bytes:
+            await send_problem(
+                send,
+                Problem(413, "body_too_large", f"Request body over {self.max_body_bytes} bytes; send smaller batches."),
+                request_id,
+            )
+            return
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                headers.append((b"x-request-id", request_id.encode()))
+                if b"x-content-type-options" not in names:
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class RateLimiter:
+    """Token bucket per API key (per client address when anonymous), answering 429.
+
+    Responses carry ``RateLimit-Policy`` and ``RateLimit`` headers (IETF draft) and a 429 has
+    ``Retry-After`` in whole seconds. State is per process.
+    """
+
+    def __init__(self, app: ASGIApp, limit: Callable[[], RateLimit]) -> None:
+        self.app = app
+        self.limit = limit
+        self.buckets: dict[str, tuple[float, float]] = {}
+        self.lock = threading.Lock()
+
+    def take(self, who: str) -> tuple[bool, float, float]:
+        """``(allowed, tokens_left, seconds_until_next_token)``."""
+        limit = self.limit()
+        now = time.monotonic()
+        with self.lock:
+            tokens, last = self.buckets.get(who, (float(limit.burst), now))
+            tokens = min(float(limit.burst), tokens + (now - last) * limit.per_second)
+            allowed = tokens >= 1.0
+            if allowed:
+                tokens -= 1.0
+            self.buckets[who] = (tokens, now)
+        wait = 0.0 if allowed else (1.0 - tokens) / limit.per_second
+        return allowed, tokens, wait
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        who = _bearer_hash(scope) or f"ip:{(scope.get('client') or ('?', 0))[0]}"
+        allowed, tokens, wait = self.take(who)
+        limit = self.limit()
+        window = max(1, math.ceil(limit.burst / limit.per_second))
+        policy = f"{limit.burst};w={window}".encode()
+        state = f"limit={limit.burst}, remaining={int(tokens)}, reset={math.ceil(wait)}".encode()
+        if not allowed:
+            retry = max(1, math.ceil(wait))
+            await send_problem(
+                send,
+                Problem(
+                    429,
+                    "rate_limited",
+                    f"Rate limit exceeded. Retry after {retry} seconds.",
+                    type="rate_limit_error",
+                    headers={"Retry-After": str(retry), "RateLimit-Policy": policy.decode(), "RateLimit": state.decode()},
+                ),
+                scope["state"]["request_id"],
+            )
+            return
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"ratelimit-policy", policy), (b"ratelimit", state)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class Idempotency:
+    """Stripe-style ``Idempotency-Key`` on POST: same key and body → the stored response.
+
+    Same key with another body is a 422 ``idempotency_key_reused``; a key whose first request is
+    still running is a 409 ``idempotency_key_in_use``. Keys are scoped to the API key and kept
+    24 hours. 5xx responses are not stored, so a retry runs again.
+    """
+
+    def __init__(self, app: ASGIApp, db: Callable[[], Database]) -> None:
+        self.app = app
+        self.db = db
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        key = _header(scope, b"idempotency-key") if scope["type"] == "http" else None
+        owner = _bearer_hash(scope) if key else None
+        if scope["type"] != "http" or scope["method"] != "POST" or not key or not owner:
+            await self.app(scope, receive, send)
+            return
+        request_id = scope["state"]["request_id"]
+        if len(key) > 255:
+            await send_problem(send, Problem(400, "idempotency_key_invalid", "Idempotency-Key is longer than 255 characters."), request_id)
+            return
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        digest = hashlib.sha256(
+            scope["path"].encode() + b"?" + scope.get("query_string", b"") + b"\n" + body
+        ).hexdigest()
+        found = await anyio.to_thread.run_sync(self._claim, owner, key, digest)
+        if found is not None:
+            status, stored = found
+            if status == "reused":
+                await send_problem(send, Problem(422, "idempotency_key_reused", f"Idempotency-Key {key!r} was already used with a different request; use a new key for a new request.", type="idempotency_error"), request_id)
+                return
+            if status == "in_flight":
+                await send_problem(send, Problem(409, "idempotency_key_in_use", f"A request with Idempotency-Key {key!r} is still being processed; retry shortly.", type="idempotency_error"), request_id)
+                return
+            await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"idempotent-replayed", b"true")]})
+            await send({"type": "http.response.body", "body": stored or b""})
+            return
+
+        sent = False
+
+        async def replay_receive() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        captured: dict[str, Any] = {"status": 500, "body": []}
+
+        async def capture_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                captured["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                captured["body"].append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, replay_receive, capture_send)
+        finally:
+            await anyio.to_thread.run_sync(self._finish, owner, key, captured["status"], b"".join(captured["body"]))
+
+    def _claim(self, owner: str, key: str, digest: str) -> tuple[Any, bytes | None] | None:
+        now = time.time()
+        t = idempotency_keys
+        with self.db().write() as conn:
+            conn.execute(t.delete().where(t.c.created_at < now - IDEMPOTENCY_TTL))
+            row = conn.execute(sa.select(t).where(t.c.key_hash == owner, t.c.idempotency_key == key)).first()
+            if row is None or (row.status_code is None and row.created_at < now - IN_FLIGHT_TAKEOVER and row.request_hash == digest):
+                if row is not None:
+                    conn.execute(t.delete().where(t.c.key_hash == owner, t.c.idempotency_key == key))
+                conn.execute(t.insert(), {"key_hash": owner, "idempotency_key": key, "request_hash": digest, "created_at": now})
+                return None
+            if row.request_hash != digest:
+                return ("reused", None)
+            if row.status_code is None:
+                return ("in_flight", None)
+            return (row.status_code, row.response_body)
+
+    def _finish(self, owner: str, key: str, status: int, body: bytes) -> None:
+        t = idempotency_keys
+        where = (t.c.key_hash == owner, t.c.idempotency_key == key)
+        with self.db().write() as conn:
+            if status >= 500:
+                conn.execute(t.delete().where(*where))
+            else:
+                conn.execute(t.update().where(*where).values(status_code=status, response_body=body))

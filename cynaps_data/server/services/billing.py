@@ -1,0 +1,208 @@
+"""Deposits, payments, per-task charges, release to annotators and refunds.
+
+Flow (the seed's Payment Flow): the security deposit moves ``customer → deposit_hold`` when paid
+(an outside payment method first brings the money in: ``external → customer``); each finalised
+task is charged ``customer → escrow`` (any shortfall is taken from the deposit hold); downloading
+results releases ``escrow → earnings:<annotator>`` once per task; on completion or cancellation
+the hold is refunded ``deposit_hold → customer``.
+
+Payment methods: the local platform is always a sandbox, so every method is simulated and
+reported with ``livemode: false``; ``test_decline`` always declines. No real gateway is called.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..ids import random_id
+from ..problems import Problem, invalid, invalid_state
+from ..tables import judgements, payments, projects, tasks
+from . import ledger
+from .pricing import quote, task_charge_cents
+
+SIMULATED_METHODS = frozenset({"razorpay", "card", "stripe", "bank_transfer", "upi", "paypal"})
+CREDITS_METHOD = "credits"
+DECLINING_METHODS = frozenset({"test_decline"})
+PAYMENT_METHODS = SIMULATED_METHODS | DECLINING_METHODS | {CREDITS_METHOD}
+
+
+def task_count(conn: sa.Connection, project_id: str) -> int:
+    return conn.execute(
+        sa.select(sa.func.count()).select_from(tasks).where(tasks.c.project_id == project_id)
+    ).scalar_one()
+
+
+def current_quote(conn: sa.Connection, project: Any):
+    return quote(project.annotation_type, project.quality_settings, task_count(conn, project.id))
+
+
+def external_payment(
+    conn: sa.Connection, account_id: str, method: str, cents: int, project_id: str | None
+) -> dict:
+    """Simulate an outside payment (sandbox); declining methods raise 402 and record it."""
+    if method not in PAYMENT_METHODS - {CREDITS_METHOD}:
+        raise invalid(
+            f"Unknown payment_method {method!r}; sandbox methods: "
+            f"{', '.join(sorted(PAYMENT_METHODS))}",
+            param="payment_method",
+        )
+    declined = method in DECLINING_METHODS
+    payment = {
+        "id": random_id("pay"),
+        "account_id": account_id,
+        "project_id": project_id,
+        "method": method,
+        "amount_cents": cents,
+        "status": "declined" if declined else "succeeded",
+        "livemode": False,
+        "created_at": time.time(),
+    }
+    conn.execute(payments.insert(), payment)
+    if declined:
+        raise _Declined(payment)
+    ledger.post(
+        conn,
+        "payment",
+        [(ledger.EXTERNAL, ledger.customer(account_id), cents)],
+        project_id=project_id,
+        memo=f"{method} (simulated)",
+    )
+    return payment
+
+
+class _Declined(Problem):
+    """A declined sandbox payment: the payment record must survive the 402."""
+
+    def __init__(self, payment: dict) -> None:
+        super().__init__(
+            402,
+            "payment_declined",
+            f"The payment method {payment['method']!r} declined the charge "
+            "(sandbox test method). Use another payment method.",
+            type="billing_error",
+            param="payment_method",
+        )
+        self.payment = payment
+
+
+def pay_deposit(conn: sa.Connection, project: Any, method: str) -> dict:
+    """Hold the current deposit quote; returns the payment summary."""
+    if project.deposit_cents is not None:
+        raise invalid_state("The deposit is already paid. Next step: start() the project.")
+    q = current_quote(conn, project)
+    if q.task_count == 0:
+        raise invalid_state("Upload tasks before paying the deposit: it depends on the task count.")
+    payment = None
+    if method != CREDITS_METHOD:
+        payment = external_payment(conn, project.owner_id, method, q.total_cents, project.id)
+    ledger.move_checked(
+        conn,
+        "deposit_hold",
+        ledger.customer(project.owner_id),
+        ledger.deposit_hold(project.id),
+        q.total_cents,
+        project_id=project.id,
+    )
+    conn.execute(
+        projects.update()
+        .where(projects.c.id == project.id)
+        .values(deposit_cents=q.total_cents, state="pending_deposit", updated_at=time.time())
+    )
+    return {
+        "object": "deposit_payment",
+        "project_id": project.id,
+        "amount": f"{q.total_cents / 100:.2f}",
+        "amount_cents": q.total_cents,
+        "currency": "Credits",
+        "payment_method": method,
+        "payment_id": payment["id"] if payment else None,
+        "status": "succeeded",
+        "livemode": False,
+    }
+
+
+def charge_task(conn: sa.Connection, project: Any, task_id: int, n: int, expert: bool) -> None:
+    """Charge one finalised task into escrow (shortfall from the deposit hold)."""
+    cents = task_charge_cents(project.annotation_type, n, expert)
+    customer = ledger.customer(project.owner_id)
+    hold = ledger.deposit_hold(project.id)
+    available = ledger.balance(conn, customer)
+    from_customer = min(cents, max(available, 0))
+    from_hold = min(cents - from_customer, ledger.balance(conn, hold))
+    shortfall = cents - from_customer - from_hold
+    ledger.post(
+        conn,
+        "task_charge",
+        [
+            (customer, ledger.escrow(project.id), from_customer + shortfall),
+            (hold, ledger.escrow(project.id), from_hold),
+        ],
+        project_id=project.id,
+        memo=f"task {task_id}",
+    )
+    conn.execute(tasks.update().where(tasks.c.id == task_id).values(charged=True))
+
+
+def release_escrow(conn: sa.Connection, project: Any) -> int:
+    """Pay annotators for every charged, unreleased task (the seed's final payment); once."""
+    price = task_charge_cents(project.annotation_type, 1, False)
+    expert_fee = task_charge_cents(project.annotation_type, 0, True)
+    pending = (
+        sa.select(tasks.c.id)
+        .where(tasks.c.project_id == project.id, tasks.c.charged, ~tasks.c.released)
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        sa.select(judgements.c.annotator_id, judgements.c.role, sa.func.count())
+        .where(judgements.c.project_id == project.id, judgements.c.task_id.in_(pending))
+        .group_by(judgements.c.annotator_id, judgements.c.role)
+    ).all()
+    moves = [
+        (
+            ledger.escrow(project.id),
+            ledger.earnings(annotator),
+            int(n) * (expert_fee if role == "expert" else price),
+        )
+        for annotator, role, n in rows
+    ]
+    total = sum(m[2] for m in moves)
+    if total > ledger.balance(conn, ledger.escrow(project.id)):
+        raise RuntimeError("escrow cannot cover the release; ledger invariant broken")
+    ledger.post(conn, "release", moves, project_id=project.id)
+    conn.execute(
+        tasks.update()
+        .where(tasks.c.project_id == project.id, tasks.c.charged, ~tasks.c.released)
+        .values(released=True)
+    )
+    return total
+
+
+def refund_deposit(conn: sa.Connection, project: Any) -> int:
+    """Return what is left of the deposit hold to the customer (completion or cancellation)."""
+    hold = ledger.deposit_hold(project.id)
+    cents = ledger.balance(conn, hold)
+    if cents > 0:
+        ledger.post(
+            conn, "deposit_refund", [(hold, ledger.customer(project.owner_id), cents)],
+            project_id=project.id,
+        )
+    return cents
+
+
+def topup(conn: sa.Connection, account_id: str, method: str, cents: int) -> dict:
+    if method == CREDITS_METHOD:
+        raise invalid("Top up with a payment method, not with credits", param="payment_method")
+    return external_payment(conn, account_id, method, cents, None)
+
+
+def balances(conn: sa.Connection, account_id: str) -> dict:
+    return {
+        "object": "balance",
+        "available": f"{ledger.balance(conn, ledger.customer(account_id)) / 100:.2f}",
+        "available_cents": ledger.balance(conn, ledger.customer(account_id)),
+        "currency": "Credits",
+        "livemode": False,
+    }

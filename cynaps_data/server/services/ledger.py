@@ -1,0 +1,86 @@
+"""Double-entry credits ledger: immutable entries, balances derived by summing.
+
+Accounts are strings: ``customer:<acct>``, ``deposit_hold:<proj>``, ``escrow:<proj>``,
+``earnings:<acct>`` and ``external`` (outside payments and sandbox top-ups). Every transaction's
+entries sum to zero, so the sum over all accounts is always zero.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+
+from ..ids import random_id
+from ..problems import insufficient_credits
+from ..tables import ledger_entries
+
+EXTERNAL = "external"
+
+
+def customer(account_id: str) -> str:
+    return f"customer:{account_id}"
+
+
+def deposit_hold(project_id: str) -> str:
+    return f"deposit_hold:{project_id}"
+
+
+def escrow(project_id: str) -> str:
+    return f"escrow:{project_id}"
+
+
+def earnings(account_id: str) -> str:
+    return f"earnings:{account_id}"
+
+
+def balance(conn: sa.Connection, account: str) -> int:
+    """Balance of one ledger account in cents."""
+    total = conn.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(ledger_entries.c.amount_cents), 0)).where(
+            ledger_entries.c.account == account
+        )
+    ).scalar_one()
+    return int(total)
+
+
+def post(
+    conn: sa.Connection,
+    kind: str,
+    moves: Iterable[tuple[str, str, int]],
+    *,
+    project_id: str | None = None,
+    memo: str | None = None,
+) -> str:
+    """Post one transaction of ``(from_account, to_account, cents)`` moves; returns its id."""
+    txn = random_id("txn")
+    now = time.time()
+    rows = []
+    for source, target, cents in moves:
+        if cents < 0:
+            raise ValueError("ledger moves are non-negative; swap the accounts instead")
+        if cents == 0:
+            continue
+        common = {"txn_id": txn, "kind": kind, "project_id": project_id, "memo": memo}
+        rows.append({**common, "account": source, "amount_cents": -cents, "created_at": now})
+        rows.append({**common, "account": target, "amount_cents": cents, "created_at": now})
+    if rows:
+        conn.execute(ledger_entries.insert(), rows)
+    return txn
+
+
+def move_checked(
+    conn: sa.Connection,
+    kind: str,
+    source: str,
+    target: str,
+    cents: int,
+    *,
+    project_id: str | None = None,
+) -> str:
+    """Move ``cents`` only if ``source`` can cover it; else 402 insufficient credits."""
+    available = balance(conn, source)
+    if available < cents:
+        raise insufficient_credits(cents, available)
+    return post(conn, kind, [(source, target, cents)], project_id=project_id)

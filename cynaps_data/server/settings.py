@@ -1,0 +1,38 @@
+"""Platform settings (built explicitly by callers; nothing is read at import)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class WorkforceSettings:
+    """The sandbox workforce: simulated people who use the annotator API over HTTP."""
+
+    annotators: int = 5
+    experts: int = 1
+    seconds_per_judgement: float = 0.3
+    accuracy: tuple[float, float] = (0.75, 0.95)  # each annotator's accuracy drawn from this range
+    expert_accuracy: float = 0.98
+    seed: int = 0
+
+
+@dataclass
+class RateLimit:
+    """Token bucket per API key: ``burst`` requests at once, refilled at ``per_second``."""
+
+    per_second: float = 200.0
+    burst: int = 400
+
+
+@dataclass
+class Settings:
+    database_url: str
+    sandbox: bool = True
+    starting_credits_cents: int = 1_000_000  # 10,000.00 Credits for a new sandbox customer
+    max_batch_tasks: int = 100_000
+    max_body_bytes: int = 256 * 1024 * 1024
+    assignment_ttl_seconds: float = 600.0
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+    workforce: WorkforceSettings | None = field(default_factory=WorkforceSettings)
+    asset_dir: str | None = None

@@ -1,0 +1,131 @@
+"""The platform's schema (SQLAlchemy Core). Money is stored as integer cents."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # acct_…
+    sa.Column("role", sa.String(16), nullable=False),  # customer | annotator | expert | admin
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("owner_id", sa.String(40), nullable=True),  # team owner for annotators/experts
+    sa.Column("sandbox", sa.Boolean, nullable=False, default=True),
+    sa.Column("simulated", sa.Boolean, nullable=False, default=False),  # sandbox workforce member
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_hash", sa.String(64), primary_key=True),  # SHA-256 hex of the whole key
+    sa.Column("prefix", sa.String(24), nullable=False),  # shown in listings, e.g. sk_test_AbC1
+    sa.Column("account_id", sa.String(40), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("revoked", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+projects = sa.Table(
+    "projects",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # proj_…
+    sa.Column("owner_id", sa.String(40), sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(500), nullable=False),
+    sa.Column("annotation_type", sa.String(40), nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("instructions", sa.Text, nullable=False, default=""),
+    sa.Column("quality_settings", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("source_schema", sa.JSON, nullable=True),  # Arrow/datasets schema of uploads
+    sa.Column("deposit_cents", sa.BigInteger, nullable=True),  # quote fixed at payment
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.String(40), nullable=False),
+    sa.Column("external_id", sa.String(200), nullable=True),
+    sa.Column("data", sa.Text, nullable=False),  # JSON object text
+    sa.Column("gold", sa.Text, nullable=True),  # JSON value text
+    sa.Column("predictions", sa.Text, nullable=True),  # JSON text
+    # pending -> (disputed) -> completed
+    sa.Column("status", sa.String(12), nullable=False, default="pending"),
+    sa.Column("n_judgements", sa.Integer, nullable=False, default=0),
+    sa.Column("needed", sa.Integer, nullable=False),  # judgements wanted now
+    sa.Column("final_label", sa.Text, nullable=True),  # JSON value text
+    sa.Column("label_source", sa.String(12), nullable=True),  # consensus | expert | majority
+    sa.Column("agreement", sa.Float, nullable=True),
+    sa.Column("charged", sa.Boolean, nullable=False, default=False),
+    sa.Column("released", sa.Boolean, nullable=False, default=False),
+    sa.Column("updated_at", sa.Float, nullable=False, default=0.0),
+    sa.UniqueConstraint("project_id", "external_id", name="uq_task_external_id"),
+    sa.Index("ix_tasks_project_status", "project_id", "status"),
+)
+
+judgements = sa.Table(
+    "judgements",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.Integer, nullable=False),
+    sa.Column("project_id", sa.String(40), nullable=False, index=True),
+    sa.Column("annotator_id", sa.String(40), nullable=False),
+    sa.Column("role", sa.String(12), nullable=False),  # annotator | expert
+    sa.Column("value", sa.Text, nullable=False),  # JSON value text
+    sa.Column("duration", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("task_id", "annotator_id", name="uq_judgement_once"),
+)
+
+assignments = sa.Table(
+    "assignments",
+    metadata,
+    sa.Column("task_id", sa.Integer, primary_key=True),
+    sa.Column("annotator_id", sa.String(40), primary_key=True),
+    sa.Column("project_id", sa.String(40), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("ix_assignments_annotator", "annotator_id"),
+    sa.Index("ix_assignments_expires", "expires_at"),
+)
+
+ledger_entries = sa.Table(
+    "ledger_entries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("txn_id", sa.String(40), nullable=False, index=True),
+    sa.Column("account", sa.String(80), nullable=False, index=True),  # e.g. customer:acct_…
+    sa.Column("amount_cents", sa.BigInteger, nullable=False),  # signed; each txn sums to 0
+    sa.Column("kind", sa.String(30), nullable=False),
+    sa.Column("project_id", sa.String(40), nullable=True, index=True),
+    sa.Column("memo", sa.String(200), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+payments = sa.Table(
+    "payments",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # pay_…
+    sa.Column("account_id", sa.String(40), nullable=False, index=True),
+    sa.Column("project_id", sa.String(40), nullable=True),
+    sa.Column("method", sa.String(40), nullable=False),
+    sa.Column("amount_cents", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),  # succeeded | declined
+    sa.Column("livemode", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("key_hash", sa.String(64), primary_key=True),  # api key hash
+    sa.Column("idempotency_key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),  # null while in flight
+    sa.Column("response_body", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+)
