@@ -38,10 +38,14 @@ class ProjectsService:
         return Project(self._transport, self._transport.request("POST", "/v1/projects", json=body))
 
     def get(self, project_id: str) -> Project:
-        return Project(self._transport, self._transport.request("GET", f"/v1/projects/{project_id}"))
+        return Project(
+            self._transport, self._transport.request("GET", f"/v1/projects/{project_id}")
+        )
 
     def list(self, *, limit: int = 100, offset: int = 0) -> list[Project]:
-        body = self._transport.request("GET", "/v1/projects", params={"limit": limit, "offset": offset})
+        body = self._transport.request(
+            "GET", "/v1/projects", params={"limit": limit, "offset": offset}
+        )
         return [Project(self._transport, item) for item in body["data"]]
 
 
@@ -88,7 +92,9 @@ class Client:
         self.platform: LocalPlatform | None = None
 
     @classmethod
-    def from_config(cls, path: str | os.PathLike[str] = config.DEFAULT_CONFIG_PATH, **overrides: Any) -> Client:
+    def from_config(
+        cls, path: str | os.PathLike[str] = config.DEFAULT_CONFIG_PATH, **overrides: Any
+    ) -> Client:
         """A client from a JSON config file (``api_key``, ``base_url``, ``timeout``)."""
         return cls(_config_file=path, _config_required=True, **overrides)
 

@@ -73,7 +73,9 @@ def read_config_file(path: str | os.PathLike[str] | None, *, required: bool) -> 
     return data
 
 
-def write_config_file(values: Mapping[str, Any], path: str | os.PathLike[str] | None = None) -> Path:
+def write_config_file(
+    values: Mapping[str, Any], path: str | os.PathLike[str] | None = None
+) -> Path:
     """Write (merge into) a config file readable only by its owner; returns its path."""
     file = Path(path).expanduser() if path is not None else config_path()
     file.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,9 @@ def staffed_platform(tmp_path_factory) -> Iterator[LocalPlatform]:
 
 @pytest.fixture
 def client(platform: LocalPlatform) -> Iterator[cynaps.Client]:
-    with cynaps.Client(api_key=platform.create_customer(), base_url=platform.base_url, max_retries=0) as c:
+    with cynaps.Client(
+        api_key=platform.create_customer(), base_url=platform.base_url, max_retries=0
+    ) as c:
         yield c
 
 
@@ -52,7 +54,11 @@ def make_project(client: cynaps.Client, **overrides) -> cynaps.Project:
         "annotation_type": "classification",
         "labels": SEED_LABELS,
         "instructions": "Pick one.",
-        "quality_settings": {"min_annotators": 3, "consensus_threshold": 0.66, "enable_expert_review": True},
+        "quality_settings": {
+            "min_annotators": 3,
+            "consensus_threshold": 0.66,
+            "enable_expert_review": True,
+        },
     }
     options.update(overrides)
     return client.projects.create(**options)

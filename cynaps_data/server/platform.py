@@ -76,10 +76,14 @@ class LocalPlatform:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"The local platform did not start on {self.base_url}")
             time.sleep(0.01)
-        _, self.admin_key = create_account(self.db, role="admin", name="Local admin", sandbox=self.settings.sandbox)
+        _, self.admin_key = create_account(
+            self.db, role="admin", name="Local admin", sandbox=self.settings.sandbox
+        )
         if self.settings.workforce is not None:
             members = enlist(self.db, self.settings.workforce, self.settings.sandbox)
-            self.workforce = Workforce(self.db, self.base_url, members, self.settings.workforce).start()
+            self.workforce = Workforce(
+                self.db, self.base_url, members, self.settings.workforce
+            ).start()
         atexit.register(self.stop)
         return self
 
@@ -101,7 +105,9 @@ class LocalPlatform:
             from .services.accounts import authenticate
 
             owner = authenticate(self.db, f"Bearer {owner_key}").account_id
-        _, key = create_account(self.db, role=role, name=name, owner_id=owner, sandbox=self.settings.sandbox)
+        _, key = create_account(
+            self.db, role=role, name=name, owner_id=owner, sandbox=self.settings.sandbox
+        )
         return key
 
     def stop(self) -> None:

@@ -59,14 +59,26 @@ def enlist(db: Database, settings: WorkforceSettings, sandbox: bool) -> list[Mem
                 account_id = f"acct_sim_{role[:3]}{len(existing) + len(members) + 1:04d}"
                 conn.execute(
                     accounts.insert(),
-                    {"id": account_id, "role": role, "name": name, "owner_id": None,
-                     "sandbox": sandbox, "simulated": True, "created_at": now},
+                    {
+                        "id": account_id,
+                        "role": role,
+                        "name": name,
+                        "owner_id": None,
+                        "sandbox": sandbox,
+                        "simulated": True,
+                        "created_at": now,
+                    },
                 )
             key = new_api_key(role, sandbox=sandbox)
             conn.execute(
                 api_keys.insert(),
-                {"key_hash": hash_key(key), "prefix": key_prefix(key), "account_id": account_id,
-                 "revoked": False, "created_at": now},
+                {
+                    "key_hash": hash_key(key),
+                    "prefix": key_prefix(key),
+                    "account_id": account_id,
+                    "revoked": False,
+                    "created_at": now,
+                },
             )
             low, high = settings.accuracy
             accuracy = settings.expert_accuracy if role == "expert" else rng.uniform(low, high)
@@ -77,7 +89,9 @@ def enlist(db: Database, settings: WorkforceSettings, sandbox: bool) -> list[Mem
 class Workforce:
     """Runs every member in its own thread until :meth:`stop`."""
 
-    def __init__(self, db: Database, base_url: str, members: list[Member], settings: WorkforceSettings) -> None:
+    def __init__(
+        self, db: Database, base_url: str, members: list[Member], settings: WorkforceSettings
+    ) -> None:
         self.db = db
         self.base_url = base_url.rstrip("/")
         self.members = members
@@ -87,7 +101,9 @@ class Workforce:
 
     def start(self) -> Workforce:
         for i, member in enumerate(self.members):
-            thread = threading.Thread(target=self._run, args=(i, member), name=f"workforce-{i}", daemon=True)
+            thread = threading.Thread(
+                target=self._run, args=(i, member), name=f"workforce-{i}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
         return self
@@ -99,7 +115,9 @@ class Workforce:
 
     def _truth(self, task_id: int, labels: list) -> object:
         with self.db.read() as conn:
-            row = conn.execute(sa.select(tasks.c.gold, tasks.c.data).where(tasks.c.id == task_id)).one()
+            row = conn.execute(
+                sa.select(tasks.c.gold, tasks.c.data).where(tasks.c.id == task_id)
+            ).one()
         return orjson.loads(row.gold) if row.gold else pseudo_truth(row.data, labels)
 
     def _answer(self, index: int, member: Member, task: dict) -> object:

@@ -38,7 +38,9 @@ def add_annotator(db: DB, settings: AppSettings, caller: Customer, body: Body) -
 def list_annotators(db: DB, caller: Customer) -> dict:
     with db.read() as conn:
         rows = conn.execute(
-            sa.select(accounts).where(accounts.c.owner_id == caller.account_id).order_by(accounts.c.created_at)
+            sa.select(accounts)
+            .where(accounts.c.owner_id == caller.account_id)
+            .order_by(accounts.c.created_at)
         ).all()
     return {"object": "list", "data": [service.public(r._asdict()) for r in rows]}
 
@@ -48,7 +50,10 @@ def create_customer(db: DB, settings: AppSettings, caller: Admin, body: Body) ->
     """Admin: a new sandbox customer with starting credits; returns its key (shown once)."""
     name = body.get("name", "Sandbox customer") if isinstance(body, dict) else "Sandbox customer"
     account, key = service.create_account(
-        db, role="customer", name=name, sandbox=settings.sandbox,
+        db,
+        role="customer",
+        name=name,
+        sandbox=settings.sandbox,
         starting_credits_cents=settings.starting_credits_cents if settings.sandbox else 0,
     )
     return {**account, "api_key": key}

@@ -23,7 +23,9 @@ def quote_deposit(db: DB, caller: Customer, project_id: str) -> dict:
         target = states.check("quote", project.state)
         q = service.current_quote(conn, project)
         if q.task_count == 0:
-            raise invalid("Upload tasks before asking for a deposit quote.", param="tasks", code="no_tasks")
+            raise invalid(
+                "Upload tasks before asking for a deposit quote.", param="tasks", code="no_tasks"
+            )
         if target != project.state:
             project_service._set_state(conn, project.id, target)
     return {"object": "deposit_quote", "project_id": project_id, **q.as_dict()}
@@ -33,7 +35,10 @@ def quote_deposit(db: DB, caller: Customer, project_id: str) -> dict:
 def pay_deposit(db: DB, caller: Customer, project_id: str, body: Body) -> dict:
     method = body.get("payment_method") if isinstance(body, dict) else None
     if not isinstance(method, str):
-        raise invalid("payment_method is required, e.g. 'razorpay', 'card' or 'credits'", param="payment_method")
+        raise invalid(
+            "payment_method is required, e.g. 'razorpay', 'card' or 'credits'",
+            param="payment_method",
+        )
     with db.write() as conn:
         project = project_service.load(conn, caller.account_id, project_id, lock=True)
         states.check("pay", project.state)
@@ -56,7 +61,9 @@ def topup(db: DB, caller: Customer, body: Body) -> dict:
     try:
         cents = round(float(amount) * 100)
     except ValueError:
-        raise invalid(f"amount must be a number of Credits, got {amount!r}", param="amount") from None
+        raise invalid(
+            f"amount must be a number of Credits, got {amount!r}", param="amount"
+        ) from None
     if not 0 < cents <= 100_000_000:
         raise invalid("amount must be between 0.01 and 1,000,000.00 Credits", param="amount")
     with db.write() as conn:
@@ -77,9 +84,15 @@ def my_ledger(db: DB, caller: Customer, limit: int = 1000) -> dict:
     return {
         "object": "list",
         "data": [
-            {"txn_id": r.txn_id, "kind": r.kind, "amount": f"{r.amount_cents / 100:.2f}",
-             "amount_cents": r.amount_cents, "project_id": r.project_id, "memo": r.memo,
-             "created_at": r.created_at}
+            {
+                "txn_id": r.txn_id,
+                "kind": r.kind,
+                "amount": f"{r.amount_cents / 100:.2f}",
+                "amount_cents": r.amount_cents,
+                "project_id": r.project_id,
+                "memo": r.memo,
+                "created_at": r.created_at,
+            }
             for r in rows
         ],
     }

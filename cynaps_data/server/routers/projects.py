@@ -15,7 +15,9 @@ router = APIRouter(prefix="/v1/projects", tags=["projects"])
 def create_project(db: DB, caller: Customer, body: Body) -> dict:
     if not isinstance(body, dict):
         raise invalid("The body must be a JSON object describing the project")
-    unknown = sorted(set(body) - {"name", "annotation_type", "labels", "instructions", "quality_settings"})
+    unknown = sorted(
+        set(body) - {"name", "annotation_type", "labels", "instructions", "quality_settings"}
+    )
     if unknown:
         raise invalid(f"Unknown field {unknown[0]!r}", param=unknown[0])
     return service.create(db, caller.account_id, body)

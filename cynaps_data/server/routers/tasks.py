@@ -11,6 +11,8 @@ router = APIRouter(prefix="/v1/projects/{project_id}/tasks", tags=["tasks"])
 
 
 @router.post("/batch", status_code=201)
-def upload_batch(db: DB, settings: AppSettings, caller: Customer, project_id: str, body: Body) -> dict:
+def upload_batch(
+    db: DB, settings: AppSettings, caller: Customer, project_id: str, body: Body
+) -> dict:
     """Upload up to ``max_batch_tasks`` tasks at once; the batch is stored whole or not at all."""
     return service.upload(db, caller.account_id, project_id, body, settings.max_batch_tasks)

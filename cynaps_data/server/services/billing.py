@@ -186,7 +186,9 @@ def refund_deposit(conn: sa.Connection, project: Any) -> int:
     cents = ledger.balance(conn, hold)
     if cents > 0:
         ledger.post(
-            conn, "deposit_refund", [(hold, ledger.customer(project.owner_id), cents)],
+            conn,
+            "deposit_refund",
+            [(hold, ledger.customer(project.owner_id), cents)],
             project_id=project.id,
         )
     return cents

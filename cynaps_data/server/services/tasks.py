@@ -38,9 +38,7 @@ def parse_batch(body: Any, max_tasks: int) -> list:
         extra = sorted(set(body) - {"tasks", "source_schema"})[0]
         raise invalid(f"Unknown field {extra!r} in upload body", param=extra)
     if not isinstance(items, list):
-        raise invalid(
-            'The body must be a JSON list of tasks or {"tasks": [...]}', param="tasks"
-        )
+        raise invalid('The body must be a JSON list of tasks or {"tasks": [...]}', param="tasks")
     if len(items) > max_tasks:
         raise Problem(
             413,
@@ -76,7 +74,11 @@ def build_rows(project: Any, items: list) -> list[tuple]:
             if type(ext) is int:
                 ext = str(ext)
             elif type(ext) is not str or not ext or len(ext) > MAX_EXTERNAL_ID:
-                raise _bad(i, f"must be a non-empty string of at most {MAX_EXTERNAL_ID} characters", "external_id")
+                raise _bad(
+                    i,
+                    f"must be a non-empty string of at most {MAX_EXTERNAL_ID} characters",
+                    "external_id",
+                )
         gold = item.get("gold")
         if gold is not None:
             try:
