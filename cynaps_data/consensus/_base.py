@@ -51,7 +51,9 @@ def logsumexp_rows(logits: np.ndarray) -> np.ndarray:
     return m + np.log(np.exp(logits - m[:, None]).sum(axis=1))
 
 
-def argmax_rows(probas: np.ndarray, rng: np.random.Generator | None, rtol: float = 1e-12) -> np.ndarray:
+def argmax_rows(
+    probas: np.ndarray, rng: np.random.Generator | None, rtol: float = 1e-12
+) -> np.ndarray:
     """Argmax per row; exact ties are broken uniformly at random with ``rng`` (or towards the
     lowest class code when ``rng`` is None)."""
     best = probas.argmax(axis=1)

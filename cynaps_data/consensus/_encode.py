@@ -119,7 +119,9 @@ def _check_frame(df: Any, columns: Sequence[str] = REQUIRED_COLUMNS) -> pd.DataF
     return df
 
 
-def _label_index(values: pd.Series, labels: Sequence[Hashable] | None) -> tuple[np.ndarray, pd.Index]:
+def _label_index(
+    values: pd.Series, labels: Sequence[Hashable] | None
+) -> tuple[np.ndarray, pd.Index]:
     if labels is not None:
         names = pd.Index(list(labels))
         if len(names) == 0:

@@ -188,8 +188,13 @@ def dawid_skene_arrays(
     # skill: expected accuracy sum_c pi_c e_cc (chance-level is ~1/K)
     skills = np.einsum("wcc,c->w", errors, priors)
     return ArrayResult(
-        probas=q, labels=labels, priors=priors, skills=skills, errors=errors,
-        loss_history=hist, n_iter=it,
+        probas=q,
+        labels=labels,
+        priors=priors,
+        skills=skills,
+        errors=errors,
+        loss_history=hist,
+        n_iter=it,
     )
 
 
@@ -238,10 +243,20 @@ class DawidSkene(BaseAggregator):
 
     def _fit_encoded(self, enc: Encoded, gold: np.ndarray) -> ArrayResult:
         return dawid_skene_arrays(
-            enc.task, enc.worker, enc.label, enc.n_tasks, enc.n_workers, enc.n_classes,
-            n_iter=self.n_iter, tol=self.tol, alpha_correct=self.alpha_correct,
-            alpha_wrong=self.alpha_wrong, alpha_prior=self.alpha_prior, gold=gold,
-            random_state=self.random_state, incidence=(enc.incidence(), enc.incidence_t()),
+            enc.task,
+            enc.worker,
+            enc.label,
+            enc.n_tasks,
+            enc.n_workers,
+            enc.n_classes,
+            n_iter=self.n_iter,
+            tol=self.tol,
+            alpha_correct=self.alpha_correct,
+            alpha_wrong=self.alpha_wrong,
+            alpha_prior=self.alpha_prior,
+            gold=gold,
+            random_state=self.random_state,
+            incidence=(enc.incidence(), enc.incidence_t()),
         )
 
 
@@ -299,8 +314,13 @@ def one_coin_arrays(
     priors = np.exp(log_pi)
     labels = argmax_rows(q, rng_from(random_state))
     return ArrayResult(
-        probas=q, labels=labels, priors=priors, skills=s, errors=errors,
-        loss_history=hist, n_iter=it,
+        probas=q,
+        labels=labels,
+        priors=priors,
+        skills=s,
+        errors=errors,
+        loss_history=hist,
+        n_iter=it,
     )
 
 
@@ -328,7 +348,15 @@ class OneCoinDawidSkene(BaseAggregator):
 
     def _fit_encoded(self, enc: Encoded, gold: np.ndarray) -> ArrayResult:
         return one_coin_arrays(
-            enc.task, enc.worker, enc.label, enc.n_tasks, enc.n_workers, enc.n_classes,
-            n_iter=self.n_iter, tol=self.tol, smoothing=self.smoothing, gold=gold,
+            enc.task,
+            enc.worker,
+            enc.label,
+            enc.n_tasks,
+            enc.n_workers,
+            enc.n_classes,
+            n_iter=self.n_iter,
+            tol=self.tol,
+            smoothing=self.smoothing,
+            gold=gold,
             random_state=self.random_state,
         )

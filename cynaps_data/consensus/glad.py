@@ -157,10 +157,20 @@ class GLAD(BaseAggregator):
 
     def _fit_encoded(self, enc: Encoded, gold: np.ndarray) -> ArrayResult:
         res = glad_arrays(
-            enc.task, enc.worker, enc.label, enc.n_tasks, enc.n_workers, enc.n_classes,
-            n_iter=self.n_iter, tol=self.tol, m_step_iter=self.m_step_iter,
-            alphas_prior_mean=self.alphas_prior_mean, betas_prior_mean=self.betas_prior_mean,
-            learn_priors=self.learn_priors, gold=gold, random_state=self.random_state,
+            enc.task,
+            enc.worker,
+            enc.label,
+            enc.n_tasks,
+            enc.n_workers,
+            enc.n_classes,
+            n_iter=self.n_iter,
+            tol=self.tol,
+            m_step_iter=self.m_step_iter,
+            alphas_prior_mean=self.alphas_prior_mean,
+            betas_prior_mean=self.betas_prior_mean,
+            learn_priors=self.learn_priors,
+            gold=gold,
+            random_state=self.random_state,
         )
         import pandas as pd
 

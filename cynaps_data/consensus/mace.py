@@ -1,0 +1,216 @@
+r"""MACE: Multi-Annotator Competence Estimation (Hovy, Berg-Kirkpatrick, Vaswani & Hovy, 2013).
+
+Each worker :math:`w` either *knows* the answer (probability :math:`\theta_w`) and gives the
+true class, or *spams* and draws an answer from its own strategy :math:`\xi_w \in \Delta^K`:
+
+.. math:: P(y \mid z_t = c) = (1-\theta_w)\,\xi_{wy} + \theta_w [y = c],
+          \qquad z_t \sim \mathrm{Uniform}(K).
+
+Variational Bayes (``method="vb"``, default, as in MACE and crowd-kit) with priors
+:math:`\theta_w \sim \mathrm{Beta}(\beta, \alpha)` (``alpha = beta = 0.5``) and
+:math:`\xi_w \sim \mathrm{Dir}(10)`: the E-step uses :math:`\exp E_q[\log \cdot]` of the
+parameters, in log space (no underflow on tasks with many answers); expected counts per answer
+are :math:`k = q_{ty}\,\theta_w / ((1-\theta_w)\xi_{wy} + \theta_w)` (knowing) and
+:math:`1-k` (spamming, credited to :math:`\xi_{wy}`). ``method="em"`` uses maximum-likelihood
+M-steps with additive ``smoothing``. ``n_restarts`` random initialisations (seeded by
+``random_state``, each different) are run for up to ``n_iter`` iterations (early stop when the
+per-answer log marginal likelihood rises by less than ``tol``); the best restart by marginal
+likelihood is kept. ``skills_`` is the posterior mean competence :math:`E[\theta_w]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.special import digamma
+
+from ..errors import ValidationError
+from ._base import (
+    ArrayResult,
+    BaseAggregator,
+    argmax_rows,
+    check_codes,
+    logsumexp_rows,
+    rng_from,
+    softmax_rows,
+)
+from ._encode import Encoded
+from .dawid_skene import fix_gold
+
+__all__ = ["MACE", "mace_arrays"]
+
+
+def mace_arrays(
+    task: np.ndarray,
+    worker: np.ndarray,
+    label: np.ndarray,
+    n_tasks: int | None = None,
+    n_workers: int | None = None,
+    n_classes: int | None = None,
+    *,
+    n_restarts: int = 10,
+    n_iter: int = 50,
+    tol: float = 1e-6,
+    method: str = "vb",
+    smoothing: float | None = None,
+    default_noise: float = 0.5,
+    alpha: float = 0.5,
+    beta: float = 0.5,
+    strategy_prior: float = 10.0,
+    learn_priors: bool = False,
+    gold: np.ndarray | None = None,
+    random_state: Any = 0,
+) -> ArrayResult:
+    """MACE on integer codes; see the module docstring."""
+    if method not in ("vb", "em"):
+        raise ValidationError(f"method must be 'vb' or 'em', got {method!r}", param="method")
+    if n_restarts < 1:
+        raise ValidationError("n_restarts must be >= 1", param="n_restarts")
+    t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
+    n = t.size
+    ty = t * k + y
+    wy = w * k + y
+    n_by_w = np.bincount(w, minlength=n_w).astype(np.float64)
+    smooth = 0.01 / k if smoothing is None else float(smoothing)
+    rng = rng_from(random_state)
+    log_pi = [np.full(k, -np.log(k))]  # uniform class prior, re-estimated if learn_priors
+
+    def e_step(
+        log_know: np.ndarray, log_spam: np.ndarray, log_xi: np.ndarray
+    ) -> tuple[np.ndarray, float, np.ndarray]:
+        lo = log_spam[w] + log_xi.ravel()[wy]  # log((1-theta) xi_y)
+        hi = np.logaddexp(lo, log_know[w])  # log((1-theta) xi_y + theta)
+        base = np.bincount(t, weights=lo, minlength=n_t)
+        delta = np.bincount(ty, weights=hi - lo, minlength=n_t * k).reshape(n_t, k)
+        logits = delta + base[:, None] + log_pi[0]
+        ll = float(logsumexp_rows(logits).sum()) / n
+        q = fix_gold(softmax_rows(logits), gold)
+        if learn_priors:
+            pc = q.sum(axis=0) + 1.0
+            log_pi[0] = np.log(pc / pc.sum())
+        knowing = q.ravel()[ty] * np.exp(log_know[w] - hi)
+        return q, ll, knowing
+
+    def m_step(knowing: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        know_w = np.bincount(w, weights=knowing, minlength=n_w)
+        spam_w = n_by_w - know_w
+        strat = np.bincount(wy, weights=1.0 - knowing, minlength=n_w * k).reshape(n_w, k)
+        if method == "vb":
+            tot = digamma(n_by_w + alpha + beta)
+            log_know = digamma(know_w + beta) - tot
+            log_spam = digamma(spam_w + alpha) - tot
+            log_xi = digamma(strat + strategy_prior) - digamma(
+                strat.sum(axis=1, keepdims=True) + k * strategy_prior
+            )
+        else:
+            tot = np.log(n_by_w + 2 * smooth)
+            log_know = np.log(know_w + smooth) - tot
+            log_spam = np.log(spam_w + smooth) - tot
+            log_xi = np.log(strat + smooth) - np.log(strat.sum(axis=1, keepdims=True) + k * smooth)
+        return log_know, log_spam, log_xi
+
+    best: tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray], list[float], int] | None = None
+    for _ in range(n_restarts):
+        sp_ = rng.uniform(1.0, 1.0 + default_noise, size=(n_w, 2))
+        sp_ /= sp_.sum(axis=1, keepdims=True)
+        xi = rng.uniform(1.0, 1.0 + default_noise, size=(n_w, k))
+        xi /= xi.sum(axis=1, keepdims=True)
+        params = (np.log(sp_[:, 1]), np.log(sp_[:, 0]), np.log(xi))
+        log_pi[0] = np.full(k, -np.log(k))
+        hist: list[float] = []
+        prev = -np.inf
+        it = 0
+        for it in range(1, n_iter + 1):  # noqa: B007
+            _, ll, knowing = e_step(*params)
+            hist.append(ll)
+            params = m_step(knowing)
+            if ll - prev < tol:
+                break
+            prev = ll
+        _, ll, _ = e_step(*params)
+        if best is None or ll > best[0]:
+            best = (ll, params, hist, it)
+    assert best is not None  # n_restarts >= 1 is checked above
+    _, params, hist, it = best
+    q, _, _ = e_step(*params)
+    know_mean = np.exp(params[0])
+    know_mean = know_mean / (know_mean + np.exp(params[1]))
+    labels = argmax_rows(q, rng)
+    return ArrayResult(
+        probas=q,
+        labels=labels,
+        priors=np.exp(log_pi[0]),
+        skills=know_mean,
+        loss_history=hist,
+        n_iter=it,
+        extra={"strategy": np.exp(params[2])},
+    )
+
+
+class MACE(BaseAggregator):
+    """MACE with variational Bayes (default) or EM, seeded random restarts.
+
+    Parameters follow crowd-kit: ``n_restarts`` (10), ``n_iter`` (50), ``method`` ("vb"/"em"),
+    ``smoothing`` (EM only; default ``0.01/K``), ``default_noise`` (0.5), ``alpha``/``beta``
+    (Beta prior on competence, 0.5/0.5), plus ``strategy_prior`` (Dirichlet, 10), ``tol``,
+    ``random_state`` and ``labels``.
+
+    Fitted: ``labels_``, ``probas_``, ``priors_`` (uniform), ``skills_`` (competence
+    :math:`\\theta_w`), ``spam_strategy_`` (DataFrame worker x label), ``loss_history_``,
+    ``n_iter_``.
+    """
+
+    def __init__(
+        self,
+        n_restarts: int = 10,
+        n_iter: int = 50,
+        tol: float = 1e-6,
+        method: str = "vb",
+        smoothing: float | None = None,
+        default_noise: float = 0.5,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        strategy_prior: float = 10.0,
+        random_state: Any = 0,
+        labels: Sequence[Hashable] | None = None,
+    ) -> None:
+        self.n_restarts = n_restarts
+        self.n_iter = n_iter
+        self.tol = tol
+        self.method = method
+        self.smoothing = smoothing
+        self.default_noise = default_noise
+        self.alpha = alpha
+        self.beta = beta
+        self.strategy_prior = strategy_prior
+        self.random_state = random_state
+        self.labels = labels
+
+    def _fit_encoded(self, enc: Encoded, gold: np.ndarray) -> ArrayResult:
+        res = mace_arrays(
+            enc.task,
+            enc.worker,
+            enc.label,
+            enc.n_tasks,
+            enc.n_workers,
+            enc.n_classes,
+            n_restarts=self.n_restarts,
+            n_iter=self.n_iter,
+            tol=self.tol,
+            method=self.method,
+            smoothing=self.smoothing,
+            default_noise=self.default_noise,
+            alpha=self.alpha,
+            beta=self.beta,
+            strategy_prior=self.strategy_prior,
+            gold=gold,
+            random_state=self.random_state,
+        )
+        import pandas as pd
+
+        self.spam_strategy_ = pd.DataFrame(
+            res.extra["strategy"], index=enc.worker_names, columns=enc.label_names
+        )
+        return res
