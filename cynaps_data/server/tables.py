@@ -129,3 +129,24 @@ idempotency_keys = sa.Table(
     sa.Column("response_body", sa.LargeBinary, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False, index=True),
 )
+
+# Annotator workbench (issue 6): skipped tasks are not offered to that annotator again.
+skips = sa.Table(
+    "skips",
+    metadata,
+    sa.Column("task_id", sa.Integer, primary_key=True),
+    sa.Column("annotator_id", sa.String(40), primary_key=True),
+    sa.Column("project_id", sa.String(40), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# One-time invite tokens (stored as SHA-256), exchanged for an annotator/expert session key.
+invites = sa.Table(
+    "invites",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.String(40), sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("redeemed_at", sa.Float, nullable=True),
+)

@@ -1,0 +1,89 @@
+"""The workbench pages (``/ui/…``) and the customer's read-only project dashboard API.
+
+Pages are static files from ``cynaps_data/server/ui/static`` served with a strict
+Content-Security-Policy: scripts only from this origin (no inline script, no eval), images from
+this origin or http(s) URLs, API calls only to this origin, no framing, no plugins.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from fastapi import APIRouter
+from fastapi.responses import RedirectResponse, Response
+
+from ..deps import DB, Customer
+from ..problems import not_found
+from ..ui import dashboard
+
+router = APIRouter(tags=["ui"])
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: http:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cache-Control": "no-cache",
+}
+MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+PAGES = {"": "annotate.html", "review": "review.html", "dashboard": "dashboard.html"}
+
+
+@cache
+def _static() -> dict[str, tuple[bytes, str]]:
+    """Every shipped static file by name, read once: ``{name: (content, media type)}``."""
+    files = {}
+    for entry in resources.files("cynaps_data.server.ui").joinpath("static").iterdir():
+        suffix = "." + entry.name.rpartition(".")[2]
+        if entry.is_file() and suffix in MEDIA_TYPES:
+            files[entry.name] = (entry.read_bytes(), MEDIA_TYPES[suffix])
+    return files
+
+
+def _file(name: str) -> Response:
+    found = _static().get(name)
+    if found is None:
+        raise not_found("file", name)
+    content, media_type = found
+    return Response(content, media_type=media_type, headers=SECURITY_HEADERS)
+
+
+@router.get("/ui", include_in_schema=False)
+def ui_root() -> RedirectResponse:
+    return RedirectResponse("/ui/", status_code=308)
+
+
+@router.get("/ui/", include_in_schema=False)
+def annotate_page() -> Response:
+    return _file(PAGES[""])
+
+
+@router.get("/ui/static/{name}", include_in_schema=False)
+def static_file(name: str) -> Response:
+    return _file(name)
+
+
+@router.get("/ui/{page}", include_in_schema=False)
+def page(page: str) -> Response:
+    """``/ui/`` annotate, ``/ui/review`` expert review, ``/ui/dashboard`` customer dashboard."""
+    if page not in PAGES or not page:
+        raise not_found("page", page)
+    return _file(PAGES[page])
+
+
+@router.get("/v1/projects/{project_id}/dashboard", tags=["projects"])
+def project_dashboard(db: DB, caller: Customer, project_id: str) -> dict:
+    """Progress, agreement histogram, final-label counts and per-annotator counts (read-only)."""
+    return dashboard.summary(db, caller.account_id, project_id)
