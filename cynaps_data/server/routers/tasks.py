@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
-from ..deps import DB, AppSettings, Body, Customer
+from ..deps import DB, AppSettings, Customer
 from ..services import tasks as service
 
 router = APIRouter(prefix="/v1/projects/{project_id}/tasks", tags=["tasks"])
 
 
 @router.post("/batch", status_code=201)
-def upload_batch(
-    db: DB, settings: AppSettings, caller: Customer, project_id: str, body: Body
+async def upload_batch(
+    request: Request, db: DB, settings: AppSettings, caller: Customer, project_id: str
 ) -> dict:
-    """Upload up to ``max_batch_tasks`` tasks at once; the batch is stored whole or not at all."""
-    return service.upload(db, caller.account_id, project_id, body, settings.max_batch_tasks)
+    """Upload up to ``max_batch_tasks`` tasks at once; the batch is stored whole or not at all.
+
+    Body: a JSON list of tasks or ``{"tasks": [...], "source_schema": {...}}``.
+    """
+    raw = await request.body()
+    return await run_in_threadpool(
+        service.upload, db, caller.account_id, project_id, raw, settings.max_batch_tasks
+    )

@@ -2,9 +2,13 @@
 
 Wire form of one task: ``{"data": {...}, "external_id": str|int|null, "gold": label|null,
 "predictions": label|list|null}``; unknown keys are rejected. ``(project_id, external_id)`` is
-unique, so re-uploading the same ids inserts nothing (counted as ``duplicates``). The insert goes
-through the DB-API ``executemany`` (no ORM object per row) inside one transaction: a batch is
-stored whole or not at all.
+unique, so re-uploading the same ids inserts nothing (counted as ``duplicates``). No ORM object
+is built per row, and a batch is stored in one transaction: whole or not at all.
+
+On SQLite the batch never becomes Python objects: :mod:`.sqlite_batch` screens it in SQL
+(``json_each``) and inserts it with one ``INSERT … SELECT``; only items that need the annotation
+type's own check (gold, predictions) or that fail the screen are parsed, by :class:`ItemValidator`,
+which words every error. Other databases parse the body and use ``executemany``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ..db import Database
 from ..problems import Problem, invalid, invalid_state
 from ..tables import projects, tasks
 from . import projects as project_service
+from . import sqlite_batch
 
 WIRE_KEYS = frozenset({"data", "external_id", "gold", "predictions"})
 MAX_EXTERNAL_ID = 200
@@ -50,17 +55,34 @@ def parse_batch(body: Any, max_tasks: int) -> list:
     return items
 
 
-def build_rows(project: Any, items: list) -> list[tuple]:
-    """Validate every item and return insert rows; the first bad item raises, naming it."""
-    atype = get_type(project.annotation_type)
-    labels = project.labels
-    needed = project.quality_settings["min_annotators"]
-    now = time.time()
-    pid = project.id
-    dumps = orjson.dumps
-    rows = []
-    append = rows.append
-    for i, item in enumerate(items):
+class ItemValidator:
+    """Validates one wire item against a project; the only place that words item errors."""
+
+    def __init__(self, project: Any) -> None:
+        self.atype = get_type(project.annotation_type)
+        self.labels = project.labels
+
+    def gold(self, i: int, gold: Any) -> str | None:
+        if gold is None:
+            return None
+        try:
+            return orjson.dumps(self.atype.validate_value(gold, self.labels)).decode()
+        except ValueError as exc:
+            raise _bad(i, str(exc), "gold") from None
+
+    def predictions(self, i: int, preds: Any) -> str | None:
+        if preds is None:
+            return None
+        for value in preds if isinstance(preds, list) else [preds]:
+            label = value.get("label") if isinstance(value, dict) else value
+            try:
+                self.atype.validate_value(label, self.labels)
+            except ValueError as exc:
+                raise _bad(i, str(exc), "predictions") from None
+        return orjson.dumps(preds).decode()
+
+    def __call__(self, i: int, item: Any) -> tuple[str | None, str, str | None, str | None]:
+        """``(external_id, data_json, gold_json, predictions_json)`` or a 422 naming the item."""
         if type(item) is not dict:
             raise _bad(i, f"each task must be an object, got {type(item).__name__}")
         data = item.get("data")
@@ -79,51 +101,69 @@ def build_rows(project: Any, items: list) -> list[tuple]:
                     f"must be a non-empty string of at most {MAX_EXTERNAL_ID} characters",
                     "external_id",
                 )
-        gold = item.get("gold")
-        if gold is not None:
-            try:
-                gold = dumps(atype.validate_value(gold, labels)).decode()
-            except ValueError as exc:
-                raise _bad(i, str(exc), "gold") from None
-        preds = item.get("predictions")
-        if preds is not None:
-            values = preds if isinstance(preds, list) else [preds]
-            for value in values:
-                label = value.get("label") if isinstance(value, dict) else value
-                try:
-                    atype.validate_value(label, labels)
-                except ValueError as exc:
-                    raise _bad(i, str(exc), "predictions") from None
-            preds = dumps(preds).decode()
-        append((pid, ext, dumps(data).decode(), gold, preds, needed, now))
-    return rows
+        return (
+            ext,
+            orjson.dumps(data).decode(),
+            self.gold(i, item.get("gold")),
+            self.predictions(i, item.get("predictions")),
+        )
 
 
-def upload(db: Database, owner_id: str, project_id: str, body: Any, max_tasks: int) -> dict:
+def build_rows(project: Any, items: list) -> list[tuple]:
+    """Validate every item and return insert rows; the first bad item raises, naming it."""
+    validate = ItemValidator(project)
+    needed = project.quality_settings["min_annotators"]
+    now = time.time()
+    return [(project.id, *validate(i, item), needed, now) for i, item in enumerate(items)]
+
+
+def decode_body(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Problem(400, "invalid_utf8", f"The body is not valid UTF-8: {exc}") from None
+
+
+def upload(db: Database, owner_id: str, project_id: str, raw: bytes, max_tasks: int) -> dict:
+    """Validate and store one batch (the raw JSON body); returns the upload summary."""
+    with db.read() as conn:
+        _check_state(project_service.load(conn, owner_id, project_id))
+    if db.is_sqlite:
+        text = decode_body(raw)
+        with db.write() as conn:
+            project = project_service.load(conn, owner_id, project_id, lock=True)
+            _check_state(project)  # re-checked inside the write lock
+            received, created, source_schema = sqlite_batch.insert(conn, project, text, max_tasks)
+            return _finish(conn, project_id, received, created, source_schema)
+    try:
+        body = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
     items = parse_batch(body, max_tasks)
     source_schema = body.get("source_schema") if isinstance(body, dict) else None
     with db.read() as conn:
-        project = project_service.load(conn, owner_id, project_id)
-    _check_state(project)
-    rows = build_rows(project, items)
+        rows = build_rows(project_service.load(conn, owner_id, project_id), items)
     with db.write() as conn:
-        project = project_service.load(conn, owner_id, project_id, lock=True)
-        _check_state(project)  # re-check inside the write lock
+        _check_state(project_service.load(conn, owner_id, project_id, lock=True))
         created = insert_rows(conn, rows)
-        if source_schema is not None:
-            conn.execute(
-                projects.update()
-                .where(projects.c.id == project_id)
-                .values(source_schema=source_schema)
-            )
-        total = conn.execute(
-            sa.select(sa.func.count()).select_from(tasks).where(tasks.c.project_id == project_id)
-        ).scalar_one()
+        return _finish(conn, project_id, len(rows), created, source_schema)
+
+
+def _finish(
+    conn: sa.Connection, project_id: str, received: int, created: int, source_schema: Any
+) -> dict:
+    if source_schema is not None:
+        conn.execute(
+            projects.update().where(projects.c.id == project_id).values(source_schema=source_schema)
+        )
+    total = conn.execute(
+        sa.select(sa.func.count()).select_from(tasks).where(tasks.c.project_id == project_id)
+    ).scalar_one()
     return {
         "object": "upload_result",
-        "task_count": len(rows),
+        "task_count": received,
         "created": created,
-        "duplicates": len(rows) - created,
+        "duplicates": received - created,
         "project_task_count": int(total),
     }
 
