@@ -15,7 +15,10 @@ are :math:`k = q_{ty}\,\theta_w / ((1-\theta_w)\xi_{wy} + \theta_w)` (knowing) a
 M-steps with additive ``smoothing``. ``n_restarts`` random initialisations (seeded by
 ``random_state``, each different) are run for up to ``n_iter`` iterations (early stop when the
 per-answer log marginal likelihood rises by less than ``tol``); the best restart by marginal
-likelihood is kept. ``skills_`` is the posterior mean competence :math:`E[\theta_w]`.
+likelihood is kept. ``learn_priors=True`` (default; the original MACE and crowd-kit use a
+uniform class prior, ``learn_priors=False``) re-estimates the class prior from the posteriors
+with one pseudo-count per class; on imbalanced data (product, ZenCrowd) the uniform prior costs
+up to 10 points. ``skills_`` is the posterior mean competence :math:`E[\theta_w]`.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def mace_arrays(
     alpha: float = 0.5,
     beta: float = 0.5,
     strategy_prior: float = 10.0,
-    learn_priors: bool = False,
+    learn_priors: bool = True,
     gold: np.ndarray | None = None,
     random_state: Any = 0,
 ) -> ArrayResult:
@@ -173,6 +176,7 @@ class MACE(BaseAggregator):
         alpha: float = 0.5,
         beta: float = 0.5,
         strategy_prior: float = 10.0,
+        learn_priors: bool = True,
         random_state: Any = 0,
         labels: Sequence[Hashable] | None = None,
     ) -> None:
@@ -185,6 +189,7 @@ class MACE(BaseAggregator):
         self.alpha = alpha
         self.beta = beta
         self.strategy_prior = strategy_prior
+        self.learn_priors = learn_priors
         self.random_state = random_state
         self.labels = labels
 
@@ -205,6 +210,7 @@ class MACE(BaseAggregator):
             alpha=self.alpha,
             beta=self.beta,
             strategy_prior=self.strategy_prior,
+            learn_priors=self.learn_priors,
             gold=gold,
             random_state=self.random_state,
         )

@@ -128,7 +128,7 @@ class MajorityVote(BaseAggregator):
         if self.weights is None:
             return None
         wts = self.weights if isinstance(self.weights, pd.Series) else pd.Series(self.weights)
-        arr = wts.reindex(enc.worker_names).to_numpy(dtype=np.float64)
+        arr = wts.reindex(enc.worker_names).to_numpy(dtype=np.float64, copy=True)
         arr[np.isnan(arr)] = float(self.default_weight)
         return arr
 
