@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from ..errors import APITimeoutError, ValidationError
 from .models import Deposit, Payment, ProjectStatus, UploadResult
@@ -13,7 +17,7 @@ if TYPE_CHECKING:
     from .._http import Transport
 
 WIRE_KEYS = frozenset({"data", "external_id", "gold", "predictions"})
-DEFAULT_BATCH_SIZE = 20_000
+DEFAULT_BATCH_SIZE = 50_000
 
 
 def to_wire(task: Any, index: int) -> dict:
@@ -25,6 +29,67 @@ def to_wire(task: Any, index: int) -> dict:
     if isinstance(task.get("data"), Mapping) and task.keys() <= WIRE_KEYS:
         return task if isinstance(task, dict) else dict(task)
     return {"data": task}
+
+
+def _encoded_batches(
+    tasks: Iterable[Any], batch_size: int, source_schema: dict | None
+) -> Iterator[tuple[int, bytes]]:
+    """``(task_count, JSON body)`` per batch; the source schema rides on the first."""
+    batch: list[dict] = []
+    first = True
+    for i, task in enumerate(tasks):
+        batch.append(to_wire(task, i))
+        if len(batch) >= batch_size:
+            yield len(batch), _body(batch, source_schema if first else None)
+            batch, first = [], False
+    if batch or first:
+        yield len(batch), _body(batch, source_schema if first else None)
+
+
+def _body(batch: list[dict], source_schema: dict | None) -> bytes:
+    body: dict[str, Any] = {"tasks": batch}
+    if source_schema is not None:
+        body["source_schema"] = source_schema
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+
+
+def _prefetch(items: Iterable[Any], depth: int = 1) -> Iterator[Any]:
+    """Iterate ``items`` with up to ``depth`` of them produced ahead in a worker thread."""
+    done = object()
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("end", done))
+        except BaseException as exc:  # re-raised in the consumer
+            put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="cynaps-upload-encoder", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = buffer.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        worker.join(timeout=5)
 
 
 class Project:
@@ -67,44 +132,38 @@ class Project:
         Each task is a dict of task data (the seed's form) or ``{"data": {...}, "external_id":
         ..., "gold": ..., "predictions": ...}``. Tasks with an ``external_id`` already in the
         project are skipped and counted as ``duplicates``, so re-running an interrupted upload
-        resumes it. Each batch is stored whole or not at all.
+        resumes it. Each batch is stored whole or not at all. A list is checked whole before
+        anything is sent; the next batch is serialised while the previous one is in flight.
         """
         if isinstance(tasks, (Mapping, str, bytes)):
-            raise ValidationError("tasks must be a list of dicts, not a single dict or string", param="tasks")
+            raise ValidationError(
+                "tasks must be a list of dicts, not a single dict or string", param="tasks"
+            )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValidationError("batch_size must be a positive integer", param="batch_size")
         from tqdm.auto import tqdm
 
+        if isinstance(tasks, (list, tuple)):
+            tasks = [to_wire(task, i) for i, task in enumerate(tasks)]
         total = len(tasks) if hasattr(tasks, "__len__") else None
-        bar = tqdm(total=total, unit="task", desc="Uploading", disable=not progress)
         sent = created = duplicates = batches = 0
         project_total = self.task_count
-        batch: list[dict] = []
-        try:
-            for i, task in enumerate(tasks):
-                batch.append(to_wire(task, i))
-                if len(batch) >= batch_size:
-                    result = self._send_batch(batch, source_schema)
-                    source_schema = None
-                    sent, created, duplicates, batches = sent + len(batch), created + result["created"], duplicates + result["duplicates"], batches + 1
-                    project_total = result["project_task_count"]
-                    bar.update(len(batch))
-                    batch = []
-            if batch or batches == 0:
-                result = self._send_batch(batch, source_schema)
-                sent, created, duplicates, batches = sent + len(batch), created + result["created"], duplicates + result["duplicates"], batches + 1
+        with tqdm(total=total, unit="task", desc="Uploading", disable=not progress) as bar:
+            for count, body in _prefetch(_encoded_batches(tasks, batch_size, source_schema)):
+                result = self._transport.request(
+                    "POST",
+                    f"/v1/projects/{self.id}/tasks/batch",
+                    content=body,
+                    content_type="application/json",
+                )
+                sent += count
+                created += result["created"]
+                duplicates += result["duplicates"]
+                batches += 1
                 project_total = result["project_task_count"]
-                bar.update(len(batch))
-        finally:
-            bar.close()
+                bar.update(count)
         self.task_count = project_total
         return UploadResult(sent, created, duplicates, project_total, batches)
-
-    def _send_batch(self, batch: list[dict], source_schema: dict | None) -> dict:
-        body: Any = {"tasks": batch}
-        if source_schema is not None:
-            body["source_schema"] = source_schema
-        return self._transport.request("POST", f"/v1/projects/{self.id}/tasks/batch", json=body)
 
     # -- typed uploads (conversions live in cynaps_data.io.ingest; the HTTP stays here) ------
     def upload_dataframe(self, df: Any, **options: Any) -> Any:
@@ -241,12 +300,217 @@ class Project:
                 status = self.get_status()
 
     # -- results ---------------------------------------------------------------------------
-    def export(self, format: str = "json") -> Any:
-        """Download results. ``"json"``: the seed's list of records.
+    EXPORT_FORMATS = ("json", "jsonl", "csv", "parquet", "dataframe", "datasets", "label_studio", "arrow")
+
+    def export(self, format: str = "json", path: str | None = None, **options: Any) -> Any:
+        """Download results in ``format`` (docs/exports.md).
+
+        ``"json"``: the seed's list of records (``r["annotations"][0]["result"]["value"]`` is the
+        final label). ``"jsonl"``/``"csv"``/``"parquet"``: written to ``path`` when given (the
+        path is returned), else returned as text/bytes. ``"dataframe"``: :meth:`to_pandas`;
+        ``"datasets"``: :meth:`to_dataset`; ``"arrow"``: :meth:`to_arrow`; ``"label_studio"``:
+        Label Studio's JSON export shape (list of tasks with their annotations). ``options`` go
+        to the typed exports (``form``, ``method``, ``since``...).
 
         Downloading releases the escrowed annotation credits to the annotators (once).
         """
-        if format != "json":
-            raise ValidationError(f"Unknown export format {format!r}; supported: 'json'", param="format")
-        return self._transport.request("GET", f"/v1/projects/{self.id}/export", params={"format": "json"}, timeout=max(self._transport.timeout, 300))
+        from ..io import export as io_export
 
+        if format not in self.EXPORT_FORMATS:
+            raise ValidationError(
+                f"Unknown export format {format!r}; supported: {', '.join(self.EXPORT_FORMATS)}",
+                param="format",
+            )
+        if format in ("json", "jsonl", "label_studio"):
+            if options:
+                raise ValidationError(f"format {format!r} takes no options, got {sorted(options)}", param=sorted(options)[0])
+            records = self._transport.request(
+                "GET", f"/v1/projects/{self.id}/export", params={"format": "json"},
+                timeout=max(self._transport.timeout, 300),
+            )
+            if format == "json":
+                return records
+            if format == "jsonl":
+                return io_export.to_jsonl(records, path)
+            from ..io import label_studio
+
+            return label_studio.from_records(records, self._body)
+        if format == "arrow":
+            return self.to_arrow(**options)
+        if format == "datasets":
+            return self.to_dataset(**options)
+        frame = self.to_pandas(**options)
+        if format == "dataframe":
+            return frame
+        if format == "csv":
+            return io_export.to_csv(frame, path)
+        if path is not None:
+            return io_export.write_parquet(frame, path)
+        return io_export.parquet_bytes(frame)
+
+    def _arrow(self, form: str, since: Any) -> Any:
+        from ..io.export import read_ipc
+
+        params: dict[str, Any] = {"format": "arrow", "form": form}
+        if since is not None:
+            params["since"] = _since_seconds(since)
+        response = self._transport.request(
+            "GET", f"/v1/projects/{self.id}/export", params=params,
+            timeout=max(self._transport.timeout, 600), raw=True,
+        )
+        return read_ipc(response.content)
+
+    def _fetch_asset(self, sha256: str) -> bytes:
+        response = self._transport.request("GET", f"/v1/projects/{self.id}/assets/{sha256}", raw=True)
+        return response.content
+
+    def to_arrow(self, form: str = "wide", *, since: Any = None, fetch_images: bool = True) -> Any:
+        """The results as a ``pyarrow.Table`` (wide: data columns restored + consensus
+        metadata; long: one row per judgement). Contracts in :mod:`cynaps_data.io.export`."""
+        from ..io import export as io_export
+
+        io_export.reject_unknown(form, ("wide", "long"), "form")
+        table = self._arrow(form, since)
+        if form == "long":
+            return table
+        return io_export.wide_table(table, fetch_asset=self._fetch_asset if fetch_images else None)
+
+    def to_pandas(
+        self,
+        form: str = "wide",
+        method: Any = None,
+        *,
+        since: Any = None,
+        fetch_images: bool = True,
+        **method_params: Any,
+    ) -> Any:
+        """The results as a typed DataFrame (contracts in :mod:`cynaps_data.io.export`).
+
+        ``form="wide"``: one row per task, index ``task``; the task's columns with their
+        uploaded dtypes, ``label`` (categorical over the project's labels) and the consensus
+        metadata. ``form="long"``: one row per judgement (``task, worker, label, role,
+        created_at, duration``), as crowd-kit and :mod:`cynaps_data.consensus` take it.
+        ``method="dawid_skene"`` (any :mod:`cynaps_data.consensus` method) re-aggregates the
+        judgements here and adds ``<method>_label``, ``<method>_confidence`` and
+        ``<method>_proba`` (soft labels) beside the platform's label. ``since``: only what
+        changed after a cursor (``frame.attrs["cynaps"]["cursor"]``) or timestamp; combine with
+        :func:`cynaps_data.io.export.incremental`.
+        """
+        from ..io import export as io_export
+
+        io_export.reject_unknown(form, ("wide", "long"), "form")
+        if form == "long":
+            if method is not None:
+                raise ValidationError("method= applies to the wide form", param="method")
+            return io_export.long_frame(self._arrow("long", since))
+        frame = io_export.wide_frame(self.to_arrow("wide", since=since, fetch_images=fetch_images))
+        if method is not None:
+            long = io_export.long_frame(self._arrow("long", None))
+            long = long[long["task"].isin(frame.index)]
+            frame = io_export.add_reaggregation(frame, long, method, list(self.labels), **method_params)
+        return frame
+
+    def to_parquet(self, path: str, **options: Any) -> Any:
+        """Write the wide typed export to Parquet (label set, annotation type and quality
+        settings in the schema metadata); read it back with ``pandas.read_parquet`` or
+        :func:`cynaps_data.io.export.read_parquet`. Returns the path."""
+        from ..io import export as io_export
+
+        parquet_options = {k: options.pop(k) for k in ("compression", "row_group_size") if k in options}
+        return io_export.write_parquet(self.to_pandas(**options), path, **parquet_options)
+
+    def to_dataset(self, *, since: Any = None, fetch_images: bool = True) -> Any:
+        """The wide export as a ``datasets.Dataset``: ``label`` is a ``ClassLabel`` with the
+        project's names (``-1`` while not final), consensus columns are features, data columns
+        keep their source features (``Image`` where images were uploaded)."""
+        from ..io import export as io_export
+        from ..io.schema import features_from
+
+        table = self.to_arrow("wide", since=since, fetch_images=fetch_images)
+        return io_export.to_dataset(table, features_of_data=features_from(self.source_schema))
+
+    # -- quality ---------------------------------------------------------------------------
+    def annotator_stats(self, gold: Any = None) -> Any:
+        """Per-annotator table from :func:`cynaps_data.consensus.annotator_table` over the
+        annotators' judgements, against the platform's final labels (and ``gold``: a Series
+        indexed by task, or the uploaded gold labels when ``gold`` is None and some exist)."""
+        from ..consensus import annotator_table
+
+        long = self.to_pandas("long")
+        votes = long[long["role"] == "annotator"][["task", "worker", "label", "duration"]]
+        wide = self.to_pandas(fetch_images=False)
+        consensus = wide["label"].dropna().astype(object)
+        if gold is None and wide["gold"].notna().any():
+            gold = wide["gold"].dropna().astype(object)
+        votes = votes.assign(label=votes["label"].astype(object), worker=votes["worker"].astype(object))
+        return annotator_table(votes, gold=gold, consensus=consensus)
+
+    def agreement(self) -> dict:
+        """Inter-annotator agreement of the annotators' judgements: ``fleiss_kappa``,
+        ``krippendorff_alpha``, ``percent_agreement`` and ``per_label`` (a DataFrame of per-label
+        agreement: votes, share of the label's votes on tasks whose final label it is)."""
+        from ..consensus import fleiss_kappa, krippendorff_alpha, percent_agreement
+        from ..io.export import per_label_agreement
+
+        long = self.to_pandas("long")
+        votes = long[long["role"] == "annotator"]
+        votes = votes.assign(label=votes["label"].astype(object), worker=votes["worker"].astype(object))
+        labels = list(self.labels)
+        return {
+            "fleiss_kappa": fleiss_kappa(votes, labels=labels),
+            "krippendorff_alpha": krippendorff_alpha(votes, labels=labels),
+            "percent_agreement": percent_agreement(votes, labels=labels),
+            "n_judgements": len(votes),
+            "per_label": per_label_agreement(votes, labels),
+        }
+
+    # -- curation --------------------------------------------------------------------------
+    def request_more_judgements(self, task_ids: Iterable[int], n: int = 1) -> dict:
+        """Send tasks back for ``n`` more annotator judgements each (curation): they reopen
+        (status pending) and the project becomes active again. The extra judgements are charged
+        at finalisation like the rest; the balance must cover them. Returns the server summary."""
+        ids = [int(t) for t in task_ids]
+        body = self._transport.request(
+            "POST", f"/v1/projects/{self.id}/tasks/reopen", json={"task_ids": ids, "n": n}
+        )
+        self.state = body.get("project_state", self.state)
+        return body
+
+    def import_label_studio(self, records: Any, *, batch_size: int = 20_000) -> dict:
+        """Create tasks *with their judgements* from Label Studio's JSON export (a list of task
+        dicts, or a path to the file). Judgements are recorded as imported (not platform work,
+        not billed); each task's final label follows the project's consensus policy."""
+        from ..io import label_studio
+
+        items = label_studio.to_import_items(label_studio.load(records), self._body)
+        return self.import_tasks(items, batch_size=batch_size)
+
+    def import_tasks(self, items: list[dict], *, batch_size: int = 20_000) -> dict:
+        """Create tasks with judgements: each item ``{"data", "external_id"?, "gold"?,
+        "judgements": [{"worker", "label", "role"?, "created_at"?, "duration"?}]}``."""
+        totals = {"created": 0, "duplicates": 0, "judgements": 0}
+        for start in range(0, max(len(items), 1), batch_size):
+            body = self._transport.request(
+                "POST", f"/v1/projects/{self.id}/import", json={"tasks": items[start : start + batch_size]},
+                timeout=max(self._transport.timeout, 600),
+            )
+            for key in totals:
+                totals[key] += body[key]
+            totals["project_task_count"] = body["project_task_count"]
+        self.task_count = totals.get("project_task_count", self.task_count)
+        return totals
+
+
+def _since_seconds(since: Any) -> float:
+    """A cursor (float seconds), a datetime/Timestamp or an ISO string as epoch seconds."""
+    if isinstance(since, (int, float)) and not isinstance(since, bool):
+        return float(since)
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(since)
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(f"since must be a cursor or a timestamp, got {since!r}", param="since") from exc
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return stamp.timestamp()
