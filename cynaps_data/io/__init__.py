@@ -6,6 +6,18 @@ DataFrames, Parquet files and Hugging Face datasets into task batches.
 
 from __future__ import annotations
 
-from .schema import features_from, restore_columns, restore_frame, source_schema_from
+from .schema import (
+    features_from,
+    restore_columns,
+    restore_frame,
+    source_schema_from,
+    table_from_wire,
+)
 
-__all__ = ["features_from", "restore_columns", "restore_frame", "source_schema_from"]
+__all__ = [
+    "features_from",
+    "restore_columns",
+    "restore_frame",
+    "source_schema_from",
+    "table_from_wire",
+]

@@ -509,3 +509,49 @@ def restore_frame(
     """:func:`restore_columns`, then to pandas with the source's dtypes (default RangeIndex)."""
     restored = restore_columns(table, source_schema, fetch_asset=fetch_asset)
     return restored.to_pandas()
+
+
+def _simple(dtype: pa.DataType) -> bool:
+    t = pa.types
+    return (
+        t.is_integer(dtype) or t.is_boolean(dtype) or t.is_string(dtype) or t.is_large_string(dtype)
+    )
+
+
+def table_from_wire(
+    rows: Sequence[dict],
+    source_schema: dict | None,
+    *,
+    fetch_asset: Callable[[str], bytes] | None = None,
+) -> pa.Table:
+    """Task ``data`` dicts (JSON-decoded, e.g. from the JSON export) as a typed Arrow table.
+
+    Unlike ``pa.Table.from_pylist`` + :func:`restore_columns` this never infers a type, so
+    values inference cannot hold (uint64 above 2**63, all-null columns) come back exactly.
+    Keys not in the source schema are added after the schema's columns, types inferred.
+    """
+    if not source_schema:
+        return pa.Table.from_pylist(list(rows))
+    schema = arrow_schema(source_schema)
+    images = set(source_schema.get("image_columns") or ())
+    columns: dict[str, pa.Array] = {}
+    for f in schema:
+        values = [r.get(f.name) for r in rows]
+        if f.name not in images and _simple(f.type):
+            try:
+                columns[f.name] = pa.array(values, type=f.type)
+                continue
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                pass
+        try:
+            inferred = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            decode = _py_decoder(f.type)
+            columns[f.name] = pa.array([decode(v) for v in values], type=f.type)
+            continue
+        columns[f.name] = inferred
+    extra = sorted({k for r in rows for k in r} - set(schema.names))
+    for name in extra:
+        columns[name] = pa.array([r.get(name) for r in rows])
+    table = pa.table(columns) if columns else pa.table({})
+    return restore_columns(table, source_schema, fetch_asset=fetch_asset)
