@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 import orjson
+import sqlalchemy as sa
 from fastapi.responses import Response
 
 from .db import Database
@@ -58,6 +59,21 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
         message = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
         return _problem_response(request, Problem(422, "invalid_request", message, param=where or None))
+
+    @app.exception_handler(sa.exc.DataError)
+    @app.exception_handler(sa.exc.StatementError)
+    @app.exception_handler(OverflowError)
+    async def _unstorable(request: Request, exc: Exception) -> ORJSONResponse:
+        # A value the database cannot take (an integer out of range, NUL in text): the
+        # transaction rolled back, so nothing changed; this is the caller's input, not a 5xx.
+        if isinstance(exc, sa.exc.StatementError) and not isinstance(
+            exc, sa.exc.DataError
+        ) and not isinstance(getattr(exc, "orig", None), OverflowError):
+            return await _unexpected(request, exc)
+        return _problem_response(
+            request,
+            Problem(422, "invalid_value", "A value in the request is out of range or cannot be stored (e.g. an id too large, or text with NUL characters); nothing was changed."),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:

@@ -1,30 +1,63 @@
-"""Engine construction and transactions.
+"""Engine construction, schema migrations and transactions (SQLite or PostgreSQL).
 
 SQLite runs in WAL mode with ``synchronous=NORMAL``; every write transaction starts with
 ``BEGIN IMMEDIATE`` so that concurrent writers (threads or processes) queue on the database
 lock instead of failing half-way through a read-then-write. Reads use plain ``BEGIN`` and never
 block writers.
+
+PostgreSQL (psycopg 3, ``postgresql://`` URLs) runs at READ COMMITTED; the paths that read and
+then write shared state lock what they read: the project row (``SELECT ... FOR UPDATE``) and,
+for ledger balances, a transaction-scoped advisory lock per ledger account
+(:func:`lock_ledger_account`). Several platform processes may share one PostgreSQL database.
+
+The schema is versioned with Alembic (``server/migrations``). :meth:`Database.create_all` runs
+:func:`upgrade`: an empty database gets the current schema and is stamped with the newest
+revision; an existing one is upgraded in place (a database made before migrations existed is
+taken to be at revision ``0001``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from .tables import metadata
+from .tables import idempotency_keys, metadata
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+BASELINE_REVISION = "0001"
+_MIGRATION_LOCK = 7_202_407  # pg_advisory_xact_lock key serialising concurrent upgrades
 
 
 def database_url(db: str | Path) -> str:
-    """A SQLAlchemy URL from a URL or a SQLite file path."""
+    """A SQLAlchemy URL from a URL or a SQLite file path (``postgresql://`` → psycopg 3)."""
     text = str(db)
     if "://" in text:
-        if text.startswith("postgresql://"):
-            return "postgresql+psycopg://" + text[len("postgresql://") :]
+        for plain in ("postgresql://", "postgres://"):
+            if text.startswith(plain):
+                return "postgresql+psycopg://" + text[len(plain) :]
         return text
     return f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """The ``Idempotency-Key`` attempt a request runs under (set by the middleware)."""
+
+    owner: str  # API key hash
+    key: str
+    token: str  # fencing token of this attempt
+
+
+#: Set for the duration of a request carrying an Idempotency-Key; every write transaction of
+#: that request marks the key committed inside the transaction (see ``middleware.Idempotency``).
+current_claim: contextvars.ContextVar[IdempotencyClaim | None] = contextvars.ContextVar(
+    "cynaps_idempotency_claim", default=None
+)
 
 
 class Database:
@@ -33,6 +66,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.is_postgresql = url.startswith("postgresql")
         if self.is_sqlite:
             self.engine = sa.create_engine(
                 url,
@@ -61,13 +95,21 @@ class Database:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     def create_all(self) -> None:
-        metadata.create_all(self.engine)
+        """Create or upgrade the schema in place (see :func:`upgrade`)."""
+        upgrade(self.engine)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
-        """A write transaction: committed on success, rolled back on any exception."""
+        """A write transaction: committed on success, rolled back on any exception.
+
+        Inside a request with an ``Idempotency-Key`` the key is marked committed in this same
+        transaction; if another attempt took the key over meanwhile, this one rolls back (409).
+        """
         with self.engine.connect().execution_options(write=True) as conn, conn.begin():
             yield conn
+            claim = current_claim.get()
+            if claim is not None:
+                _mark_committed(conn, claim)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
@@ -77,3 +119,75 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _mark_committed(conn: sa.Connection, claim: IdempotencyClaim) -> None:
+    from .problems import Problem
+
+    t = idempotency_keys
+    marked = conn.execute(
+        t.update()
+        .where(
+            t.c.key_hash == claim.owner, t.c.idempotency_key == claim.key, t.c.claim == claim.token
+        )
+        .values(committed=True)
+    ).rowcount
+    if marked != 1:
+        raise Problem(
+            409,
+            "idempotency_key_in_use",
+            f"Idempotency-Key {claim.key!r} was taken over by a newer attempt; this one did nothing.",
+            type="idempotency_error",
+        )
+
+
+def lock_ledger_account(conn: sa.Connection, account: str) -> None:
+    """Serialise read-then-write use of one ledger account until the transaction ends.
+
+    A no-op on SQLite, where every write transaction already holds the database lock.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:a, 0))"), {"a": account}
+        )
+
+
+def _alembic_config(conn: sa.Connection):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn
+    return config
+
+
+def schema_revision(engine: sa.Engine) -> str | None:
+    """The Alembic revision the database is at (``None`` before any migration ran)."""
+    from alembic.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    """Bring the database schema to ``revision`` in one transaction (safe to call concurrently).
+
+    Empty database: the current tables, stamped ``head``. Existing database: its pending
+    migrations, then any table added to :mod:`tables` that needs no migration of its own.
+    """
+    from alembic import command
+
+    with engine.connect().execution_options(write=True) as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+        present = set(sa.inspect(conn).get_table_names()) - {"alembic_version"}
+        config = _alembic_config(conn)
+        if not present and revision == "head":
+            metadata.create_all(conn)
+            command.stamp(config, "head")
+            return
+        if present and "alembic_version" not in sa.inspect(conn).get_table_names():
+            command.stamp(config, BASELINE_REVISION)
+        command.upgrade(config, revision)
+        if revision == "head":
+            metadata.create_all(conn)

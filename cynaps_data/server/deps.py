@@ -44,9 +44,32 @@ async def json_body(request: Request) -> Any:
     if not raw:
         return None
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise Problem(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
+    if b"\\u0000" in raw:  # cheap pre-check; PostgreSQL cannot store NUL in text
+        where = _nul_path(value, "body")
+        if where is not None:
+            raise Problem(422, "invalid_value", f"{where}: text must not contain NUL (\\u0000) characters", param=where)
+    return value
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """Where the first string (or object key) holding a NUL character is, if any."""
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return where
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                if "\x00" in key:
+                    return where
+                stack.append((sub, f"{where}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((sub, f"{where}[{i}]") for i, sub in enumerate(item))
+    return None
 
 
 DB = Annotated[Database, Depends(get_db)]

@@ -17,7 +17,7 @@ import anyio
 import orjson
 import sqlalchemy as sa
 
-from .db import Database
+from .db import Database, IdempotencyClaim, current_claim
 from .ids import hash_key
 from .problems import Problem
 from .settings import RateLimit
@@ -26,7 +26,7 @@ from .tables import idempotency_keys
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 
 IDEMPOTENCY_TTL = 24 * 3600.0
-IN_FLIGHT_TAKEOVER = 120.0  # an in-flight key older than this is treated as abandoned
+IN_FLIGHT_TAKEOVER = 60.0  # default: an in-flight key older than this may be taken over
 
 
 def _header(scope: dict, name: bytes) -> str | None:
@@ -55,8 +55,19 @@ async def send_problem(send: Callable, problem: Problem, request_id: str) -> Non
     await send({"type": "http.response.body", "body": body})
 
 
+class BodyTooLarge(Problem):
+    """Raised from ``receive`` once a body (chunked or mis-declared) passes the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, "body_too_large", f"Request body over {limit} bytes; send smaller batches.")
+
+
 class RequestContext:
-    """Assigns ``X-Request-Id``, adds security headers, and refuses oversized bodies early."""
+    """Assigns ``X-Request-Id``, adds security headers, and refuses oversized bodies.
+
+    A declared ``Content-Length`` over the limit is refused before reading; a chunked body (or
+    one longer than declared) is counted as it arrives and refused once it passes the limit.
+    """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -77,8 +88,22 @@ class RequestContext:
             )
             return
 
+        received = 0
+        started = False
+
+        async def counted_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge(self.max_body_bytes)
+            return message
+
         async def send_with_id(message: dict) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = list(message.get("headers", []))
                 names = {k.lower() for k, _ in headers}
                 headers.append((b"x-request-id", request_id.encode()))
@@ -87,7 +112,12 @@ class RequestContext:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, counted_receive, send_with_id)
+        except BodyTooLarge as exc:
+            if started:
+                raise
+            await send_problem(send, exc, request_id)
 
 
 class RateLimiter:
@@ -156,6 +186,13 @@ class Idempotency:
     Same key with another body is a 422 ``idempotency_key_reused``; a key whose first request is
     still running is a 409 ``idempotency_key_in_use``. Keys are scoped to the API key and kept
     24 hours. 5xx responses are not stored, so a retry runs again.
+
+    Exactly once under crashes: each attempt claims the key with a fresh fencing token, and every
+    write transaction the request makes marks the key ``committed`` *inside that transaction*
+    (``db.Database.write``), failing if the token was superseded. An attempt that died before
+    its effects committed can be taken over after ``Settings.idempotency_takeover_seconds``; one
+    that committed but died before storing its response is answered with a 409
+    ``idempotency_response_lost`` and is never run again.
     """
 
     def __init__(self, app: ASGIApp, db: Callable[[], Database]) -> None:
@@ -176,13 +213,22 @@ class Idempotency:
         more = True
         while more:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         body = b"".join(chunks)
         digest = hashlib.sha256(
             scope["path"].encode() + b"?" + scope.get("query_string", b"") + b"\n" + body
         ).hexdigest()
-        found = await anyio.to_thread.run_sync(self._claim, owner, key, digest)
+        app = scope.get("app")
+        settings = getattr(getattr(app, "state", None), "settings", None)
+        takeover = getattr(settings, "idempotency_takeover_seconds", IN_FLIGHT_TAKEOVER)
+        token = secrets.token_hex(16)
+        try:
+            found = await anyio.to_thread.run_sync(self._claim, owner, key, digest, token, takeover)
+        except sa.exc.IntegrityError:  # a concurrent first attempt inserted the key first
+            found = await anyio.to_thread.run_sync(self._claim, owner, key, digest, token, takeover)
         if found is not None:
             status, stored = found
             if status == "reused":
@@ -190,6 +236,9 @@ class Idempotency:
                 return
             if status == "in_flight":
                 await send_problem(send, Problem(409, "idempotency_key_in_use", f"A request with Idempotency-Key {key!r} is still being processed; retry shortly.", type="idempotency_error"), request_id)
+                return
+            if status == "lost":
+                await send_problem(send, Problem(409, "idempotency_response_lost", f"The request with Idempotency-Key {key!r} was applied, but the platform stopped before storing its response. Do not repeat it: read the resource's current state instead.", type="idempotency_error"), request_id)
                 return
             await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"idempotent-replayed", b"true")]})
             await send({"type": "http.response.body", "body": stored or b""})
@@ -204,42 +253,71 @@ class Idempotency:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        captured: dict[str, Any] = {"status": 500, "body": []}
+        captured: dict[str, Any] = {"status": 500, "body": [], "stored": False}
+
+        async def store() -> None:
+            if not captured["stored"]:
+                captured["stored"] = True
+                stored_body = b"".join(captured["body"])
+                await anyio.to_thread.run_sync(self._finish, owner, key, token, captured["status"], stored_body)
 
         async def capture_send(message: dict) -> None:
             if message["type"] == "http.response.start":
                 captured["status"] = message["status"]
             elif message["type"] == "http.response.body":
                 captured["body"].append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # settle the key before the caller can see the answer, so that a retry
+                    # made right after it gets the stored response
+                    current_claim.set(None)
+                    await store()
             await send(message)
 
+        reset = current_claim.set(IdempotencyClaim(owner, key, token))
         try:
             await self.app(scope, replay_receive, capture_send)
         finally:
-            await anyio.to_thread.run_sync(self._finish, owner, key, captured["status"], b"".join(captured["body"]))
+            current_claim.reset(reset)
+            await store()
 
-    def _claim(self, owner: str, key: str, digest: str) -> tuple[Any, bytes | None] | None:
+    def _claim(
+        self, owner: str, key: str, digest: str, token: str, takeover: float
+    ) -> tuple[Any, bytes | None] | None:
+        """Claim the key for this attempt (``None``: run it), or say what to answer instead."""
         now = time.time()
-        t = idempotency_keys
-        with self.db().write() as conn:
-            conn.execute(t.delete().where(t.c.created_at < now - IDEMPOTENCY_TTL))
-            row = conn.execute(sa.select(t).where(t.c.key_hash == owner, t.c.idempotency_key == key)).first()
-            if row is None or (row.status_code is None and row.created_at < now - IN_FLIGHT_TAKEOVER and row.request_hash == digest):
-                if row is not None:
-                    conn.execute(t.delete().where(t.c.key_hash == owner, t.c.idempotency_key == key))
-                conn.execute(t.insert(), {"key_hash": owner, "idempotency_key": key, "request_hash": digest, "created_at": now})
-                return None
-            if row.request_hash != digest:
-                return ("reused", None)
-            if row.status_code is None:
-                return ("in_flight", None)
-            return (row.status_code, row.response_body)
-
-    def _finish(self, owner: str, key: str, status: int, body: bytes) -> None:
         t = idempotency_keys
         where = (t.c.key_hash == owner, t.c.idempotency_key == key)
         with self.db().write() as conn:
+            conn.execute(t.delete().where(t.c.created_at < now - IDEMPOTENCY_TTL))
+            row = conn.execute(sa.select(t).where(*where)).first()
+            if row is None:
+                conn.execute(t.insert(), {"key_hash": owner, "idempotency_key": key, "request_hash": digest,
+                                          "created_at": now, "claim": token, "committed": False})
+                return None
+            if row.request_hash != digest:
+                return ("reused", None)
+            if row.status_code is not None:
+                return (row.status_code, row.response_body)
+            if row.created_at >= now - takeover:
+                return ("in_flight", None)
+            if row.committed:
+                return ("lost", None)
+            # The earlier attempt is presumed dead and none of its writes committed. Take the key
+            # over with a new token; should that attempt still be alive, its next write fails.
+            taken = conn.execute(
+                t.update()
+                .where(*where, t.c.status_code.is_(None), ~t.c.committed, t.c.claim == row.claim)
+                .values(claim=token, created_at=now)
+            ).rowcount
+            return None if taken == 1 else ("in_flight", None)
+
+    def _finish(self, owner: str, key: str, token: str, status: int, body: bytes) -> None:
+        t = idempotency_keys
+        where = (t.c.key_hash == owner, t.c.idempotency_key == key, t.c.claim == token)
+        with self.db().write() as conn:
             if status >= 500:
-                conn.execute(t.delete().where(*where))
+                # nothing of a failed attempt is kept unless its writes committed
+                conn.execute(t.delete().where(*where, ~t.c.committed))
+                conn.execute(t.update().where(*where).values(status_code=status, response_body=body))
             else:
                 conn.execute(t.update().where(*where).values(status_code=status, response_body=body))

@@ -36,3 +36,5 @@ class Settings:
     rate_limit: RateLimit = field(default_factory=RateLimit)
     workforce: WorkforceSettings | None = field(default_factory=WorkforceSettings)
     asset_dir: str | None = None
+    #: an Idempotency-Key whose request has run this long without an answer may be taken over
+    idempotency_takeover_seconds: float = 60.0

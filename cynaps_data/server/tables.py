@@ -128,6 +128,10 @@ idempotency_keys = sa.Table(
     sa.Column("status_code", sa.Integer, nullable=True),  # null while in flight
     sa.Column("response_body", sa.LargeBinary, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False, index=True),
+    # fencing token of the attempt that owns the key, and whether that attempt's database
+    # effects committed (set inside the same transaction as the effects; migration 0002)
+    sa.Column("claim", sa.String(32), nullable=True),
+    sa.Column("committed", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
 )
 
 # Annotator workbench (issue 6): skipped tasks are not offered to that annotator again.

@@ -60,14 +60,17 @@ def topup(db: DB, caller: Customer, body: Body) -> dict:
         raise invalid("amount must be a number of Credits", param="amount")
     try:
         cents = round(float(amount) * 100)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise invalid(
             f"amount must be a number of Credits, got {amount!r}", param="amount"
         ) from None
     if not 0 < cents <= 100_000_000:
         raise invalid("amount must be between 0.01 and 1,000,000.00 Credits", param="amount")
+    method = body.get("payment_method", "card")
+    if not isinstance(method, str):
+        raise invalid("payment_method must be a string such as 'card'", param="payment_method")
     with db.write() as conn:
-        payment = service.topup(conn, caller.account_id, body.get("payment_method", "card"), cents)
+        payment = service.topup(conn, caller.account_id, method, cents)
         return {**payment, "object": "topup", **service.balances(conn, caller.account_id)}
 
 

@@ -27,6 +27,8 @@ def create_project(db: DB, caller: Customer, body: Body) -> dict:
 def list_projects(db: DB, caller: Customer, limit: int = 100, offset: int = 0) -> dict:
     if not 1 <= limit <= 1000 or offset < 0:
         raise invalid("limit must be 1..1000 and offset >= 0", param="limit")
+    if offset > 1_000_000_000:
+        raise invalid("offset must be at most 1,000,000,000", param="offset")
     return {"object": "list", "data": service.list_for(db, caller.account_id, limit, offset)}
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
+from ..db import lock_ledger_account
 from ..ids import random_id
 from ..problems import insufficient_credits
 from ..tables import ledger_entries
@@ -36,7 +37,13 @@ def earnings(account_id: str) -> str:
 
 
 def balance(conn: sa.Connection, account: str) -> int:
-    """Balance of one ledger account in cents."""
+    """Balance of one ledger account in cents.
+
+    In a write transaction on PostgreSQL the account is locked first (until commit), so a
+    decision taken on this balance cannot race another transaction's (``db.lock_ledger_account``).
+    """
+    if conn.get_execution_options().get("write"):
+        lock_ledger_account(conn, account)
     total = conn.execute(
         sa.select(sa.func.coalesce(sa.func.sum(ledger_entries.c.amount_cents), 0)).where(
             ledger_entries.c.account == account
