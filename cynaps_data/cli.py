@@ -37,6 +37,45 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _upload(args: argparse.Namespace) -> int:
+    from . import Client
+    from .errors import CynapsError
+    from .io.ingest import IngestError
+
+    def names(text: str | None) -> list[str] | None:
+        return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+    try:
+        with Client() as client:
+            project = client.projects.get(args.project)
+            result = project.upload_file(
+                args.file,
+                data_columns=names(args.data_columns),
+                id_column=args.id_column,
+                gold_column=args.gold_column,
+                prediction_column=args.prediction_column,
+                image_columns=names(args.image_columns),
+                batch_size=args.batch_size,
+                on_error=args.on_error,
+                progress=not args.no_progress,
+            )
+    except IngestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(exc.failures.head(20).to_string(index=False), file=sys.stderr)
+        return 1
+    except CynapsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{result.task_count} tasks sent to {project.id}: {result.created} created, "
+        f"{result.duplicates} already there, {result.failed} rows skipped; "
+        f"project has {result.project_task_count} tasks ({result.rows_per_second:,.0f} rows/s)"
+    )
+    if result.failed:
+        print(result.failures.head(20).to_string(index=False))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cynaps", description="Cynaps data toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", default=None, help="config file to write the key to")
     serve.add_argument("--no-workforce", action="store_true", help="no simulated annotators")
     serve.set_defaults(func=_serve)
+    up = sub.add_parser("upload", help="upload a CSV, Parquet or JSONL file as tasks (resumable)")
+    up.add_argument("file", help=".csv, .parquet (or a directory of them) or .jsonl")
+    up.add_argument("--project", required=True, help="project id (proj_...)")
+    up.add_argument("--id-column", default=None, help="stable id column (default: content hash)")
+    up.add_argument("--data-columns", default=None, help="comma-separated task data columns")
+    up.add_argument("--gold-column", default=None)
+    up.add_argument("--prediction-column", default=None)
+    up.add_argument("--image-columns", default=None, help="comma-separated columns of image paths/bytes")
+    up.add_argument("--batch-size", type=int, default=50_000)
+    up.add_argument("--on-error", choices=["raise", "warn", "skip"], default="raise")
+    up.add_argument("--no-progress", action="store_true")
+    up.set_defaults(func=_upload)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -384,6 +384,72 @@ def from_dataset(ds: Any, columns: Sequence[str] | None = None) -> Source:
     return Source(schema, batches, num_rows, features, images)
 
 
+def from_csv(path: str | os.PathLike, columns: Sequence[str] | None = None) -> Source:
+    """A streaming source over a CSV file (types inferred by Arrow from the first block;
+    empty fields are null, as in pandas)."""
+    import pyarrow.csv as pacsv
+
+    path = _existing(path)
+    read = pacsv.ReadOptions(block_size=8 << 20)
+    convert = pacsv.ConvertOptions(
+        include_columns=list(columns) if columns is not None else None, strings_can_be_null=True
+    )
+    with pacsv.open_csv(path, read_options=read, convert_options=convert) as reader:
+        schema = reader.schema
+
+    def batches(size: int) -> Iterator[pa.RecordBatch]:
+        with pacsv.open_csv(path, read_options=read, convert_options=convert) as reader:
+            for batch in reader:
+                try:
+                    batch = batch.cast(schema)
+                except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # pragma: no cover - rare
+                    raise ValidationError(
+                        f"{path}: a later block does not fit the column types of the first: {exc}"
+                    ) from exc
+                yield from pa.Table.from_batches([batch]).to_batches(max_chunksize=size)
+
+    return Source(schema, batches, None)
+
+
+def from_jsonl(path: str | os.PathLike, columns: Sequence[str] | None = None) -> Source:
+    """A source over a JSON Lines file (read into Arrow memory, never into Python dicts)."""
+    import pyarrow.json as pajson
+
+    table = pajson.read_json(_existing(path))
+    if columns is not None:
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            raise ValidationError(
+                f"column {missing[0]!r} is not in {os.fspath(path)!r}", param=missing[0]
+            )
+        table = table.select(list(columns))
+
+    def batches(size: int) -> Iterator[pa.RecordBatch]:
+        yield from table.to_batches(max_chunksize=size)
+
+    return Source(table.schema, batches, table.num_rows)
+
+
+def from_file(path: str | os.PathLike, columns: Sequence[str] | None = None) -> Source:
+    """A source chosen by suffix: ``.parquet``/``.pq`` (or a directory), ``.csv``, ``.jsonl``/``.ndjson``."""
+    text = os.fspath(path).lower()
+    if os.path.isdir(path) or text.endswith((".parquet", ".pq")):
+        return from_parquet(path, columns)
+    if text.endswith((".csv", ".csv.gz")):
+        return from_csv(path, columns)
+    if text.endswith((".jsonl", ".ndjson", ".jsonl.gz")):
+        return from_jsonl(path, columns)
+    raise ValidationError(
+        f"cannot tell the format of {os.fspath(path)!r}; use .parquet, .csv or .jsonl", param="path"
+    )
+
+
+def _existing(path: str | os.PathLike) -> str:
+    if not os.path.isfile(path):
+        raise ValidationError(f"No such file: {os.fspath(path)!r}", param="path")
+    return os.fspath(path)
+
+
 # -- validation and encoding --------------------------------------------------------------
 def _classlabel_names(features: Any, column: str | None) -> list[str] | None:
     if features is None or column is None:

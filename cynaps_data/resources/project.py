@@ -196,6 +196,13 @@ class Project:
 
         return self._ingest(lambda cols: ingest.from_parquet(path, cols), None, **options)
 
+    def upload_file(self, path: Any, **options: Any) -> Any:
+        """Upload a ``.parquet`` file or directory, ``.csv`` or ``.jsonl`` file (same options as
+        :meth:`upload_dataframe`); what ``cynaps upload FILE --project ID`` runs."""
+        from ..io import ingest
+
+        return self._ingest(lambda cols: ingest.from_file(path, cols), None, **options)
+
     def _ingest(self, make_source: Any, columns: list | None, **options: Any) -> Any:
         from ..io import ingest
 
