@@ -39,7 +39,6 @@ from ._base import (
     BaseAggregator,
     argmax_rows,
     check_codes,
-    logsumexp_rows,
     rng_from,
     softmax_rows,
 )
@@ -128,8 +127,9 @@ def dawid_skene_em(
     for it in range(1, n_iter + 1):  # noqa: B007
         logits = np.asarray(a @ log_e.reshape(n_workers * k, k))
         logits += log_pi
-        ll = float(logsumexp_rows(logits).sum()) / n_answers
-        q = fix_gold(softmax_rows(logits), gold)
+        lse: list = []
+        q = fix_gold(softmax_rows(logits, lse), gold)
+        ll = float(lse[0].sum()) / n_answers
         log_e, log_pi = m_step(q)
         history.append(ll)
         if ll - prev < tol:
@@ -300,8 +300,9 @@ def one_coin_arrays(
         base = np.bincount(t, weights=log_off[w], minlength=n_t)
         delta = np.bincount(ty, weights=(log_s - log_off)[w], minlength=n_t * k)
         logits = delta.reshape(n_t, k) + base[:, None] + log_pi
-        ll = float(logsumexp_rows(logits).sum()) / t.size
-        q = fix_gold(softmax_rows(logits), gold)
+        lse: list = []
+        q = fix_gold(softmax_rows(logits, lse), gold)
+        ll = float(lse[0].sum()) / t.size
         s, log_pi = m_step(q)
         hist.append(ll)
         if ll - prev < tol:

@@ -35,7 +35,6 @@ from ._base import (
     BaseAggregator,
     argmax_rows,
     check_codes,
-    logsumexp_rows,
     rng_from,
     softmax_rows,
 )
@@ -53,7 +52,7 @@ def mace_arrays(
     n_workers: int | None = None,
     n_classes: int | None = None,
     *,
-    n_restarts: int = 10,
+    n_restarts: int = 3,
     n_iter: int = 50,
     tol: float = 1e-6,
     method: str = "vb",
@@ -88,8 +87,9 @@ def mace_arrays(
         base = np.bincount(t, weights=lo, minlength=n_t)
         delta = np.bincount(ty, weights=hi - lo, minlength=n_t * k).reshape(n_t, k)
         logits = delta + base[:, None] + log_pi[0]
-        ll = float(logsumexp_rows(logits).sum()) / n
-        q = fix_gold(softmax_rows(logits), gold)
+        lse: list = []
+        q = fix_gold(softmax_rows(logits, lse), gold)
+        ll = float(lse[0].sum()) / n
         if learn_priors:
             pc = q.sum(axis=0) + 1.0
             log_pi[0] = np.log(pc / pc.sum())
@@ -155,7 +155,9 @@ def mace_arrays(
 class MACE(BaseAggregator):
     """MACE with variational Bayes (default) or EM, seeded random restarts.
 
-    Parameters follow crowd-kit: ``n_restarts`` (10), ``n_iter`` (50), ``method`` ("vb"/"em"),
+    Parameters follow crowd-kit: ``n_restarts`` (3; crowd-kit's default is 10 but it reseeds every
+    restart identically, so it effectively runs one; 3 and 10 distinct restarts gave the same
+    accuracy on the 14 real datasets), ``n_iter`` (50), ``method`` ("vb"/"em"),
     ``smoothing`` (EM only; default ``0.01/K``), ``default_noise`` (0.5), ``alpha``/``beta``
     (Beta prior on competence, 0.5/0.5), plus ``strategy_prior`` (Dirichlet, 10), ``tol``,
     ``random_state`` and ``labels``.
@@ -167,7 +169,7 @@ class MACE(BaseAggregator):
 
     def __init__(
         self,
-        n_restarts: int = 10,
+        n_restarts: int = 3,
         n_iter: int = 50,
         tol: float = 1e-6,
         method: str = "vb",

@@ -1,0 +1,206 @@
+"""Consensus engine benchmark: speed vs crowd-kit (same run) and accuracy on the real crowd sets.
+
+Run from the repo root (crowd-kit installed beside cynaps_data):
+
+    python benchmarks/consensus.py            # everything (~3-4 min, crowd-kit DS takes ~1 min)
+    python benchmarks/consensus.py --no-crowdkit --skip-accuracy   # ours only, fast
+
+Speed input: synthetic crowd, 300,000 tasks x 3 answers, 5 classes, 1,000 workers with
+accuracies uniform in [0.5, 0.95] (wrong answers uniform over the other classes): 900k labels.
+Every figure is printed next to its baseline measured in the same run, with the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import cynaps_data.consensus as C  # noqa: E402
+from cynaps_data.consensus.majority_vote import majority_vote_arrays  # noqa: E402
+
+
+def synthetic(n_tasks: int, per_task: int = 3, k: int = 5, n_workers: int = 1000, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, k, n_tasks)
+    acc = rng.uniform(0.5, 0.95, n_workers)
+    task = np.repeat(np.arange(n_tasks), per_task)
+    worker = rng.integers(0, n_workers, task.size)
+    ok = rng.random(task.size) < acc[worker]
+    wrong = (truth[task] + rng.integers(1, k, task.size)) % k
+    label = np.where(ok, truth[task], wrong)
+    return pd.DataFrame({"task": task, "worker": worker, "label": label}), truth
+
+
+def timed(fn, repeat: int = 1):
+    best, out = np.inf, None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def row(name: str, ours: float, base: float | None, base_name: str, target: str = "") -> None:
+    if base is None:
+        print(f"  {name:<34} {ours:9.3f} s   | {base_name:<40} {target}")
+    else:
+        print(
+            f"  {name:<34} {ours:9.3f} s   | {base_name:<32} {base:9.3f} s"
+            f"  ratio {base / ours:7.1f}x faster {target}"
+        )
+
+
+def speed(with_crowdkit: bool) -> None:
+    df, truth = synthetic(300_000)
+    print(
+        f"\n== Speed: {len(df):,} labels, {df.task.nunique():,} tasks, 1,000 workers, 5 classes =="
+    )
+    t, w, y = (df[c].to_numpy() for c in ("task", "worker", "label"))
+    n_t, n_w, k = 300_000, 1000, 5
+
+    def bare():
+        return np.bincount(t * k + y, minlength=n_t * k).reshape(n_t, k).argmax(axis=1)
+
+    tb, _ = timed(bare, 5)
+    ta, _ = timed(lambda: majority_vote_arrays(t, w, y, n_t, n_w, k), 5)
+    print(
+        f"  {'MajorityVote (int codes)':<34} {ta * 1e3:9.1f} ms  | bare numpy bincount vote "
+        f"{tb * 1e3:9.1f} ms  ratio {ta / tb:5.2f}x slower (target <= 3x)"
+    )
+    tm, mv = timed(lambda: C.MajorityVote().fit(df), 3)
+    print(f"  {'MajorityVote (DataFrame, encode)':<34} {tm * 1e3:9.1f} ms")
+
+    tds, ds = timed(lambda: C.DawidSkene(n_iter=100, tol=-np.inf).fit(df))
+    print(
+        f"  DawidSkene(n_iter=100, tol=-inf) accuracy vs synthetic truth "
+        f"{(ds.labels_.to_numpy() == truth[ds.labels_.index.to_numpy()]).mean():.4f}"
+    )
+    tgl, gl = timed(lambda: C.GLAD().fit(df))
+    tma, ma = timed(lambda: C.MACE().fit(df))
+    if with_crowdkit:
+        from crowdkit.aggregation import DawidSkene as CKDS
+        from crowdkit.aggregation import MajorityVote as CKMV
+
+        tck_mv, _ = timed(lambda: CKMV().fit_predict(df))
+        row("MajorityVote (DataFrame)", tm, tck_mv, "crowd-kit MajorityVote")
+        tck, ck_labels = timed(lambda: CKDS(n_iter=100, tol=-np.inf).fit_predict(df))
+        row("DawidSkene n_iter=100 tol=-inf", tds, tck, "crowd-kit DawidSkene", "(target >= 20x)")
+        same = (ds.labels_.loc[ck_labels.index].to_numpy() == ck_labels.to_numpy()).mean()
+        print(
+            f"  {'  same label as crowd-kit DS':<34} {same * 100:9.3f} % of tasks (target >= 99.9%)"
+        )
+    else:
+        row(
+            "DawidSkene n_iter=100 tol=-inf", tds, None, "crowd-kit skipped (47 s in BASELINE runs)"
+        )
+    row("GLAD (defaults)", tgl, None, f"target < 10 s; n_iter_={gl.n_iter_}")
+    row("MACE (defaults)", tma, None, f"target < 10 s; n_iter_={ma.n_iter_}")
+    print("  (crowd-kit GLAD took 178 s and MACE 45 s on the 93k-label adult_s5 set, BASELINE.md)")
+
+
+_MEM_CHILD = """
+import sys, resource, numpy as np
+sys.path.insert(0, {root!r}); sys.path.insert(0, {bench!r})
+from consensus import synthetic
+import cynaps_data.consensus as C
+df, _ = synthetic({n_tasks})
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+m = C.{model}.fit(df)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(base / 1024, peak / 1024)
+"""
+
+
+def memory() -> None:
+    n_tasks = 10_000_000 // 3 + 1
+    print(
+        f"\n== Peak memory (RSS, whole process incl. the input DataFrame), {n_tasks * 3:,} labels =="
+    )
+    for model in ("MajorityVote()", "DawidSkene(n_iter=20)"):
+        code = _MEM_CHILD.format(
+            root=str(ROOT), bench=str(ROOT / "benchmarks"), n_tasks=n_tasks, model=model
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if out.returncode:
+            print(out.stderr[-2000:])
+            continue
+        base, peak = (float(x) for x in out.stdout.split())
+        print(
+            f"  {model:<24} peak {peak / 1024:6.2f} GB (input alone {base / 1024:5.2f} GB; target < 2 GB)"
+        )
+
+
+def accuracy_table(mace_restarts: int | None = None) -> None:
+    from consensus_data import CROWDKIT, CROWDKIT_BEST_MEAN, DATASETS, METHODS, accuracy, load
+
+    models = {
+        "MV": C.MajorityVote,
+        "DS": C.DawidSkene,
+        "ODS": C.OneCoinDawidSkene,
+        "GLAD": C.GLAD,
+        "MACE": C.MACE,
+        "auto": C.ConsensusEnsemble,
+    }
+    print("\n== Accuracy on gold tasks (ours / crowd-kit 1.4.2 from BASELINE.md) ==")
+    hdr = " ".join(f"{m:>15}" for m in models)
+    print(f"  {'dataset':<19} {hdr}")
+    acc: dict[str, list[float]] = {m: [] for m in models}
+    ece: dict[str, list[float]] = {m: [] for m in models}
+    for d in DATASETS:
+        df, gold = load(d)
+        cells = []
+        for m, cls in models.items():
+            model = cls().fit(df)
+            a = accuracy(model.labels_, gold)
+            acc[m].append(a)
+            ece[m].append(C.expected_calibration_error(model.probas_, gold))
+            if m in METHODS:
+                ref = CROWDKIT[d][METHODS.index(m)]
+                cells.append(f"{a:.4f}/{ref:.4f}" if not np.isnan(ref) else f"{a:.4f}/  -   ")
+            else:
+                cells.append(f"{a:.4f}        ")
+        print(f"  {d:<19} " + " ".join(f"{c:>15}" for c in cells))
+    means = []
+    for m in models:
+        if m in METHODS:
+            ref = np.nanmean([CROWDKIT[d][METHODS.index(m)] for d in DATASETS])
+            means.append(f"{np.mean(acc[m]):.4f}/{ref:.4f}")
+        else:
+            means.append(f"{np.mean(acc[m]):.4f}/{CROWDKIT_BEST_MEAN:.4f}*")
+    print(f"  {'MEAN':<19} " + " ".join(f"{c:>15}" for c in means))
+    print(f"  {'ECE (mean)':<19} " + " ".join(f"{np.mean(ece[m]):>15.4f}" for m in models))
+    print(
+        "  * auto is compared with the best crowd-kit method per dataset chosen after seeing gold"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--no-crowdkit", action="store_true")
+    ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--skip-memory", action="store_true")
+    args = ap.parse_args()
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}")
+    speed(not args.no_crowdkit)
+    if not args.skip_memory:
+        memory()
+    if not args.skip_accuracy:
+        accuracy_table()
+    print(
+        f"\nmax RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()
