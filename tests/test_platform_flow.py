@@ -114,12 +114,18 @@ def test_ledger_balances_after_a_full_run(platform, client):
     }
     label_everything(people, project.id, lambda i, task: picks[task["data"]["i"]][i])
     assert project.get_status().state == "review"
+    for action in (project.start, project.resume, project.calculate_deposit):
+        with pytest.raises(errors.InvalidStateError, match="'review'"):
+            action()
     review = expert.review()
     assert review["data"] == {"i": 3} and len(review["votes"]) == 3
     assert review["agreement"] == pytest.approx(1 / 3)
     assert expert.decide(review["task_id"], "Clothing").status_code == 201
     status = project.get_status()
     assert (status.state, status.is_complete, status.completed) == ("completed", True, 4)
+    for action in (project.start, project.pause, project.resume, project.cancel):
+        with pytest.raises(errors.InvalidStateError, match="'completed'"):
+            action()
 
     conn = ledger(platform)
     me = client.me()["id"]
