@@ -689,62 +689,145 @@ class Encoder:
         put_asset: Callable[[str, bytes, str], None],
         source_schema: dict | None = None,
     ) -> bytes:
-        """One batch as the JSON body of ``POST /v1/projects/{id}/tasks/batch``."""
+        """One batch as the JSON body of ``POST /v1/projects/{id}/tasks/batch``.
+
+        The JSON text is assembled by Arrow string kernels, one column at a time (see
+        :func:`json_fragments`); no Python object is made per row unless a column needs it
+        (nested values, images, content-hash ids).
+        """
         roles = self.roles
-        names = roles.data_columns
-        columns = []
-        for name in names:
+        fragments: dict[str, pa.Array] = {}
+        for name in roles.data_columns:
             col = batch.column(name)
             if name in roles.image_columns:
-                columns.append(self._image_refs(col, put_asset))
+                refs = self._image_refs(col, put_asset)
+                fragments[name] = pa.array(
+                    [orjson.dumps(r).decode() for r in refs], type=pa.string()
+                )
             else:
-                columns.append(wire.encode_array(col).to_pylist())
-        n = batch.num_rows
-        datas = (
-            [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
-            if names
-            else [{} for _ in range(n)]
-        )
+                fragments[name] = json_fragments(col)
+        data = _object_text(fragments, list(roles.data_columns))
         if roles.id_column:
-            ids_col = batch.column(roles.id_column)
-            if pa.types.is_dictionary(ids_col.type):
-                ids_col = ids_col.dictionary_decode()
-            ids = ids_col.cast(pa.string()).to_pylist()
+            ids = json_fragments(batch.column(roles.id_column), as_string=True)
         else:
-            dumps, sort = orjson.dumps, orjson.OPT_SORT_KEYS
+            canonical = (
+                data
+                if list(roles.data_columns) == sorted(roles.data_columns)
+                else _object_text(fragments, sorted(fragments))
+            )
             sha = hashlib.sha256
-            ids = ["sha256:" + sha(dumps(d, option=sort)).hexdigest()[:40] for d in datas]
-        extra = []
+            ids = pa.array(
+                [
+                    '"sha256:' + sha(t.encode()).hexdigest()[:40] + '"'
+                    for t in canonical.to_pylist()
+                ],
+                type=pa.string(),
+            )
+        pieces: list[Any] = ['{"data":', data, ',"external_id":', ids]
         if roles.gold_column:
-            extra.append(
-                (
-                    "gold",
-                    _labels_column(batch.column(roles.gold_column), self.gold_names).to_pylist(),
-                )
-            )
+            gold = _labels_column(batch.column(roles.gold_column), self.gold_names)
+            pieces += [',"gold":', json_fragments(gold)]
         if roles.prediction_column:
-            extra.append(
-                (
-                    "predictions",
-                    _labels_column(
-                        batch.column(roles.prediction_column), self.pred_names
-                    ).to_pylist(),
-                )
-            )
-        if extra:
-            tasks = []
-            for i, (d, e) in enumerate(zip(datas, ids, strict=True)):
-                task = {"data": d, "external_id": e}
-                for key, values in extra:
-                    if values[i] is not None:
-                        task[key] = values[i]
-                tasks.append(task)
-        else:
-            tasks = [{"data": d, "external_id": e} for d, e in zip(datas, ids, strict=True)]
-        body: dict[str, Any] = {"tasks": tasks}
-        if source_schema is not None:
-            body["source_schema"] = source_schema
-        return orjson.dumps(body)
+            preds = _labels_column(batch.column(roles.prediction_column), self.pred_names)
+            pieces += [',"predictions":', json_fragments(preds)]
+        pieces.append("},")
+        rows = pc.binary_join_element_wise(*pieces, "")
+        text = _string_buffer(rows)[:-1]  # drop the last comma
+        tail = (
+            b"]}"
+            if source_schema is None
+            else b'],"source_schema":' + orjson.dumps(source_schema) + b"}"
+        )
+        return b'{"tasks":[' + text + tail
+
+
+_PLAIN_INT = r"^-?[0-9]+$"
+_RARE_CONTROL = "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f]"
+
+
+_NEEDS_ESCAPE = '["\\\\\\x00-\\x1f]'
+
+
+def _quote(strings: pa.Array, *, plain: bool = False) -> pa.Array:
+    """Arrow strings as JSON string literals (escaped and quoted); nulls stay null.
+
+    ``plain=True`` promises there is nothing to escape (ids made of digits, ISO dates).
+    """
+    if not pa.types.is_string(strings.type):
+        strings = strings.cast(pa.string())
+    if (
+        plain
+        or not len(strings)
+        or not pc.any(pc.match_substring_regex(strings, _NEEDS_ESCAPE)).as_py()
+    ):
+        return pc.binary_join_element_wise('"', strings, '"', "")
+    out = pc.replace_substring(strings, "\\", "\\\\")
+    out = pc.replace_substring(out, '"', '\\"')
+    out = pc.replace_substring(out, "\n", "\\n")
+    out = pc.replace_substring(out, "\r", "\\r")
+    out = pc.replace_substring(out, "\t", "\\t")
+    out = pc.binary_join_element_wise('"', out, '"', "")
+    rare = pc.fill_null(pc.match_substring_regex(strings, _RARE_CONTROL), False)
+    if pc.any(rare).as_py():  # other control characters: let orjson escape them
+        values = out.to_pylist()
+        originals = strings.to_pylist()
+        for i in np.flatnonzero(rare.to_numpy(zero_copy_only=False)):
+            values[i] = orjson.dumps(originals[i]).decode()
+        out = pa.array(values, type=pa.string())
+    return out
+
+
+def json_fragments(arr: pa.Array | pa.ChunkedArray, *, as_string: bool = False) -> pa.Array:
+    """The JSON text of each value of ``arr`` (wire encoding of :mod:`.schema`), never null.
+
+    ``as_string=True`` makes every value a JSON string (ids). Strings, numbers and booleans
+    are formatted by Arrow kernels; nested values go through ``orjson`` one value at a time.
+    """
+    enc = wire.encode_array(arr)
+    t = pa.types
+    dtype = enc.type
+    source = arr.type.value_type if t.is_dictionary(arr.type) else arr.type
+    is_text = t.is_string(source) or t.is_large_string(source) or t.is_string_view(source)
+    if as_string or t.is_string(dtype) or t.is_large_string(dtype):
+        # only real text can hold quotes or control characters; formatted values cannot
+        out = _quote(enc, plain=not is_text and not t.is_binary(source))
+    elif t.is_null(dtype):
+        out = pa.nulls(len(enc), pa.string())
+    elif t.is_integer(dtype) or t.is_boolean(dtype):
+        out = enc.cast(pa.string())
+    elif t.is_floating(dtype):
+        out = enc.cast(pa.string())
+        whole = pc.fill_null(pc.match_substring_regex(out, _PLAIN_INT), False)
+        if len(out) and pc.any(whole).as_py():  # 3.0 is written "3": keep it a JSON float
+            out = pc.if_else(whole, pc.binary_join_element_wise(out, ".0", ""), out)
+    else:
+        dumps = orjson.dumps
+        out = pa.array(
+            [None if v is None else dumps(v).decode() for v in enc.to_pylist()], type=pa.string()
+        )
+    return pc.fill_null(out, "null")
+
+
+def _object_text(fragments: dict[str, pa.Array], keys: Sequence[str]) -> pa.Array:
+    """``{"key": fragment, ...}`` per row from per-column JSON fragments."""
+    if not keys:
+        n = len(next(iter(fragments.values()))) if fragments else 0
+        return pa.array(["{}"] * n, type=pa.string())
+    pieces: list[Any] = []
+    for i, key in enumerate(keys):
+        pieces.append(("{" if i == 0 else ",") + orjson.dumps(key).decode() + ":")
+        pieces.append(fragments[key])
+    pieces.append("}")
+    return pc.binary_join_element_wise(*pieces, "")
+
+
+def _string_buffer(strings: pa.Array) -> bytes:
+    """The concatenated UTF-8 bytes of a non-null string array (one copy, no per-row objects)."""
+    width = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    offsets = np.frombuffer(strings.buffers()[1], dtype=width)[
+        strings.offset : strings.offset + len(strings) + 1
+    ]
+    return strings.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]] if len(strings) else b""
 
 
 # -- the upload ---------------------------------------------------------------------------
