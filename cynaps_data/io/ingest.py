@@ -14,9 +14,9 @@ label), ``prediction_column`` (model pre-annotations: a label, a list of labels,
 ``datasets.Image`` features, PIL images and binary columns holding PNG/JPEG/GIF/WebP bytes).
 
 Without ``id_column`` the external id is the *content hash*
-``"sha256:" + sha256(orjson.dumps(data, option=OPT_SORT_KEYS)).hexdigest()[:40]`` of the row's
-wire ``data`` (images enter through their asset hash), so re-uploading the same rows is
-idempotent; identical rows collapse into one task.
+``"sha256:" + sha256(data_json).hexdigest()[:40]`` where ``data_json`` is the row's wire
+``data`` object written compactly with its keys sorted (images enter through their asset hash),
+so re-uploading the same rows is idempotent; identical rows collapse into one task.
 
 Two passes: the whole source is checked first (vectorised per batch), so bad values are
 reported — as a table naming row, column and value — before anything is sent; then batches
