@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from .db import Database
 from .middleware import Idempotency, RateLimiter, RequestContext
 from .problems import Problem
-from .routers import accounts, annotator, assets, billing, exports, projects, tasks, ui
+from .routers import accounts, annotator, assets, billing, exports, imports, projects, tasks, ui
 from .settings import Settings
 
 log = logging.getLogger("cynaps_data.server")
@@ -46,7 +46,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     )
     app.state.db = db
     app.state.settings = settings
-    for module in (accounts, projects, tasks, assets, billing, exports, annotator, ui):
+    for module in (accounts, projects, tasks, assets, billing, exports, imports, annotator, ui):
         app.include_router(module.router)
 
     @app.exception_handler(Problem)

@@ -79,6 +79,11 @@ judgements = sa.Table(
     sa.Column("value", sa.Text, nullable=False),  # JSON value text
     sa.Column("duration", sa.Float, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Billing per judgement (issue 5): charged into escrow / paid out to the annotator. Imported
+    # judgements (origin "imported", e.g. from Label Studio) are neither platform work nor billed.
+    sa.Column("billed", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    sa.Column("paid", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    sa.Column("origin", sa.String(12), nullable=False, default="platform", server_default="platform"),
     sa.UniqueConstraint("task_id", "annotator_id", name="uq_judgement_once"),
 )
 

@@ -125,8 +125,21 @@ def pay_deposit(conn: sa.Connection, project: Any, method: str) -> dict:
 
 
 def charge_task(conn: sa.Connection, project: Any, task_id: int, n: int, expert: bool) -> None:
-    """Charge one finalised task into escrow (shortfall from the deposit hold)."""
-    cents = task_charge_cents(project.annotation_type, n, expert)
+    """Charge one finalised task into escrow (shortfall from the deposit hold).
+
+    Only the task's judgements not billed before are charged (each at the price table: a
+    judgement, or the expert fee for an expert's), so a task reopened for more judgements
+    (``request_more_judgements``) is charged for the extra ones only; imported judgements are
+    never billed. For a first finalisation this equals ``task_charge_cents(n, expert)``.
+    """
+    unbilled = sa.and_(judgements.c.task_id == task_id, ~judgements.c.billed)
+    price = task_charge_cents(project.annotation_type, 1, False)
+    expert_fee = task_charge_cents(project.annotation_type, 0, True)
+    roles = conn.execute(
+        sa.select(judgements.c.role, sa.func.count()).where(unbilled).group_by(judgements.c.role)
+    ).all()
+    cents = sum(int(k) * (expert_fee if role == "expert" else price) for role, k in roles)
+    conn.execute(judgements.update().where(unbilled).values(billed=True))
     customer = ledger.customer(project.owner_id)
     hold = ledger.deposit_hold(project.id)
     available = ledger.balance(conn, customer)
@@ -147,17 +160,24 @@ def charge_task(conn: sa.Connection, project: Any, task_id: int, n: int, expert:
 
 
 def release_escrow(conn: sa.Connection, project: Any) -> int:
-    """Pay annotators for every charged, unreleased task (the seed's final payment); once."""
+    """Pay annotators for every billed, unpaid judgement of charged tasks (the seed's final
+    payment); once per judgement."""
     price = task_charge_cents(project.annotation_type, 1, False)
     expert_fee = task_charge_cents(project.annotation_type, 0, True)
-    pending = (
+    charged = (
         sa.select(tasks.c.id)
-        .where(tasks.c.project_id == project.id, tasks.c.charged, ~tasks.c.released)
+        .where(tasks.c.project_id == project.id, tasks.c.charged)
         .scalar_subquery()
+    )
+    unpaid = sa.and_(
+        judgements.c.project_id == project.id,
+        judgements.c.billed,
+        ~judgements.c.paid,
+        judgements.c.task_id.in_(charged),
     )
     rows = conn.execute(
         sa.select(judgements.c.annotator_id, judgements.c.role, sa.func.count())
-        .where(judgements.c.project_id == project.id, judgements.c.task_id.in_(pending))
+        .where(unpaid)
         .group_by(judgements.c.annotator_id, judgements.c.role)
     ).all()
     moves = [
@@ -172,6 +192,8 @@ def release_escrow(conn: sa.Connection, project: Any) -> int:
     if total > ledger.balance(conn, ledger.escrow(project.id)):
         raise RuntimeError("escrow cannot cover the release; ledger invariant broken")
     ledger.post(conn, "release", moves, project_id=project.id)
+    if rows:
+        conn.execute(judgements.update().where(unpaid).values(paid=True))
     conn.execute(
         tasks.update()
         .where(tasks.c.project_id == project.id, tasks.c.charged, ~tasks.c.released)

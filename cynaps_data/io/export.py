@@ -1,0 +1,436 @@
+"""Typed exports: the platform's Arrow tables → pandas, Parquet, ``datasets``, CSV, JSONL.
+
+Data contracts
+--------------
+Wide form (:func:`wide_table`, :func:`wide_frame`), one row per task, index ``task`` (int64, the
+platform's task id), columns in this order:
+
+* the task's own data columns, with the dtypes they were uploaded with (restored from the
+  project's source schema; inferred from the JSON for plain uploads). A data column whose name
+  clashes with a metadata column below is renamed ``data.<name>``;
+* ``external_id`` (str), ``gold`` (category over the project's labels, declared order);
+* ``label`` (category over the project's labels in declared order; missing while not final);
+* ``label_source`` (category: consensus | majority | expert | imported | none);
+* ``status`` (category: pending | disputed | completed — partial exports say so per row);
+* ``agreement`` (float64: the top answer's share of the annotators' votes, the platform's policy);
+* ``confidence`` (float64: share of the annotators' votes that agree with ``label``);
+* ``n_annotations`` (int64: annotator judgements);
+* ``vote_distribution`` (Arrow struct, one float64 share per label, in declared order);
+* ``annotator_ids`` (Arrow list<string>, in judgement order);
+* ``expert_label`` (category) and ``expert_id`` (str): the expert's verdict where reviewed;
+* ``updated_at`` (datetime64[us, UTC]).
+
+With ``method=`` (client-side re-aggregation by :mod:`cynaps_data.consensus`) three more:
+``<method>_label`` (category), ``<method>_confidence`` (float64, the top posterior) and
+``<method>_proba`` (Arrow struct of float64 posteriors per label: soft labels for training).
+
+Long form (:func:`long_frame`), one row per judgement, RangeIndex: ``task`` (int64), ``worker``
+(str), ``label`` (category), ``role`` (category: annotator | expert), ``origin`` (category:
+platform | imported), ``created_at`` (datetime64[us, UTC]), ``duration`` (float64 seconds),
+``judgement`` (int64). ``task``/``worker``/``label`` are what crowd-kit and
+:func:`cynaps_data.consensus.aggregate` take.
+
+``frame.attrs["cynaps"]`` holds the project description (labels, annotation type, quality
+settings, state) and the ``cursor`` for the next incremental export (``since=``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from ..errors import ValidationError
+
+if TYPE_CHECKING:
+    import datasets
+    import pandas as pd
+
+PROJECT_KEY = b"cynaps.project"
+METADATA_COLUMNS = (
+    "external_id",
+    "gold",
+    "label",
+    "label_source",
+    "status",
+    "agreement",
+    "confidence",
+    "n_annotations",
+    "vote_distribution",
+    "annotator_ids",
+    "expert_label",
+    "expert_id",
+    "updated_at",
+)
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+# -- Arrow ----------------------------------------------------------------------------------
+def read_ipc(content: bytes) -> pa.Table:
+    """An Arrow IPC stream (as served by ``GET /export?format=arrow``) as a table."""
+    with pa.ipc.open_stream(pa.py_buffer(content)) as reader:
+        return reader.read_all()
+
+
+def project_info(table: pa.Table) -> dict:
+    """The project description the platform put in the schema metadata."""
+    raw = (table.schema.metadata or {}).get(PROJECT_KEY)
+    return orjson.loads(raw) if raw else {}
+
+
+def wide_table(table: pa.Table, *, fetch_asset: Callable[[str], bytes] | None = None) -> pa.Table:
+    """The platform's wide table flattened: data columns restored to their source types, then
+    the metadata columns; ``task`` first. Schema metadata: ``cynaps.project`` plus, when the
+    source was pandas, the data columns' pandas metadata."""
+    from .schema import restore_columns
+
+    info = project_info(table)
+    data = table.column("data").combine_chunks()
+    if isinstance(data, pa.ChunkedArray):  # empty table
+        data = pa.array([], data.type)
+    names = [data.type.field(i).name for i in range(data.type.num_fields)]
+    data_table = pa.table(data.flatten(), names=names) if names else pa.table({})
+    source_schema = info.get("source_schema")
+    pandas_meta = None
+    if source_schema and names:
+        data_table = restore_columns(data_table, source_schema, fetch_asset=fetch_asset)
+        pandas_meta = (data_table.schema.metadata or {}).get(b"pandas")
+        # upload order of the columns, as in the source
+        order = [c for c in source_schema.get("data_columns", []) if c in data_table.column_names]
+        order += [c for c in data_table.column_names if c not in order]
+        data_table = data_table.select(order)
+    columns = {"task": table.column("task")}
+    renamed = {}
+    for name in data_table.column_names:
+        out = f"data.{name}" if name in METADATA_COLUMNS or name == "task" else name
+        renamed[name] = out
+        columns[out] = data_table.column(name)
+    for name in table.column_names:
+        if name not in ("task", "data"):
+            columns[name] = table.column(name)
+    out = pa.table(columns)
+    meta = {PROJECT_KEY: orjson.dumps({**info, "data_columns": list(renamed.values())})}
+    if pandas_meta is not None:
+        pm = json.loads(pandas_meta)
+        for col in pm.get("columns", []):
+            if col.get("field_name") in renamed:
+                col["field_name"] = col["name"] = renamed[col["field_name"]]
+        meta[b"cynaps.pandas_data"] = json.dumps(pm).encode()
+    return out.replace_schema_metadata(meta)
+
+
+def _types_mapper(t: pa.DataType) -> Any:
+    import pandas as pd
+
+    if (
+        pa.types.is_struct(t)
+        or pa.types.is_list(t)
+        or pa.types.is_large_list(t)
+        or pa.types.is_map(t)
+    ):
+        return pd.ArrowDtype(t)
+    return None
+
+
+def wide_frame(table: pa.Table) -> pd.DataFrame:
+    """A :func:`wide_table` as the typed DataFrame of the module contract (index ``task``)."""
+    import pandas as pd
+
+    meta = table.schema.metadata or {}
+    info = orjson.loads(meta.get(PROJECT_KEY, b"{}"))
+    data_names = info.get("data_columns", [])
+    data_part = table.select(data_names)
+    pandas_meta = meta.get(b"cynaps.pandas_data")
+    if pandas_meta is not None:
+        data_part = data_part.replace_schema_metadata({b"pandas": pandas_meta})
+        data_df = data_part.to_pandas()
+    else:
+        data_df = data_part.to_pandas(types_mapper=_types_mapper)
+    rest = table.drop_columns(data_names)
+    rest_df = rest.to_pandas(types_mapper=_types_mapper)
+    index = pd.Index(rest_df.pop("task").to_numpy(dtype="int64"), name="task")
+    data_df.index = index
+    rest_df.index = index
+    frame = pd.concat([data_df, rest_df], axis=1) if len(data_df.columns) else rest_df
+    frame.attrs["cynaps"] = {k: v for k, v in info.items() if k != "data_columns"}
+    return frame
+
+
+def long_frame(table: pa.Table) -> pd.DataFrame:
+    """The platform's long (per judgement) table as a DataFrame of the module contract."""
+    frame = table.to_pandas(types_mapper=_types_mapper)
+    frame.attrs["cynaps"] = project_info(table)
+    return frame
+
+
+def incremental(previous: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
+    """Apply an incremental wide export (``since=``) to an earlier one: changed tasks replace
+    their rows, new tasks are appended; the result is ordered by task id."""
+    import pandas as pd
+
+    if changes.empty:
+        return previous
+    kept = previous[~previous.index.isin(changes.index)]
+    out = pd.concat([kept, changes]).sort_index()
+    out.attrs = dict(changes.attrs)
+    return out
+
+
+# -- re-aggregation ----------------------------------------------------------------------------
+def add_reaggregation(
+    frame: pd.DataFrame, judgements: pd.DataFrame, method: Any, labels: list, **params: Any
+) -> pd.DataFrame:
+    """Add ``<method>_label``, ``<method>_confidence`` and ``<method>_proba`` (soft labels) from
+    the annotators' judgements re-aggregated client-side (experts' verdicts are not votes)."""
+    import pandas as pd
+
+    from ..consensus import aggregate
+
+    votes = judgements[judgements["role"] == "annotator"]
+    name = method if isinstance(method, str) else type(method).__name__.lower()
+    name = name.strip().lower().replace("-", "_")
+    if votes.empty:
+        probas = pd.DataFrame(np.nan, index=frame.index, columns=labels)
+    else:
+        long = pd.DataFrame(
+            {
+                "task": votes["task"].to_numpy(),
+                "worker": votes["worker"].astype(str).to_numpy(),
+                "label": votes["label"].astype(object).to_numpy(),
+            }
+        )
+        result = aggregate(long, method, labels=labels, **params)
+        probas = result.probas.reindex(index=frame.index, columns=labels)
+    values = probas.to_numpy(dtype="float64")
+    missing = np.isnan(values).all(axis=1)
+    best = np.where(missing, -1, np.nan_to_num(values, nan=-1.0).argmax(axis=1))
+    frame = frame.copy()
+    frame[f"{name}_label"] = pd.Categorical.from_codes(best, categories=labels)
+    frame[f"{name}_confidence"] = np.where(
+        missing, np.nan, np.nanmax(np.where(missing[:, None], 0, values), axis=1)
+    )
+    struct = pa.StructArray.from_arrays(
+        [pa.array(values[:, i], pa.float64(), mask=missing) for i in range(len(labels))],
+        names=[str(x) for x in labels],
+        mask=pa.array(missing),
+    )
+    frame[f"{name}_proba"] = pd.Series(pd.arrays.ArrowExtensionArray(struct), index=frame.index)
+    return frame
+
+
+# -- Parquet -----------------------------------------------------------------------------------
+def frame_to_arrow(frame: pd.DataFrame) -> pa.Table:
+    """A wide/long DataFrame as an Arrow table that keeps its dtypes (pandas metadata) and the
+    project description (``cynaps.project``: labels, annotation type, quality settings...)."""
+    table = pa.Table.from_pandas(frame, preserve_index=frame.index.name is not None)
+    info = frame.attrs.get("cynaps") or {}
+    meta = dict(table.schema.metadata or {})
+    if b"pandas" in meta:  # nested Arrow dtypes: pandas cannot parse their names back
+        pandas_meta = json.loads(meta[b"pandas"])
+        for col in pandas_meta.get("columns", []):
+            if str(col.get("numpy_type", "")).startswith(
+                ("struct<", "list<", "large_list<", "map<")
+            ):
+                col["numpy_type"] = "object"
+        meta[b"pandas"] = json.dumps(pandas_meta).encode()
+    meta[PROJECT_KEY] = orjson.dumps(info, option=orjson.OPT_SERIALIZE_NUMPY)
+    if info.get("labels") is not None:
+        meta[b"cynaps.labels"] = orjson.dumps(info["labels"])
+        meta[b"cynaps.annotation_type"] = str(info.get("annotation_type", "")).encode()
+        meta[b"cynaps.quality_settings"] = orjson.dumps(info.get("quality_settings"))
+    return table.replace_schema_metadata(meta)
+
+
+def write_parquet(frame: pd.DataFrame, path: str | Path, **kwargs: Any) -> Path:
+    """Write a typed export to Parquet (``kwargs`` go to ``pyarrow.parquet.write_table``)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    pq.write_table(frame_to_arrow(frame), path, **kwargs)
+    return path
+
+
+def read_parquet(path: str | Path) -> pd.DataFrame:
+    """Read a Parquet export back to the same typed frame (with ``attrs["cynaps"]``)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    frame = table.to_pandas(types_mapper=_types_mapper)
+    info = (table.schema.metadata or {}).get(PROJECT_KEY)
+    if info:
+        frame.attrs["cynaps"] = orjson.loads(info)
+    return frame
+
+
+# -- CSV and JSONL -----------------------------------------------------------------------------
+def escape_formula(value: Any) -> Any:
+    """A string that a spreadsheet would run as a formula, made inert with a leading ``'``."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def to_csv(frame: pd.DataFrame, path: str | Path | None = None) -> str | Path:
+    """CSV of a typed export, safe to open in a spreadsheet.
+
+    Text cells starting with ``= + - @`` tab or CR are prefixed with ``'`` (formula injection);
+    ``vote_distribution``/``*_proba`` become one ``<column>.<label>`` share column per label;
+    lists are written as JSON text.
+    """
+    import pandas as pd
+
+    out = pd.DataFrame(index=frame.index)
+    for name in frame.columns:
+        col = frame[name]
+        dtype = col.dtype
+        if isinstance(dtype, pd.ArrowDtype) and pa.types.is_struct(dtype.pyarrow_dtype):
+            arr = pa.array(col.array)
+            for i in range(dtype.pyarrow_dtype.num_fields):
+                field = dtype.pyarrow_dtype.field(i)
+                out[f"{name}.{field.name}"] = arr.field(i).to_pandas()
+            continue
+        if isinstance(dtype, pd.ArrowDtype) or pd.api.types.is_object_dtype(dtype):
+            values = [
+                None
+                if v is None or (isinstance(v, float) and np.isnan(v))
+                else (v if isinstance(v, str) else _json_text(v))
+                for v in col.tolist()
+            ]
+            out[name] = [escape_formula(v) for v in values]
+        elif isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype):
+            out[name] = col.astype(object).map(escape_formula, na_action="ignore")
+        else:
+            out[name] = col
+    # CRLF rows (RFC 4180): cells holding CR or LF are quoted, so they cannot break a row
+    if path is None:
+        return out.to_csv(lineterminator="\r\n")
+    out.to_csv(path, lineterminator="\r\n")
+    return Path(path)
+
+
+def _json_text(value: Any) -> str:
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+
+
+def to_jsonl(records: list[dict], path: str | Path | None = None) -> str | Path:
+    """The seed-shaped records, one JSON object per line."""
+    text = b"".join(orjson.dumps(r) + b"\n" for r in records)
+    if path is None:
+        return text.decode()
+    Path(path).write_bytes(text)
+    return Path(path)
+
+
+# -- datasets ----------------------------------------------------------------------------------
+def to_dataset(
+    table: pa.Table, *, features_of_data: datasets.Features | None = None
+) -> datasets.Dataset:
+    """A :func:`wide_table` as a ``datasets.Dataset``.
+
+    ``label``, ``gold`` and ``expert_label`` are ``ClassLabel(names=<project labels>)`` (missing
+    is ``-1``); ``label_source`` and ``status`` are strings; ``vote_distribution`` is a dict of
+    float64 shares; ``annotator_ids`` a sequence of strings; data columns keep their source
+    features (``Image`` where images were uploaded) or the features Arrow implies.
+    """
+    import datasets
+    import pyarrow.compute as pc
+
+    info = project_info(table)
+    labels = [str(x) for x in info.get("labels") or []]
+    class_label = datasets.ClassLabel(names=labels)
+    columns: dict[str, pa.Array] = {}
+    features: dict[str, Any] = {}
+    data_names = set(info.get("data_columns", []))
+    for name in table.column_names:
+        col = (
+            table.column(name).combine_chunks()
+            if table.num_rows
+            else pa.array([], table.schema.field(name).type)
+        )
+        if pa.types.is_dictionary(col.type):
+            if name in ("label", "gold", "expert_label") or name.endswith("_label"):
+                codes = _codes_in(col, labels)
+                columns[name] = pa.array(codes, pa.int64())
+                features[name] = class_label
+                continue
+            col = pc.cast(col, col.type.value_type)
+        columns[name] = col
+    arrow = pa.table(columns)
+    inferred = datasets.Features.from_arrow_schema(arrow.schema)
+    for name in arrow.column_names:
+        if name in features:
+            continue
+        if features_of_data is not None and name in data_names and name in features_of_data:
+            features[name] = features_of_data[name]
+        else:
+            features[name] = inferred[name]
+    feats = datasets.Features({name: features[name] for name in arrow.column_names})
+    arrow = arrow.cast(feats.arrow_schema) if arrow.schema != feats.arrow_schema else arrow
+    return datasets.Dataset(
+        arrow, info=datasets.DatasetInfo(features=feats, description=info.get("name", ""))
+    )
+
+
+def _codes_in(col: pa.DictionaryArray, labels: list[str]) -> np.ndarray:
+    dictionary = [str(v) for v in col.dictionary.to_pylist()]
+    position = {v: i for i, v in enumerate(labels)}
+    lookup = np.array([position.get(v, -1) for v in dictionary] + [-1], dtype="int64")
+    indices = col.indices.fill_null(len(lookup) - 1).to_numpy(zero_copy_only=False)
+    return lookup[indices.astype("int64")]
+
+
+def reject_unknown(value: str, allowed: tuple[str, ...], param: str) -> None:
+    if value not in allowed:
+        raise ValidationError(
+            f"Unknown {param} {value!r}; supported: {', '.join(allowed)}", param=param
+        )
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(frame_to_arrow(frame), sink)
+    return sink.getvalue()
+
+
+def per_label_agreement(votes: pd.DataFrame, labels: list) -> pd.DataFrame:
+    """Per-label agreement of a long frame (``task``, ``label``), index ``label``.
+
+    Columns: ``n_votes`` (int64), ``share`` (the label's share of all votes, ``p_j``),
+    ``specific_agreement`` (chance that another vote on the same task is also this label, given
+    one is: ``Σ n_ij(n_ij-1) / Σ n_ij(n_i-1)`` over tasks with 2+ votes) and ``kappa`` (Fleiss'
+    per-category kappa, ``(specific_agreement - p_j) / (1 - p_j)``).
+    """
+    import pandas as pd
+
+    codes = pd.Categorical(votes["label"].astype(object), categories=labels).codes
+    ok = codes >= 0
+    task_codes, _ = pd.factorize(votes["task"].to_numpy()[ok])
+    k = len(labels)
+    counts = np.zeros((task_codes.max() + 1 if len(task_codes) else 0, k))
+    np.add.at(counts, (task_codes, codes[ok]), 1)
+    n_i = counts.sum(axis=1)
+    multi = n_i >= 2
+    c, n = counts[multi], n_i[multi]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        specific = (c * (c - 1)).sum(axis=0) / (c * (n[:, None] - 1)).sum(axis=0)
+        share = counts.sum(axis=0) / counts.sum()
+        kappa = (specific - share) / (1 - share)
+    return pd.DataFrame(
+        {
+            "n_votes": counts.sum(axis=0).astype("int64"),
+            "share": share,
+            "specific_agreement": specific,
+            "kappa": kappa,
+        },
+        index=pd.Index(labels, name="label"),
+    )

@@ -1,0 +1,246 @@
+"""Importing tasks *with their judgements* (e.g. a Label Studio export) into a project.
+
+Wire form of one item: ``{"data": {...}, "external_id": str|int|null, "gold": label|null,
+"judgements": [{"worker": str, "label": label, "role": "annotator"|"expert",
+"created_at": seconds|null, "duration": seconds|null}, ...]}``.
+
+Imported judgements are recorded with ``origin = "imported"``: they are not platform work, so
+they are never billed nor paid (``billed = paid = true`` from the start). Each task's state
+follows the project's consensus policy over its imported annotator votes: an expert verdict is
+final (``label_source = "expert"``); otherwise :func:`quality.decide` with ``min_annotators``
+gives completed / disputed / pending (a pending task gets its missing judgements on the platform
+once the project runs, and only those are charged). Like uploads, imports are allowed before the
+deposit is paid; a batch is validated whole and stored whole or not at all; ``external_id``
+already in the project is skipped (counted as ``duplicates``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from ...types import get_type
+from ..db import Database
+from ..problems import invalid
+from ..tables import tasks
+from . import projects as project_service
+from .quality import decide
+from .tasks import _bad, _check_state, build_rows, parse_batch
+
+ITEM_KEYS = frozenset({"data", "external_id", "gold", "predictions", "judgements"})
+JUDGEMENT_KEYS = frozenset({"worker", "label", "role", "created_at", "duration"})
+MAX_WORKER = 40
+ROLES = ("annotator", "expert")
+
+
+def _judgements(i: int, raw: Any, atype: Any, labels: list, now: float) -> list[tuple]:
+    """Validated ``(worker, role, value_json, duration, created_at)`` of one item."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise _bad(i, "'judgements' must be a list", "judgements")
+    out, seen = [], set()
+    for j, item in enumerate(raw):
+        where = f"judgements[{j}]"
+        if not isinstance(item, dict):
+            raise _bad(i, "each judgement must be an object", where)
+        unknown = sorted(set(item) - JUDGEMENT_KEYS)
+        if unknown:
+            raise _bad(
+                i,
+                f"unknown field {unknown[0]!r}; allowed: {sorted(JUDGEMENT_KEYS)}",
+                f"{where}.{unknown[0]}",
+            )
+        worker = item.get("worker")
+        if isinstance(worker, int) and not isinstance(worker, bool):
+            worker = str(worker)
+        if not isinstance(worker, str) or not worker or len(worker) > MAX_WORKER:
+            raise _bad(
+                i,
+                f"worker must be a non-empty string of at most {MAX_WORKER} characters",
+                f"{where}.worker",
+            )
+        if worker in seen:
+            raise _bad(i, f"worker {worker!r} judges this task twice", f"{where}.worker")
+        seen.add(worker)
+        role = item.get("role") or "annotator"
+        if role not in ROLES:
+            raise _bad(i, f"role must be one of {list(ROLES)}", f"{where}.role")
+        try:
+            value = atype.validate_value(item.get("label"), labels)
+        except ValueError as exc:
+            raise _bad(i, str(exc), f"{where}.label") from None
+        stamps = []
+        for key in ("duration", "created_at"):
+            v = item.get(key)
+            if v is not None and (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not math.isfinite(v)
+                or v < 0
+            ):
+                raise _bad(i, f"{key} must be a non-negative number of seconds", f"{where}.{key}")
+            stamps.append(None if v is None else float(v))
+        duration, created = stamps
+        out.append(
+            (
+                worker,
+                role,
+                orjson.dumps(value).decode(),
+                duration,
+                created if created is not None else now,
+            )
+        )
+    return out
+
+
+def _task_state(votes: list[tuple], labels: list, quality: dict) -> dict:
+    values = [orjson.loads(v[2]) for v in votes if v[1] == "annotator"]
+    experts = [v for v in votes if v[1] == "expert"]
+    needed = quality["min_annotators"]
+    decision = decide(values, labels, quality, needed) if values else None
+    agreement = decision.agreement if decision is not None else None
+    if experts:
+        return {
+            "status": "completed",
+            "final_label": experts[-1][2],
+            "label_source": "expert",
+            "agreement": agreement,
+            "needed": max(needed, len(values)),
+        }
+    if decision is None:
+        return {
+            "status": "pending",
+            "final_label": None,
+            "label_source": None,
+            "agreement": None,
+            "needed": needed,
+        }
+    final = None if decision.final_label is None else orjson.dumps(decision.final_label).decode()
+    return {
+        "status": decision.status,
+        "final_label": final,
+        "label_source": decision.label_source,
+        "agreement": agreement,
+        "needed": max(decision.needed, len(values)),
+    }
+
+
+def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_tasks: int) -> dict:
+    """Validate a batch of items with judgements, then insert tasks and judgements at once."""
+    items = parse_batch(body, max_tasks)
+    with db.read() as conn:
+        project = project_service.load(conn, owner_id, project_id)
+    _check_state(project)
+    atype = get_type(project.annotation_type)
+    labels = project.labels
+    quality = project.quality_settings
+    now = time.time()
+    plain, votes = [], []
+    for i, item in enumerate(items):
+        if type(item) is not dict:
+            raise _bad(i, f"each task must be an object, got {type(item).__name__}")
+        unknown = sorted(set(item) - ITEM_KEYS)
+        if unknown:
+            raise _bad(i, f"unknown field {unknown[0]!r}; allowed: {sorted(ITEM_KEYS)}", unknown[0])
+        votes.append(_judgements(i, item.get("judgements"), atype, labels, now))
+        plain.append({k: v for k, v in item.items() if k != "judgements"})
+    rows = build_rows(project, plain)  # validates data, external_id, gold, predictions
+    with db.write() as conn:
+        project = project_service.load(conn, owner_id, project_id, lock=True)
+        _check_state(project)
+        keep = _new_rows(conn, project_id, rows)
+        task_rows = []
+        for idx in keep:
+            pid, ext, data, gold, preds, _needed, _now = rows[idx]
+            state = _task_state(votes[idx], labels, quality)
+            task_rows.append(
+                {
+                    "project_id": pid,
+                    "external_id": ext,
+                    "data": data,
+                    "gold": gold,
+                    "predictions": preds,
+                    "n_judgements": sum(1 for v in votes[idx] if v[1] == "annotator"),
+                    "charged": False,
+                    "released": False,
+                    "updated_at": now,
+                    **state,
+                }
+            )
+        ids = []
+        if task_rows:
+            ids = (
+                conn.execute(
+                    tasks.insert().returning(tasks.c.id, sort_by_parameter_order=True), task_rows
+                )
+                .scalars()
+                .all()
+            )
+        judgement_rows = [
+            (task_id, project_id, worker, role, value, duration, created)
+            for task_id, idx in zip(ids, keep, strict=True)
+            for worker, role, value, duration, created in votes[idx]
+        ]
+        _insert_judgements(conn, judgement_rows)
+        if ids:
+            project_service.settle(conn, project)
+        total = conn.execute(
+            sa.select(sa.func.count()).select_from(tasks).where(tasks.c.project_id == project_id)
+        ).scalar_one()
+    return {
+        "object": "import_result",
+        "task_count": len(rows),
+        "created": len(ids),
+        "duplicates": len(rows) - len(ids),
+        "judgements": len(judgement_rows),
+        "project_task_count": int(total),
+    }
+
+
+def _new_rows(conn: sa.Connection, project_id: str, rows: list[tuple]) -> list[int]:
+    """Indices of rows whose external_id is neither in the project nor earlier in the batch."""
+    external = [r[1] for r in rows if r[1] is not None]
+    existing: set[str] = set()
+    for start in range(0, len(external), 5000):
+        chunk = external[start : start + 5000]
+        existing.update(
+            conn.execute(
+                sa.select(tasks.c.external_id).where(
+                    tasks.c.project_id == project_id, tasks.c.external_id.in_(chunk)
+                )
+            ).scalars()
+        )
+    keep = []
+    for idx, row in enumerate(rows):
+        ext = row[1]
+        if ext is not None:
+            if ext in existing:
+                continue
+            existing.add(ext)
+        keep.append(idx)
+    return keep
+
+
+def _insert_judgements(conn: sa.Connection, rows: list[tuple]) -> None:
+    if not rows:
+        return
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = (
+        "INSERT INTO judgements (task_id, project_id, annotator_id, role, value, duration,"
+        f" created_at, billed, paid, origin) VALUES ({', '.join([mark] * 7)}, true, true, 'imported')"
+    )
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.executemany(sql, rows)
+    finally:
+        cursor.close()
+
+
+def check_body(body: Any) -> None:
+    if not isinstance(body, (dict, list)):
+        raise invalid('The body must be {"tasks": [...]} with judgements per task', param="tasks")

@@ -1,0 +1,265 @@
+"""Typed exports against a real platform: wide/long frames, dtypes round trip, Parquet,
+datasets, CSV safety, seed JSON shape, incremental export, re-aggregation, escrow release."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from cynaps_data import errors
+from cynaps_data.io import export as io_export
+
+from .conftest import make_project
+
+LABELS = ["cat", "dog", "bird"]
+
+
+def annotate(platform, client, project, answers: dict[int, list[str]]) -> None:
+    """Team annotators judge over HTTP: the k-th annotator answers ``answers[task][k]``."""
+    width = max(len(v) for v in answers.values())
+    keys = [
+        platform.create_member("annotator", f"Annotator {k}", owner_key=client.settings.api_key)
+        for k in range(width)
+    ]
+    base = platform.base_url
+    for k, key in enumerate(keys):
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {key}"
+        while True:
+            r = session.get(f"{base}/v1/annotator/next", params={"project_id": project.id})
+            if r.status_code == 204:
+                break
+            assert r.status_code == 200, r.text
+            task = r.json()
+            label = answers[task["task_id"]][k]
+            s = session.post(
+                f"{base}/v1/annotator/tasks/{task['task_id']}/judgements",
+                json={"label": label, "duration": 1.5 + k},
+            )
+            assert s.status_code == 201, s.text
+
+
+def started_project(client, tasks, **overrides):
+    project = make_project(client, labels=LABELS, **overrides)
+    project.upload_tasks(tasks)
+    project.calculate_deposit()
+    project.pay_deposit()
+    project.start()
+    return project
+
+
+@pytest.fixture
+def finished(platform, client):
+    """4 tasks, 3 annotators: unanimous, 2/3, 2/3, and a 3-way split (disputed)."""
+    tasks = [{"text": f"item {i}", "n": i, "score": i / 4} for i in range(4)]
+    project = make_project(
+        client, labels=LABELS, quality_settings={"min_annotators": 3, "enable_expert_review": True}
+    )
+    project.upload_tasks(tasks)
+    project.calculate_deposit()
+    project.pay_deposit()
+    project.start()
+    ids = list(project.to_pandas().index)
+    plan = {
+        ids[0]: ["cat", "cat", "cat"],
+        ids[1]: ["dog", "dog", "cat"],
+        ids[2]: ["bird", "cat", "bird"],
+        ids[3]: ["cat", "dog", "bird"],
+    }
+    annotate(platform, client, project, plan)
+    return project, plan
+
+
+def test_wide_frame_types_and_consensus_metadata(finished):
+    project, plan = finished
+    df = project.to_pandas()
+    assert df.index.name == "task" and list(df.index) == sorted(plan)
+    assert list(df.columns[:3]) == ["text", "n", "score"]
+    assert df["n"].dtype == np.int64 and df["score"].dtype == np.float64
+    assert isinstance(df["label"].dtype, pd.CategoricalDtype)
+    assert list(df["label"].cat.categories) == LABELS
+    ids = list(df.index)
+    assert list(df["label"].astype(object).iloc[:3]) == ["cat", "dog", "bird"]
+    assert pd.isna(df["label"].iloc[3])
+    assert list(df["status"].astype(str)) == ["completed", "completed", "completed", "disputed"]
+    assert list(df["n_annotations"]) == [3, 3, 3, 3]
+    assert df["agreement"].round(3).tolist() == [1.0, 0.667, 0.667, 0.333]
+    assert df["confidence"].round(3).iloc[:3].tolist() == [1.0, 0.667, 0.667]
+    shares = df.loc[ids[1], "vote_distribution"]
+    assert shares == pytest.approx({"cat": 1 / 3, "dog": 2 / 3, "bird": 0.0})
+    assert len(df.loc[ids[0], "annotator_ids"]) == 3
+    assert isinstance(df["vote_distribution"].dtype, pd.ArrowDtype)
+    assert df.attrs["cynaps"]["labels"] == LABELS
+    assert df.attrs["cynaps"]["state"] == "review"  # partial results: one task awaits an expert
+
+
+def test_long_frame_feeds_consensus_engine(finished):
+    project, plan = finished
+    long = project.to_pandas("long")
+    assert list(long.columns[:4]) == ["task", "worker", "label", "role"]
+    assert len(long) == 12 and set(long["role"].astype(str)) == {"annotator"}
+    assert str(long["created_at"].dtype) == "datetime64[us, UTC]"
+    assert long["duration"].between(1.5, 3.5).all()
+    for task, answers in plan.items():
+        got = long[long["task"] == task].sort_values("duration")["label"].astype(str).tolist()
+        assert got == answers
+    wide = project.to_pandas(method="majority_vote")
+    assert {"majority_vote_label", "majority_vote_confidence", "majority_vote_proba"} <= set(
+        wide.columns
+    )
+    assert wide["majority_vote_label"].iloc[1] == "dog"
+    soft = wide.loc[wide.index[1], "majority_vote_proba"]
+    assert soft == pytest.approx({"cat": 1 / 3, "dog": 2 / 3, "bird": 0.0})
+    ds = project.to_pandas(method="dawid_skene")
+    assert list(ds["dawid_skene_label"].cat.categories) == LABELS
+    assert ds["dawid_skene_confidence"].between(0, 1).all()
+
+
+def test_parquet_round_trip_and_schema_metadata(finished, tmp_path):
+    project, _ = finished
+    path = project.to_parquet(tmp_path / "out.parquet", method="majority_vote")
+    df = project.to_pandas(method="majority_vote")
+    meta = pq.read_schema(path).metadata
+    assert meta[b"cynaps.labels"] == b'["cat","dog","bird"]'
+    assert meta[b"cynaps.annotation_type"] == b"classification"
+    assert b"min_annotators" in meta[b"cynaps.quality_settings"]
+    back = io_export.read_parquet(path)
+    cols = [c for c in df.columns if c != "updated_at"]
+    pd.testing.assert_frame_equal(back[cols], df[cols])
+    plain = pd.read_parquet(path)
+    assert list(plain["label"].cat.categories) == LABELS
+    assert plain["n"].dtype == np.int64
+    blob = project.export("parquet")
+    assert pq.read_table(io.BytesIO(blob)).num_rows == 4
+
+
+def test_dataset_has_classlabel_and_consensus_features(finished):
+    import datasets
+
+    project, _ = finished
+    ds = project.to_dataset()
+    assert isinstance(ds.features["label"], datasets.ClassLabel)
+    assert ds.features["label"].names == LABELS
+    assert ds["label"][:3] == [0, 1, 2] and ds["label"][3] == -1
+    assert ds.features["n"] == datasets.Value("int64")
+    assert "vote_distribution" in ds.features and "agreement" in ds.features
+    split = ds.filter(lambda r: r["label"] >= 0).train_test_split(test_size=1, seed=0)
+    assert len(split["train"]) == 2
+
+
+def test_seed_json_shape_unchanged(finished):
+    project, plan = finished
+    records = project.export(format="json")
+    assert [r["id"] for r in records] == sorted(plan)
+    first = records[0]
+    assert first["data"] == {"text": "item 0", "n": 0, "score": 0.0}
+    assert first["annotations"][0]["result"]["value"] == "cat"
+    assert first["consensus"]["n_annotations"] == 3
+    assert records[3]["annotations"] == []
+    lines = project.export("jsonl").splitlines()
+    assert len(lines) == 4 and '"annotations"' in lines[0]
+
+
+def test_csv_escapes_formula_injection(platform, client, tmp_path):
+    evil = ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "plain"]
+    project = make_project(client, labels=LABELS)
+    project.upload_tasks([{"text": t, "n": -i} for i, t in enumerate(evil)])
+    text = project.export("csv")
+    frame = pd.read_csv(io.StringIO(text), keep_default_na=False)
+    assert frame["text"].tolist()[:4] == ['\'=HYPERLINK("http://x")', "'+1+1", "'-2+3", "'@SUM(A1)"]
+    assert frame["text"].tolist()[-1] == "plain"
+    assert frame["n"].tolist() == [-i for i in range(len(evil))]  # numbers stay numbers
+    assert "vote_distribution.cat" in frame.columns
+    path = project.export("csv", path=tmp_path / "x.csv")
+    assert path.read_bytes().decode() == text
+
+
+def test_dataframe_round_trip_keeps_dtypes(platform, client):
+    source = pd.DataFrame(
+        {
+            "text": pd.Series(["a", "b", None], dtype="str"),
+            "count": np.array([1, 2, 3], dtype="int32"),
+            "maybe": pd.array([1, None, 3], dtype="Int64"),
+            "when": pd.to_datetime(
+                ["2024-01-01 00:00", "2024-06-01 12:30", "2025-01-01 08:00"]
+            ).tz_localize("Europe/Paris"),
+            "kind": pd.Categorical(["x", "y", "x"], categories=["y", "x"]),
+            "flag": [True, False, True],
+            "price": [1.5, np.nan, 3.25],
+        }
+    )
+    project = make_project(client, labels=LABELS)
+    project.upload_dataframe(source)
+    out = project.to_pandas()
+    data = out[list(source.columns)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(data, source)
+
+
+def test_incremental_export_and_partial_results(platform, client):
+    project = started_project(
+        client, [{"text": f"t{i}"} for i in range(3)], quality_settings={"min_annotators": 1}
+    )
+    first = project.to_pandas()
+    assert set(first["status"].astype(str)) == {"pending"} and first["label"].isna().all()
+    cursor = first.attrs["cynaps"]["cursor"]
+    ids = list(first.index)
+    annotate(platform, client, project, {ids[0]: ["dog"], ids[1]: ["cat"], ids[2]: ["bird"]})
+    changes = project.to_pandas(since=cursor)
+    assert set(changes.index) == set(ids)
+    merged = io_export.incremental(first, changes)
+    assert merged["label"].astype(str).tolist() == ["dog", "cat", "bird"]
+    later = project.to_pandas(since=changes.attrs["cynaps"]["cursor"])
+    assert later.index.isin(ids).all()  # at most the grace-window repeats, nothing new
+    assert project.to_pandas("long", since=cursor)["task"].tolist() == ids
+    with pytest.raises(errors.ValidationError, match="since"):
+        project.to_pandas(since="not a time")
+
+
+def test_download_releases_escrow_once(platform, client, finished):
+    project, _ = finished
+    import sqlite3
+
+    path = platform.db.url.removeprefix("sqlite:///")
+
+    def earnings() -> int:
+        with sqlite3.connect(path) as conn:
+            return conn.execute(
+                "SELECT coalesce(sum(amount_cents), 0) FROM ledger_entries WHERE kind = 'release' AND amount_cents > 0 AND project_id = ?",
+                (project.id,),
+            ).fetchone()[0]
+
+    project.to_pandas()
+    paid = earnings()
+    assert paid > 0  # the platform's own export released the 3 completed tasks
+    assert paid == 9 * 1500  # 9 judgements at 15.00; the disputed task is not charged yet
+    project.export("json")
+    project.to_pandas("long")
+    assert earnings() == paid
+
+
+def test_bad_format_and_other_accounts(platform, client):
+    project = make_project(client, labels=LABELS)
+    with pytest.raises(errors.ValidationError, match="Unknown export format"):
+        project.export("xlsx")
+    with pytest.raises(errors.ValidationError, match="form"):
+        project.to_pandas("tall")
+    other = client.__class__(
+        api_key=platform.create_customer(), base_url=platform.base_url, max_retries=0
+    )
+    with pytest.raises(errors.NotFoundError):
+        other.projects.get(project.id)
+    r = requests.get(
+        f"{platform.base_url}/v1/projects/{project.id}/export",
+        params={"format": "arrow"},
+        headers={"Authorization": f"Bearer {other.settings.api_key}"},
+    )
+    assert r.status_code == 404
+    empty = project.to_pandas()
+    assert len(empty) == 0 and "label" in empty.columns
+    assert pa.ipc  # the empty stream still carries the schema
