@@ -450,7 +450,9 @@ class Project:
         if gold is None and wide["gold"].notna().any():
             gold = wide["gold"].dropna().astype(object)
         votes = votes.assign(label=votes["label"].astype(object), worker=votes["worker"].astype(object))
-        return annotator_table(votes, gold=gold, consensus=consensus)
+        table = annotator_table(votes, gold=gold, consensus=consensus, labels=list(self.labels))
+        table["median_duration"] = votes.groupby("worker")["duration"].median().reindex(table.index)
+        return table
 
     def agreement(self) -> dict:
         """Inter-annotator agreement of the annotators' judgements: ``fleiss_kappa``,
