@@ -237,7 +237,7 @@ def test_dataset_with_image_and_classlabel_uploads_assets_served_as_images(
                 {"bytes": red, "path": None},
             ],
             "caption": ["red square", "blue photo", "red again"],
-            "label": [0, 1, 0],
+            "label": [0, 1, -1],  # -1: ClassLabel for "no label"
             "when": [pd.Timestamp("2024-05-01", tz="UTC")] * 3,
             "tags": [["a"], [], ["b", "c"]],
         },
@@ -252,7 +252,7 @@ def test_dataset_with_image_and_classlabel_uploads_assets_served_as_images(
         {k: v for k, v in features.items() if k != "label"}
     )
     records = sorted(project.export(), key=lambda r: r["id"])
-    assert [r["gold"] for r in records] == ["cat", "dog", "cat"]  # ClassLabel ints → names
+    assert [r["gold"] for r in records] == ["cat", "dog", None]  # ClassLabel ints → names
     ref = records[1]["data"]["image"]
     assert ref["content_type"] == "image/jpeg" and ref["path"] == str(jpeg_path)
 

@@ -463,7 +463,8 @@ def _classlabel_names(features: Any, column: str | None) -> list[str] | None:
 def _labels_column(arr: pa.Array, names: list[str] | None) -> pa.Array:
     """A gold/prediction column as wire values (ClassLabel ints become their names)."""
     if names is not None and pa.types.is_integer(arr.type):
-        return pc.take(pa.array(names), arr)
+        known = pc.if_else(pc.less(arr, 0), pa.scalar(None, arr.type), arr)  # -1: no label
+        return pc.take(pa.array(names), known)
     return wire.encode_array(arr)
 
 
