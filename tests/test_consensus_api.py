@@ -98,11 +98,13 @@ def test_majority_vote_ties_seeded_and_weights() -> None:
             "label": [0, 1] * 200,
         }
     )
-    a = C.MajorityVote(random_state=1).fit_predict(df)
-    b = C.MajorityVote(random_state=1).fit_predict(df)
+    a = C.MajorityVote(tie_break="random", random_state=1).fit_predict(df)
+    b = C.MajorityVote(tie_break="random", random_state=1).fit_predict(df)
     pd.testing.assert_series_equal(a, b)
     assert 0.3 < (a == 0).mean() < 0.7  # uniform tie-breaking
     assert (C.MajorityVote(tie_break="first").fit_predict(df) == 0).all()
+    assert (C.MajorityVote().fit_predict(df) == 0).all()  # default: first declared class
+    assert (C.MajorityVote(labels=[1, 0]).fit_predict(df) == 1).all()
     assert (C.MajorityVote(weights={"b": 2.0}).fit_predict(df) == 1).all()
 
 
