@@ -19,8 +19,12 @@ annotators' labels. Experts see only disputed tasks of those projects, with ever
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterator
+from functools import cache
 from typing import Any
 
 import orjson
@@ -36,6 +40,60 @@ from .accounts import Principal
 from .quality import decide
 
 MAX_DURATION = 7 * 24 * 3600.0
+
+
+class FairLock:
+    """A first-come-first-served lock.
+
+    SQLite admits one writer at a time and makes the others poll (``busy_timeout``, sleeping up
+    to 100 ms between tries), so under many concurrent annotators an unlucky request can lose
+    every race for seconds. Queueing this process's write transactions here first hands the
+    database lock over in arrival order; other processes still wait on ``busy_timeout``.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._waiters: deque[threading.Event] = deque()
+        self._held = False
+
+    def acquire(self) -> None:
+        with self._guard:
+            if not self._held:
+                self._held = True
+                return
+            turn = threading.Event()
+            self._waiters.append(turn)
+        turn.wait()  # ownership is handed over by release()
+
+    def release(self) -> None:
+        with self._guard:
+            if self._waiters:
+                self._waiters.popleft().set()
+            else:
+                self._held = False
+
+
+_LOCKS: dict[int, FairLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _write(db: Database) -> Iterator[sa.Connection]:
+    """``db.write()``, queued fairly behind this process's other workbench writes (SQLite)."""
+    if not db.is_sqlite:
+        with db.write() as conn:
+            yield conn
+        return
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(id(db), FairLock())
+    lock.acquire()
+    try:
+        with db.write() as conn:
+            yield conn
+    finally:
+        lock.release()
+
+
 _PROJECT_COLUMNS = (
     projects.c.name.label("project_name"),
     projects.c.owner_id,
@@ -95,54 +153,84 @@ def _with_project(*where: Any):
     )
 
 
+# The hot path (next task, submit) as plain SQL with named parameters, built once: building and
+# compiling Core expressions per call cost several times more than SQLite's own work.
+_JSON_COLUMNS = {"labels": sa.JSON, "quality_settings": sa.JSON}
+_TASK_VIEW_SQL = sa.text(
+    "SELECT t.id, t.project_id, t.data, t.predictions, p.name AS project_name, p.annotation_type,"
+    " p.labels, p.instructions FROM tasks t JOIN projects p ON p.id = t.project_id WHERE t.id = :task"
+).columns(**_JSON_COLUMNS)
+_SWEEP_SQL = sa.text("DELETE FROM assignments WHERE expires_at <= :now")
+_ASSIGN_SQL = sa.text(
+    "INSERT INTO assignments (task_id, annotator_id, project_id, expires_at)"
+    " VALUES (:task, :me, :project, :expires)"
+)
+_RELEASE_SQL = sa.text("DELETE FROM assignments WHERE task_id = :task AND annotator_id = :me")
+_SUBMIT_SQL = sa.text(
+    "SELECT a.expires_at, t.id, t.project_id, t.needed, p.state, p.annotation_type, p.labels,"
+    " p.quality_settings FROM assignments a JOIN tasks t ON t.id = a.task_id"
+    " JOIN projects p ON p.id = t.project_id WHERE a.task_id = :task AND a.annotator_id = :me"
+).columns(**_JSON_COLUMNS)
+_VOTES_SQL = sa.text(
+    "SELECT value FROM judgements WHERE task_id = :task AND role = 'annotator' ORDER BY id"
+)
+_UPDATE_TASK_SQL = sa.text(
+    "UPDATE tasks SET n_judgements = :n, needed = :needed, status = :status,"
+    " agreement = :agreement, final_label = :final, label_source = :source, updated_at = :now"
+    " WHERE id = :task"
+)
+_INSERT_JUDGEMENT = judgements.insert()
+_PENDING_SQL = sa.text("SELECT id FROM tasks WHERE project_id = :project AND status = 'pending' LIMIT 1")
+
+
+@cache
+def _queue_sql(team: bool, one_project: bool) -> tuple[sa.TextClause, sa.TextClause]:
+    """``(held, projects)`` statements for a team or pool member, on one or all projects."""
+    scope = (" AND p.owner_id = :owner" if team else "") + (" AND p.id = :project" if one_project else "")
+    held = sa.text(
+        "SELECT a.task_id, a.expires_at FROM assignments a JOIN projects p ON p.id = a.project_id"
+        f" WHERE a.annotator_id = :me AND a.expires_at > :now AND p.state = 'active'{scope} LIMIT 1"
+    )
+    active = sa.text(f"SELECT p.id FROM projects p WHERE p.state = 'active'{scope} ORDER BY p.created_at, p.id")
+    return held, active
+
+
+# One project at a time: the equality on (project_id, status) lets the index hand out tasks in
+# id order and stop at the first fit (an IN over projects would sort every pending task first).
+_CANDIDATE_SQL = sa.text(
+    "SELECT t.id FROM tasks t WHERE t.project_id = :pid AND t.status = 'pending'"
+    " AND t.n_judgements + (SELECT count(*) FROM assignments a WHERE a.task_id = t.id) < t.needed"
+    " AND NOT EXISTS (SELECT 1 FROM judgements j WHERE j.task_id = t.id AND j.annotator_id = :me)"
+    " AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.task_id = t.id AND s.annotator_id = :me)"
+    " ORDER BY t.id LIMIT 1"
+)
+
+
 def _assign_next(
     conn: sa.Connection, principal: Principal, ttl: float, now: float, project_id: str | None
 ) -> dict | None:
-    """Inside a write transaction: the annotator's live assignment, or a new one, or ``None``."""
+    """Inside a write transaction: the annotator's live assignment, or a new one, or ``None``.
+
+    New work comes from the oldest active project first, lowest task id first.
+    """
     me = principal.account_id
-    held = conn.execute(
-        sa.select(assignments.c.task_id, assignments.c.expires_at)
-        .where(
-            assignments.c.annotator_id == me,
-            assignments.c.expires_at > now,
-            assignments.c.project_id.in_(_visible_projects(principal, "active")),
-        )
-        .limit(1)
-    ).first()
-    if held is not None:
-        row = conn.execute(_with_project(tasks.c.id == held.task_id)).one()
-        return _task_view(row, held.expires_at)
-    conn.execute(assignments.delete().where(assignments.c.expires_at <= now))
-    live = (
-        sa.select(sa.func.count())
-        .select_from(assignments)
-        .where(assignments.c.task_id == tasks.c.id)
-        .scalar_subquery()
-    )
-    visible = _visible_projects(principal, "active")
+    held_sql, active_sql = _queue_sql(principal.owner_id is not None, project_id is not None)
+    params: dict[str, Any] = {"me": me, "now": now}
+    if principal.owner_id is not None:
+        params["owner"] = principal.owner_id
     if project_id is not None:
-        visible = visible.where(projects.c.id == project_id)
-    candidate = conn.execute(
-        sa.select(tasks.c.id, tasks.c.project_id)
-        .where(
-            tasks.c.project_id.in_(visible),
-            tasks.c.status == "pending",
-            tasks.c.n_judgements + live < tasks.c.needed,
-            ~sa.exists().where(judgements.c.task_id == tasks.c.id, judgements.c.annotator_id == me),
-            ~sa.exists().where(skips.c.task_id == tasks.c.id, skips.c.annotator_id == me),
-        )
-        .order_by(tasks.c.id)
-        .limit(1)
-    ).first()
-    if candidate is None:
-        return None
-    expires_at = now + ttl
-    conn.execute(
-        assignments.insert(),
-        {"task_id": candidate.id, "annotator_id": me, "project_id": candidate.project_id, "expires_at": expires_at},
-    )
-    row = conn.execute(_with_project(tasks.c.id == candidate.id)).one()
-    return _task_view(row, expires_at)
+        params["project"] = project_id
+    held = conn.execute(held_sql, params).first()
+    if held is not None:
+        return _task_view(conn.execute(_TASK_VIEW_SQL, {"task": held.task_id}).one(), held.expires_at)
+    conn.execute(_SWEEP_SQL, {"now": now})
+    for pid in conn.execute(active_sql, params).scalars().all():
+        task_id = conn.execute(_CANDIDATE_SQL, {"pid": pid, "me": me}).scalar()
+        if task_id is not None:
+            expires_at = now + ttl
+            conn.execute(_ASSIGN_SQL, {"task": task_id, "me": me, "project": pid, "expires": expires_at})
+            return _task_view(conn.execute(_TASK_VIEW_SQL, {"task": task_id}).one(), expires_at)
+    return None
 
 
 def next_task(
@@ -150,7 +238,7 @@ def next_task(
 ) -> dict | None:
     """Assign the next task to an annotator (or return its live assignment); ``None`` if none."""
     _require_role(principal, "annotator")
-    with db.write() as conn:
+    with _write(db) as conn:
         return _assign_next(conn, principal, ttl, time.time(), project_id)
 
 
@@ -170,11 +258,7 @@ def _settle_if_needed(conn: sa.Connection, project: Any) -> None:
     the full count is skipped on the hot path.
     """
     if project.state == "active":
-        pending = conn.execute(
-            sa.select(tasks.c.id)
-            .where(tasks.c.project_id == project.id, tasks.c.status == "pending")
-            .limit(1)
-        ).first()
+        pending = conn.execute(_PENDING_SQL, {"project": project.id}).first()
         if pending is not None:
             return
     project_service.settle(conn, project)
@@ -203,14 +287,8 @@ def submit(
     duration = _parse_duration(body)
     me = principal.account_id
     now = time.time()
-    with db.write() as conn:
-        row = conn.execute(
-            sa.select(assignments.c.expires_at, tasks, *_PROJECT_COLUMNS)
-            .join(tasks, tasks.c.id == assignments.c.task_id)
-            .join(projects, projects.c.id == tasks.c.project_id)
-            .where(assignments.c.task_id == task_id, assignments.c.annotator_id == me)
-        ).first()
-        mine = sa.and_(assignments.c.task_id == task_id, assignments.c.annotator_id == me)
+    with _write(db) as conn:
+        row = conn.execute(_SUBMIT_SQL, {"task": task_id, "me": me}).first()
         # (Raising rolls the transaction back; expired rows are swept by the next assignment.)
         if row is not None and row.state in ("cancelled", "completed"):
             raise Problem(
@@ -225,9 +303,9 @@ def submit(
             value = get_type(row.annotation_type).validate_value(body.get("label"), row.labels)
         except ValueError as exc:
             raise invalid(str(exc), param="label") from None
-        conn.execute(assignments.delete().where(mine))
+        conn.execute(_RELEASE_SQL, {"task": task_id, "me": me})
         conn.execute(
-            judgements.insert(),
+            _INSERT_JUDGEMENT,
             {
                 "task_id": task_id,
                 "project_id": row.project_id,
@@ -238,27 +316,20 @@ def submit(
                 "created_at": now,
             },
         )
-        votes = [
-            orjson.loads(v)
-            for v in conn.execute(
-                sa.select(judgements.c.value)
-                .where(judgements.c.task_id == task_id, judgements.c.role == "annotator")
-                .order_by(judgements.c.id)
-            ).scalars()
-        ]
+        votes = [orjson.loads(v) for v in conn.execute(_VOTES_SQL, {"task": task_id}).scalars()]
         decision = decide(votes, row.labels, row.quality_settings, row.needed)
         conn.execute(
-            tasks.update()
-            .where(tasks.c.id == task_id)
-            .values(
-                n_judgements=len(votes),
-                needed=decision.needed,
-                status=decision.status,
-                agreement=decision.agreement,
-                final_label=None if decision.final_label is None else orjson.dumps(decision.final_label).decode(),
-                label_source=decision.label_source,
-                updated_at=now,
-            )
+            _UPDATE_TASK_SQL,
+            {
+                "task": task_id,
+                "n": len(votes),
+                "needed": decision.needed,
+                "status": decision.status,
+                "agreement": decision.agreement,
+                "final": None if decision.final_label is None else orjson.dumps(decision.final_label).decode(),
+                "source": decision.label_source,
+                "now": now,
+            },
         )
         if decision.status != "pending":
             project = conn.execute(sa.select(projects).where(projects.c.id == row.project_id)).one()
@@ -276,7 +347,7 @@ def skip(db: Database, principal: Principal, task_id: int) -> dict:
     _require_role(principal, "annotator")
     me = principal.account_id
     now = time.time()
-    with db.write() as conn:
+    with _write(db) as conn:
         held = conn.execute(
             sa.select(assignments.c.project_id, assignments.c.expires_at).where(
                 assignments.c.task_id == task_id, assignments.c.annotator_id == me
@@ -367,7 +438,7 @@ def next_review(db: Database, principal: Principal, ttl: float) -> dict | None:
     now = time.time()
     me = principal.account_id
     visible = _visible_projects(principal)
-    with db.write() as conn:
+    with _write(db) as conn:
         conn.execute(assignments.delete().where(assignments.c.expires_at <= now))
         held = conn.execute(
             sa.select(assignments.c.task_id, assignments.c.expires_at)
@@ -412,7 +483,7 @@ def decide_review(db: Database, principal: Principal, task_id: int, body: Any) -
     duration = _parse_duration(body)
     now = time.time()
     me = principal.account_id
-    with db.write() as conn:
+    with _write(db) as conn:
         task = conn.execute(
             sa.select(tasks).where(tasks.c.id == task_id, tasks.c.project_id.in_(_visible_projects(principal)))
         ).first()

@@ -1,0 +1,190 @@
+"""Assignment under concurrency: 50 annotator threads finish a 2,000-task project.
+
+The platform runs as ``cynaps serve`` in its own process (a real uvicorn server on 127.0.0.1,
+SQLite file). Each thread is one annotator with its own key, working through the HTTP API
+exactly as the workbench page does (submit-and-next, occasional skips). The policy is
+``min_annotators=3`` without expert review, so a disagreement asks for one more annotator (up
+to ``max_annotators=5``): how many judgements a task needs depends on the votes it got, which
+the assertions replay independently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+ANNOTATORS = 50
+TASKS = 2000
+LABELS = ["a", "b", "c"]
+QUALITY = {"min_annotators": 3, "consensus_threshold": 0.66, "enable_expert_review": False, "max_annotators": 5}
+DEADLINE_SECONDS = 120.0
+
+
+def _serve(db: Path, config: Path) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-m", "cynaps_data.cli", "serve", "--db", str(db), "--port", "0",
+         "--no-workforce", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if " on http://" not in line:
+        process.kill()
+        raise RuntimeError(f"cynaps serve did not start: {line}{process.stdout.read()}")
+    base = line.split(" on ", 1)[1].split()[0]
+    return process, base
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """``(base_url, customer_key)`` of a ``cynaps serve`` subprocess."""
+    import json
+
+    tmp = tmp_path_factory.mktemp("concurrency")
+    process, base = _serve(tmp / "cynaps.db", tmp / "config.json")
+    try:
+        yield base, json.loads((tmp / "config.json").read_text())["api_key"]
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _digest(*parts: object) -> int:
+    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+def _label(member: int, task_id: int) -> str:
+    """Deterministic votes: most tasks unanimous, every fifth one split between annotators."""
+    if task_id % 5:
+        return LABELS[task_id % len(LABELS)]
+    return LABELS[_digest(member, task_id) % len(LABELS)]
+
+
+def _expected_count(votes: list[str]) -> int:
+    """How many judgements the policy wants for these votes (in commit order)."""
+    needed = QUALITY["min_annotators"]
+    while True:
+        counts = Counter(votes[:needed]).most_common()
+        if len(votes) < needed:
+            return needed  # fewer than needed: reported as a mismatch by the caller
+        top = counts[0][1]
+        tied = len(counts) > 1 and counts[1][1] == top
+        if (top / needed >= QUALITY["consensus_threshold"] and not tied) or needed >= QUALITY["max_annotators"]:
+            return needed
+        needed += 1
+
+
+class Annotator(threading.Thread):
+    def __init__(self, index: int, base: str, key: str, done: threading.Event) -> None:
+        super().__init__(name=f"annotator-{index}", daemon=True)
+        self.index, self.base, self.done = index, base, done
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {key}"
+        self.submitted: list[tuple[int, str]] = []
+        self.skipped: list[int] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        try:
+            task = None
+            while not self.done.is_set():
+                if task is None:
+                    response = self.session.get(self.base + "/v1/annotator/next", timeout=30)
+                    if response.status_code == 204:
+                        time.sleep(0.05)  # others' disagreements may still open a slot
+                        continue
+                    assert response.status_code == 200, response.text
+                    task = response.json()
+                task_id = task["task_id"]
+                if _digest("skip", self.index, task_id) % 100 == 0:
+                    response = self.session.post(f"{self.base}/v1/annotator/tasks/{task_id}/skip", timeout=30)
+                    assert response.status_code == 200, response.text
+                    self.skipped.append(task_id)
+                    task = None
+                    continue
+                label = _label(self.index, task_id)
+                response = self.session.post(
+                    f"{self.base}/v1/annotator/tasks/{task_id}/judgements?next=true",
+                    json={"label": label}, timeout=30,
+                )
+                assert response.status_code == 201, response.text
+                self.submitted.append((task_id, label))
+                task = response.json()["next"]
+        except Exception as exc:  # reported by the test, never swallowed
+            self.errors.append(f"{self.name}: {exc!r}")
+        finally:
+            self.session.close()
+
+
+def test_fifty_annotators_finish_two_thousand_tasks(server: tuple[str, str]) -> None:
+    base, customer = server
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {customer}"
+
+    def ok(method: str, path: str, **kw) -> dict:
+        response = http.request(method, base + path, timeout=120, **kw)
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    pid = ok("POST", "/v1/projects", json={"name": "Concurrency", "annotation_type": "classification",
+                                          "labels": LABELS, "quality_settings": QUALITY})["id"]
+    ok("POST", f"/v1/projects/{pid}/tasks/batch",
+       json={"tasks": [{"data": {"text": f"item {i}"}, "external_id": f"t{i}"} for i in range(TASKS)]})
+    ok("POST", f"/v1/projects/{pid}/deposit/quote")
+    ok("POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "card"})  # sandbox-simulated
+    keys = {}
+    for i in range(ANNOTATORS):
+        member = ok("POST", "/v1/annotators", json={"name": f"Worker {i}", "role": "annotator"})
+        keys[member["id"]] = member["api_key"]
+    ok("POST", f"/v1/projects/{pid}/start")
+
+    done = threading.Event()
+    workers = [Annotator(i, base, key, done) for i, key in enumerate(keys.values())]
+    ids = dict(zip([w.index for w in workers], keys, strict=True))
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while time.monotonic() < deadline and not any(w.errors for w in workers):
+        if ok("GET", f"/v1/projects/{pid}/status")["state"] == "completed":
+            break
+        time.sleep(0.25)
+    done.set()
+    for worker in workers:
+        worker.join(timeout=30)
+    assert [e for w in workers for e in w.errors] == []
+
+    status = ok("GET", f"/v1/projects/{pid}/status")
+    assert (status["state"], status["completed"], status["total"]) == ("completed", TASKS, TASKS)
+    records = ok("GET", f"/v1/projects/{pid}/export")
+    assert len(records) == TASKS
+
+    # None lost, none invented: the export holds exactly the judgements that got a 201.
+    sent = Counter((task, ids[w.index], label) for w in workers for task, label in w.submitted)
+    stored = Counter((r["id"], j["annotator_id"], j["label"]) for r in records for j in r["judgements"])
+    assert stored == sent
+    assert sum(sent.values()) == status["judgements"] >= 3 * TASKS
+    # None twice by one annotator; a task skipped by someone was never judged by them.
+    pairs = Counter((task, annotator) for task, annotator, _ in stored.elements())
+    assert max(pairs.values()) == 1
+    skipped = {(task, ids[w.index]) for w in workers for task in w.skipped}
+    assert skipped and not skipped & set(pairs)
+    # Every task has exactly the judgements its policy needs, and the label the votes give.
+    wrong = []
+    for record in records:
+        votes = [j["label"] for j in record["judgements"]]
+        if len(votes) != _expected_count(votes):
+            wrong.append((record["id"], votes))
+        top = Counter(votes).most_common()
+        assert record["annotations"][0]["result"]["value"] in {label for label, n in top if n == top[0][1]}
+    assert wrong == []
+    assert any(len(r["judgements"]) > 3 for r in records)  # the split tasks did ask for more
+    assert len({ids[w.index] for w in workers if w.submitted}) == ANNOTATORS
