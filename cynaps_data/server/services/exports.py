@@ -13,14 +13,16 @@ Downloading results releases the escrowed charges to the annotators (once per ju
 
 from __future__ import annotations
 
-import io
+import contextlib
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import sqlalchemy as sa
 
@@ -120,22 +122,83 @@ def release_results(db: Database, owner_id: str, project_id: str) -> int:
 
 
 # -- Arrow ---------------------------------------------------------------------------------------
-def _cursor(conn: sa.Connection):
-    """The DB-API cursor under a SQLAlchemy connection and its parameter mark."""
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    return conn.connection.driver_connection.cursor(), mark
+# Queries select text columns through coalesce(..., '') and numbers through coalesce(..., -1.0)
+# so every value has one SQL type (what ADBC's type inference needs); '' and -1 mean null.
+TASKS_SCHEMA = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("external_id", pa.string()),
+        ("data", pa.string()),
+        ("gold", pa.string()),
+        ("status", pa.string()),
+        ("final_label", pa.string()),
+        ("label_source", pa.string()),
+        ("agreement", pa.float64()),
+        ("updated_at", pa.float64()),
+    ]
+)
+TASKS_SQL = (
+    "SELECT id, coalesce(external_id, '') AS external_id, data, coalesce(gold, '') AS gold, status,"
+    " coalesce(final_label, '') AS final_label, coalesce(label_source, '') AS label_source,"
+    " coalesce(agreement, -1.0) AS agreement, CAST(updated_at AS REAL) AS updated_at"
+    " FROM tasks WHERE {where} ORDER BY id"
+)
+VOTES_SCHEMA = pa.schema(
+    [
+        ("task_id", pa.int64()),
+        ("annotator_id", pa.string()),
+        ("role", pa.string()),
+        ("value", pa.string()),
+    ]
+)
+VOTES_SQL = "SELECT task_id, annotator_id, role, value FROM judgements WHERE {where} ORDER BY id"
+LONG_SCHEMA = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("task_id", pa.int64()),
+        ("annotator_id", pa.string()),
+        ("role", pa.string()),
+        ("value", pa.string()),
+        ("duration", pa.float64()),
+        ("created_at", pa.float64()),
+        ("origin", pa.string()),
+    ]
+)
+LONG_SQL = (
+    "SELECT id, task_id, annotator_id, role, value, coalesce(duration, -1.0) AS duration,"
+    " CAST(created_at AS REAL) AS created_at, origin FROM judgements WHERE {where} ORDER BY id"
+)
 
 
-def _fetch_columns(conn: sa.Connection, sql: str, params: tuple, n_columns: int) -> list[tuple]:
-    cursor, _ = _cursor(conn)
-    try:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    finally:
-        cursor.close()
-    if not rows:
-        return [() for _ in range(n_columns)]
-    return list(zip(*rows, strict=True))
+@contextlib.contextmanager
+def _reader(db: Database) -> Iterator[Callable[[str, tuple, pa.Schema], pa.Table]]:
+    """``query(sql, params, schema) -> pa.Table`` inside one read snapshot (DB-API rows of the
+    platform's own connection, assembled into typed Arrow columns).
+
+    Not ADBC: its bundled SQLite would be a second SQLite library on the same file in the same
+    process (``Client.local()``), which breaks SQLite's POSIX locking (stale reads seen here).
+    """
+    with db.read() as conn:
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        raw = conn.connection.driver_connection.cursor()
+
+        def query(sql: str, params: tuple, schema: pa.Schema) -> pa.Table:
+            raw.execute(sql.replace("?", mark), params)
+            rows = raw.fetchall()
+            columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+            return pa.table(
+                [pa.array(c, f.type) for c, f in zip(columns, schema, strict=True)], schema=schema
+            )
+
+        try:
+            yield query
+        finally:
+            raw.close()
+
+
+def _null_if(arr: pa.ChunkedArray | pa.Array, value: Any) -> pa.Array:
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    return pc.if_else(pc.equal(arr, value), pa.scalar(None, arr.type), arr)
 
 
 def _timestamps(seconds: Any) -> pa.Array:
@@ -147,11 +210,11 @@ def _codes(json_values: Any, labels: list) -> np.ndarray:
     """int32 codes of JSON-text values in ``labels`` order; -1 for null or anything else."""
     if len(json_values) == 0:
         return np.zeros(0, dtype="int32")
-    encoded = pa.array(json_values, pa.string()).dictionary_encode()
+    encoded = _as_string_array(json_values).dictionary_encode()
     position = {label: i for i, label in enumerate(labels) if isinstance(label, (str, int, float))}
     lookup = np.array(
         [
-            position.get(orjson.loads(text), -1) if text is not None else -1
+            position.get(orjson.loads(text), -1) if text else -1
             for text in encoded.dictionary.to_pylist()
         ]
         + [-1],
@@ -172,13 +235,21 @@ def _dictionary(codes: np.ndarray, names: list) -> pa.DictionaryArray:
 
 
 def _strings_to_codes(values: Any, names: list[str]) -> np.ndarray:
+    if len(values) == 0:
+        return np.zeros(0, dtype="int32")
     position = {n: i for i, n in enumerate(names)}
-    encoded = pa.array(values, pa.string()).dictionary_encode()
+    encoded = _as_string_array(values).dictionary_encode()
     lookup = np.array(
         [position.get(v, -1) for v in encoded.dictionary.to_pylist()] + [-1], dtype="int32"
     )
     indices = encoded.indices.fill_null(len(lookup) - 1).to_numpy(zero_copy_only=False)
-    return lookup[indices.astype("int64")] if len(values) else np.zeros(0, dtype="int32")
+    return lookup[indices.astype("int64")]
+
+
+def _as_string_array(values: Any) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks()
+    return values if isinstance(values, pa.Array) else pa.array(values, pa.string())
 
 
 def parse_data(texts: Any) -> pa.StructArray:
@@ -191,21 +262,33 @@ def parse_data(texts: Any) -> pa.StructArray:
     """
     if len(texts) == 0:
         return pa.array([], pa.struct([]))
-    blob = "\n".join(texts).encode()
+    blob = _concatenated(texts)
     read = pa_json.ReadOptions(block_size=4 << 20)
     try:
-        table = pa_json.read_json(io.BytesIO(blob), read_options=read)
+        table = pa_json.read_json(pa.BufferReader(blob), read_options=read)
         schema = _no_timestamps(table.schema)
         if schema != table.schema:
             parse = pa_json.ParseOptions(explicit_schema=schema)
-            table = pa_json.read_json(io.BytesIO(blob), read_options=read, parse_options=parse)
+            table = pa_json.read_json(pa.BufferReader(blob), read_options=read, parse_options=parse)
         if table.num_columns == 0:
             return pa.array([{}] * len(texts), pa.struct([]))
         return pa.StructArray.from_arrays(
             [c.combine_chunks() for c in table.columns], names=table.column_names
         )
     except pa.ArrowInvalid:
-        return _parse_rowwise(texts)
+        return _parse_rowwise(_as_string_array(texts).to_pylist())
+
+
+def _concatenated(texts: Any) -> pa.Buffer:
+    """The JSON objects back to back (``{..}{..}``, which pyarrow.json reads): for an Arrow
+    string array this is its value buffer, without a copy."""
+    if not isinstance(texts, (pa.Array, pa.ChunkedArray)):
+        return pa.py_buffer("\n".join(texts).encode())
+    arr = _as_string_array(texts)
+    if arr.offset == 0 and arr.null_count == 0 and pa.types.is_string(arr.type):
+        offsets = np.frombuffer(arr.buffers()[1], dtype="int32", count=len(arr) + 1)
+        return arr.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    return pa.py_buffer("\n".join(arr.to_pylist()).encode())
 
 
 def _no_timestamps(schema: pa.Schema) -> pa.Schema:
@@ -283,38 +366,34 @@ def arrow_tasks(
     started = time.time()
     with db.read() as conn:
         project = project_service.load(conn, owner_id, project_id)
-        labels = list(project.labels)
-        _, mark = _cursor(conn)
-        where = f"project_id = {mark}" + (f" AND updated_at > {mark}" if since is not None else "")
-        params = (project_id,) if since is None else (project_id, since)
-        (ids, external, data, gold, status, final, source, agreement, updated) = _fetch_columns(
-            conn,
-            "SELECT id, external_id, data, gold, status, final_label, label_source, agreement,"
-            f" updated_at FROM tasks WHERE {where} ORDER BY id",
-            params,
-            9,
-        )
-        j_where = f"project_id = {mark}" + (
-            f" AND task_id IN (SELECT id FROM tasks WHERE project_id = {mark} AND updated_at > {mark})"
-            if since is not None
-            else ""
-        )
-        j_params = (project_id,) if since is None else (project_id, project_id, since)
-        j_task, j_worker, j_role, j_value = _fetch_columns(
-            conn,
-            f"SELECT task_id, annotator_id, role, value FROM judgements WHERE {j_where} ORDER BY id",
-            j_params,
-            4,
-        )
+    labels = list(project.labels)
+    where = "project_id = ?" + (" AND updated_at > ?" if since is not None else "")
+    params = (project_id,) if since is None else (project_id, since)
+    j_where = "project_id = ?" + (
+        " AND task_id IN (SELECT id FROM tasks WHERE project_id = ? AND updated_at > ?)"
+        if since is not None
+        else ""
+    )
+    j_params = (project_id,) if since is None else (project_id, project_id, since)
+    with _reader(db) as query:
+        t = query(TASKS_SQL.format(where=where), params, TASKS_SCHEMA)
+        j = query(VOTES_SQL.format(where=j_where), j_params, VOTES_SCHEMA)
+    ids = t["id"].to_numpy()
+    external = _null_if(t["external_id"], "")
+    data, gold, status, final = t["data"], t["gold"], t["status"], t["final_label"]
+    source = _null_if(t["label_source"], "").fill_null("none")
+    agreement = t["agreement"].to_numpy()
+    agreement = np.where(agreement < 0, np.nan, agreement)
+    updated = t["updated_at"].to_numpy()
+    j_task, j_value = j["task_id"].to_numpy(), j["value"]
+    j_worker = j["annotator_id"]
     task_ids = np.asarray(ids, dtype="int64")
     n, k = len(task_ids), len(labels)
     pos = (
         np.searchsorted(task_ids, np.asarray(j_task, dtype="int64")) if n else np.zeros(0, "int64")
     )
     j_codes = _codes(j_value, labels)
-    is_expert = (
-        np.asarray([r == "expert" for r in j_role], dtype=bool) if j_role else np.zeros(0, bool)
-    )
+    is_expert = pc.equal(j["role"], "expert").to_numpy(zero_copy_only=False).astype(bool)
     votes = ~is_expert
     counts = np.bincount(
         pos[votes & (j_codes >= 0)] * k + j_codes[votes & (j_codes >= 0)], minlength=n * k
@@ -330,7 +409,7 @@ def arrow_tasks(
             (label_codes >= 0) & ~no_votes, picked / np.maximum(n_votes, 1), np.nan
         )
     # annotator ids per task, in judgement order
-    worker = pa.array(j_worker, pa.string())
+    worker = _as_string_array(j_worker)
     order = np.argsort(pos[votes], kind="stable")
     offsets = np.concatenate([[0], np.cumsum(n_votes)]).astype("int32")
     annotator_ids = pa.ListArray.from_arrays(
@@ -356,12 +435,10 @@ def arrow_tasks(
         if k
         else pa.nulls(n, pa.struct([]))
     )
-    source_codes = _strings_to_codes(
-        [s if s is not None else "none" for s in source], LABEL_SOURCES
-    )
+    source_codes = _strings_to_codes(source, LABEL_SOURCES)
     columns = {
         "task": pa.array(task_ids, pa.int64()),
-        "external_id": pa.array(external, pa.string()),
+        "external_id": external,
         "data": parse_data(data),
         "gold": _dictionary(_codes(gold, labels), labels),
         "label": _dictionary(label_codes, labels),
@@ -387,7 +464,7 @@ def _next_cursor(updated: Any, since: float | None, started: float) -> float:
     """The ``since`` of the next incremental export: the newest change seen, held back by the
     grace period (so a change committed late is sent next time; a task may repeat)."""
     floor = since if since is not None else 0.0
-    newest = max(updated) if len(updated) else floor
+    newest = float(np.max(updated)) if len(updated) else floor
     return float(max(floor, min(newest, started - CURSOR_GRACE_SECONDS)))
 
 
@@ -405,27 +482,23 @@ def arrow_judgements(
     started = time.time()
     with db.read() as conn:
         project = project_service.load(conn, owner_id, project_id)
-        labels = list(project.labels)
-        _, mark = _cursor(conn)
-        where = f"project_id = {mark}" + (f" AND created_at > {mark}" if since is not None else "")
-        params = (project_id,) if since is None else (project_id, since)
-        j_id, j_task, j_worker, j_role, j_value, j_duration, j_created, j_origin = _fetch_columns(
-            conn,
-            "SELECT id, task_id, annotator_id, role, value, duration, created_at, origin"
-            f" FROM judgements WHERE {where} ORDER BY id",
-            params,
-            8,
-        )
+    labels = list(project.labels)
+    where = "project_id = ?" + (" AND created_at > ?" if since is not None else "")
+    params = (project_id,) if since is None else (project_id, since)
+    with _reader(db) as query:
+        j = query(LONG_SQL.format(where=where), params, LONG_SCHEMA)
+    duration = j["duration"].to_numpy()
+    j_created = j["created_at"].to_numpy()
     table = pa.table(
         {
-            "task": pa.array(j_task, pa.int64()),
-            "worker": pa.array(j_worker, pa.string()),
-            "label": _dictionary(_codes(j_value, labels), labels),
-            "role": _dictionary(_strings_to_codes(j_role, ROLES), ROLES),
-            "origin": _dictionary(_strings_to_codes(j_origin, ORIGINS), ORIGINS),
+            "task": j["task_id"],
+            "worker": j["annotator_id"],
+            "label": _dictionary(_codes(j["value"], labels), labels),
+            "role": _dictionary(_strings_to_codes(j["role"], ROLES), ROLES),
+            "origin": _dictionary(_strings_to_codes(j["origin"], ORIGINS), ORIGINS),
             "created_at": _timestamps(j_created),
-            "duration": pa.array(j_duration, pa.float64()),
-            "judgement": pa.array(j_id, pa.int64()),
+            "duration": pa.array(duration, pa.float64(), mask=duration < 0),
+            "judgement": j["id"],
         }
     )
     cursor = _next_cursor(j_created, since, started)
