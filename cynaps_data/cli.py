@@ -1,4 +1,4 @@
-"""The ``cynaps`` command: ``quickstart``, ``serve``."""
+"""The ``cynaps`` command: ``quickstart``, ``serve``, ``annotators``."""
 
 from __future__ import annotations
 
@@ -76,6 +76,42 @@ def _upload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _annotators(args: argparse.Namespace) -> int:
+    """``cynaps annotators add|list``: team members of the customer in the config file."""
+    import json
+
+    from .client import Client
+
+    client = Client.from_config(args.config) if args.config else Client()
+    request = client._transport.request
+    base = client.settings.base_url.rstrip("/")
+    with client:
+        if args.action == "list":
+            team = request("GET", "/v1/annotators")["data"]
+            pool = request("GET", "/v1/workforce")["data"]
+            if args.json:
+                print(json.dumps({"team": team, "workforce": pool}, indent=2))
+                return 0
+            for member in team:
+                print(f"{member['id']}  {member['role']:<9}  {member['name']}")
+            for member in pool:
+                tag = "sandbox workforce" if member["simulated"] else "platform pool"
+                print(f"{member['id']}  {member['role']:<9}  {member['name']}  ({tag})")
+            return 0
+        member = request("POST", "/v1/annotators", json={"name": args.name, "role": args.role})
+        invite = request("POST", f"/v1/annotators/{member['id']}/invites")
+        link = base + invite["path"]
+        if args.json:
+            print(json.dumps({**member, "invite_link": link}, indent=2))
+            return 0
+        page = "/ui/review" if args.role == "expert" else "/ui/"
+        print(f"Added {args.role} {args.name!r} ({member['id']}) to your team.")
+        print(f"API key (shown once):   {member['api_key']}")
+        print(f"Invite link (one use, expires in 7 days): {link}")
+        print(f"Workbench: {base}{page} (sign in with the key, or open the invite link)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cynaps", description="Cynaps data toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--on-error", choices=["raise", "warn", "skip"], default="raise")
     up.add_argument("--no-progress", action="store_true")
     up.set_defaults(func=_upload)
+    team = sub.add_parser("annotators", help="add or list your annotators and experts (needs a running platform)")
+    team_sub = team.add_subparsers(dest="action", required=True)
+    add = team_sub.add_parser("add", help="add a team member; prints its key and a one-time invite link")
+    add.add_argument("--name", required=True)
+    add.add_argument("--role", choices=("annotator", "expert"), default="annotator")
+    listing = team_sub.add_parser("list", help="your team, and the sandbox workforce")
+    for command in (add, listing):
+        command.add_argument("--config", default=None, help="config file with api_key and base_url")
+        command.add_argument("--json", action="store_true", help="print JSON")
+    team.set_defaults(func=_annotators)
     args = parser.parse_args(argv)
     return args.func(args)
 

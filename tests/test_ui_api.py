@@ -169,3 +169,33 @@ def test_dashboard_summarises_and_is_owner_scoped(platform: LocalPlatform) -> No
     assert board["final_labels"] == {"cat": 2, "dog": 1}
     assert [(a["name"], a["judgements"], a["simulated"]) for a in board["annotators"]] == [("Dash", 3, False)]
     assert stranger.call("GET", f"/v1/projects/{pid}/dashboard").status_code == 404
+
+
+def test_cli_adds_a_member_with_key_and_invite_link(platform: LocalPlatform, tmp_path, capsys) -> None:
+    import json
+
+    from cynaps_data.cli import main
+
+    team = Team(platform)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"api_key": team.key, "base_url": platform.base_url}))
+    assert main(["annotators", "add", "--name", "Ada", "--role", "expert", "--config", str(config), "--json"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["role"] == "expert" and added["name"] == "Ada"
+    assert added["invite_link"].startswith(platform.base_url + "/ui/review#invite=inv_")
+    assert team.ok("GET", "/v1/me", added["api_key"])["id"] == added["id"]
+    token = added["invite_link"].split("#invite=")[1]
+    session = requests.post(platform.base_url + "/v1/invites/redeem", json={"token": token}, timeout=10).json()
+    assert team.ok("GET", "/v1/me", session["api_key"])["id"] == added["id"]
+    assert main(["annotators", "list", "--config", str(config)]) == 0
+    assert f"{added['id']}  expert     Ada" in capsys.readouterr().out
+
+
+def test_sandbox_workforce_members_are_listed_as_annotators(staffed_platform: LocalPlatform) -> None:
+    team = Team(staffed_platform)
+    pool = team.ok("GET", "/v1/workforce")["data"]
+    simulated = [m for m in pool if m["simulated"]]
+    assert {m["role"] for m in simulated} == {"annotator", "expert"}
+    assert all(m["name"].startswith("Sandbox ") for m in simulated)
+    annotator = Team(staffed_platform).member("Not a customer")["api_key"]
+    assert team.call("GET", "/v1/workforce", annotator).status_code == 404

@@ -12,13 +12,16 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ..deps import DB, AppSettings, Body, Customer
 from ..problems import invalid
+from ..services import accounts as account_service
 from ..services import work
 from ..services.accounts import authenticate
+from ..tables import accounts
 from ..ui import invites
 
 router = APIRouter(prefix="/v1", tags=["annotators"])
@@ -99,3 +102,18 @@ def redeem_invite(db: DB, settings: AppSettings, body: Body) -> dict:
     if not isinstance(body, dict):
         raise invalid("The body must be an object with the invite 'token'", param="token")
     return invites.redeem(db, body.get("token"), settings.sandbox)
+
+
+@router.get("/workforce")
+def workforce(db: DB, settings: AppSettings, caller: Customer) -> dict:
+    """Platform-pool members (the sandbox workforce among them) who may work on any project.
+
+    They are annotator and expert accounts like a team's own and appear in exports and the
+    dashboard under their account ids; ``simulated`` marks the sandbox workforce.
+    """
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(accounts).where(accounts.c.owner_id.is_(None), accounts.c.role.in_(("annotator", "expert")))
+            .order_by(accounts.c.role.desc(), accounts.c.name)
+        ).all()
+    return {"object": "list", "data": [account_service.public(r._asdict()) for r in rows]}
