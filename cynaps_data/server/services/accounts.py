@@ -94,6 +94,13 @@ _UNAUTHORIZED = (
 )
 
 
+#: Valid keys are remembered this long (per database URL), so the annotator hot path does not
+#: read the key table on every request; a revoked key stops working within this time.
+AUTH_CACHE_SECONDS = 2.0
+AUTH_CACHE_SIZE = 10_000
+_AUTH_CACHE: dict[tuple[str, str], tuple[Principal, float]] = {}
+
+
 def authenticate(db: Database, authorization: str | None) -> Principal:
     """The principal for an ``Authorization: Bearer <key>`` header, or 401."""
     if not authorization:
@@ -108,6 +115,9 @@ def authenticate(db: Database, authorization: str | None) -> Principal:
     if scheme.lower() != "bearer" or not key:
         raise Problem(401, "invalid_api_key", _UNAUTHORIZED, type="authentication_error")
     digest = hash_key(key)
+    cached = _AUTH_CACHE.get((db.url, digest))
+    if cached is not None and cached[1] > time.monotonic():
+        return cached[0]
     with db.read() as conn:
         row = conn.execute(
             sa.select(
@@ -123,4 +133,8 @@ def authenticate(db: Database, authorization: str | None) -> Principal:
         ).first()
     if row is None or row.revoked or not hmac.compare_digest(row.key_hash, digest):
         raise Problem(401, "invalid_api_key", _UNAUTHORIZED, type="authentication_error")
-    return Principal(row.id, row.role, row.owner_id, digest, bool(row.simulated))
+    principal = Principal(row.id, row.role, row.owner_id, digest, bool(row.simulated))
+    if len(_AUTH_CACHE) >= AUTH_CACHE_SIZE:
+        _AUTH_CACHE.clear()
+    _AUTH_CACHE[(db.url, digest)] = (principal, time.monotonic() + AUTH_CACHE_SECONDS)
+    return principal

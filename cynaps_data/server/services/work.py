@@ -37,7 +37,7 @@ from ..tables import assignments, judgements, projects, skips, tasks
 from . import billing
 from . import projects as project_service
 from .accounts import Principal
-from .quality import decide
+from .quality import Decision, decide
 
 MAX_DURATION = 7 * 24 * 3600.0
 
@@ -167,7 +167,7 @@ _ASSIGN_SQL = sa.text(
 )
 _RELEASE_SQL = sa.text("DELETE FROM assignments WHERE task_id = :task AND annotator_id = :me")
 _SUBMIT_SQL = sa.text(
-    "SELECT a.expires_at, t.id, t.project_id, t.needed, p.state, p.annotation_type, p.labels,"
+    "SELECT a.expires_at, t.id, t.project_id, t.needed, t.n_judgements, p.state, p.annotation_type, p.labels,"
     " p.quality_settings FROM assignments a JOIN tasks t ON t.id = a.task_id"
     " JOIN projects p ON p.id = t.project_id WHERE a.task_id = :task AND a.annotator_id = :me"
 ).columns(**_JSON_COLUMNS)
@@ -183,6 +183,22 @@ _INSERT_JUDGEMENT = judgements.insert()
 _PENDING_SQL = sa.text("SELECT id FROM tasks WHERE project_id = :project AND status = 'pending' LIMIT 1")
 
 
+SWEEP_INTERVAL_SECONDS = 1.0
+_last_sweep: dict[str, float] = {}
+
+
+def _sweep(conn: sa.Connection, now: float) -> None:
+    """Delete expired assignments, at most once a second per database (and process).
+
+    Until swept, an expired assignment still counts as live, so its task is handed out again
+    up to a second late; submitting on it is refused at once (the expiry is checked).
+    """
+    url = str(conn.engine.url)
+    if now - _last_sweep.get(url, 0.0) >= SWEEP_INTERVAL_SECONDS:
+        _last_sweep[url] = now
+        conn.execute(_SWEEP_SQL, {"now": now})
+
+
 @cache
 def _queue_sql(team: bool, one_project: bool) -> tuple[sa.TextClause, sa.TextClause]:
     """``(held, projects)`` statements for a team or pool member, on one or all projects."""
@@ -191,17 +207,21 @@ def _queue_sql(team: bool, one_project: bool) -> tuple[sa.TextClause, sa.TextCla
         "SELECT a.task_id, a.expires_at FROM assignments a JOIN projects p ON p.id = a.project_id"
         f" WHERE a.annotator_id = :me AND a.expires_at > :now AND p.state = 'active'{scope} LIMIT 1"
     )
-    active = sa.text(f"SELECT p.id FROM projects p WHERE p.state = 'active'{scope} ORDER BY p.created_at, p.id")
+    active = sa.text(
+        "SELECT p.id, p.name AS project_name, p.annotation_type, p.labels, p.instructions"
+        f" FROM projects p WHERE p.state = 'active'{scope} ORDER BY p.created_at, p.id"
+    ).columns(**_JSON_COLUMNS)
     return held, active
 
 
 # One project at a time: the equality on (project_id, status) lets the index hand out tasks in
 # id order and stop at the first fit (an IN over projects would sort every pending task first).
 _CANDIDATE_SQL = sa.text(
-    "SELECT t.id FROM tasks t WHERE t.project_id = :pid AND t.status = 'pending'"
+    "SELECT t.id, t.data, t.predictions FROM tasks t WHERE t.project_id = :pid AND t.status = 'pending'"
     " AND t.n_judgements + (SELECT count(*) FROM assignments a WHERE a.task_id = t.id) < t.needed"
     " AND NOT EXISTS (SELECT 1 FROM judgements j WHERE j.task_id = t.id AND j.annotator_id = :me)"
     " AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.task_id = t.id AND s.annotator_id = :me)"
+    " AND NOT EXISTS (SELECT 1 FROM assignments m WHERE m.task_id = t.id AND m.annotator_id = :me)"
     " ORDER BY t.id LIMIT 1"
 )
 
@@ -223,13 +243,24 @@ def _assign_next(
     held = conn.execute(held_sql, params).first()
     if held is not None:
         return _task_view(conn.execute(_TASK_VIEW_SQL, {"task": held.task_id}).one(), held.expires_at)
-    conn.execute(_SWEEP_SQL, {"now": now})
-    for pid in conn.execute(active_sql, params).scalars().all():
-        task_id = conn.execute(_CANDIDATE_SQL, {"pid": pid, "me": me}).scalar()
-        if task_id is not None:
+    _sweep(conn, now)
+    for project in conn.execute(active_sql, params).all():
+        task = conn.execute(_CANDIDATE_SQL, {"pid": project.id, "me": me}).first()
+        if task is not None:
             expires_at = now + ttl
-            conn.execute(_ASSIGN_SQL, {"task": task_id, "me": me, "project": pid, "expires": expires_at})
-            return _task_view(conn.execute(_TASK_VIEW_SQL, {"task": task_id}).one(), expires_at)
+            conn.execute(_ASSIGN_SQL, {"task": task.id, "me": me, "project": project.id, "expires": expires_at})
+            return {
+                "object": "assignment",
+                "task_id": task.id,
+                "project_id": project.id,
+                "project_name": project.project_name,
+                "annotation_type": project.annotation_type,
+                "labels": project.labels,
+                "instructions": project.instructions,
+                "data": orjson.loads(task.data),
+                "suggestions": orjson.loads(task.predictions) if task.predictions else None,
+                "expires_at": expires_at,
+            }
     return None
 
 
@@ -316,13 +347,16 @@ def submit(
                 "created_at": now,
             },
         )
-        votes = [orjson.loads(v) for v in conn.execute(_VOTES_SQL, {"task": task_id}).scalars()]
-        decision = decide(votes, row.labels, row.quality_settings, row.needed)
+        if row.n_judgements + 1 < row.needed:  # still short of its quota: nothing to decide
+            n_votes, decision = row.n_judgements + 1, Decision("pending", row.needed)
+        else:
+            votes = [orjson.loads(v) for v in conn.execute(_VOTES_SQL, {"task": task_id}).scalars()]
+            n_votes, decision = len(votes), decide(votes, row.labels, row.quality_settings, row.needed)
         conn.execute(
             _UPDATE_TASK_SQL,
             {
                 "task": task_id,
-                "n": len(votes),
+                "n": n_votes,
                 "needed": decision.needed,
                 "status": decision.status,
                 "agreement": decision.agreement,
@@ -334,7 +368,7 @@ def submit(
         if decision.status != "pending":
             project = conn.execute(sa.select(projects).where(projects.c.id == row.project_id)).one()
             if decision.status == "completed":
-                billing.charge_task(conn, project, task_id, len(votes), expert=False)
+                billing.charge_task(conn, project, task_id, n_votes, expert=False)
             _settle_if_needed(conn, project)
         result = {"object": "judgement", "task_id": task_id, "label": value, "task_status": decision.status}
         if next_ttl is not None:
