@@ -53,16 +53,23 @@ def _row_sum(x: np.ndarray) -> np.ndarray:
     return s
 
 
-def softmax_rows(logits: np.ndarray, lse_out: list | None = None) -> np.ndarray:
+def softmax_rows(
+    logits: np.ndarray, lse_out: list | None = None, *, shift: bool = True
+) -> np.ndarray:
     """Row-wise softmax, in place on ``logits``; returns it. If ``lse_out`` is a list, the
-    per-row log-sum-exp (log normaliser) is appended to it."""
-    m = _row_max(logits)
-    logits -= m[:, None]
+    per-row log-sum-exp (log normaliser) is appended to it.
+
+    ``shift=False`` skips the usual row-max shift (two passes over the array). Only for callers
+    that guarantee every row's largest logit lies in [-700, 700], so ``exp`` cannot overflow and
+    the row sum cannot underflow; the result is then the same up to rounding."""
+    if shift:
+        m = _row_max(logits)
+        logits -= m[:, None]
     np.exp(logits, out=logits)
-    s = _row_sum(logits)
-    logits /= s[:, None]
+    s = np.einsum("ij->i", logits)  # no temporary, faster than sum(axis=1) on short rows
     if lse_out is not None:
-        lse_out.append(m + np.log(s))
+        lse_out.append(m + np.log(s) if shift else np.log(s))
+    logits /= s[:, None]
     return logits
 
 

@@ -74,11 +74,11 @@ class Encoded:
             )
         return self._cache["A"]
 
-    def incidence_t(self) -> sp.csr_matrix:
-        """Transpose of :meth:`incidence` stored as CSR (fast ``A.T @ X``)."""
-        if "AT" not in self._cache:
-            self._cache["AT"] = self.incidence().T.tocsr()
-        return self._cache["AT"]
+    def incidence_t(self) -> sp.csc_matrix:
+        """Transpose of :meth:`incidence`: a CSC view, no copy. ``A.T @ X`` then streams the
+        rows of ``X`` in task order and scatters into the small (worker, label) output, ~5x
+        faster than a CSR transpose, which gathers rows of ``X`` at random."""
+        return self.incidence().T
 
 
 def incidence_matrix(

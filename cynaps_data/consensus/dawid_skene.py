@@ -96,20 +96,28 @@ def _confusion_from_counts(
 
 
 def elbo_per_answer(
-    q: np.ndarray, counts: np.ndarray, log_e: np.ndarray, log_pi: np.ndarray, n_answers: int
+    q: np.ndarray,
+    counts: np.ndarray,
+    log_e: np.ndarray,
+    log_pi: np.ndarray,
+    n_answers: int,
+    entropy: float | None = None,
 ) -> float:
     """crowd-kit's DawidSkene loss: ``(sum over answers (t, w, y) of sum_c q_tc (log e^w_yc +
     log pi_c) + sum_t H(q_t)) / n_answers``, with ``counts[w, y, c] = sum q_tc`` over w's answers
-    y. (The class prior enters once per *answer*, as in crowd-kit 1.4.2.)"""
-    joint = float(np.sum(counts * log_e)) + float(counts.sum(axis=(0, 1)) @ log_pi)
-    qc = np.maximum(q, _EPS)
-    entropy = -float(np.sum(qc * np.log(qc)))
+    y. (The class prior enters once per *answer*, as in crowd-kit 1.4.2.) ``entropy``: the
+    total entropy of ``q`` if already known."""
+    joint = float(np.einsum("wyc,wyc->", counts, log_e))
+    joint += float(np.einsum("wyc,c->", counts, log_pi))
+    if entropy is None:
+        qc = np.maximum(q, _EPS)
+        entropy = -float(np.einsum("tc,tc->", qc, np.log(qc)))
     return (joint + entropy) / n_answers
 
 
 def dawid_skene_em(
     a: sp.csr_matrix,
-    at: sp.csr_matrix,
+    at: sp.spmatrix,
     n_workers: int,
     k: int,
     q: np.ndarray,
@@ -127,10 +135,13 @@ def dawid_skene_em(
     n_answers = int(a.sum()) if n_answers is None else n_answers
     history: list[float] = []
 
+    q_sum = [np.zeros(k)]
+
     def m_step(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         counts = np.asarray(at @ q).reshape(n_workers, k, k)
         log_e = _confusion_from_counts(counts, alpha_correct, alpha_wrong, variational)
-        pc = q.sum(axis=0) + alpha_prior
+        q_sum[0] = np.einsum("tc->c", q)
+        pc = q_sum[0] + alpha_prior
         if variational:
             pc = np.maximum(pc, _EPS)
             log_pi = digamma(pc) - digamma(pc.sum())
@@ -140,14 +151,28 @@ def dawid_skene_em(
         return log_e, log_pi, counts
 
     log_e, log_pi, _ = m_step(q)
+    has_gold = gold is not None and bool((gold >= 0).any())
+    # every logit is a sum of <= max_per_task log-probabilities (all <= 0) plus log pi, so when
+    # max_per_task * |min log e| + |min log pi| < 700 the softmax needs no row-max shift
+    max_per_task = float(np.asarray(a.sum(axis=1)).max()) if a.nnz else 0.0
     prev = -np.inf
     it = 0
     for it in range(1, n_iter + 1):  # noqa: B007
         logits = np.asarray(a @ log_e.reshape(n_workers * k, k))
         logits += log_pi
-        q = fix_gold(softmax_rows(logits), gold)
+        lse: list = []
+        safe = max_per_task * -float(log_e.min()) - float(log_pi.min()) < 700.0
+        q = fix_gold(softmax_rows(logits, lse, shift=not safe), gold)
+        old_log_e, old_log_pi = log_e, log_pi
         log_e, log_pi, counts = m_step(q)
-        loss = elbo_per_answer(q, counts, log_e, log_pi, n_answers)
+        entropy = None
+        if not has_gold:
+            # q_t = softmax(L_t) => H(q_t) = lse(L_t) - sum_c q_tc L_tc, and sum_t q_t . L_t
+            # is cheap from the new counts and the old parameters (no pass over q).
+            q_dot_l = float(np.einsum("wyc,wyc->", counts, old_log_e))
+            q_dot_l += float(np.einsum("c,c->", q_sum[0], old_log_pi))
+            entropy = float(lse[0].sum()) - q_dot_l
+        loss = elbo_per_answer(q, counts, log_e, log_pi, n_answers, entropy)
         history.append(loss)
         if loss - prev < tol:
             break
@@ -171,13 +196,13 @@ def dawid_skene_arrays(
     variational: bool = False,
     gold: np.ndarray | None = None,
     random_state: Any = 0,
-    incidence: tuple[sp.csr_matrix, sp.csr_matrix] | None = None,
+    incidence: tuple[sp.csr_matrix, sp.spmatrix] | None = None,
 ) -> ArrayResult:
     """Dawid-Skene on integer codes; see the module docstring for the model."""
     t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
     if incidence is None:
         a = incidence_matrix(t, w, y, n_t, n_w, k)
-        at = a.T.tocsr()
+        at = a.T  # CSC view: fast A.T @ X (see Encoded.incidence_t)
     else:
         a, at = incidence
     q0 = mv_init(t, y, n_t, k, gold)

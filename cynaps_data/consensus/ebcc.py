@@ -63,7 +63,7 @@ def ebcc_arrays(
     tol: float = 1e-6,
     gold: np.ndarray | None = None,
     random_state: Any = 0,
-    incidence: tuple[sp.csr_matrix, sp.csr_matrix] | None = None,
+    incidence: tuple[sp.csr_matrix, sp.spmatrix] | None = None,
 ) -> ArrayResult:
     """EBCC on integer codes; see the module docstring."""
     t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
@@ -71,7 +71,7 @@ def ebcc_arrays(
     km = k * m
     if incidence is None:
         a = incidence_matrix(t, w, y, n_t, n_w, k)
-        at = a.T.tocsr()
+        at = a.T  # CSC view: fast A.T @ X (see Encoded.incidence_t)
     else:
         a, at = incidence
     rng = rng_from(random_state)
