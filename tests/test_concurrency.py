@@ -11,6 +11,8 @@ the assertions replay independently.
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
 import subprocess
 import sys
 import threading
@@ -18,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -47,8 +50,6 @@ def _serve(db: Path, config: Path) -> tuple[subprocess.Popen, str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[tuple[str, str]]:
     """``(base_url, customer_key)`` of a ``cynaps serve`` subprocess."""
-    import json
-
     tmp = tmp_path_factory.mktemp("concurrency")
     process, base = _serve(tmp / "cynaps.db", tmp / "config.json")
     try:
@@ -63,8 +64,8 @@ def _digest(*parts: object) -> int:
 
 
 def _label(member: int, task_id: int) -> str:
-    """Deterministic votes: most tasks unanimous, every fifth one split between annotators."""
-    if task_id % 5:
+    """Deterministic votes: most tasks unanimous, every tenth one split between annotators."""
+    if task_id % 10:
         return LABELS[task_id % len(LABELS)]
     return LABELS[_digest(member, task_id) % len(LABELS)]
 
@@ -84,45 +85,52 @@ def _expected_count(votes: list[str]) -> int:
 
 
 class Annotator(threading.Thread):
+    """One annotator on its own keep-alive connection (``http.client``: light on the GIL)."""
+
     def __init__(self, index: int, base: str, key: str, done: threading.Event) -> None:
         super().__init__(name=f"annotator-{index}", daemon=True)
-        self.index, self.base, self.done = index, base, done
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {key}"
+        self.index, self.done = index, done
+        host, port = base.removeprefix("http://").split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         self.submitted: list[tuple[int, str]] = []
         self.skipped: list[int] = []
         self.errors: list[str] = []
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+        self.conn.request(method, path, body=None if body is None else json.dumps(body), headers=self.headers)
+        response = self.conn.getresponse()
+        raw = response.read()
+        return response.status, (json.loads(raw) if raw else None)
 
     def run(self) -> None:
         try:
             task = None
             while not self.done.is_set():
                 if task is None:
-                    response = self.session.get(self.base + "/v1/annotator/next", timeout=30)
-                    if response.status_code == 204:
+                    status, task = self.call("GET", "/v1/annotator/next")
+                    if status == 204:
                         time.sleep(0.05)  # others' disagreements may still open a slot
                         continue
-                    assert response.status_code == 200, response.text
-                    task = response.json()
+                    assert status == 200, task
                 task_id = task["task_id"]
                 if _digest("skip", self.index, task_id) % 100 == 0:
-                    response = self.session.post(f"{self.base}/v1/annotator/tasks/{task_id}/skip", timeout=30)
-                    assert response.status_code == 200, response.text
+                    status, answer = self.call("POST", f"/v1/annotator/tasks/{task_id}/skip")
+                    assert status == 200, answer
                     self.skipped.append(task_id)
                     task = None
                     continue
                 label = _label(self.index, task_id)
-                response = self.session.post(
-                    f"{self.base}/v1/annotator/tasks/{task_id}/judgements?next=true",
-                    json={"label": label}, timeout=30,
+                status, answer = self.call(
+                    "POST", f"/v1/annotator/tasks/{task_id}/judgements?next=true", {"label": label}
                 )
-                assert response.status_code == 201, response.text
+                assert status == 201, answer
                 self.submitted.append((task_id, label))
-                task = response.json()["next"]
+                task = answer["next"]
         except Exception as exc:  # reported by the test, never swallowed
             self.errors.append(f"{self.name}: {exc!r}")
         finally:
-            self.session.close()
+            self.conn.close()
 
 
 def test_fifty_annotators_finish_two_thousand_tasks(server: tuple[str, str]) -> None:
