@@ -147,6 +147,18 @@ def test_annotator_labels_three_tasks_with_the_keyboard(page: Page, platform: Lo
         assert record["judgements"][0]["duration"] > 0
     assert {by_id[t]["external_id"] for t, _ in chosen} == {"p1", "p2", "p3"}
 
+    # The customer's read-only dashboard shows the same progress (an annotator key is refused).
+    page.goto(team.base + "/ui/dashboard")
+    expect(page.locator("#signin-error")).to_contain_text("for customer or admin keys")
+    sign_in(page, team.base, team.key, "/ui/dashboard")
+    expect(page.locator("#completed")).to_have_text("3")
+    expect(page.locator("#judgements")).to_have_text("3")
+    expect(page.locator("#state")).to_have_text("completed")
+    expect(page.locator("#annotators")).to_contain_text("Browser annotator")
+    expect(page.locator("#final-labels")).to_contain_text("Home & Garden")
+    expect(page.locator("#histogram .bin")).to_have_count(10)
+    shot(page, "dashboard")
+
 
 def test_expert_resolves_a_disputed_task_from_an_invite_link(page: Page, platform: LocalPlatform) -> None:
     team = Team(platform)

@@ -52,7 +52,7 @@ async function run(action) {
 
 async function loadNext() {
   render(await api("GET", "/v1/annotator/next"));
-  await refreshProgress();
+  refreshProgress(); // not awaited: keys stay live meanwhile
 }
 
 function submit() {
@@ -64,7 +64,7 @@ function submit() {
     const answer = await api("POST", `/v1/annotator/tasks/${task.task_id}/judgements?next=true`, { label, duration });
     status(`Saved task ${task.task_id}: ${typeof label === "string" ? label : JSON.stringify(label)}`);
     render(answer.next);
-    await refreshProgress();
+    refreshProgress(); // not awaited: keys stay live meanwhile
   });
 }
 

@@ -142,9 +142,12 @@ export async function signIn(roles, onReady) {
       const me = await api("GET", "/v1/me");
       if (!roles.includes(me.role)) {
         clearKey();
+        show("app", false);
+        show("signin", true);
         error(`This page is for ${roles.join(" or ")} keys; that key belongs to a ${me.role}.`);
         return;
       }
+      error("");
       show("signin", false);
       show("app", true);
       setText("who", `${me.name} (${me.role})`);

@@ -57,7 +57,7 @@ async function run(action) {
 
 async function loadNext() {
   render(await api("GET", "/v1/review/next"));
-  await refreshProgress();
+  refreshProgress(); // not awaited: keys stay live meanwhile
 }
 
 function decide() {
