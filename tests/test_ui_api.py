@@ -53,7 +53,7 @@ def test_pages_are_served_with_a_strict_csp(platform: LocalPlatform) -> None:
         assert response.status_code == 200, path
         csp = response.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
-        assert "img-src 'self' https: http:" in csp and "frame-ancestors 'none'" in csp
+        assert "img-src 'self' blob: https: http:" in csp and "frame-ancestors 'none'" in csp
         assert response.headers["x-content-type-options"] == "nosniff"
     assert requests.get(platform.base_url + "/ui/static/common.js", timeout=10).headers["content-type"].startswith("text/javascript")
     html = requests.get(platform.base_url + "/ui/", timeout=10).text

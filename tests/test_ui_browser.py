@@ -8,8 +8,11 @@ test traffic leaves the machine.
 
 from __future__ import annotations
 
-import base64
 import os
+import re
+import struct
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,9 +28,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(os.environ.get("CYNAPS_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts")) / "ui"
 LABELS = ["Electronics", "Clothing", "Home & Garden", "Sports", "Other"]
-PNG = base64.b64decode(  # 1x1 blue pixel, served for every outside image URL
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-)
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +47,7 @@ def page(page: Page, platform: LocalPlatform) -> Page:
             route_obj.continue_()
         else:
             outside.append(url)
-            route_obj.fulfill(status=200, content_type="image/png", body=PNG)
+            route_obj.fulfill(status=200, content_type="image/png", body=OUTSIDE_PNG)
 
     page.route("**/*", route)
     page.outside_requests = outside  # type: ignore[attr-defined]
@@ -69,16 +69,20 @@ class Team:
         self.base = platform.base_url
         self.key = platform.create_customer("Browser test customer")
 
-    def ok(self, method: str, path: str, key: str | None = None, **kw) -> dict:
-        response = requests.request(method, self.base + path, headers={"Authorization": f"Bearer {key or self.key}"}, timeout=30, **kw)
+    def ok(self, method: str, path: str, key: str | None = None, headers_extra: dict | None = None, **kw) -> dict:
+        headers = {"Authorization": f"Bearer {key or self.key}", **(headers_extra or {})}
+        response = requests.request(method, self.base + path, headers=headers, timeout=30, **kw)
         assert response.status_code in (200, 201), response.text
         return response.json()
 
-    def project(self, tasks: list[dict], *, min_annotators: int, name: str, instructions: str, labels=LABELS) -> str:
+    def project(self, tasks: list[dict] | Callable[[str], list[dict]], *, min_annotators: int, name: str,
+                instructions: str, labels=LABELS) -> str:
+        """Create, fill (``tasks`` may be built from the project id), pay and start a project."""
         pid = self.ok("POST", "/v1/projects", json={
             "name": name, "annotation_type": "classification", "labels": labels, "instructions": instructions,
             "quality_settings": {"min_annotators": min_annotators, "consensus_threshold": 0.66, "enable_expert_review": True},
         })["id"]
+        tasks = tasks(pid) if callable(tasks) else tasks
         self.ok("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": tasks})
         self.ok("POST", f"/v1/projects/{pid}/deposit/quote")
         self.ok("POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "credits"})
@@ -87,6 +91,19 @@ class Team:
 
     def member(self, name: str, role: str = "annotator") -> dict:
         return self.ok("POST", "/v1/annotators", json={"name": name, "role": role})
+
+
+def make_png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A solid-colour PNG (for an uploaded image asset)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+OUTSIDE_PNG = make_png(240, 120, (43, 89, 195))  # served for every outside image URL
 
 
 def sign_in(page: Page, base: str, key: str, path: str = "/ui/") -> None:
@@ -98,13 +115,19 @@ def sign_in(page: Page, base: str, key: str, path: str = "/ui/") -> None:
 
 def test_annotator_labels_three_tasks_with_the_keyboard(page: Page, platform: LocalPlatform) -> None:
     team = Team(platform)
-    tasks = [
-        {"data": {"product_name": "Wireless Headphones", "description": "Noise-cancelling over-ear headphones",
-                  "price": 199.99, "in_stock": True}, "external_id": "p1"},
-        {"data": {"product_name": "Running Shoes", "image": "https://images.example.com/shoes.png",
-                  "sizes": [40, 41, 42]}, "external_id": "p2"},
-        {"data": {"product_name": "Garden Hose", "description": "15 m, kink-free"}, "external_id": "p3"},
-    ]
+    png = make_png(240, 120, (46, 139, 87))
+
+    def tasks(pid: str) -> list[dict]:
+        asset = team.ok("POST", f"/v1/projects/{pid}/assets", data=png, headers_extra={"Content-Type": "image/png"})
+        photo = {"asset": asset["sha256"], "content_type": "image/png", "url": f"/v1/projects/{pid}/assets/{asset['sha256']}"}
+        return [
+            {"data": {"product_name": "Wireless Headphones", "description": "Noise-cancelling over-ear headphones",
+                      "price": 199.99, "in_stock": True}, "external_id": "p1"},
+            {"data": {"product_name": "Running Shoes", "image": "https://images.example.com/shoes.png",
+                      "photo": photo, "sizes": [40, 41, 42]}, "external_id": "p2"},
+            {"data": {"product_name": "Garden Hose", "description": "15 m, kink-free"}, "external_id": "p3"},
+        ]
+
     pid = team.project(tasks, min_annotators=1, name="Product categories", instructions="Choose the product's category.")
     member = team.member("Browser annotator")
     sign_in(page, team.base, member["api_key"])
@@ -122,7 +145,11 @@ def test_annotator_labels_three_tasks_with_the_keyboard(page: Page, platform: Lo
     for key, label in (("1", "Electronics"), ("4", "Sports"), ("3", "Home & Garden")):
         task_id = page.locator("#task-id").inner_text()
         if label == "Sports":  # the image task: an https URL becomes an <img>, checked in JS
-            expect(page.locator("#data img")).to_have_attribute("src", "https://images.example.com/shoes.png")
+            expect(page.locator("#data img").first).to_have_attribute("src", "https://images.example.com/shoes.png")
+            # The uploaded asset is read with the session key and shown through a blob: URL.
+            asset_img = page.locator("#data figure:has(figcaption:text-is('photo')) img")
+            expect(asset_img).to_have_attribute("src", re.compile(r"^blob:"))
+            page.wait_for_function("img => img.complete && img.naturalWidth === 240", arg=asset_img.element_handle())
             expect(page.locator("#data table")).to_contain_text("40")
             shot(page, "annotate-image-task")
         page.keyboard.press(key)

@@ -2,7 +2,7 @@
 
 Pages are static files from ``cynaps_data/server/ui/static`` served with a strict
 Content-Security-Policy: scripts only from this origin (no inline script, no eval), images from
-this origin or http(s) URLs, API calls only to this origin, no framing, no plugins.
+this origin, http(s) URLs or ``blob:`` (asset bytes the page read with the session key), API calls only to this origin, no framing, no plugins.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..ui import dashboard
 router = APIRouter(tags=["ui"])
 
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: http:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: https: http:; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 SECURITY_HEADERS = {

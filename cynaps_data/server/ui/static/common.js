@@ -53,40 +53,62 @@ export function el(tag, props = {}, ...children) {
 export function show(id, visible) { document.getElementById(id).hidden = !visible; }
 export function setText(id, text) { document.getElementById(id).textContent = text; }
 
-const ASSET_PATH = /^\/v1\/assets\//;
+const ASSET_PATH = /^\/v1\/projects\/[A-Za-z0-9_-]{1,64}\/assets\/[0-9a-f]{64}$/;
 const IMAGE_KEY = /(^|_|\b)(image|img|photo|picture|thumbnail|thumb|avatar|icon)(s)?($|_|\b)/i;
 const IMAGE_EXT = /\.(png|jpe?g|gif|webp|bmp|svg|avif)$/i;
+let objectUrls = [];
 
 /**
- * A URL safe to put in <img src>, or null: absolute http(s) URLs, or this platform's own
- * asset URLs. Anything else (javascript:, data:, blob:, other paths of this origin) is refused.
+ * Where an image comes from, or null: ``{asset: path}`` for this platform's own asset URLs
+ * (read with the session key, shown through a blob: URL), ``{url}`` for an absolute http(s)
+ * URL. Anything else (javascript:, data:, blob:, other paths of this origin) is refused.
  */
-export function safeImageUrl(value) {
+export function imageSource(value) {
+  if (value && typeof value === "object" && !Array.isArray(value)) value = value.url;
   if (typeof value !== "string" || value.length > 4096) return null;
   const text = value.trim();
   let url;
   try { url = new URL(text, window.location.origin); } catch (_) { return null; }
   if (url.protocol !== "https:" && url.protocol !== "http:") return null;
-  if (url.origin === window.location.origin) return ASSET_PATH.test(url.pathname) ? url.href : null;
+  if (url.origin === window.location.origin) {
+    return ASSET_PATH.test(url.pathname) && !url.search && !url.hash ? { asset: url.pathname } : null;
+  }
   if (!/^https?:\/\//i.test(text)) return null; // external URLs must be written in full
-  return url.href;
+  return { url: url.href };
 }
 
 function isImage(key, value) {
-  const url = safeImageUrl(value);
-  if (url === null) return null;
-  const path = new URL(url).pathname;
-  return IMAGE_KEY.test(key) || IMAGE_EXT.test(path) || ASSET_PATH.test(path) ? url : null;
+  const source = imageSource(value);
+  if (source === null) return null;
+  if (source.asset) return source;
+  return IMAGE_KEY.test(key) || IMAGE_EXT.test(new URL(source.url).pathname) ? source : null;
+}
+
+async function loadAsset(img, path) {
+  try {
+    const response = await fetch(path, { headers: { Authorization: `Bearer ${getKey()}` }, credentials: "omit" });
+    const blob = await response.blob();
+    if (!response.ok || !/^image\/(png|jpeg|gif|webp)$/.test(blob.type)) throw new Error(`HTTP ${response.status}`);
+    const objectUrl = URL.createObjectURL(blob);
+    objectUrls.push(objectUrl);
+    img.src = objectUrl;
+  } catch (e) {
+    img.replaceWith(el("p", { className: "error", text: `Image could not be loaded (${e.message}).` }));
+  }
 }
 
 /** Render a task's data: images, text blocks, then the other fields as a table. */
 export function renderData(container, data) {
+  objectUrls.forEach((u) => URL.revokeObjectURL(u));
+  objectUrls = [];
   container.replaceChildren();
   const rows = [];
   for (const [key, value] of Object.entries(data || {})) {
     const image = isImage(key, value);
     if (image) {
-      const img = el("img", { src: image, alt: `${key} (image from the task)`, referrerpolicy: "no-referrer", loading: "lazy" });
+      const img = el("img", { alt: `${key} (image from the task)`, referrerpolicy: "no-referrer", loading: "lazy" });
+      if (image.asset) loadAsset(img, image.asset);
+      else img.src = image.url;
       container.append(el("figure", { className: "field image" }, img, el("figcaption", { text: key })));
     } else if (typeof value === "string") {
       container.append(el("section", { className: "field text" },
