@@ -190,8 +190,9 @@ _last_sweep: dict[str, float] = {}
 def _sweep(conn: sa.Connection, now: float) -> None:
     """Delete expired assignments, at most once a second per database (and process).
 
-    Until swept, an expired assignment still counts as live, so its task is handed out again
-    up to a second late; submitting on it is refused at once (the expiry is checked).
+    Only garbage collection: an expired assignment no longer counts as live (the candidate query
+    compares ``expires_at``) and submitting on it is refused. Until swept, its former holder is
+    not offered that task again.
     """
     url = str(conn.engine.url)
     if now - _last_sweep.get(url, 0.0) >= SWEEP_INTERVAL_SECONDS:
@@ -218,7 +219,8 @@ def _queue_sql(team: bool, one_project: bool) -> tuple[sa.TextClause, sa.TextCla
 # id order and stop at the first fit (an IN over projects would sort every pending task first).
 _CANDIDATE_SQL = sa.text(
     "SELECT t.id, t.data, t.predictions FROM tasks t WHERE t.project_id = :pid AND t.status = 'pending'"
-    " AND t.n_judgements + (SELECT count(*) FROM assignments a WHERE a.task_id = t.id) < t.needed"
+    " AND t.n_judgements"
+    " + (SELECT count(*) FROM assignments a WHERE a.task_id = t.id AND a.expires_at > :now) < t.needed"
     " AND NOT EXISTS (SELECT 1 FROM judgements j WHERE j.task_id = t.id AND j.annotator_id = :me)"
     " AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.task_id = t.id AND s.annotator_id = :me)"
     " AND NOT EXISTS (SELECT 1 FROM assignments m WHERE m.task_id = t.id AND m.annotator_id = :me)"
@@ -245,7 +247,7 @@ def _assign_next(
         return _task_view(conn.execute(_TASK_VIEW_SQL, {"task": held.task_id}).one(), held.expires_at)
     _sweep(conn, now)
     for project in conn.execute(active_sql, params).all():
-        task = conn.execute(_CANDIDATE_SQL, {"pid": project.id, "me": me}).first()
+        task = conn.execute(_CANDIDATE_SQL, {"pid": project.id, "me": me, "now": now}).first()
         if task is not None:
             expires_at = now + ttl
             conn.execute(_ASSIGN_SQL, {"task": task.id, "me": me, "project": project.id, "expires": expires_at})
