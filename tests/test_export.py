@@ -263,3 +263,15 @@ def test_bad_format_and_other_accounts(platform, client):
     empty = project.to_pandas()
     assert len(empty) == 0 and "label" in empty.columns
     assert pa.ipc  # the empty stream still carries the schema
+
+
+def test_separator_characters_in_values_survive(client):
+    """Values holding the bulk path's separators take the row-by-row path, unchanged."""
+    project = make_project(client, labels=LABELS)
+    weird = ["a\x1fb", "line\nbreak", "cr\rhere", "tab\tand,comma"]
+    project.upload_tasks(
+        [{"data": {"text": w, "n": i}, "external_id": w} for i, w in enumerate(weird)]
+    )
+    df = project.to_pandas()
+    assert df["external_id"].tolist() == weird
+    assert df["text"].tolist() == weird

@@ -122,73 +122,75 @@ def release_results(db: Database, owner_id: str, project_id: str) -> int:
 
 
 # -- Arrow ---------------------------------------------------------------------------------------
-# Queries select text columns through coalesce(..., '') and numbers through coalesce(..., -1.0)
-# so every value has one SQL type (what ADBC's type inference needs); '' and -1 mean null.
-TASKS_SCHEMA = pa.schema(
-    [
-        ("id", pa.int64()),
-        ("external_id", pa.string()),
-        ("data", pa.string()),
-        ("gold", pa.string()),
-        ("status", pa.string()),
-        ("final_label", pa.string()),
-        ("label_source", pa.string()),
-        ("agreement", pa.float64()),
-        ("updated_at", pa.float64()),
-    ]
-)
-TASKS_SQL = (
-    "SELECT id, coalesce(external_id, '') AS external_id, data, coalesce(gold, '') AS gold, status,"
-    " coalesce(final_label, '') AS final_label, coalesce(label_source, '') AS label_source,"
-    " coalesce(agreement, -1.0) AS agreement, CAST(updated_at AS REAL) AS updated_at"
-    " FROM tasks WHERE {where} ORDER BY id"
-)
-VOTES_SCHEMA = pa.schema(
-    [
-        ("task_id", pa.int64()),
-        ("annotator_id", pa.string()),
-        ("role", pa.string()),
-        ("value", pa.string()),
-    ]
-)
-VOTES_SQL = "SELECT task_id, annotator_id, role, value FROM judgements WHERE {where} ORDER BY id"
-LONG_SCHEMA = pa.schema(
-    [
-        ("id", pa.int64()),
-        ("task_id", pa.int64()),
-        ("annotator_id", pa.string()),
-        ("role", pa.string()),
-        ("value", pa.string()),
-        ("duration", pa.float64()),
-        ("created_at", pa.float64()),
-        ("origin", pa.string()),
-    ]
-)
-LONG_SQL = (
-    "SELECT id, task_id, annotator_id, role, value, coalesce(duration, -1.0) AS duration,"
-    " CAST(created_at AS REAL) AS created_at, origin FROM judgements WHERE {where} ORDER BY id"
-)
+# Each query is a list of (column, SQL expression, Arrow type). Text comes as '' for NULL and
+# timestamps as integer microseconds, so every column has one type.
+Columns = list[tuple[str, str, pa.DataType]]
+TASK_COLUMNS: Columns = [
+    ("id", "id", pa.int64()),
+    ("external_id", "coalesce(external_id, '')", pa.string()),
+    ("data", "data", pa.string()),
+    ("gold", "coalesce(gold, '')", pa.string()),
+    ("status", "status", pa.string()),
+    ("final_label", "coalesce(final_label, '')", pa.string()),
+    ("label_source", "coalesce(label_source, '')", pa.string()),
+    ("updated_us", "CAST(round(updated_at * 1000000) AS INTEGER)", pa.int64()),
+]
+VOTE_COLUMNS: Columns = [
+    ("id", "id", pa.int64()),
+    ("task_id", "task_id", pa.int64()),
+    ("annotator_id", "annotator_id", pa.string()),
+    ("role", "role", pa.string()),
+    ("value", "value", pa.string()),
+]
+LONG_COLUMNS: Columns = VOTE_COLUMNS + [
+    ("duration", "coalesce(printf('%.17g', duration), '')", pa.float64()),
+    ("created_us", "CAST(round(created_at * 1000000) AS INTEGER)", pa.int64()),
+    ("origin", "origin", pa.string()),
+]
 
 
 @contextlib.contextmanager
-def _reader(db: Database) -> Iterator[Callable[[str, tuple, pa.Schema], pa.Table]]:
-    """``query(sql, params, schema) -> pa.Table`` inside one read snapshot (DB-API rows of the
-    platform's own connection, assembled into typed Arrow columns).
+def _reader(db: Database) -> Iterator[Callable[[str, str, tuple, Columns], pa.Table]]:
+    """``query(table, where, params, columns) -> pa.Table`` (ordered by id) in one snapshot.
 
-    Not ADBC: its bundled SQLite would be a second SQLite library on the same file in the same
-    process (``Client.local()``), which breaks SQLite's POSIX locking (stale reads seen here).
+    SQLite: the rows come back as *one* text (fields joined by U+001F, rows by newlines, built
+    inside SQLite, which runs without the GIL) parsed by ``pyarrow.csv`` — no Python object per
+    value. If a field holds a separator (a user id with control characters) the parse fails and
+    that query falls back to DB-API rows, as on PostgreSQL. Not ADBC: its bundled SQLite would
+    be a second SQLite library on the same file in the same process (``Client.local()``), which
+    breaks SQLite's POSIX locking (stale reads seen here).
     """
     with db.read() as conn:
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         raw = conn.connection.driver_connection.cursor()
+        sqlite = conn.dialect.name == "sqlite"
 
-        def query(sql: str, params: tuple, schema: pa.Schema) -> pa.Table:
-            raw.execute(sql.replace("?", mark), params)
-            rows = raw.fetchall()
-            columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
-            return pa.table(
-                [pa.array(c, f.type) for c, f in zip(columns, schema, strict=True)], schema=schema
+        def query(table: str, where: str, params: tuple, columns: Columns) -> pa.Table:
+            schema = pa.schema([(name, dtype) for name, _, dtype in columns])
+            if sqlite:
+                if where.startswith("project_id = ?"):
+                    # walk the project's id range in rowid order (no sort, no index lookups)
+                    bounds = f"(SELECT {{}}(id) FROM {table} WHERE project_id = ?)"
+                    where = (
+                        f"+project_id = ? AND id BETWEEN {bounds.format('min')} AND "
+                        f"{bounds.format('max')}{where[len('project_id = ?') :]}"
+                    )
+                    params = (params[0], params[0], params[0], *params[1:])
+                parsed = _query_text(raw, table, where, params, columns, schema)
+                if parsed is not None:
+                    return parsed
+            exprs = ", ".join(f"{expr} AS {name}" for name, expr, _ in columns)
+            raw.execute(
+                f"SELECT {exprs} FROM {table} WHERE {where} ORDER BY id".replace("?", mark), params
             )
+            rows = raw.fetchall()
+            values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+            arrays = []
+            for v, (_, _, dtype) in zip(values, columns, strict=True):
+                if pa.types.is_floating(dtype):
+                    v = [None if x == "" else float(x) for x in v]
+                arrays.append(pa.array(v, dtype))
+            return pa.table(arrays, schema=schema)
 
         try:
             yield query
@@ -196,14 +198,52 @@ def _reader(db: Database) -> Iterator[Callable[[str, tuple, pa.Schema], pa.Table
             raw.close()
 
 
+def _query_text(
+    raw: Any, table: str, where: str, params: tuple, columns: Columns, schema: pa.Schema
+) -> pa.Table | None:
+    import pyarrow.csv as pa_csv
+
+    row = " || char(31) || ".join(expr for _, expr, _ in columns)
+    raw.execute(
+        f"SELECT group_concat(x, char(10)), count(*) FROM (SELECT {row} AS x FROM {table}"
+        f" WHERE {where} ORDER BY id)",
+        params,
+    )
+    text, count = raw.fetchone()
+    if not count:
+        return schema.empty_table()
+    try:
+        parsed = pa_csv.read_csv(
+            pa.BufferReader(text.encode()),
+            read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=16 << 20),
+            parse_options=pa_csv.ParseOptions(
+                delimiter="\x1f", quote_char=False, escape_char=False
+            ),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=schema,
+                null_values=[""],
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if parsed.num_rows != count:
+        return None
+    ids = parsed["id"]
+    if len(ids) > 1 and not pc.all(pc.greater(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py():
+        parsed = parsed.take(pc.sort_indices(ids))  # group_concat order is not promised
+    return parsed.select(schema.names).cast(schema)
+
+
 def _null_if(arr: pa.ChunkedArray | pa.Array, value: Any) -> pa.Array:
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     return pc.if_else(pc.equal(arr, value), pa.scalar(None, arr.type), arr)
 
 
-def _timestamps(seconds: Any) -> pa.Array:
-    values = np.asarray(seconds, dtype="float64")
-    return pa.array((values * 1e6).round().astype("int64"), pa.timestamp("us", tz="UTC"))
+def _timestamps(micros: pa.ChunkedArray) -> pa.Array:
+    arr = micros.combine_chunks() if isinstance(micros, pa.ChunkedArray) else micros
+    return arr.cast(pa.int64()).view(pa.timestamp("us", tz="UTC"))
 
 
 def _codes(json_values: Any, labels: list) -> np.ndarray:
@@ -280,14 +320,16 @@ def parse_data(texts: Any) -> pa.StructArray:
 
 
 def _concatenated(texts: Any) -> pa.Buffer:
-    """The JSON objects back to back (``{..}{..}``, which pyarrow.json reads): for an Arrow
-    string array this is its value buffer, without a copy."""
+    """The JSON objects as newline-delimited JSON: for an Arrow string array, each value gets a
+    newline appended by an Arrow kernel and the value buffer is used as it is (pyarrow.json
+    needs the newlines to split its blocks)."""
     if not isinstance(texts, (pa.Array, pa.ChunkedArray)):
         return pa.py_buffer("\n".join(texts).encode())
     arr = _as_string_array(texts)
-    if arr.offset == 0 and arr.null_count == 0 and pa.types.is_string(arr.type):
-        offsets = np.frombuffer(arr.buffers()[1], dtype="int32", count=len(arr) + 1)
-        return arr.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    lines = pc.binary_join_element_wise(arr, pa.scalar("", arr.type), "\n")
+    if lines.offset == 0 and lines.null_count == 0 and pa.types.is_string(lines.type):
+        offsets = np.frombuffer(lines.buffers()[1], dtype="int32", count=len(lines) + 1)
+        return lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
     return pa.py_buffer("\n".join(arr.to_pylist()).encode())
 
 
@@ -356,7 +398,8 @@ def arrow_tasks(
 
     Columns: ``task`` int64, ``external_id`` string, ``data`` struct (the task's fields),
     ``gold`` and ``label`` dictionary over the project's labels, ``label_source``, ``status``
-    (dictionaries), ``agreement`` and ``confidence`` float64, ``n_annotations`` int64,
+    (dictionaries), ``agreement`` (the top answer's share of the annotators' current votes)
+    and ``confidence`` float64, ``n_annotations`` int64,
     ``vote_distribution`` struct of float64 shares per label (null without votes),
     ``annotator_ids`` list<string>, ``expert_label`` dictionary, ``expert_id`` string,
     ``updated_at`` timestamp[us, UTC]. With ``since``: only tasks changed after it. The schema
@@ -376,15 +419,13 @@ def arrow_tasks(
     )
     j_params = (project_id,) if since is None else (project_id, project_id, since)
     with _reader(db) as query:
-        t = query(TASKS_SQL.format(where=where), params, TASKS_SCHEMA)
-        j = query(VOTES_SQL.format(where=j_where), j_params, VOTES_SCHEMA)
+        t = query("tasks", where, params, TASK_COLUMNS)
+        j = query("judgements", j_where, j_params, VOTE_COLUMNS)
     ids = t["id"].to_numpy()
     external = _null_if(t["external_id"], "")
     data, gold, status, final = t["data"], t["gold"], t["status"], t["final_label"]
     source = _null_if(t["label_source"], "").fill_null("none")
-    agreement = t["agreement"].to_numpy()
-    agreement = np.where(agreement < 0, np.nan, agreement)
-    updated = t["updated_at"].to_numpy()
+    updated = t["updated_us"].to_numpy() / 1e6
     j_task, j_value = j["task_id"].to_numpy(), j["value"]
     j_worker = j["annotator_id"]
     task_ids = np.asarray(ids, dtype="int64")
@@ -402,6 +443,10 @@ def arrow_tasks(
     with np.errstate(invalid="ignore", divide="ignore"):
         shares = counts / n_votes[:, None]
     no_votes = n_votes == 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        agreement = np.where(
+            no_votes, np.nan, counts.max(axis=1, initial=0) / np.maximum(n_votes, 1)
+        )
     label_codes = _codes(final, labels)
     picked = counts[np.arange(n), np.maximum(label_codes, 0)] if n else np.zeros(0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -444,16 +489,14 @@ def arrow_tasks(
         "label": _dictionary(label_codes, labels),
         "label_source": _dictionary(source_codes, LABEL_SOURCES),
         "status": _dictionary(_strings_to_codes(status, STATUSES), STATUSES),
-        "agreement": pa.array(
-            np.asarray(agreement, dtype="float64"), pa.float64(), from_pandas=True
-        ),
+        "agreement": pa.array(agreement, pa.float64(), from_pandas=True),
         "confidence": pa.array(confidence, pa.float64(), from_pandas=True),
         "n_annotations": pa.array(n_votes, pa.int64()),
         "vote_distribution": vote_distribution,
         "annotator_ids": annotator_ids,
         "expert_label": _dictionary(expert_code, labels),
         "expert_id": expert_id,
-        "updated_at": _timestamps(updated),
+        "updated_at": _timestamps(t["updated_us"]),
     }
     cursor = _next_cursor(updated, since, started)
     table = pa.table(columns)
@@ -486,9 +529,8 @@ def arrow_judgements(
     where = "project_id = ?" + (" AND created_at > ?" if since is not None else "")
     params = (project_id,) if since is None else (project_id, since)
     with _reader(db) as query:
-        j = query(LONG_SQL.format(where=where), params, LONG_SCHEMA)
-    duration = j["duration"].to_numpy()
-    j_created = j["created_at"].to_numpy()
+        j = query("judgements", where, params, LONG_COLUMNS)
+    j_created = j["created_us"].to_numpy() / 1e6
     table = pa.table(
         {
             "task": j["task_id"],
@@ -496,8 +538,8 @@ def arrow_judgements(
             "label": _dictionary(_codes(j["value"], labels), labels),
             "role": _dictionary(_strings_to_codes(j["role"], ROLES), ROLES),
             "origin": _dictionary(_strings_to_codes(j["origin"], ORIGINS), ORIGINS),
-            "created_at": _timestamps(j_created),
-            "duration": pa.array(duration, pa.float64(), mask=duration < 0),
+            "created_at": _timestamps(j["created_us"]),
+            "duration": j["duration"],
             "judgement": j["id"],
         }
     )
