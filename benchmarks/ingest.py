@@ -110,15 +110,28 @@ def write_parquet(path: Path, n: int, chunk: int = 1_000_000) -> None:
         writer.close()
 
 
+def peak_rss_kib() -> int:
+    """Peak RSS of this process in KiB: VmHWM on Linux (there ru_maxrss can carry the parent's
+    peak across fork+exec), else ``resource.getrusage``."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def parquet_child(args: argparse.Namespace) -> None:
     """Runs in a fresh process so that its peak RSS is the upload's alone."""
     client = cynaps.Client(api_key=args.key, base_url=args.base_url, timeout=600)
     project = client.projects.get(args.project)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_kib()
     result = project.upload_parquet(
         args.parquet, id_column="id", batch_size=args.batch_size, progress=False
     )
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    peak = peak_rss_kib()
     print(
         orjson.dumps(
             {

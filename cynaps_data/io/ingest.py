@@ -325,6 +325,7 @@ def _looks_like_image_binary(col: pa.Array | pa.ChunkedArray) -> bool:
 def from_parquet(path: str | os.PathLike, columns: Sequence[str] | None = None) -> Source:
     """A streaming source over a Parquet file or a directory of Parquet files."""
     import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
 
     if not os.path.exists(path):
         raise ValidationError(
@@ -339,12 +340,29 @@ def from_parquet(path: str | os.PathLike, columns: Sequence[str] | None = None) 
             f"column {missing[0]!r} is not in {os.fspath(path)!r}", param=missing[0]
         )
 
-    def batches(size: int) -> Iterator[pa.RecordBatch]:
-        yield from dataset.to_batches(
-            columns=cols, batch_size=size, batch_readahead=1, fragment_readahead=1
-        )
-
     out_schema = pa.schema([schema.field(c) for c in cols], metadata=schema.metadata)
+    files = sorted(dataset.files)
+
+    def batches(size: int) -> Iterator[pa.RecordBatch]:
+        # One file at a time, no pre-buffering and a small read buffer: memory stays at about
+        # one batch plus one column chunk, whatever the file size (the dataset scanner's
+        # read-ahead costs several row groups).
+        for name in files:
+            reader = pq.ParquetFile(name, pre_buffer=False, buffer_size=1 << 20)
+            try:
+                for batch in reader.iter_batches(batch_size=size, columns=cols):
+                    if batch.schema != out_schema:
+                        batch = (
+                            pa.Table.from_batches([batch]).cast(out_schema).to_batches()[0]
+                            if batch.num_rows
+                            else batch
+                        )
+                        if batch.num_rows == 0:
+                            continue
+                    yield batch
+            finally:
+                reader.close()
+
     return Source(out_schema, batches, dataset.count_rows(), None, [])
 
 
