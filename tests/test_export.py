@@ -275,3 +275,23 @@ def test_separator_characters_in_values_survive(client):
     df = project.to_pandas()
     assert df["external_id"].tolist() == weird
     assert df["text"].tolist() == weird
+
+
+def test_dataset_export_restores_images_and_features(client):
+    import datasets
+    from PIL import Image
+
+    images = [
+        Image.fromarray((np.arange(48).reshape(4, 4, 3) * (i + 1) % 255).astype("uint8"))
+        for i in range(3)
+    ]
+    source = datasets.Dataset.from_dict({"image": images, "caption": ["a", "b", "c"]})
+    source = source.cast_column("image", datasets.Image())
+    project = make_project(client, labels=LABELS)
+    project.upload_dataset(source)
+    out = project.to_dataset()
+    assert isinstance(out.features["image"], datasets.Image)
+    assert isinstance(out.features["label"], datasets.ClassLabel)
+    for i in range(3):
+        assert np.array_equal(np.array(out[i]["image"]), np.array(images[i]))
+    assert out["caption"] == ["a", "b", "c"]

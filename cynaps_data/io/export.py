@@ -344,6 +344,10 @@ def to_dataset(
     import pyarrow.compute as pc
 
     info = project_info(table)
+    if features_of_data is None:
+        from .schema import features_from
+
+        features_of_data = features_from(info.get("source_schema"))
     labels = [str(x) for x in info.get("labels") or []]
     class_label = datasets.ClassLabel(names=labels)
     columns: dict[str, pa.Array] = {}

@@ -431,10 +431,9 @@ class Project:
         project's names (``-1`` while not final), consensus columns are features, data columns
         keep their source features (``Image`` where images were uploaded)."""
         from ..io import export as io_export
-        from ..io.schema import features_from
 
         table = self.to_arrow("wide", since=since, fetch_images=fetch_images)
-        return io_export.to_dataset(table, features_of_data=features_from(self.source_schema))
+        return io_export.to_dataset(table)  # data features from the project's source schema
 
     # -- quality ---------------------------------------------------------------------------
     def annotator_stats(self, gold: Any = None) -> Any:
