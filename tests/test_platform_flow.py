@@ -160,7 +160,9 @@ def test_ledger_balances_after_a_full_run(platform, client):
     earned = {
         row[0]: row[1]
         for row in conn.execute(
-            "SELECT account, sum(amount_cents) FROM ledger_entries WHERE kind='release' AND amount_cents > 0 GROUP BY account"
+            "SELECT account, sum(amount_cents) FROM ledger_entries"
+            " WHERE kind='release' AND amount_cents > 0 AND project_id = ? GROUP BY account",
+            (project.id,),
         )
     }
     assert sorted(earned.values()) == [500, 4 * 1500, 4 * 1500, 4 * 1500]
@@ -173,6 +175,13 @@ def test_ledger_balances_after_a_full_run(platform, client):
         == 8
     )
     assert client.balance()["available_cents"] == 1_000_000 + deposit - charges
+    derived = dict(
+        conn.execute(
+            "SELECT account, sum(amount_cents) FROM ledger_entries GROUP BY account"
+        ).fetchall()
+    )
+    cached = dict(conn.execute("SELECT account, balance_cents FROM ledger_balances").fetchall())
+    assert cached == derived  # the balance cache is exactly the sum of the entries
 
 
 def test_no_double_judgement_no_overfill_and_expiry(platform, client):

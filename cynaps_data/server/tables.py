@@ -111,6 +111,15 @@ ledger_entries = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+# Derived from ledger_entries and updated in the same transaction as every posting, so a balance
+# is one row read instead of a sum over an account's whole history (migration 0004).
+ledger_balances = sa.Table(
+    "ledger_balances",
+    metadata,
+    sa.Column("account", sa.String(80), primary_key=True),
+    sa.Column("balance_cents", sa.BigInteger, nullable=False),
+)
+
 payments = sa.Table(
     "payments",
     metadata,

@@ -2,7 +2,9 @@
 
 Accounts are strings: ``customer:<acct>``, ``deposit_hold:<proj>``, ``escrow:<proj>``,
 ``earnings:<acct>`` and ``external`` (outside payments and sandbox top-ups). Every transaction's
-entries sum to zero, so the sum over all accounts is always zero.
+entries sum to zero, so the sum over all accounts is always zero. ``ledger_balances`` holds each
+account's sum, updated in the same transaction as its entries (a derived cache, never edited on
+its own), so a balance is one row read however long the account's history.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sqlalchemy as sa
 from ..db import lock_ledger_account
 from ..ids import random_id
 from ..problems import insufficient_credits
-from ..tables import ledger_entries
+from ..tables import ledger_balances, ledger_entries
 
 EXTERNAL = "external"
 
@@ -45,11 +47,9 @@ def balance(conn: sa.Connection, account: str) -> int:
     if conn.get_execution_options().get("write"):
         lock_ledger_account(conn, account)
     total = conn.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(ledger_entries.c.amount_cents), 0)).where(
-            ledger_entries.c.account == account
-        )
-    ).scalar_one()
-    return int(total)
+        sa.select(ledger_balances.c.balance_cents).where(ledger_balances.c.account == account)
+    ).scalar()
+    return int(total or 0)
 
 
 def post(
@@ -74,6 +74,17 @@ def post(
         rows.append({**common, "account": target, "amount_cents": cents, "created_at": now})
     if rows:
         conn.execute(ledger_entries.insert(), rows)
+        deltas: dict[str, int] = {}
+        for row in rows:
+            deltas[row["account"]] = deltas.get(row["account"], 0) + row["amount_cents"]
+        conn.execute(
+            sa.text(
+                "INSERT INTO ledger_balances (account, balance_cents) VALUES (:account, :delta) "
+                "ON CONFLICT (account) DO UPDATE "
+                "SET balance_cents = ledger_balances.balance_cents + excluded.balance_cents"
+            ),
+            [{"account": a, "delta": d} for a, d in sorted(deltas.items())],
+        )
     return txn
 
 
