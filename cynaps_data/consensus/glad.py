@@ -12,13 +12,17 @@ Priors: :math:`\alpha_w \sim N(\mu_\alpha, 1)`, :math:`\beta_t \sim N(\mu_\beta,
 (both means 1, crowd-kit's defaults); class priors uniform (``learn_priors=False``, as in
 GLAD and crowd-kit) or re-estimated each iteration.
 
-EM: the E-step is exact (:math:`\log q_{tc}` = log prior + sum of log-likelihoods, via
-``bincount``); the M-step maximises the expected complete log-likelihood
+EM as in crowd-kit 1.4.2: the E-step is exact (:math:`\log q_{tc}` = log prior + sum of
+log-likelihoods, via ``bincount``); the M-step maximises the expected complete log-likelihood
 :math:`Q=\sum_{(t,w,y)} [p\log\sigma(x) + (1-p)\log\frac{1-\sigma(x)}{K-1}] - \frac12\|\alpha-\mu_\alpha\|^2
-- \frac12\|\beta-\mu_\beta\|^2`, :math:`p = q_{ty}`, with ``m_step_iter`` rounds of damped
-block-diagonal Gauss-Newton steps on :math:`\alpha` then :math:`\beta`
-(:math:`\partial Q/\partial x = p-\sigma(x)`). Everything is O(answers) per step; no task x
-worker matrix is formed. ``loss_history_`` holds :math:`Q` per answer.
+- \frac12\|\beta-\mu_\beta\|^2`, :math:`p = q_{ty}`, by conjugate gradient on
+:math:`(\alpha, \beta)` jointly (``m_step="cg"``: scipy's CG, ``m_step_max_iter=25``,
+``m_step_tol=1e-2``, crowd-kit's settings), or by ``m_step_iter`` rounds of damped
+block-diagonal Gauss-Newton steps (``m_step="newton"``: cheaper, but it climbs further per
+EM step than crowd-kit's loose CG, which cost 6.5 points on relevance_s4). EM stops when
+:math:`Q` per (answer, class) pair -- crowd-kit's normalisation -- rises by less than ``tol``.
+Everything is O(answers) per step; no task x worker matrix is formed. ``loss_history_`` holds
+that loss.
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.optimize import minimize
 from scipy.special import expit, log_expit
+from threadpoolctl import threadpool_limits
 
+from ..errors import ValidationError
 from ._base import (
     ArrayResult,
     BaseAggregator,
@@ -57,10 +64,15 @@ def glad_arrays(
     alphas_prior_mean: float = 1.0,
     betas_prior_mean: float = 1.0,
     learn_priors: bool = False,
+    m_step: str = "cg",
+    m_step_max_iter: int = 25,
+    m_step_tol: float = 1e-2,
     gold: np.ndarray | None = None,
     random_state: Any = 0,
 ) -> ArrayResult:
     """GLAD on integer codes; see the module docstring."""
+    if m_step not in ("cg", "newton"):
+        raise ValidationError(f"m_step must be 'cg' or 'newton', got {m_step!r}", param="m_step")
     t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
     n = t.size
     ty = t * k + y
@@ -79,33 +91,57 @@ def glad_arrays(
         logits = delta + base[:, None] + log_pi
         return fix_gold(softmax_rows(logits), gold)
 
-    def q_value(p: np.ndarray) -> float:
-        x = alpha[w] * np.exp(beta[t])
-        val = np.sum(p * log_expit(x) + (1 - p) * (log_expit(-x) - log_km1))
-        val -= 0.5 * np.sum((alpha - alphas_prior_mean) ** 2)
-        val -= 0.5 * np.sum((beta - betas_prior_mean) ** 2)
-        return float(val) / n
+    def neg_q_and_grad(xv: np.ndarray, p: np.ndarray) -> tuple[float, np.ndarray]:
+        """-Q and its gradient at ``xv = [alpha, beta]`` for fixed posteriors ``p``."""
+        a_, b_ = xv[:n_w], xv[n_w:]
+        eb = np.exp(b_)[t]  # exp per task, then gather: fewer exps than answers
+        x = a_[w] * eb
+        ls = log_expit(x)  # log sigma(x); log(1 - sigma(x)) = ls - x
+        # sum p ls + (1 - p)(ls - x - log(K-1)) = sum ls - (1 - p)(x + log(K-1))
+        val = np.einsum("i->", ls) - np.einsum("i,i->", 1 - p, x) - log_km1 * (n - p.sum())
+        da, db = a_ - alphas_prior_mean, b_ - betas_prior_mean
+        val -= 0.5 * (np.einsum("i,i->", da, da) + np.einsum("i,i->", db, db))
+        r = p - np.exp(ls)
+        ga = np.bincount(w, weights=r * eb, minlength=n_w) - da
+        gb = np.bincount(t, weights=r * x, minlength=n_t) - db
+        return -float(val), -np.concatenate([ga, gb])
 
     q = e_step()
     prev = -np.inf
     it = 0
     for it in range(1, n_iter + 1):  # noqa: B007
         p = q.ravel()[ty]
-        for _ in range(m_step_iter):
-            eb = np.exp(beta[t])
-            s = expit(alpha[w] * eb)
-            g = np.bincount(w, weights=(p - s) * eb, minlength=n_w) - (alpha - alphas_prior_mean)
-            h = np.bincount(w, weights=s * (1 - s) * eb * eb, minlength=n_w) + 1.0
-            alpha += np.clip(g / h, -2.0, 2.0)
-            x = alpha[w] * eb
-            s = expit(x)
-            g = np.bincount(t, weights=(p - s) * x, minlength=n_t) - (beta - betas_prior_mean)
-            h = np.bincount(t, weights=s * (1 - s) * x * x, minlength=n_t) + 1.0
-            beta += np.clip(g / h, -1.0, 1.0)
+        if m_step == "cg":  # crowd-kit's M-step: conjugate gradient on (alpha, beta) jointly
+            with threadpool_limits(1):  # scipy's CG does many small BLAS dots: threads only stall
+                res = minimize(
+                    neg_q_and_grad,
+                    np.concatenate([alpha, beta]),
+                    args=(p,),
+                    jac=True,
+                    method="CG",
+                    tol=m_step_tol,
+                    options={"maxiter": m_step_max_iter},
+                )
+            alpha, beta = res.x[:n_w].copy(), res.x[n_w:].copy()
+        else:
+            for _ in range(m_step_iter):
+                eb = np.exp(beta[t])
+                s = expit(alpha[w] * eb)
+                g = np.bincount(w, weights=(p - s) * eb, minlength=n_w) - (
+                    alpha - alphas_prior_mean
+                )
+                h = np.bincount(w, weights=s * (1 - s) * eb * eb, minlength=n_w) + 1.0
+                alpha += np.clip(g / h, -2.0, 2.0)
+                x = alpha[w] * eb
+                s = expit(x)
+                g = np.bincount(t, weights=(p - s) * x, minlength=n_t) - (beta - betas_prior_mean)
+                h = np.bincount(t, weights=s * (1 - s) * x * x, minlength=n_t) + 1.0
+                beta += np.clip(g / h, -1.0, 1.0)
         if learn_priors:
             pc = np.maximum(q.sum(axis=0), 1e-10)
             log_pi = np.log(pc / pc.sum())
-        cur = q_value(p)
+        # crowd-kit's loss: Q per (answer, class) row of its long table
+        cur = -neg_q_and_grad(np.concatenate([alpha, beta]), p)[0] / (n * k)
         hist.append(cur)
         q = e_step()
         if cur - prev < tol:
@@ -124,9 +160,10 @@ def glad_arrays(
 
 
 class GLAD(BaseAggregator):
-    """GLAD (worker ability x task difficulty), EM with a Gauss-Newton M-step.
+    """GLAD (worker ability x task difficulty), EM with crowd-kit's conjugate-gradient M-step.
 
-    Parameters: ``n_iter`` (100), ``tol`` (1e-5), ``m_step_iter`` (Newton rounds per M-step),
+    Parameters: ``n_iter`` (100), ``tol`` (1e-5), ``m_step`` ("cg" as crowd-kit, or "newton"),
+    ``m_step_max_iter`` (25) and ``m_step_tol`` (1e-2) for CG, ``m_step_iter`` (Newton rounds),
     ``alphas_prior_mean``/``betas_prior_mean`` (1.0), ``learn_priors`` (False: uniform class
     prior), ``random_state`` (tie-breaking), ``labels``.
 
@@ -143,6 +180,9 @@ class GLAD(BaseAggregator):
         alphas_prior_mean: float = 1.0,
         betas_prior_mean: float = 1.0,
         learn_priors: bool = False,
+        m_step: str = "cg",
+        m_step_max_iter: int = 25,
+        m_step_tol: float = 1e-2,
         random_state: Any = 0,
         labels: Sequence[Hashable] | None = None,
     ) -> None:
@@ -152,6 +192,9 @@ class GLAD(BaseAggregator):
         self.alphas_prior_mean = alphas_prior_mean
         self.betas_prior_mean = betas_prior_mean
         self.learn_priors = learn_priors
+        self.m_step = m_step
+        self.m_step_max_iter = m_step_max_iter
+        self.m_step_tol = m_step_tol
         self.random_state = random_state
         self.labels = labels
 
@@ -169,6 +212,9 @@ class GLAD(BaseAggregator):
             alphas_prior_mean=self.alphas_prior_mean,
             betas_prior_mean=self.betas_prior_mean,
             learn_priors=self.learn_priors,
+            m_step=self.m_step,
+            m_step_max_iter=self.m_step_max_iter,
+            m_step_tol=self.m_step_tol,
             gold=gold,
             random_state=self.random_state,
         )
