@@ -100,6 +100,7 @@ def reopen(db: Database, owner_id: str, project_id: str, body: Any) -> dict:
                     final_label=None,
                     label_source=None,
                     charged=False,
+                    released=False,
                     updated_at=now,
                 )
             )

@@ -115,7 +115,19 @@ def json_records(
 
 
 def release_results(db: Database, owner_id: str, project_id: str) -> int:
-    """The seed's final payment: escrow → annotators for every charged, unpaid judgement."""
+    """The seed's final payment: escrow → annotators for every charged, unpaid judgement.
+
+    Skipped without a write transaction when no task is charged and unreleased (a reopened
+    task is unreleased again until it is final and paid)."""
+    with db.read() as conn:
+        owed = conn.execute(
+            sa.select(tasks.c.id)
+            .where(tasks.c.project_id == project_id, tasks.c.charged, ~tasks.c.released)
+            .limit(1)
+        ).first()
+        if owed is None:
+            project_service.load(conn, owner_id, project_id)  # still a 404 for others
+            return 0
     with db.write() as conn:
         project = project_service.load(conn, owner_id, project_id, lock=True)
         return billing.release_escrow(conn, project)
