@@ -101,10 +101,11 @@ def every_dtype_frame() -> pd.DataFrame:
     )
 
 
-def test_every_dtype_round_trips_through_upload_and_json_export(client):
+@pytest.mark.parametrize("wire_format", ["arrow", "json"])
+def test_every_dtype_round_trips_through_upload_and_json_export(client, wire_format):
     project = make_project(client, labels=LABELS)
     df = every_dtype_frame()
-    result = project.upload_dataframe(df, id_column="id", progress=False)
+    result = project.upload_dataframe(df, id_column="id", progress=False, wire_format=wire_format)
     assert (result.task_count, result.created, result.duplicates, result.failed) == (4, 4, 0, 0)
 
     schema = project.refresh().source_schema
@@ -344,3 +345,48 @@ def test_mixing_schemas_in_one_project_is_refused(client):
     project.upload_dataframe(pd.DataFrame({"text": ["a"]}), progress=False)
     with pytest.raises(IngestError.__mro__[1], match="already holds 1 tasks"):
         project.upload_dataframe(pd.DataFrame({"text": [1]}), progress=False)
+
+
+def _arrow_body(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def test_arrow_batch_endpoint_validates_every_row(client, platform):
+    project = make_project(client, labels=LABELS)
+    url = f"{platform.base_url}/v1/projects/{project.id}/tasks/batch"
+    headers = {
+        "Authorization": client._transport.session.headers["Authorization"],
+        "Content-Type": "application/vnd.apache.arrow.stream",
+    }
+
+    def post(table: pa.Table | bytes) -> requests.Response:
+        body = table if isinstance(table, bytes) else _arrow_body(table)
+        return requests.post(url, data=body, headers=headers, timeout=10)
+
+    good = {"data": ['{"t": 1}', '{"t": 2}'], "external_id": ["a", "b"]}
+    cases = [
+        ({**good, "data": ['{"t": 1}', "[1, 2]"]}, 422, "tasks[1].data"),
+        ({**good, "data": ['{"t": 1}', '{"t": ']}, 422, "tasks[1].data"),
+        ({**good, "external_id": ["a", ""]}, 422, "tasks[1].external_id"),
+        ({**good, "gold": [None, '"bird"']}, 422, "tasks[1].gold"),
+        ({**good, "predictions": ['["cat", "cow"]', None]}, 422, "tasks[0].predictions"),
+        ({**good, "extra": ["x", "y"]}, 422, "Unknown column 'extra'"),
+    ]
+    for columns, status, needle in cases:
+        response = post(pa.table(columns))
+        assert response.status_code == status and needle in response.json()["error"]["message"], (
+            columns,
+            response.text,
+        )
+    bad_body = post(b"not arrow at all")
+    assert bad_body.status_code == 400 and bad_body.json()["error"]["code"] == "invalid_arrow"
+    assert project.refresh().task_count == 0  # nothing half-written
+
+    ok = post(pa.table({**good, "gold": ['"cat"', None]}))
+    assert ok.status_code == 201 and ok.json()["created"] == 2
+    again = post(pa.table(good))
+    assert again.json()["duplicates"] == 2
+    assert {r["external_id"]: r["gold"] for r in project.export()} == {"a": "cat", "b": None}

@@ -23,7 +23,10 @@ reported — as a table naming row, column and value — before anything is sent
 are encoded and sent one at a time (the next batch is encoded while the previous one is in
 flight). Memory stays bounded by a few batches: nothing holds the whole input as Python dicts.
 
-This module never imports the client: the caller passes ``send_batch(body: bytes) -> dict``
+Batches travel as Arrow IPC streams of JSON-text columns (``wire_format="arrow"``, see
+``cynaps_data.server.services.arrow_batch``) or as one JSON document (``"json"``).
+
+This module never imports the client: the caller passes ``send_batch(body, content_type) -> dict``
 and ``put_asset(sha256, data, content_type) -> None``.
 """
 
@@ -53,6 +56,7 @@ if TYPE_CHECKING:
 DEFAULT_BATCH_SIZE = 50_000
 MAX_EXTERNAL_ID = 200
 MAX_RECORDED_FAILURES = 10_000
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
 MAX_BODY_BYTES = 64 * 1024 * 1024  # the platform accepts 256 MiB; keep requests moderate
 ON_ERROR = ("raise", "warn", "skip")
 IMAGE_MAGIC: tuple[tuple[bytes, int, str], ...] = (
@@ -702,13 +706,11 @@ class Encoder:
             refs.append(ref)
         return refs
 
-    def encode(
-        self,
-        batch: pa.RecordBatch,
-        put_asset: Callable[[str, bytes, str], None],
-        source_schema: dict | None = None,
-    ) -> bytes:
-        """One batch as the JSON body of ``POST /v1/projects/{id}/tasks/batch``.
+    def columns(
+        self, batch: pa.RecordBatch, put_asset: Callable[[str, bytes, str], None]
+    ) -> dict[str, pa.Array]:
+        """A batch as wire columns of JSON text: ``data`` (object text), ``external_id`` (plain
+        string), and ``gold`` / ``predictions`` (JSON text or null) when those roles are set.
 
         The JSON text is assembled by Arrow string kernels, one column at a time (see
         :func:`json_fragments`); no Python object is made per row unless a column needs it
@@ -725,30 +727,64 @@ class Encoder:
                 )
             else:
                 fragments[name] = json_fragments(col)
-        data = _object_text(fragments, list(roles.data_columns))
+        out = {"data": _object_text(fragments, list(roles.data_columns))}
         if roles.id_column:
-            ids = json_fragments(batch.column(roles.id_column), as_string=True)
+            out["external_id"] = wire.encode_array(batch.column(roles.id_column)).cast(pa.string())
         else:
+            names = list(roles.data_columns)
             canonical = (
-                data
-                if list(roles.data_columns) == sorted(roles.data_columns)
-                else _object_text(fragments, sorted(fragments))
+                out["data"] if names == sorted(names) else _object_text(fragments, sorted(names))
             )
             sha = hashlib.sha256
-            ids = pa.array(
-                [
-                    '"sha256:' + sha(t.encode()).hexdigest()[:40] + '"'
-                    for t in canonical.to_pylist()
-                ],
+            out["external_id"] = pa.array(
+                ["sha256:" + sha(t.encode()).hexdigest()[:40] for t in canonical.to_pylist()],
                 type=pa.string(),
             )
-        pieces: list[Any] = ['{"data":', data, ',"external_id":', ids]
         if roles.gold_column:
             gold = _labels_column(batch.column(roles.gold_column), self.gold_names)
-            pieces += [',"gold":', json_fragments(gold)]
+            out["gold"] = json_fragments(gold, keep_null=True)
         if roles.prediction_column:
             preds = _labels_column(batch.column(roles.prediction_column), self.pred_names)
-            pieces += [',"predictions":', json_fragments(preds)]
+            out["predictions"] = json_fragments(preds, keep_null=True)
+        return out
+
+    def encode(
+        self,
+        batch: pa.RecordBatch,
+        put_asset: Callable[[str, bytes, str], None],
+        source_schema: dict | None = None,
+        *,
+        wire_format: str = "arrow",
+    ) -> tuple[bytes, str]:
+        """One batch as the body of ``POST /v1/projects/{id}/tasks/batch``: ``(body, content type)``.
+
+        ``"arrow"``: an Arrow IPC stream of the wire columns (the source schema in the schema
+        metadata); ``"json"``: ``{"tasks": [...], "source_schema": ...}``.
+        """
+        cols = self.columns(batch, put_asset)
+        if wire_format == "arrow":
+            meta = (
+                None
+                if source_schema is None
+                else {b"cynaps.source_schema": orjson.dumps(source_schema)}
+            )
+            table = pa.table(cols).replace_schema_metadata(meta)
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            return sink.getvalue().to_pybytes(), ARROW_STREAM
+        plain_ids = self.roles.id_column is not None and pa.types.is_integer(
+            _value_type(batch.column(self.roles.id_column).type)
+        )
+        pieces: list[Any] = [
+            '{"data":',
+            cols["data"],
+            ',"external_id":',
+            _quote(cols["external_id"], plain=plain_ids),
+        ]
+        for key in ("gold", "predictions"):
+            if key in cols:
+                pieces += [f',"{key}":', pc.fill_null(cols[key], "null")]
         pieces.append("},")
         rows = pc.binary_join_element_wise(*pieces, "")
         text = _string_buffer(rows)[:-1]  # drop the last comma
@@ -757,7 +793,11 @@ class Encoder:
             if source_schema is None
             else b'],"source_schema":' + orjson.dumps(source_schema) + b"}"
         )
-        return b'{"tasks":[' + text + tail
+        return b'{"tasks":[' + text + tail, "application/json"
+
+
+def _value_type(dtype: pa.DataType) -> pa.DataType:
+    return dtype.value_type if pa.types.is_dictionary(dtype) else dtype
 
 
 _PLAIN_INT = r"^-?[0-9]+$"
@@ -796,8 +836,11 @@ def _quote(strings: pa.Array, *, plain: bool = False) -> pa.Array:
     return out
 
 
-def json_fragments(arr: pa.Array | pa.ChunkedArray, *, as_string: bool = False) -> pa.Array:
-    """The JSON text of each value of ``arr`` (wire encoding of :mod:`.schema`), never null.
+def json_fragments(
+    arr: pa.Array | pa.ChunkedArray, *, as_string: bool = False, keep_null: bool = False
+) -> pa.Array:
+    """The JSON text of each value of ``arr`` (wire encoding of :mod:`.schema`); nulls become
+    ``null`` (or stay null with ``keep_null``).
 
     ``as_string=True`` makes every value a JSON string (ids). Strings, numbers and booleans
     are formatted by Arrow kernels; nested values go through ``orjson`` one value at a time.
@@ -824,7 +867,7 @@ def json_fragments(arr: pa.Array | pa.ChunkedArray, *, as_string: bool = False) 
         out = pa.array(
             [None if v is None else dumps(v).decode() for v in enc.to_pylist()], type=pa.string()
         )
-    return pc.fill_null(out, "null")
+    return out if keep_null else pc.fill_null(out, "null")
 
 
 def _object_text(fragments: dict[str, pa.Array], keys: Sequence[str]) -> pa.Array:
@@ -916,7 +959,7 @@ def upload(
     labels: list,
     existing_schema: dict | None,
     existing_tasks: int,
-    send_batch: Callable[[bytes], dict],
+    send_batch: Callable[[bytes, str], dict],
     put_asset: Callable[[str, bytes, str], None],
     data_columns: Sequence[str] | None = None,
     id_column: str | None = None,
@@ -926,6 +969,7 @@ def upload(
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_error: str = "raise",
     progress: bool = True,
+    wire_format: str = "arrow",
 ) -> IngestResult:
     """Check the whole source, then send it batch by batch; see the module docstring."""
     if on_error not in ON_ERROR:
@@ -934,6 +978,10 @@ def upload(
         )
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValidationError("batch_size must be a positive integer", param="batch_size")
+    if wire_format not in ("arrow", "json"):
+        raise ValidationError(
+            f"wire_format must be 'arrow' or 'json', got {wire_format!r}", param="wire_format"
+        )
     started = time.perf_counter()
     roles = resolve_roles(
         source,
@@ -1019,16 +1067,20 @@ def upload(
                 offset += n
                 if batch.num_rows == 0:
                     continue
-                for part, body in _bodies(encoder, batch, put_asset, schema_to_send):
+                for part, body, content_type in _bodies(
+                    encoder, batch, put_asset, schema_to_send, wire_format
+                ):
                     schema_to_send = None
                     if pending is not None:
                         collect(pending, pending_rows)
-                    pending, pending_rows = pool.submit(send_batch, body), part
+                    pending, pending_rows = pool.submit(send_batch, body, content_type), part
             if pending is not None:
                 collect(pending, pending_rows)
                 pending = None
             if result.batches == 0:  # nothing to send: still record the schema
-                body = send_batch(orjson.dumps({"tasks": [], "source_schema": source_schema}))
+                body = send_batch(
+                    orjson.dumps({"tasks": [], "source_schema": source_schema}), "application/json"
+                )
                 result.project_task_count = body["project_task_count"]
         finally:
             if pending is not None and not pending.done():
@@ -1044,15 +1096,17 @@ def _bodies(
     batch: pa.RecordBatch,
     put_asset: Callable[[str, bytes, str], None],
     source_schema: dict | None,
-) -> Iterator[tuple[int, bytes]]:
-    """``(rows, JSON body)`` for a batch, halved until each body is under :data:`MAX_BODY_BYTES`."""
-    body = encoder.encode(batch, put_asset, source_schema)
+    wire_format: str,
+) -> Iterator[tuple[int, bytes, str]]:
+    """``(rows, body, content type)`` for a batch, halved until each body is under
+    :data:`MAX_BODY_BYTES`."""
+    body, content_type = encoder.encode(batch, put_asset, source_schema, wire_format=wire_format)
     if len(body) <= MAX_BODY_BYTES or batch.num_rows == 1:
-        yield batch.num_rows, body
+        yield batch.num_rows, body, content_type
         return
     half = batch.num_rows // 2
-    yield from _bodies(encoder, batch.slice(0, half), put_asset, source_schema)
-    yield from _bodies(encoder, batch.slice(half), put_asset, None)
+    yield from _bodies(encoder, batch.slice(0, half), put_asset, source_schema, wire_format)
+    yield from _bodies(encoder, batch.slice(half), put_asset, None, wire_format)
 
 
 def _check_compatible(existing: dict | None, existing_tasks: int, new: dict) -> None:

@@ -214,9 +214,9 @@ class Project:
         self.refresh()
         path = f"/v1/projects/{self.id}"
 
-        def send_batch(body: bytes) -> dict:
+        def send_batch(body: bytes, content_type: str) -> dict:
             return self._transport.request(
-                "POST", f"{path}/tasks/batch", content=body, content_type="application/json",
+                "POST", f"{path}/tasks/batch", content=body, content_type=content_type,
                 timeout=max(self._transport.timeout, 300),
             )
 
