@@ -275,9 +275,14 @@ def test_dataset_with_image_and_classlabel_uploads_assets_served_as_images(
 
 
 def test_assets_are_scoped_validated_and_hash_named(client, platform, annotator_key):
+    from PIL import Image
+
     project = make_project(client, labels=LABELS)
-    ok = project.upload_dataframe(pd.DataFrame({"picture": [png_bytes("green")]}), progress=False)
-    assert ok.assets_uploaded == 1
+    frame = pd.DataFrame({"picture": [png_bytes("green")], "pil": [Image.new("L", (2, 2), 128)]})
+    ok = project.upload_dataframe(frame, progress=False)
+    assert ok.assets_uploaded == 2  # image bytes and a PIL image (sent as PNG) are both found
+    pil_ref = project.export()[0]["data"]["pil"]
+    assert Image.open(io.BytesIO(project.get_asset(pil_ref["asset"]))).size == (2, 2)
     url = platform.base_url + project.export()[0]["data"]["picture"]["url"]
 
     other = {"Authorization": f"Bearer {platform.create_customer()}"}

@@ -166,38 +166,88 @@ class Project:
         return UploadResult(sent, created, duplicates, project_total, batches)
 
     # -- typed uploads (conversions live in cynaps_data.io.ingest; the HTTP stays here) ------
-    def upload_dataframe(self, df: Any, **options: Any) -> Any:
+    def upload_dataframe(
+        self,
+        df: Any,
+        *,
+        data_columns: list[str] | None = None,
+        id_column: str | None = None,
+        gold_column: str | None = None,
+        prediction_column: str | None = None,
+        image_columns: list[str] | None = None,
+        batch_size: int = 50_000,
+        on_error: str = "raise",
+        progress: bool = True,
+        **options: Any,
+    ) -> Any:
         """Upload a pandas DataFrame, one task per row, with typed columns and column roles.
 
-        Options: ``data_columns`` (default: all columns without another role), ``id_column``
-        (stable id; without it a content hash), ``gold_column``, ``prediction_column``,
-        ``image_columns``, ``batch_size``, ``on_error="raise"|"warn"|"skip"``, ``progress``.
-        Every row is checked before anything is sent; re-running an interrupted upload
-        creates no duplicates. Returns an :class:`~cynaps_data.io.ingest.IngestResult`.
-        See docs/preparing-data.md.
+        ``data_columns`` (default: all columns without another role) are what annotators see;
+        ``id_column`` is a stable id (without it, a content hash); ``gold_column`` holds
+        honeypot labels and ``prediction_column`` model pre-annotations (both checked against
+        the project's labels); ``image_columns`` are uploaded as assets (found automatically
+        for PIL images and image bytes). Every row is checked before anything is sent; bad
+        rows raise (``on_error="raise"``), or are skipped with a warning (``"warn"``) or
+        silently (``"skip"``). Re-running an interrupted upload creates no duplicates.
+        Returns an :class:`~cynaps_data.io.ingest.IngestResult`. See docs/preparing-data.md.
         """
         from ..io import ingest
 
+        roles = dict(data_columns=data_columns, id_column=id_column, gold_column=gold_column,
+                     prediction_column=prediction_column, image_columns=image_columns,
+                     batch_size=batch_size, on_error=on_error, progress=progress)
         columns = list(df.columns) if hasattr(df, "columns") else None
-        return self._ingest(lambda cols: ingest.from_dataframe(df, cols), columns, **options)
+        return self._ingest(lambda cols: ingest.from_dataframe(df, cols), columns, **roles, **options)
 
-    def upload_dataset(self, ds: Any, **options: Any) -> Any:
-        """Upload a ``datasets.Dataset`` or ``IterableDataset`` (same options as
+    def upload_dataset(
+        self,
+        ds: Any,
+        *,
+        data_columns: list[str] | None = None,
+        id_column: str | None = None,
+        gold_column: str | None = None,
+        prediction_column: str | None = None,
+        image_columns: list[str] | None = None,
+        batch_size: int = 50_000,
+        on_error: str = "raise",
+        progress: bool = True,
+        **options: Any,
+    ) -> Any:
+        """Upload a ``datasets.Dataset`` or ``IterableDataset`` (options as in
         :meth:`upload_dataframe`); ``Image`` columns are uploaded as assets, ``ClassLabel`` gold
-        and prediction columns are sent as label names."""
+        and prediction columns are sent as label names, and the Features are kept for export."""
         from ..io import ingest
 
-        return self._ingest(lambda cols: ingest.from_dataset(ds, cols), None, **options)
+        roles = dict(data_columns=data_columns, id_column=id_column, gold_column=gold_column,
+                     prediction_column=prediction_column, image_columns=image_columns,
+                     batch_size=batch_size, on_error=on_error, progress=progress)
+        return self._ingest(lambda cols: ingest.from_dataset(ds, cols), None, **roles, **options)
 
-    def upload_parquet(self, path: Any, **options: Any) -> Any:
-        """Stream a Parquet file (or a directory of them) in record batches (same options as
+    def upload_parquet(
+        self,
+        path: Any,
+        *,
+        data_columns: list[str] | None = None,
+        id_column: str | None = None,
+        gold_column: str | None = None,
+        prediction_column: str | None = None,
+        image_columns: list[str] | None = None,
+        batch_size: int = 50_000,
+        on_error: str = "raise",
+        progress: bool = True,
+        **options: Any,
+    ) -> Any:
+        """Stream a Parquet file (or a directory of them) in record batches (options as in
         :meth:`upload_dataframe`); memory stays bounded by a few batches."""
         from ..io import ingest
 
-        return self._ingest(lambda cols: ingest.from_parquet(path, cols), None, **options)
+        roles = dict(data_columns=data_columns, id_column=id_column, gold_column=gold_column,
+                     prediction_column=prediction_column, image_columns=image_columns,
+                     batch_size=batch_size, on_error=on_error, progress=progress)
+        return self._ingest(lambda cols: ingest.from_parquet(path, cols), None, **roles, **options)
 
     def upload_file(self, path: Any, **options: Any) -> Any:
-        """Upload a ``.parquet`` file or directory, ``.csv`` or ``.jsonl`` file (same options as
+        """Upload a ``.parquet`` file or directory, ``.csv`` or ``.jsonl`` file (options as in
         :meth:`upload_dataframe`); what ``cynaps upload FILE --project ID`` runs."""
         from ..io import ingest
 
