@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 import orjson
 import sqlalchemy as sa
-from fastapi.responses import Response
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
+from . import api_schema
 from .db import Database
 from .middleware import Idempotency, RateLimiter, RequestContext
 from .problems import Problem
@@ -19,13 +20,47 @@ from .settings import Settings
 log = logging.getLogger("cynaps_data.server")
 
 
-class ORJSONResponse(Response):
+class ORJSONResponse(JSONResponse):
     """JSON rendered with orjson (numpy scalars and non-str keys allowed)."""
 
     media_type = "application/json"
 
     def render(self, content: object) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["type", "code", "message"],
+            "properties": {
+                "type": {"type": "string"},
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "param": {"type": "string"},
+            },
+        }
+    },
+}
+#: Every route may answer with one of these, always in the ``{"error": {...}}`` shape.
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    for status, text in {
+        400: "Malformed request (invalid JSON or UTF-8)",
+        401: "Missing or invalid API key",
+        402: "Insufficient credits, or a declined payment",
+        403: "The key's role may not call this endpoint",
+        404: "No such resource for this API key",
+        409: "Not allowed in the resource's current state, or an Idempotency-Key conflict",
+        413: "Body or batch too large",
+        422: "Invalid input; the message names the field",
+        429: "Rate limited; see Retry-After",
+        500: "The platform failed; the request may be retried",
+    }.items()
+}
 
 
 def _problem_response(request: Request, problem: Problem) -> ORJSONResponse:
@@ -41,11 +76,13 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         title="Cynaps platform (local reference server)",
         version="1",
         default_response_class=ORJSONResponse,
+        responses=ERROR_RESPONSES,
         docs_url="/docs",
         redoc_url=None,
     )
     app.state.db = db
     app.state.settings = settings
+    api_schema.install(app, _problem_response)
     for module in (accounts, projects, tasks, assets, billing, exports, imports, annotator, ui):
         app.include_router(module.router)
 

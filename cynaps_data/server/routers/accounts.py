@@ -25,6 +25,9 @@ def add_annotator(db: DB, settings: AppSettings, caller: Customer, body: Body) -
     """Add an annotator or expert to the caller's team; returns its key (shown once)."""
     if not isinstance(body, dict):
         raise invalid("The body must be an object with 'name' and 'role'")
+    unknown = sorted(set(body) - {"name", "role"})
+    if unknown:
+        raise invalid(f"Unknown field {unknown[0]!r}; send 'name' and 'role'", param=unknown[0])
     role = body.get("role", "annotator")
     if role not in ("annotator", "expert"):
         raise invalid("role must be 'annotator' or 'expert'", param="role")

@@ -26,6 +26,8 @@ def create(db: Database, owner_id: str, body: dict[str, Any]) -> dict:
     if len(name) > MAX_NAME:
         raise invalid(f"name is longer than {MAX_NAME} characters", param="name")
     type_name = body.get("annotation_type", "classification")
+    if not isinstance(type_name, str):
+        raise invalid("annotation_type must be a string such as 'classification'", param="annotation_type")
     try:
         atype = get_type(type_name)
     except KeyError as exc:
@@ -34,7 +36,9 @@ def create(db: Database, owner_id: str, body: dict[str, Any]) -> dict:
         labels = atype.validate_labels(body.get("labels"))
     except ValueError as exc:
         raise invalid(str(exc), param="labels") from None
-    instructions = body.get("instructions") or ""
+    instructions = body.get("instructions")
+    if instructions is None:
+        instructions = ""
     if not isinstance(instructions, str) or len(instructions) > MAX_INSTRUCTIONS:
         raise invalid(
             f"instructions must be a string of at most {MAX_INSTRUCTIONS} characters",

@@ -55,7 +55,7 @@ def validate_quality(raw: Any) -> dict:
         )
     mx = q["max_annotators"]
     if mx is None:
-        mx = m + 2
+        mx = min(m + 2, 50)
     if isinstance(mx, bool) or not isinstance(mx, int) or not m <= mx <= 50:
         raise invalid(
             f"max_annotators must be an integer from min_annotators to 50, got {mx!r}",
