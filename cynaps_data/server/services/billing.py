@@ -135,11 +135,12 @@ def charge_task(conn: sa.Connection, project: Any, task_id: int, n: int, expert:
     unbilled = sa.and_(judgements.c.task_id == task_id, ~judgements.c.billed)
     price = task_charge_cents(project.annotation_type, 1, False)
     expert_fee = task_charge_cents(project.annotation_type, 0, True)
+    # claim the unbilled judgements and learn their roles in one statement: a concurrent charge
+    # of the same task (PostgreSQL, READ COMMITTED) re-checks ``billed`` and claims none
     roles = conn.execute(
-        sa.select(judgements.c.role, sa.func.count()).where(unbilled).group_by(judgements.c.role)
-    ).all()
-    cents = sum(int(k) * (expert_fee if role == "expert" else price) for role, k in roles)
-    conn.execute(judgements.update().where(unbilled).values(billed=True))
+        judgements.update().where(unbilled).values(billed=True).returning(judgements.c.role)
+    ).scalars().all()
+    cents = sum(expert_fee if role == "expert" else price for role in roles)
     customer = ledger.customer(project.owner_id)
     hold = ledger.deposit_hold(project.id)
     available = ledger.balance(conn, customer)
