@@ -181,3 +181,55 @@ def test_two_platforms_share_one_postgresql_database() -> None:
             assert sorted(answers) == [200, 402], answers
             balance = requests.get(bases[1] + "/v1/billing/balance", headers=h, timeout=30).json()
             assert balance["available_cents"] == 0
+
+
+def test_seed_quick_start_runs_on_postgresql() -> None:
+    """The seed's whole flow with the sandbox workforce, on PostgreSQL: upload, quote (150.00),
+    pay, start, simulated annotators and expert finish it, export; the ledger balances."""
+    import cynaps_data as cynaps
+    from cynaps_data.server.settings import WorkforceSettings
+    from cynaps_data.server.tables import ledger_entries
+
+    from .conftest import SEED_LABELS
+
+    with fresh_postgres_database("cynaps_seed") as raw_url:
+        settings = Settings(database_url=database_url(raw_url))
+        workforce = WorkforceSettings(annotators=4, experts=1, seconds_per_judgement=0.02)
+        with (
+            LocalPlatform(settings=settings, workforce=workforce) as p,
+            cynaps.Client(api_key=p.create_customer(), base_url=p.base_url) as client,
+        ):
+            project = client.projects.create(
+                name="Product Categorization",
+                annotation_type="classification",
+                labels=SEED_LABELS,
+                instructions="Pick the category.",
+                quality_settings={
+                    "min_annotators": 3,
+                    "consensus_threshold": 0.66,
+                    "enable_expert_review": True,
+                },
+            )
+            project.upload_tasks(
+                [
+                    {"text": "Wireless headphones with noise cancellation"},
+                    {"text": "Cotton t-shirt, blue, size M"},
+                    {"text": "Garden hose, 50 ft"},
+                ]
+            )
+            assert project.calculate_deposit().amount == "150.00"
+            project.pay_deposit(payment_method="razorpay")
+            project.start()
+            status = project.wait(poll_interval=0.2, timeout=120, progress=False)
+            assert status.is_complete and status.completed == 3
+            results = project.export(format="json")
+            assert len(results) == 3
+            assert all(r["annotations"][0]["result"]["value"] in SEED_LABELS for r in results)
+            with p.db.read() as conn:
+                total = conn.execute(sa.select(sa.func.sum(ledger_entries.c.amount_cents))).scalar()
+                held = conn.execute(
+                    sa.select(
+                        sa.func.coalesce(sa.func.sum(ledger_entries.c.amount_cents), 0)
+                    ).where(ledger_entries.c.account == f"deposit_hold:{project.id}")
+                ).scalar()
+            assert total == 0 and held == 0
