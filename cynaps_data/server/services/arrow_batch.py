@@ -16,19 +16,20 @@ column                    content
 The schema metadata key ``cynaps.source_schema`` may carry the source schema (JSON) that the
 JSON body sends as ``"source_schema"``. Every row is validated (data must parse to an object;
 gold and predictions through the same :class:`~.tasks.ItemValidator` as the JSON path) before one
-``executemany`` with ``ON CONFLICT (project_id, external_id) DO NOTHING`` stores the batch, whole
+``executemany`` (batch-wide values as literals) with ``ON CONFLICT (project_id, external_id) DO NOTHING`` stores the batch, whole
 or not at all. Errors name the row like the JSON path does (``tasks[i].field``).
 """
 
 from __future__ import annotations
 
+import re
 import time
-from itertools import repeat
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import sqlalchemy as sa
 
 from ..db import Database
 from ..problems import Problem, invalid
@@ -94,7 +95,8 @@ def _column(table: pa.Table, name: str) -> list:
 
 
 def build_rows(project: Any, table: pa.Table) -> list[tuple]:
-    """Validate every row and return insert rows; the first bad row raises, naming it."""
+    """Validate every row; returns ``(external_id, data)`` rows, or ``(external_id, data, gold,
+    predictions)`` when any row has gold or predictions. The first bad row raises, naming it."""
     data = table.column("data")
     nulls = data.null_count
     if nulls:
@@ -142,9 +144,54 @@ def build_rows(project: Any, table: pa.Table) -> list[tuple]:
             except orjson.JSONDecodeError:
                 raise rules._bad(i, "must be JSON text", field) from None
             values[i] = check(i, value)
-    pid = project.id
-    needed = project.quality_settings["min_annotators"]
-    return list(zip(repeat(pid), ids, texts, golds, preds, repeat(needed), repeat(time.time())))
+    if any(g is not None for g in golds) or any(p is not None for p in preds):
+        return list(zip(ids, texts, golds, preds, strict=True))
+    return list(zip(ids, texts, strict=True))
+
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_]{1,40}$")
+
+
+def insert_rows(conn: sa.Connection, project: Any, rows: list[tuple]) -> int:
+    """Insert ``(external_id, data[, gold, predictions])`` rows, skipping existing ids; returns
+    rows created. Same columns and conflict rule as :func:`.tasks.insert_rows`, but the values
+    shared by the batch are SQL literals, so each row binds 2 or 4 parameters instead of 7
+    (about twice the insert rate on SQLite)."""
+    if not rows:
+        return 0
+    pid, needed, now = (
+        project.id,
+        int(project.quality_settings["min_annotators"]),
+        float(time.time()),
+    )
+    if not _SAFE_ID.match(pid):  # never happens with platform ids; keep the bound-parameter path
+        full = [
+            (
+                pid,
+                r[0],
+                r[1],
+                r[2] if len(r) > 2 else None,
+                r[3] if len(r) > 2 else None,
+                needed,
+                now,
+            )
+            for r in rows
+        ]
+        return rules.insert_rows(conn, full)
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    extras = f"{mark}, {mark}" if len(rows[0]) > 2 else "NULL, NULL"
+    sql = (
+        "INSERT INTO tasks (project_id, external_id, data, gold, predictions, needed, updated_at,"
+        " status, n_judgements, charged, released) VALUES "
+        f"('{pid}', {mark}, {mark}, {extras}, {needed}, {now!r}, 'pending', 0, false, false) "
+        "ON CONFLICT (project_id, external_id) DO NOTHING"
+    )
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.executemany(sql, rows)
+        return cursor.rowcount
+    finally:
+        cursor.close()
 
 
 def upload(db: Database, owner_id: str, project_id: str, raw: bytes, max_tasks: int) -> dict:
@@ -157,5 +204,5 @@ def upload(db: Database, owner_id: str, project_id: str, raw: bytes, max_tasks: 
     with db.write() as conn:
         project = project_service.load(conn, owner_id, project_id, lock=True)
         rules._check_state(project)  # re-checked inside the write lock
-        created = rules.insert_rows(conn, rows)
+        created = insert_rows(conn, project, rows)
         return rules._finish(conn, project_id, len(rows), created, source_schema)
