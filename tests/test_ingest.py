@@ -395,3 +395,31 @@ def test_arrow_batch_endpoint_validates_every_row(client, platform):
     again = post(pa.table(good))
     assert again.json()["duplicates"] == 2
     assert {r["external_id"]: r["gold"] for r in project.export()} == {"a": "cat", "b": None}
+
+
+@pytest.mark.parametrize("wire_format", ["arrow", "json"])
+def test_typed_upload_on_each_storage_backend(backend_platform, wire_format):
+    import cynaps_data as cynaps
+
+    key = backend_platform.create_customer()
+    with cynaps.Client(api_key=key, base_url=backend_platform.base_url, max_retries=0) as c:
+        project = make_project(c, labels=LABELS)
+        df = pd.DataFrame({"id": [1, 2, 3], "text": ["a", "b", None], "gold": ["cat", None, "dog"]})
+        first = project.upload_dataframe(
+            df, id_column="id", gold_column="gold", progress=False, wire_format=wire_format
+        )
+        again = project.upload_dataframe(
+            df, id_column="id", gold_column="gold", progress=False, wire_format=wire_format
+        )
+        assert (first.created, again.created, again.duplicates) == (3, 0, 3)
+        records = {r["external_id"]: r for r in project.export()}
+        assert {k: (r["data"]["text"], r["gold"]) for k, r in records.items()} == {
+            "1": ("a", "cat"),
+            "2": ("b", None),
+            "3": (None, "dog"),
+        }
+        plain = make_project(c, labels=LABELS)
+        assert (
+            plain.upload_dataframe(df[["text"]], progress=False, wire_format=wire_format).created
+            == 3
+        )
