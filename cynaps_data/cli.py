@@ -1,4 +1,4 @@
-"""The ``cynaps`` command: ``quickstart``, ``serve``, ``annotators``."""
+"""The ``cynaps`` command: ``quickstart``, ``serve``, ``annotators``, ``upload``."""
 
 from __future__ import annotations
 
