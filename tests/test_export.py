@@ -295,3 +295,63 @@ def test_dataset_export_restores_images_and_features(client):
     for i in range(3):
         assert np.array_equal(np.array(out[i]["image"]), np.array(images[i]))
     assert out["caption"] == ["a", "b", "c"]
+
+
+def test_vote_summary_matches_judgements(platform, client, finished, monkeypatch):
+    """The wide export reads each task's vote summary (kept by submit, expert decision and
+    import); it equals the export recomputed from the judgement rows, also for worker ids
+    holding the summary's separator (which take the judgement path)."""
+    from cynaps_data.server.services import exports
+
+    project, plan = finished
+    expert = platform.create_member("expert", "Expert", owner_key=client.settings.api_key)
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {expert}"
+    r = session.get(f"{platform.base_url}/v1/review/next", params={"project_id": project.id})
+    assert r.status_code == 200, r.text
+    disputed = r.json()["task_id"]
+    s = session.post(
+        f"{platform.base_url}/v1/review/tasks/{disputed}/decision", json={"label": "bird"}
+    )
+    assert s.status_code == 201, s.text
+    imported = make_project(client, labels=LABELS)
+    imported.import_tasks(
+        [
+            {
+                "data": {"text": "a"},
+                "judgements": [
+                    {"worker": "u1", "label": "cat"},
+                    {"worker": "u2", "label": "dog"},
+                    {"worker": "boss", "label": "dog", "role": "expert"},
+                ],
+            },
+            {"data": {"text": "b"}, "judgements": []},
+            {"data": {"text": "c"}, "judgements": [{"worker": "u2", "label": "bird"}]},
+        ]
+    )
+    odd = make_project(client, labels=LABELS)
+    odd.import_tasks(
+        [
+            {
+                "data": {"text": "x"},
+                "judgements": [
+                    {"worker": "odd\x1eid", "label": "cat"},
+                    {"worker": "u3", "label": "cat"},
+                ],
+            }
+        ]
+    )
+    summary = {p.id: p.to_pandas() for p in (project, imported, odd)}
+    used = []
+    monkeypatch.setattr(exports, "_votes_from_summary", lambda t, labels: used.append(1) or None)
+    for p in (project, imported, odd):
+        recomputed = p.to_pandas()
+        pd.testing.assert_frame_equal(summary[p.id], recomputed)
+    assert len(used) == 3  # the judgement path really ran
+    df = summary[project.id]
+    assert df.loc[disputed, "expert_label"] == "bird" and df.loc[disputed, "label"] == "bird"
+    assert pd.notna(df.loc[disputed, "expert_id"])
+    first = summary[imported.id].iloc[0]
+    assert list(first["annotator_ids"]) == ["u1", "u2"] and first["expert_id"] == "boss"
+    assert summary[imported.id]["n_annotations"].tolist() == [2, 0, 1]
+    assert list(summary[odd.id].iloc[0]["annotator_ids"]) == ["odd\x1eid", "u3"]

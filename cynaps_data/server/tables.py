@@ -45,6 +45,9 @@ projects = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
+#: Ends each entry of ``tasks.vote_values`` / ``tasks.vote_workers`` (U+001E, record separator).
+VOTE_SEPARATOR = "\x1e"
+
 tasks = sa.Table(
     "tasks",
     metadata,
@@ -64,6 +67,13 @@ tasks = sa.Table(
     sa.Column("charged", sa.Boolean, nullable=False, default=False),
     sa.Column("released", sa.Boolean, nullable=False, default=False),
     sa.Column("updated_at", sa.Float, nullable=False, default=0.0),
+    # Vote summary (issue 5, kept with every judgement so the wide export never re-reads them):
+    # the annotator votes' JSON values and annotator ids in judgement order, each followed by
+    # U+001E; the last expert judgement's value and id.
+    sa.Column("vote_values", sa.Text, nullable=False, default="", server_default=""),
+    sa.Column("vote_workers", sa.Text, nullable=False, default="", server_default=""),
+    sa.Column("expert_value", sa.Text, nullable=True),
+    sa.Column("expert_worker", sa.String(40), nullable=True),
     sa.UniqueConstraint("project_id", "external_id", name="uq_task_external_id"),
     sa.Index("ix_tasks_project_status", "project_id", "status"),
 )

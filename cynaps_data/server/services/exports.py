@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from ..db import Database
 from ..problems import invalid
-from ..tables import judgements, tasks
+from ..tables import VOTE_SEPARATOR, judgements, tasks
 from . import billing
 from . import projects as project_service
 
@@ -146,6 +146,10 @@ TASK_COLUMNS: Columns = [
     ("final_label", "coalesce(final_label, '')", pa.string()),
     ("label_source", "coalesce(label_source, '')", pa.string()),
     ("updated_us", "CAST(round(updated_at * 1000000) AS INTEGER)", pa.int64()),
+    ("vote_values", "vote_values", pa.string()),
+    ("vote_workers", "vote_workers", pa.string()),
+    ("expert_value", "coalesce(expert_value, '')", pa.string()),
+    ("expert_worker", "coalesce(expert_worker, '')", pa.string()),
 ]
 VOTE_COLUMNS: Columns = [
     ("id", "id", pa.int64()),
@@ -403,6 +407,69 @@ def _check_since(since: float | None) -> None:
         raise invalid("since must be a finite timestamp (seconds since the epoch)", param="since")
 
 
+Votes = tuple[np.ndarray, np.ndarray, pa.Array, np.ndarray, pa.Array]
+
+
+def _entries(column: Any) -> tuple[np.ndarray, pa.Array] | None:
+    """Entries per row and the entries of a summary column (each entry ends with U+001E);
+    ``None`` when a row does not end with the separator."""
+    lists = pc.split_pattern(_as_string_array(column), VOTE_SEPARATOR)
+    flat = pc.list_flatten(lists)
+    ends = lists.offsets.to_numpy()[1:] - 1  # the '' after each row's last separator
+    if len(ends) and not pc.all(pc.equal(flat.take(pa.array(ends)), "")).as_py():
+        return None
+    keep = np.ones(len(flat), dtype=bool)
+    keep[ends] = False
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype("int64") - 1
+    return lengths, flat.filter(pa.array(keep))
+
+
+def _votes_from_summary(t: pa.Table, labels: list) -> Votes | None:
+    """(task position, label code, annotator id) per annotator vote in task then judgement
+    order, and per task the expert's label code and id, from the tasks' vote summary columns.
+    ``None`` when a worker id holds the separator (the summary cannot be split)."""
+    values, workers = _entries(t["vote_values"]), _entries(t["vote_workers"])
+    if values is None or workers is None or not np.array_equal(values[0], workers[0]):
+        return None
+    lengths, flat_values = values
+    pos = np.repeat(np.arange(t.num_rows, dtype="int64"), lengths)
+    expert_value = _as_string_array(t["expert_value"])
+    no_expert = pc.equal(expert_value, "")
+    expert_id = pc.if_else(
+        no_expert, pa.scalar(None, pa.string()), _as_string_array(t["expert_worker"])
+    )
+    return pos, _codes(flat_values, labels), workers[1], _codes(expert_value, labels), expert_id
+
+
+def _votes_from_judgements(task_ids: np.ndarray, j: pa.Table, labels: list) -> Votes:
+    """The same as :func:`_votes_from_summary`, from the judgement rows (ordered by id)."""
+    task_ids = np.asarray(task_ids, dtype="int64")
+    n = len(task_ids)
+    pos = (
+        np.searchsorted(task_ids, np.asarray(j["task_id"].to_numpy(), dtype="int64"))
+        if n
+        else np.zeros(0, "int64")
+    )
+    j_codes = _codes(j["value"], labels)
+    worker = _as_string_array(j["annotator_id"])
+    is_expert = pc.equal(j["role"], "expert").to_numpy(zero_copy_only=False).astype(bool)
+    votes = ~is_expert
+    order = np.argsort(pos[votes], kind="stable")
+    workers = worker.filter(pa.array(votes)).take(pa.array(order))
+    # the expert's verdict (last expert judgement of the task)
+    expert_code = np.full(n, -1, dtype="int32")
+    expert_row = np.full(n, -1, dtype="int64")
+    expert_rows = np.flatnonzero(is_expert)
+    expert_code[pos[expert_rows]] = j_codes[expert_rows]
+    expert_row[pos[expert_rows]] = expert_rows
+    expert_id = (
+        worker.take(pa.array(np.where(expert_row < 0, 0, expert_row), mask=expert_row < 0))
+        if len(worker)
+        else pa.nulls(n, pa.string())
+    )
+    return pos[votes][order], j_codes[votes][order], workers, expert_code, expert_id
+
+
 def arrow_tasks(
     db: Database, owner_id: str, project_id: str, *, since: float | None = None
 ) -> pa.Table:
@@ -424,34 +491,30 @@ def arrow_tasks(
     labels = list(project.labels)
     where = "project_id = ?" + (" AND updated_at > ?" if since is not None else "")
     params = (project_id,) if since is None else (project_id, since)
-    j_where = "project_id = ?" + (
-        " AND task_id IN (SELECT id FROM tasks WHERE project_id = ? AND updated_at > ?)"
-        if since is not None
-        else ""
-    )
-    j_params = (project_id,) if since is None else (project_id, project_id, since)
     with _reader(db) as query:
         t = query("tasks", where, params, TASK_COLUMNS)
-        j = query("judgements", j_where, j_params, VOTE_COLUMNS)
+        votes = _votes_from_summary(t, labels)
+        if votes is None:  # a worker id holding the separator: read the judgements instead
+            j_where = "project_id = ?" + (
+                " AND task_id IN (SELECT id FROM tasks WHERE project_id = ? AND updated_at > ?)"
+                if since is not None
+                else ""
+            )
+            j_params = (project_id,) if since is None else (project_id, project_id, since)
+            votes = _votes_from_judgements(
+                t["id"].to_numpy(), query("judgements", j_where, j_params, VOTE_COLUMNS), labels
+            )
+    pos, vote_codes, workers, expert_code, expert_id = votes
     ids = t["id"].to_numpy()
     external = _null_if(t["external_id"], "")
     data, gold, status, final = t["data"], t["gold"], t["status"], t["final_label"]
     source = _null_if(t["label_source"], "").fill_null("none")
     updated = t["updated_us"].to_numpy() / 1e6
-    j_task, j_value = j["task_id"].to_numpy(), j["value"]
-    j_worker = j["annotator_id"]
     task_ids = np.asarray(ids, dtype="int64")
     n, k = len(task_ids), len(labels)
-    pos = (
-        np.searchsorted(task_ids, np.asarray(j_task, dtype="int64")) if n else np.zeros(0, "int64")
-    )
-    j_codes = _codes(j_value, labels)
-    is_expert = pc.equal(j["role"], "expert").to_numpy(zero_copy_only=False).astype(bool)
-    votes = ~is_expert
-    counts = np.bincount(
-        pos[votes & (j_codes >= 0)] * k + j_codes[votes & (j_codes >= 0)], minlength=n * k
-    ).reshape(n, k)
-    n_votes = np.bincount(pos[votes], minlength=n).astype("int64")
+    known = vote_codes >= 0
+    counts = np.bincount(pos[known] * k + vote_codes[known], minlength=n * k).reshape(n, k)
+    n_votes = np.bincount(pos, minlength=n).astype("int64")
     with np.errstate(invalid="ignore", divide="ignore"):
         shares = counts / n_votes[:, None]
     no_votes = n_votes == 0
@@ -465,24 +528,8 @@ def arrow_tasks(
         confidence = np.where(
             (label_codes >= 0) & ~no_votes, picked / np.maximum(n_votes, 1), np.nan
         )
-    # annotator ids per task, in judgement order
-    worker = _as_string_array(j_worker)
-    order = np.argsort(pos[votes], kind="stable")
     offsets = np.concatenate([[0], np.cumsum(n_votes)]).astype("int32")
-    annotator_ids = pa.ListArray.from_arrays(
-        pa.array(offsets), worker.filter(pa.array(votes)).take(pa.array(order))
-    )
-    # the expert's verdict (last expert judgement of the task)
-    expert_code = np.full(n, -1, dtype="int32")
-    expert_row = np.full(n, -1, dtype="int64")
-    expert_rows = np.flatnonzero(is_expert)
-    expert_code[pos[expert_rows]] = j_codes[expert_rows]
-    expert_row[pos[expert_rows]] = expert_rows
-    expert_id = (
-        worker.take(pa.array(np.where(expert_row < 0, 0, expert_row), mask=expert_row < 0))
-        if len(worker)
-        else pa.nulls(n, pa.string())
-    )
+    annotator_ids = pa.ListArray.from_arrays(pa.array(offsets), workers)
 
     share_fields = [pa.array(shares[:, i], pa.float64(), mask=no_votes) for i in range(k)]
     vote_distribution = (

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from ...types import get_type
 from ..db import Database
 from ..problems import invalid
-from ..tables import tasks
+from ..tables import VOTE_SEPARATOR, tasks
 from . import projects as project_service
 from .quality import decide
 from .tasks import _bad, _check_state, build_rows, parse_batch
@@ -130,6 +130,18 @@ def _task_state(votes: list[tuple], labels: list, quality: dict) -> dict:
     }
 
 
+def _vote_summary(votes: list[tuple]) -> dict:
+    """The task's vote summary columns (see ``tables.tasks``) from its (worker, role, value, ...)."""
+    annotators = [v for v in votes if v[1] == "annotator"]
+    experts = [v for v in votes if v[1] == "expert"]
+    return {
+        "vote_values": "".join(v[2] + VOTE_SEPARATOR for v in annotators),
+        "vote_workers": "".join(v[0] + VOTE_SEPARATOR for v in annotators),
+        "expert_value": experts[-1][2] if experts else None,
+        "expert_worker": experts[-1][0] if experts else None,
+    }
+
+
 def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_tasks: int) -> dict:
     """Validate a batch of items with judgements, then insert tasks and judgements at once."""
     items = parse_batch(body, max_tasks)
@@ -166,6 +178,7 @@ def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_ta
                     "gold": gold,
                     "predictions": preds,
                     "n_judgements": sum(1 for v in votes[idx] if v[1] == "annotator"),
+                    **_vote_summary(votes[idx]),
                     "charged": False,
                     "released": False,
                     "updated_at": now,

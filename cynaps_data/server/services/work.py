@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from ...types import get_type
 from ..db import Database
 from ..problems import Problem, forbidden, invalid, not_found
-from ..tables import assignments, judgements, projects, skips, tasks
+from ..tables import VOTE_SEPARATOR, assignments, judgements, projects, skips, tasks
 from . import billing
 from . import projects as project_service
 from .accounts import Principal
@@ -176,7 +176,8 @@ _VOTES_SQL = sa.text(
 )
 _UPDATE_TASK_SQL = sa.text(
     "UPDATE tasks SET n_judgements = :n, needed = :needed, status = :status,"
-    " agreement = :agreement, final_label = :final, label_source = :source, updated_at = :now"
+    " agreement = :agreement, final_label = :final, label_source = :source, updated_at = :now,"
+    " vote_values = vote_values || :vote_value, vote_workers = vote_workers || :vote_worker"
     " WHERE id = :task"
 )
 _INSERT_JUDGEMENT = judgements.insert()
@@ -337,6 +338,7 @@ def submit(
         except ValueError as exc:
             raise invalid(str(exc), param="label") from None
         conn.execute(_RELEASE_SQL, {"task": task_id, "me": me})
+        encoded = orjson.dumps(value).decode()
         conn.execute(
             _INSERT_JUDGEMENT,
             {
@@ -344,7 +346,7 @@ def submit(
                 "project_id": row.project_id,
                 "annotator_id": me,
                 "role": "annotator",
-                "value": orjson.dumps(value).decode(),
+                "value": encoded,
                 "duration": duration,
                 "created_at": now,
             },
@@ -365,6 +367,9 @@ def submit(
                 "final": None if decision.final_label is None else orjson.dumps(decision.final_label).decode(),
                 "source": decision.label_source,
                 "now": now,
+                # the task's vote summary (read by the wide export), see tables.tasks
+                "vote_value": encoded + VOTE_SEPARATOR,
+                "vote_worker": me + VOTE_SEPARATOR,
             },
         )
         if decision.status != "pending":
@@ -551,7 +556,8 @@ def decide_review(db: Database, principal: Principal, task_id: int, body: Any) -
         conn.execute(
             tasks.update()
             .where(tasks.c.id == task_id)
-            .values(status="completed", final_label=encoded, label_source="expert", updated_at=now)
+            .values(status="completed", final_label=encoded, label_source="expert", updated_at=now,
+                    expert_value=encoded, expert_worker=me)
         )
         billing.charge_task(conn, project, task_id, task.n_judgements, expert=True)
         project_service.settle(conn, project)
