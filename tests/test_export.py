@@ -15,7 +15,7 @@ import requests
 from cynaps_data import errors
 from cynaps_data.io import export as io_export
 
-from .conftest import make_project
+from .conftest import fresh_postgres_database, make_project
 
 LABELS = ["cat", "dog", "bird"]
 
@@ -355,3 +355,91 @@ def test_vote_summary_matches_judgements(platform, client, finished, monkeypatch
     assert list(first["annotator_ids"]) == ["u1", "u2"] and first["expert_id"] == "boss"
     assert summary[imported.id]["n_annotations"].tolist() == [2, 0, 1]
     assert list(summary[odd.id].iloc[0]["annotator_ids"]) == ["odd\x1eid", "u3"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request, tmp_path):
+    from cynaps_data.server.db import database_url
+
+    if request.param == "sqlite":
+        yield database_url(tmp_path / "old.db")
+    else:
+        with fresh_postgres_database("cynaps_votes") as url:
+            yield database_url(url)
+
+
+def test_migration_backfills_vote_summary(empty_url):
+    """Migration 0005 fills each task's vote summary from its judgements, in id order."""
+    import sqlalchemy as sa
+
+    from cynaps_data.server.db import Database, upgrade
+
+    db = Database(empty_url)
+    try:
+        upgrade(db.engine, "0004")
+        task = (
+            "INSERT INTO tasks (id, project_id, data, status, n_judgements, needed, charged,"
+            " released, updated_at) VALUES (:id, 'p', '{}', 'pending', 0, 3, false, false, 1.0)"
+        )
+        vote = (
+            "INSERT INTO judgements (id, task_id, project_id, annotator_id, role, value,"
+            " created_at) VALUES (:id, :task, 'p', :who, :role, :value, 1.0)"
+        )
+        with db.engine.begin() as conn:
+            conn.execute(sa.text(task), [{"id": 1}, {"id": 2}])
+            conn.execute(
+                sa.text(vote),
+                [
+                    {"id": 5, "task": 1, "who": "b", "role": "annotator", "value": '"dog"'},
+                    {"id": 3, "task": 1, "who": "a", "role": "annotator", "value": '"cat"'},
+                    {"id": 4, "task": 1, "who": "x", "role": "expert", "value": '"cat"'},
+                    {"id": 6, "task": 1, "who": "y", "role": "expert", "value": '"bird"'},
+                ],
+            )
+        db.create_all()
+        with db.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT vote_values, vote_workers, expert_value, expert_worker FROM tasks"
+                    " ORDER BY id"
+                )
+            ).all()
+        assert [tuple(r) for r in rows] == [
+            ('"cat"\x1e"dog"\x1e', "a\x1eb\x1e", '"bird"', "y"),
+            ("", "", None, None),
+        ]
+    finally:
+        db.dispose()
+
+
+def test_vote_summary_on_each_backend(backend_platform, monkeypatch):
+    """Imported votes come back the same from the summary and from the judgements (SQLite and
+    PostgreSQL)."""
+    import cynaps_data as cynaps
+    from cynaps_data.server.services import exports
+
+    with cynaps.Client(
+        api_key=backend_platform.create_customer(),
+        base_url=backend_platform.base_url,
+        max_retries=0,
+    ) as c:
+        project = make_project(c, labels=LABELS)
+        project.import_tasks(
+            [
+                {
+                    "data": {"text": f"t{i}"},
+                    "judgements": [
+                        {"worker": f"w{(i + k) % 4}", "label": LABELS[(i * k) % 3]}
+                        for k in range(i % 4)
+                    ]
+                    + ([{"worker": "e", "label": "cat", "role": "expert"}] if i % 5 == 0 else []),
+                }
+                for i in range(30)
+            ]
+        )
+        summary = project.to_pandas()
+        monkeypatch.setattr(exports, "_votes_from_summary", lambda t, labels: None)
+        pd.testing.assert_frame_equal(summary, project.to_pandas())
+        assert summary["n_annotations"].tolist() == [i % 4 for i in range(30)]
+        long = project.to_pandas("long")
+        assert len(long) == sum(i % 4 for i in range(30)) + 6

@@ -145,7 +145,7 @@ TASK_COLUMNS: Columns = [
     ("status", "status", pa.string()),
     ("final_label", "coalesce(final_label, '')", pa.string()),
     ("label_source", "coalesce(label_source, '')", pa.string()),
-    ("updated_us", "CAST(round(updated_at * 1000000) AS INTEGER)", pa.int64()),
+    ("updated_us", "CAST(round(updated_at * 1000000) AS BIGINT)", pa.int64()),
     ("vote_values", "vote_values", pa.string()),
     ("vote_workers", "vote_workers", pa.string()),
     ("expert_value", "coalesce(expert_value, '')", pa.string()),
@@ -160,7 +160,7 @@ VOTE_COLUMNS: Columns = [
 ]
 LONG_COLUMNS: Columns = VOTE_COLUMNS + [
     ("duration", "coalesce(printf('%.17g', duration), '')", pa.float64()),
-    ("created_us", "CAST(round(created_at * 1000000) AS INTEGER)", pa.int64()),
+    ("created_us", "CAST(round(created_at * 1000000) AS BIGINT)", pa.int64()),
     ("origin", "origin", pa.string()),
 ]
 
@@ -195,7 +195,11 @@ def _reader(db: Database) -> Iterator[Callable[[str, str, tuple, Columns], pa.Ta
                 parsed = _query_text(raw, table, where, params, columns, schema)
                 if parsed is not None:
                     return parsed
-            exprs = ", ".join(f"{expr} AS {name}" for name, expr, _ in columns)
+            # (float columns are read as they are: their text form is SQLite's printf)
+            exprs = ", ".join(
+                f"{name if pa.types.is_floating(dtype) else expr} AS {name}"
+                for name, expr, dtype in columns
+            )
             raw.execute(
                 f"SELECT {exprs} FROM {table} WHERE {where} ORDER BY id".replace("?", mark), params
             )
@@ -204,7 +208,7 @@ def _reader(db: Database) -> Iterator[Callable[[str, str, tuple, Columns], pa.Ta
             arrays = []
             for v, (_, _, dtype) in zip(values, columns, strict=True):
                 if pa.types.is_floating(dtype):
-                    v = [None if x == "" else float(x) for x in v]
+                    v = [None if x is None or x == "" else float(x) for x in v]
                 arrays.append(pa.array(v, dtype))
             return pa.table(arrays, schema=schema)
 
