@@ -227,7 +227,8 @@ def _query_text(
     fields = ", ".join(expr for _, expr, _ in columns)
     row = "printf('" + "\x1f".join(["%s"] * len(columns)) + f"', {fields})"
     raw.execute(
-        f"SELECT group_concat(x, char(10)), count(*) FROM (SELECT {row} AS x FROM {table}"
+        # (as a BLOB: the UTF-8 bytes as they are, no Python str decoded and encoded again)
+        f"SELECT CAST(group_concat(x, char(10)) AS BLOB), count(*) FROM (SELECT {row} AS x FROM {table}"
         f" WHERE {where} ORDER BY id)",
         params,
     )
@@ -236,7 +237,7 @@ def _query_text(
         return schema.empty_table()
     try:
         parsed = pa_csv.read_csv(
-            pa.BufferReader(text.encode()),
+            pa.BufferReader(text),
             read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=16 << 20),
             parse_options=pa_csv.ParseOptions(
                 delimiter="\x1f", quote_char=False, escape_char=False
