@@ -123,13 +123,18 @@ def _customer(srv: Server) -> str:
 
 
 def test_upload_survives_sigkill_and_resumes_to_exactly_n_tasks(server: Server) -> None:
-    n = 20_000
+    n = 10_000
     rng = random.Random(20240607)
     key = _customer(server)
     items = [{"data": {"text": f"item {i}", "i": i}, "external_id": f"ext-{i}"} for i in range(n)]
     server.start()
     with cynaps.Client(api_key=key, base_url=server.base_url, max_retries=0) as client:
         project_id = client.projects.create(name="crash upload", labels=["a", "b"]).id
+        # calibrate: how long one whole upload takes here, so kills land inside uploads
+        calibration = client.projects.create(name="calibration", labels=["a", "b"])
+        began = time.monotonic()
+        calibration.upload_tasks(items, batch_size=500)
+        full = time.monotonic() - began
     interrupted = 0
     for _ in range(KILLS):
         outcome: list = []
@@ -143,7 +148,7 @@ def test_upload_survives_sigkill_and_resumes_to_exactly_n_tasks(server: Server) 
 
         worker = threading.Thread(target=upload)
         worker.start()
-        time.sleep(rng.uniform(0.05, 1.2))
+        time.sleep(rng.uniform(0.05, 0.9) * full)
         server.kill()
         worker.join(timeout=60)
         assert not worker.is_alive()
