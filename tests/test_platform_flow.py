@@ -19,10 +19,15 @@ from .conftest import SEED_LABELS, make_project
 class Person:
     """An annotator or expert using the HTTP annotator API, as a browser would."""
 
-    def __init__(self, platform, role: str = "annotator", name: str = "Person") -> None:
+    def __init__(
+        self, platform, role: str = "annotator", name: str = "Person", team_of=None
+    ) -> None:
+        """A platform-pool member, or a member of ``team_of``'s team (sees only its projects)."""
         self.base = platform.base_url
         self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {platform.create_member(role, name)}"
+        owner_key = team_of.settings.api_key if team_of is not None else None
+        key = platform.create_member(role, name, owner_key=owner_key)
+        self.session.headers["Authorization"] = f"Bearer {key}"
 
     def next(self, project_id: str | None = None) -> dict | None:
         params = {"project_id": project_id} if project_id else None
@@ -103,8 +108,10 @@ def test_seed_quick_start_prints_the_seed_lines(staffed_platform, capsys):
 
 def test_ledger_balances_after_a_full_run(platform, client):
     project = started_project(client, n_tasks=4)
-    people = [Person(platform, name=f"A{i}") for i in range(3)]
-    expert = Person(platform, "expert", "E")
+    # team members: the session platform is shared, so pool members could pick up other
+    # tests' tasks
+    people = [Person(platform, name=f"A{i}", team_of=client) for i in range(3)]
+    expert = Person(platform, "expert", "E", team_of=client)
     # tasks 0,1 unanimous; task 2 split 2-1 (0.67 >= 0.66: consensus); task 3 all different: expert
     picks = {
         0: ["Sports"] * 3,
