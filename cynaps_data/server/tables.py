@@ -76,6 +76,13 @@ tasks = sa.Table(
     sa.Column("expert_worker", sa.String(40), nullable=True),
     sa.UniqueConstraint("project_id", "external_id", name="uq_task_external_id"),
     sa.Index("ix_tasks_project_status", "project_id", "status"),
+    # charged tasks not yet released to the annotators: the export's "anything owed?" check
+    sa.Index(
+        "ix_tasks_unreleased",
+        "project_id",
+        sqlite_where=sa.text("charged = 1 AND released = 0"),
+        postgresql_where=sa.text("charged AND NOT released"),
+    ),
 )
 
 judgements = sa.Table(

@@ -3,7 +3,8 @@
 ``vote_values`` / ``vote_workers``: the annotator judgements' JSON values and annotator ids in
 judgement (id) order, each followed by U+001E ('' without votes); ``expert_value`` /
 ``expert_worker``: the task's last expert judgement. Existing tasks are backfilled from their
-judgements.
+judgements. ``ix_tasks_unreleased``: a partial index of the charged, unreleased tasks (the
+export's "anything owed?" check reads it instead of every task of the project).
 
 Revision ID: 0005
 Revises: 0004
@@ -25,6 +26,13 @@ def upgrade() -> None:
     op.add_column("tasks", sa.Column("vote_workers", sa.Text(), nullable=False, server_default=""))
     op.add_column("tasks", sa.Column("expert_value", sa.Text(), nullable=True))
     op.add_column("tasks", sa.Column("expert_worker", sa.String(length=40), nullable=True))
+    op.create_index(
+        "ix_tasks_unreleased",
+        "tasks",
+        ["project_id"],
+        sqlite_where=sa.text("charged = 1 AND released = 0"),
+        postgresql_where=sa.text("charged AND NOT released"),
+    )
     if op.get_bind().dialect.name == "postgresql":
         agg = "string_agg({col} || chr(30), '' ORDER BY j.id)"
         votes = (
@@ -53,6 +61,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_tasks_unreleased", table_name="tasks")
     with op.batch_alter_table("tasks") as batch:
         batch.drop_column("expert_worker")
         batch.drop_column("expert_value")
