@@ -231,3 +231,25 @@ def test_client_rejects_non_dict_tasks_before_sending(client):
         project.upload_tasks([{"a": 1}, "b"])
     with pytest.raises(errors.ValidationError, match="not a single dict"):
         project.upload_tasks({"a": 1})
+
+
+def test_escaped_keys_get_the_same_checks(platform, client):
+    """A key written with \\u escapes is the same key: gold is still validated and kept."""
+    project = make_project(client)
+    path = f"/v1/projects/{project.id}/tasks/batch"
+    bad = b'[{"data": {"a": 1}}, {"data": {"a": 2}, "\\u0067old": "Spaceships"}]'
+    with pytest.raises(errors.ValidationError, match=r"tasks\[1\].gold: label 'Spaceships'"):
+        client._transport.request("POST", path, content=bad, content_type="application/json")
+    assert task_count(platform, project.id) == 0
+    good = b'[{"data": {"a": 1}}, {"data": {"a": 2}, "\\u0067old": "Sports"}]'
+    assert (
+        client._transport.request("POST", path, content=good, content_type="application/json")[
+            "created"
+        ]
+        == 2
+    )
+    with sqlite3.connect(platform.db.url.removeprefix("sqlite:///")) as conn:
+        golds = conn.execute(
+            "SELECT gold FROM tasks WHERE project_id = ? ORDER BY id", (project.id,)
+        ).fetchall()
+    assert golds == [(None,), ('"Sports"',)]

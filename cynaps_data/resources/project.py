@@ -143,8 +143,10 @@ class Project:
             raise ValidationError("batch_size must be a positive integer", param="batch_size")
         from tqdm.auto import tqdm
 
-        if isinstance(tasks, (list, tuple)):
-            tasks = [to_wire(task, i) for i, task in enumerate(tasks)]
+        if isinstance(tasks, (list, tuple)):  # check it whole before anything is sent
+            for i, task in enumerate(tasks):
+                if type(task) is not dict and not isinstance(task, Mapping):
+                    to_wire(task, i)  # raises, naming the item
         total = len(tasks) if hasattr(tasks, "__len__") else None
         sent = created = duplicates = batches = 0
         project_total = self.task_count

@@ -128,8 +128,8 @@ def upload(db: Database, owner_id: str, project_id: str, raw: bytes, max_tasks: 
     """Validate and store one batch (the raw JSON body); returns the upload summary."""
     with db.read() as conn:
         _check_state(project_service.load(conn, owner_id, project_id))
-    if db.is_sqlite:
-        text = decode_body(raw)
+    text = decode_body(raw) if db.is_sqlite else ""
+    if db.is_sqlite and sqlite_batch.handles(text):
         with db.write() as conn:
             project = project_service.load(conn, owner_id, project_id, lock=True)
             _check_state(project)  # re-checked inside the write lock
