@@ -613,9 +613,10 @@ def arrow_judgements(
     return table.replace_schema_metadata(_project_meta(project, since, cursor, "long"))
 
 
-def ipc_bytes(table: pa.Table, *, max_chunksize: int = 65_536) -> bytes:
-    """The table as one Arrow IPC stream (record batches of at most ``max_chunksize`` rows)."""
+def ipc_bytes(table: pa.Table, *, max_chunksize: int = 65_536) -> memoryview:
+    """The table as one Arrow IPC stream (record batches of at most ``max_chunksize`` rows), as
+    a view of Arrow's buffer (not copied into a ``bytes``)."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=max_chunksize)
-    return sink.getvalue().to_pybytes()
+    return memoryview(sink.getvalue())
