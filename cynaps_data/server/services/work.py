@@ -181,6 +181,14 @@ _UPDATE_TASK_SQL = sa.text(
     " WHERE id = :task"
 )
 _INSERT_JUDGEMENT = judgements.insert()
+_LOCK_TASK_SQL = sa.text("SELECT id FROM tasks WHERE id = :task FOR UPDATE")
+
+
+def _lock_task(conn: sa.Connection, task_id: int) -> None:
+    """Serialise judgements on one task until commit (PostgreSQL; SQLite's write transaction
+    already holds the database lock), so concurrent submits each see the other's vote."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK_TASK_SQL, {"task": task_id})
 _PENDING_SQL = sa.text("SELECT id FROM tasks WHERE project_id = :project AND status = 'pending' LIMIT 1")
 
 
@@ -322,6 +330,7 @@ def submit(
     me = principal.account_id
     now = time.time()
     with _write(db) as conn:
+        _lock_task(conn, task_id)
         row = conn.execute(_SUBMIT_SQL, {"task": task_id, "me": me}).first()
         # (Raising rolls the transaction back; expired rows are swept by the next assignment.)
         if row is not None and row.state in ("cancelled", "completed"):
@@ -525,6 +534,7 @@ def decide_review(db: Database, principal: Principal, task_id: int, body: Any) -
     now = time.time()
     me = principal.account_id
     with _write(db) as conn:
+        _lock_task(conn, task_id)
         task = conn.execute(
             sa.select(tasks).where(tasks.c.id == task_id, tasks.c.project_id.in_(_visible_projects(principal)))
         ).first()
