@@ -41,6 +41,8 @@ projects = sa.Table(
     sa.Column("state", sa.String(20), nullable=False),
     sa.Column("source_schema", sa.JSON, nullable=True),  # Arrow/datasets schema of uploads
     sa.Column("deposit_cents", sa.BigInteger, nullable=True),  # quote fixed at payment
+    # tasks in the project, kept by every insert of tasks (migration 0006)
+    sa.Column("task_count", sa.BigInteger, nullable=False, default=0, server_default="0"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )

@@ -29,7 +29,7 @@ from ..problems import invalid
 from ..tables import VOTE_SEPARATOR, tasks
 from . import projects as project_service
 from .quality import decide
-from .tasks import _bad, _check_state, build_rows, parse_batch
+from .tasks import _bad, _check_state, build_rows, count_created, parse_batch
 
 ITEM_KEYS = frozenset({"data", "external_id", "gold", "predictions", "judgements"})
 JUDGEMENT_KEYS = frozenset({"worker", "label", "role", "created_at", "duration"})
@@ -202,9 +202,7 @@ def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_ta
         _insert_judgements(conn, judgement_rows)
         if ids:
             project_service.settle(conn, project)
-        total = conn.execute(
-            sa.select(sa.func.count()).select_from(tasks).where(tasks.c.project_id == project_id)
-        ).scalar_one()
+        total = count_created(conn, project_id, len(ids))
     return {
         "object": "import_result",
         "task_count": len(rows),

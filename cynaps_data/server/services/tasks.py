@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from ...types import get_type
 from ..db import Database
 from ..problems import Problem, invalid, invalid_state
-from ..tables import projects, tasks
+from ..tables import projects
 from . import projects as project_service
 from . import sqlite_batch
 
@@ -149,6 +149,18 @@ def upload(db: Database, owner_id: str, project_id: str, raw: bytes, max_tasks: 
         return _finish(conn, project_id, len(rows), created, source_schema)
 
 
+def count_created(conn: sa.Connection, project_id: str, created: int) -> int:
+    """Add ``created`` to the project's task count (same transaction); returns the new count."""
+    return int(
+        conn.execute(
+            projects.update()
+            .where(projects.c.id == project_id)
+            .values(task_count=projects.c.task_count + created)
+            .returning(projects.c.task_count)
+        ).scalar_one()
+    )
+
+
 def _finish(
     conn: sa.Connection, project_id: str, received: int, created: int, source_schema: Any
 ) -> dict:
@@ -156,9 +168,7 @@ def _finish(
         conn.execute(
             projects.update().where(projects.c.id == project_id).values(source_schema=source_schema)
         )
-    total = conn.execute(
-        sa.select(sa.func.count()).select_from(tasks).where(tasks.c.project_id == project_id)
-    ).scalar_one()
+    total = count_created(conn, project_id, created)
     return {
         "object": "upload_result",
         "task_count": received,
