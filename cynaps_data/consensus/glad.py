@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import expit, log_expit
+from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
 from ..errors import ValidationError
@@ -48,6 +48,22 @@ from ._encode import Encoded
 from .dawid_skene import fix_gold
 
 __all__ = ["GLAD", "glad_arrays"]
+
+
+def _log_sigmoid(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(log sigma(x), sigma(x))`` for float64 ``x``, stable for any sign.
+
+    ``log sigma(x) = min(x, 0) - log(1 + exp(-|x|))``: one ``exp`` and one ``log`` per element
+    (scipy's ``log_expit`` costs ~4x as much). ``1 + exp(-|x|)`` lies in (1, 2], so ``log`` is
+    accurate to an absolute 1e-16, which is all a sum of log-likelihoods needs."""
+    e = np.abs(x)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    e += 1.0
+    np.log(e, out=e)
+    ls = np.minimum(x, 0.0)
+    ls -= e
+    return ls, np.exp(ls)
 
 
 def glad_arrays(
@@ -75,6 +91,10 @@ def glad_arrays(
         raise ValidationError(f"m_step must be 'cg' or 'newton', got {m_step!r}", param="m_step")
     t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
     n = t.size
+    if n > 1 and bool((t[1:] < t[:-1]).any()):  # group answers by task once (stable: same sums)
+        order = np.argsort(t, kind="stable")
+        t, w, y = t[order], w[order], y[order]
+    per_task = np.bincount(t, minlength=n_t)  # answers sorted by task: gather = np.repeat
     ty = t * k + y
     log_km1 = np.log(max(k - 1, 1))
     alpha = np.full(n_w, float(alphas_prior_mean))
@@ -83,27 +103,30 @@ def glad_arrays(
     hist: list[float] = []
 
     def e_step() -> np.ndarray:
-        x = alpha[w] * np.exp(beta[t])
-        ls = log_expit(x)
-        lns = log_expit(-x) - log_km1
+        x = alpha[w] * np.repeat(np.exp(beta), per_task)
+        ls, _ = _log_sigmoid(x)
+        lns = ls - x - log_km1  # log((1 - sigma(x)) / (K-1))
         base = np.bincount(t, weights=lns, minlength=n_t)
-        delta = np.bincount(ty, weights=ls - lns, minlength=n_t * k).reshape(n_t, k)
+        delta = np.bincount(ty, weights=x + log_km1, minlength=n_t * k).reshape(n_t, k)
         logits = delta + base[:, None] + log_pi
         return fix_gold(softmax_rows(logits), gold)
 
-    def neg_q_and_grad(xv: np.ndarray, p: np.ndarray) -> tuple[float, np.ndarray]:
-        """-Q and its gradient at ``xv = [alpha, beta]`` for fixed posteriors ``p``."""
+    def neg_q_and_grad(
+        xv: np.ndarray, p: np.ndarray, one_minus_p: np.ndarray, const: float
+    ) -> tuple[float, np.ndarray]:
+        """-Q and its gradient at ``xv = [alpha, beta]`` for fixed posteriors ``p``
+        (``one_minus_p = 1 - p``, ``const = log(K-1) * sum(1 - p)``)."""
         a_, b_ = xv[:n_w], xv[n_w:]
-        eb = np.exp(b_)[t]  # exp per task, then gather: fewer exps than answers
+        eb = np.repeat(np.exp(b_), per_task)  # exp per task, then expand: fewer exps than answers
         x = a_[w] * eb
-        ls = log_expit(x)  # log sigma(x); log(1 - sigma(x)) = ls - x
+        ls, sig = _log_sigmoid(x)  # log sigma(x); log(1 - sigma(x)) = ls - x
         # sum p ls + (1 - p)(ls - x - log(K-1)) = sum ls - (1 - p)(x + log(K-1))
-        val = np.einsum("i->", ls) - np.einsum("i,i->", 1 - p, x) - log_km1 * (n - p.sum())
+        val = ls.sum() - np.einsum("i,i->", one_minus_p, x) - const
         da, db = a_ - alphas_prior_mean, b_ - betas_prior_mean
         val -= 0.5 * (np.einsum("i,i->", da, da) + np.einsum("i,i->", db, db))
-        r = p - np.exp(ls)
+        r = np.subtract(p, sig, out=sig)
         ga = np.bincount(w, weights=r * eb, minlength=n_w) - da
-        gb = np.bincount(t, weights=r * x, minlength=n_t) - db
+        gb = np.bincount(t, weights=np.multiply(r, x, out=x), minlength=n_t) - db
         return -float(val), -np.concatenate([ga, gb])
 
     q = e_step()
@@ -111,12 +134,14 @@ def glad_arrays(
     it = 0
     for it in range(1, n_iter + 1):  # noqa: B007
         p = q.ravel()[ty]
+        one_minus_p = 1.0 - p
+        fargs = (p, one_minus_p, log_km1 * float(one_minus_p.sum()))
         if m_step == "cg":  # crowd-kit's M-step: conjugate gradient on (alpha, beta) jointly
             with threadpool_limits(1):  # scipy's CG does many small BLAS dots: threads only stall
                 res = minimize(
                     neg_q_and_grad,
                     np.concatenate([alpha, beta]),
-                    args=(p,),
+                    args=fargs,
                     jac=True,
                     method="CG",
                     tol=m_step_tol,
@@ -141,7 +166,7 @@ def glad_arrays(
             pc = np.maximum(q.sum(axis=0), 1e-10)
             log_pi = np.log(pc / pc.sum())
         # crowd-kit's loss: Q per (answer, class) row of its long table
-        cur = -neg_q_and_grad(np.concatenate([alpha, beta]), p)[0] / (n * k)
+        cur = -neg_q_and_grad(np.concatenate([alpha, beta]), *fargs)[0] / (n * k)
         hist.append(cur)
         q = e_step()
         if cur - prev < tol:
