@@ -79,27 +79,41 @@ def mace_arrays(
     rng = rng_from(random_state)
     log_pi = [np.full(k, -np.log(k))]  # uniform class prior, re-estimated if learn_priors
 
+    n_wy = np.bincount(wy, minlength=n_w * k).astype(np.float64).reshape(n_w, k)
+    max_per_task = int(np.bincount(t, minlength=n_t).max())
+
     def e_step(
         log_know: np.ndarray, log_spam: np.ndarray, log_xi: np.ndarray
     ) -> tuple[np.ndarray, float, np.ndarray]:
-        lo = log_spam[w] + log_xi.ravel()[wy]  # log((1-theta) xi_y)
-        hi = np.logaddexp(lo, log_know[w])  # log((1-theta) xi_y + theta)
-        base = np.bincount(t, weights=lo, minlength=n_t)
-        delta = np.bincount(ty, weights=hi - lo, minlength=n_t * k).reshape(n_t, k)
-        logits = delta + base[:, None] + log_pi[0]
+        """Posteriors, log marginal likelihood per answer and the expected "knowing" counts per
+        (worker, answer) ``(n_w, k)``. Every per-answer factor depends on (worker, answer) only,
+        so it is computed on that small table and gathered once."""
+        lo = log_spam[:, None] + log_xi  # log((1-theta) xi_y)            (n_w, k)
+        hi = np.logaddexp(lo, log_know[:, None])  # log((1-theta) xi_y + theta)
+        gain = hi - lo  # >= 0: extra log-likelihood of answer y when the truth is y
+        # log P(answers of t, z_t = c) = sum_answers lo + sum_{answers y = c} gain + log pi_c. The
+        # first term is the same for every class: it cancels in q and is summed once for the
+        # marginal likelihood over the (worker, answer) table instead of per task.
+        logits = np.bincount(ty, weights=gain.ravel()[wy], minlength=n_t * k).reshape(n_t, k)
+        logits += log_pi[0]
+        # every logit lies in [min log pi, max answers per task * max gain + max log pi]: when
+        # that is inside [-700, 700] the softmax needs no row-max shift (one pass less)
+        safe = max_per_task * float(gain.max()) < 600.0 and float(log_pi[0].min()) > -600.0
         lse: list = []
-        q = fix_gold(softmax_rows(logits, lse), gold)
-        ll = float(lse[0].sum()) / n
+        q = fix_gold(softmax_rows(logits, lse, shift=not safe), gold)
+        ll = (float(lse[0].sum()) + float(np.einsum("wy,wy->", n_wy, lo))) / n
         if learn_priors:
             pc = q.sum(axis=0) + 1.0
             log_pi[0] = np.log(pc / pc.sum())
-        knowing = q.ravel()[ty] * np.exp(log_know[w] - hi)
+        # sum over w's answers y of q_ty, times P(knowing | y, z = y)
+        q_wy = np.bincount(wy, weights=q.ravel()[ty], minlength=n_w * k).reshape(n_w, k)
+        knowing = q_wy * np.exp(log_know[:, None] - hi)
         return q, ll, knowing
 
     def m_step(knowing: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        know_w = np.bincount(w, weights=knowing, minlength=n_w)
+        know_w = knowing.sum(axis=1)
         spam_w = n_by_w - know_w
-        strat = np.bincount(wy, weights=1.0 - knowing, minlength=n_w * k).reshape(n_w, k)
+        strat = n_wy - knowing
         if method == "vb":
             tot = digamma(n_by_w + alpha + beta)
             log_know = digamma(know_w + beta) - tot
@@ -114,7 +128,8 @@ def mace_arrays(
             log_xi = np.log(strat + smooth) - np.log(strat.sum(axis=1, keepdims=True) + k * smooth)
         return log_know, log_spam, log_xi
 
-    best: tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray], list[float], int] | None = None
+    best: tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray], list[float], int, np.ndarray]
+    best = None  # type: ignore[assignment]
     for _ in range(n_restarts):
         sp_ = rng.uniform(1.0, 1.0 + default_noise, size=(n_w, 2))
         sp_ /= sp_.sum(axis=1, keepdims=True)
@@ -132,12 +147,12 @@ def mace_arrays(
             if ll - prev < tol:
                 break
             prev = ll
+        used_log_pi = log_pi[0].copy()  # the class prior this restart's final E-step uses
         _, ll, _ = e_step(*params)
         if best is None or ll > best[0]:
-            best = (ll, params, hist, it)
-    assert best is not None  # n_restarts >= 1 is checked above
-    _, params, hist, it = best
-    q, _, _ = e_step(*params)
+            best = (ll, params, hist, it, used_log_pi)
+    _, params, hist, it, log_pi[0] = best
+    q, _, _ = e_step(*params)  # the best restart's posteriors, under its own class prior
     know_mean = np.exp(params[0])
     know_mean = know_mean / (know_mean + np.exp(params[1]))
     labels = argmax_rows(q, rng)
