@@ -38,7 +38,10 @@ TOL = 0.005
 # MV has none since ties go to the first declared class (was: random ties, -0.006..-0.009).
 # DS and ODS have none: they use crowd-kit's stopping rule (ELBO per answer) and match it.
 # GLAD has none since its M-step is crowd-kit's CG (a Newton M-step lost 6.5 points on relevance_s4).
-# MACE: we fix crowd-kit's worker-index bug and learn class priors (+2 points mean) but lose here.
+# MACE: crowd-kit's figures on these two come from its bugs, not its model: with its strategy
+# table re-indexed to the right workers and labels crowd-kit itself scores 0.7808 (adult_s5) and
+# 0.7912 (zencrowd_all), and every init of ours reaches the same optimum (docs/consensus.md).
+# adult_s5 is lost to the learned class prior (uniform: 0.7808, but -10 points on product).
 KNOWN_SHORTFALLS = {
     ("adult_s5", "MACE"): 0.7387,
     ("zencrowd_all", "MACE"): 0.8020,
@@ -82,13 +85,27 @@ def test_method_vs_crowdkit(dataset: str, method: str) -> None:
 def test_default_method_mean() -> None:
     accs = [_acc(d, "auto") for d in DATASETS]
     mean = float(np.mean(accs))
-    # Target is CROWDKIT_BEST_MEAN (0.8296, best crowd-kit method per dataset picked with the
-    # gold). Measured: 0.8204 -- it misses by ~0.009; guard it and beat every crowd-kit method's
-    # own mean (DS 0.8173 is the best single one).
+    # Target: >= 0.830 with one setting for all sets (the best crowd-kit method per dataset,
+    # picked with the gold, averages CROWDKIT_BEST_MEAN = 0.8296). Measured 0.8305 at the default
+    # random_state (0.8298-0.8328 over random_state 0-4, docs/consensus.md).
     ds_mean = float(np.nanmean([v[1] for v in CROWDKIT.values()]))
-    assert mean >= 0.8185, mean
+    assert mean >= 0.830, mean
+    assert mean > CROWDKIT_BEST_MEAN
     assert mean > ds_mean
-    assert mean < CROWDKIT_BEST_MEAN  # documents the miss; delete when the target is reached
+
+
+def test_default_method_rule_depends_only_on_number_of_classes() -> None:
+    """auto = EBCC (restarts averaged) for 2 classes, DS + MACE pool for >= 3 classes."""
+    df, _ = load("temp")  # 2 classes
+    binary = C.ConsensusEnsemble().fit(df)
+    assert sorted(binary.members_) == [f"ebcc{i}" for i in range(5)]
+    pooled = np.mean([binary.members_[f"ebcc{i}"] for i in range(5)], axis=0)
+    np.testing.assert_allclose(binary.probas_.to_numpy(), pooled, atol=1e-12)
+    # the same answers with a third class declared (never used) take the >= 3 branch
+    multi = C.ConsensusEnsemble(labels=[1, 2, 3]).fit(df)
+    assert sorted(multi.members_) == ["ds", "mace"]
+    half = 0.5 * (multi.members_["ds"] + multi.members_["mace"])
+    np.testing.assert_allclose(multi.probas_.to_numpy(), half, atol=1e-12)
 
 
 def test_aggregate_auto_matches_ensemble() -> None:
