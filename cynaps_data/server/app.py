@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from . import api_schema
 from .db import Database
-from .middleware import Idempotency, RateLimiter, RequestContext
+from .middleware import HotRoutes, Idempotency, RateLimiter, RequestContext
 from .problems import Problem
 from .routers import accounts, annotator, assets, billing, exports, imports, projects, tasks, ui
 from .settings import Settings
@@ -123,6 +123,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     def health() -> dict:
         return {"ok": True}
 
+    app.add_middleware(HotRoutes, routes=annotator.hot_routes)  # innermost: after the checks above
     app.add_middleware(Idempotency, db=lambda: app.state.db)
     app.add_middleware(RateLimiter, limit=lambda: app.state.settings.rate_limit)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)

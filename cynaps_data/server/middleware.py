@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import secrets
 import threading
 import time
@@ -321,3 +322,61 @@ class Idempotency:
                 conn.execute(t.update().where(*where).values(status_code=status, response_body=body))
             else:
                 conn.execute(t.update().where(*where).values(status_code=status, response_body=body))
+
+
+#: A hot endpoint: ``handler(scope, receive, send, match)`` answers the request and returns
+#: ``True``, or returns ``False`` *without touching* ``receive``/``send`` to let the regular
+#: FastAPI route answer it (anything unusual: odd query strings, other content).
+HotHandler = Callable[[dict, Callable, Callable, "re.Match[str]"], Awaitable[bool]]
+
+
+class HotRoutes:
+    """Answers a few hot endpoints (the annotator's submit-and-next) without the router.
+
+    Innermost of the middleware, so request ids, body limits, rate limits and idempotency keys
+    apply as for every route; only Starlette's route matching, FastAPI's dependency resolution
+    and the response classes are skipped, which cost several times the endpoint's own work
+    (``benchmarks/annotate.py``). The same endpoints stay declared as FastAPI routes (schema,
+    docs, and any request a hot handler declines). Errors go through the app's exception
+    handlers, so they look exactly like the routed endpoint's.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Callable[[], list[tuple[str, Any, HotHandler]]]) -> None:
+        self.app = app
+        self.routes = routes()
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            method, path = scope["method"], scope["path"]
+            for route_method, pattern, handler in self.routes:
+                if route_method == method:
+                    match = pattern.fullmatch(path)
+                    if match is not None and await handler(scope, receive, send, match):
+                        return
+        await self.app(scope, receive, send)
+
+
+async def send_json(send: Callable, status: int, body: bytes, headers: list | None = None) -> None:
+    """A complete JSON response (an empty body for 204)."""
+    head = [(b"content-type", b"application/json")] if status != 204 else []
+    head.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def handle_error(scope: dict, receive: Callable, send: Callable, exc: Exception) -> None:
+    """Answer ``exc`` with the app's own exception handler for it (as a routed endpoint would)."""
+    if isinstance(exc, Problem):
+        headers = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+        await send_json(send, exc.status, orjson.dumps(exc.body()), headers)
+        return
+    handlers = getattr(scope.get("app"), "exception_handlers", {})
+    for cls in type(exc).__mro__:
+        handler = handlers.get(cls)
+        if handler is not None:
+            from starlette.requests import Request
+
+            response = await handler(Request(scope, receive), exc)
+            await response(scope, receive, send)
+            return
+    raise exc

@@ -8,16 +8,20 @@ after every statement (measured in ``benchmarks/annotate.py``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
+import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ..deps import DB, AppSettings, Body, Customer
-from ..problems import invalid
+from ..deps import DB, AppSettings, Body, Customer, _nul_path
+from ..middleware import HotHandler, handle_error, send_json
+from ..problems import Problem, invalid
 from ..services import accounts as account_service
 from ..services import work
 from ..services.accounts import authenticate
@@ -28,7 +32,11 @@ router = APIRouter(prefix="/v1", tags=["annotators"])
 
 
 def _lane(request: Request) -> anyio.CapacityLimiter:
-    state = request.app.state
+    return _app_lane(request.app)
+
+
+def _app_lane(app: Any) -> anyio.CapacityLimiter:
+    state = app.state
     lane = getattr(state, "work_lane", None)
     if lane is None:
         lane = state.work_lane = anyio.CapacityLimiter(1)
@@ -117,3 +125,119 @@ def workforce(db: DB, settings: AppSettings, caller: Customer) -> dict:
             .order_by(accounts.c.role.desc(), accounts.c.name)
         ).all()
     return {"object": "list", "data": [account_service.public(r._asdict()) for r in rows]}
+
+
+# -- hot path ------------------------------------------------------------------------------
+# ``POST /v1/annotator/tasks/{id}/judgements`` and ``GET /v1/annotator/next`` answered straight
+# from the ASGI scope (``middleware.HotRoutes``): the same service calls, authentication, lane,
+# status codes and error bodies as the routes above, without the router and dependency
+# resolution. A request these handlers do not recognise exactly (an unknown query parameter,
+# a ``next`` value other than true/false, a task id too long for an integer) is left to the
+# routes above, which answer it (or its 422) the usual way.
+
+_TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
+_FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
+
+
+def _query(scope: dict, allowed: frozenset[str]) -> dict[str, str] | None:
+    """The query parameters if they are all known and given once, else ``None``."""
+    raw = scope.get("query_string", b"")
+    if not raw:
+        return {}
+    try:
+        pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        return None
+    query = dict(pairs)
+    if len(query) != len(pairs) or not set(query) <= allowed:
+        return None
+    return query
+
+
+def _authorization(scope: dict) -> str | None:
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            return value.decode("latin-1")
+    return None
+
+
+async def _read_body(receive: Callable) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise anyio.get_cancelled_exc_class()()  # the client went away
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _parse_json(raw: bytes) -> Any:
+    """As ``deps.json_body``: ``None`` for no body, 400 for invalid JSON, 422 for NUL in text."""
+    if not raw:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
+    if b"\\u0000" in raw:
+        where = _nul_path(value, "body")
+        if where is not None:
+            raise Problem(422, "invalid_value", f"{where}: text must not contain NUL (\\u0000) characters", param=where)
+    return value
+
+
+async def _hot_call(scope: dict, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    app = scope["app"]
+    db = app.state.db
+    authorization = _authorization(scope)
+
+    def run() -> Any:
+        return call(db, authenticate(db, authorization), *args, **kwargs)
+
+    return await anyio.to_thread.run_sync(run, limiter=_app_lane(app))
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+
+
+async def _hot_submit(scope: dict, receive: Callable, send: Callable, match: re.Match[str]) -> bool:
+    query = _query(scope, frozenset({"next", "project_id"}))
+    if query is None:
+        return False
+    flag = query.get("next", "false").lower()
+    if flag not in _TRUE and flag not in _FALSE:
+        return False
+    task_id = int(match.group(1))
+    try:
+        body = _parse_json(await _read_body(receive))
+        ttl = scope["app"].state.settings.assignment_ttl_seconds if flag in _TRUE else None
+        result = await _hot_call(scope, work.submit, task_id, body, next_ttl=ttl, project_id=query.get("project_id"))
+    except Exception as exc:  # answered as the routed endpoint would
+        await handle_error(scope, receive, send, exc)
+        return True
+    await send_json(send, 201, _dumps(result))
+    return True
+
+
+async def _hot_next(scope: dict, receive: Callable, send: Callable, match: re.Match[str]) -> bool:
+    query = _query(scope, frozenset({"project_id"}))
+    if query is None:
+        return False
+    try:
+        ttl = scope["app"].state.settings.assignment_ttl_seconds
+        task = await _hot_call(scope, work.next_task, ttl, query.get("project_id"))
+    except Exception as exc:
+        await handle_error(scope, receive, send, exc)
+        return True
+    await send_json(send, 204 if task is None else 200, b"" if task is None else _dumps(task))
+    return True
+
+
+def hot_routes() -> list[tuple[str, re.Pattern[str], HotHandler]]:
+    """The endpoints ``middleware.HotRoutes`` answers directly (task ids up to 18 digits)."""
+    return [
+        ("POST", re.compile(r"/v1/annotator/tasks/([0-9]{1,18})/judgements"), _hot_submit),
+        ("GET", re.compile(r"/v1/annotator/next"), _hot_next),
+    ]

@@ -21,6 +21,7 @@ from ..ids import random_id
 from ..problems import Problem, invalid, invalid_state
 from ..tables import judgements, payments, projects, tasks
 from . import ledger
+from .fastsql import Raw
 from .pricing import quote, task_charge_cents
 
 SIMULATED_METHODS = frozenset({"razorpay", "card", "stripe", "bank_transfer", "upi", "paypal"})
@@ -124,6 +125,10 @@ def pay_deposit(conn: sa.Connection, project: Any, method: str) -> dict:
     }
 
 
+_CLAIM_UNBILLED_SQL = "UPDATE judgements SET billed = TRUE WHERE task_id = :task AND NOT billed RETURNING role"
+_MARK_CHARGED_SQL = "UPDATE tasks SET charged = TRUE WHERE id = :task"
+
+
 def charge_task(conn: sa.Connection, project: Any, task_id: int, n: int, expert: bool) -> None:
     """Charge one finalised task into escrow (shortfall from the deposit hold).
 
@@ -131,21 +136,21 @@ def charge_task(conn: sa.Connection, project: Any, task_id: int, n: int, expert:
     judgement, or the expert fee for an expert's), so a task reopened for more judgements
     (``request_more_judgements``) is charged for the extra ones only; imported judgements are
     never billed. For a first finalisation this equals ``task_charge_cents(n, expert)``.
+    ``project`` needs ``id``, ``owner_id`` and ``annotation_type``. Runs on the annotator hot
+    path, so its statements go straight to the driver (``fastsql``), in the caller's transaction.
     """
-    unbilled = sa.and_(judgements.c.task_id == task_id, ~judgements.c.billed)
+    raw = Raw(conn)
     price = task_charge_cents(project.annotation_type, 1, False)
     expert_fee = task_charge_cents(project.annotation_type, 0, True)
     # claim the unbilled judgements and learn their roles in one statement: a concurrent charge
     # of the same task (PostgreSQL, READ COMMITTED) re-checks ``billed`` and claims none
-    roles = conn.execute(
-        judgements.update().where(unbilled).values(billed=True).returning(judgements.c.role)
-    ).scalars().all()
+    roles = [r[0] for r in raw.run(_CLAIM_UNBILLED_SQL, {"task": task_id}).fetchall()]
     cents = sum(expert_fee if role == "expert" else price for role in roles)
     customer = ledger.customer(project.owner_id)
     hold = ledger.deposit_hold(project.id)
     available = ledger.balance(conn, customer)
     from_customer = min(cents, max(available, 0))
-    from_hold = min(cents - from_customer, ledger.balance(conn, hold))
+    from_hold = min(cents - from_customer, ledger.balance(conn, hold)) if cents > from_customer else 0
     shortfall = cents - from_customer - from_hold
     ledger.post(
         conn,
@@ -157,7 +162,7 @@ def charge_task(conn: sa.Connection, project: Any, task_id: int, n: int, expert:
         project_id=project.id,
         memo=f"task {task_id}",
     )
-    conn.execute(tasks.update().where(tasks.c.id == task_id).values(charged=True))
+    raw.run(_MARK_CHARGED_SQL, {"task": task_id})
 
 
 def release_escrow(conn: sa.Connection, project: Any) -> int:

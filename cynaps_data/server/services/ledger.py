@@ -1,7 +1,8 @@
 """Double-entry credits ledger: immutable entries, balances derived by summing.
 
 Accounts are strings: ``customer:<acct>``, ``deposit_hold:<proj>``, ``escrow:<proj>``,
-``earnings:<acct>`` and ``external`` (outside payments and sandbox top-ups). Every transaction's
+``earnings:<acct>`` and ``external`` (outside payments and sandbox top-ups). Statements run on the
+driver connection (``fastsql``) inside the caller's transaction. Every transaction's
 entries sum to zero, so the sum over all accounts is always zero. ``ledger_balances`` holds each
 account's sum, updated in the same transaction as its entries (a derived cache, never edited on
 its own), so a balance is one row read however long the account's history.
@@ -14,10 +15,9 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
-from ..db import lock_ledger_account
 from ..ids import random_id
 from ..problems import insufficient_credits
-from ..tables import ledger_balances, ledger_entries
+from .fastsql import Raw
 
 EXTERNAL = "external"
 
@@ -44,12 +44,24 @@ def balance(conn: sa.Connection, account: str) -> int:
     In a write transaction on PostgreSQL the account is locked first (until commit), so a
     decision taken on this balance cannot race another transaction's (``db.lock_ledger_account``).
     """
-    if conn.get_execution_options().get("write"):
-        lock_ledger_account(conn, account)
-    total = conn.execute(
-        sa.select(ledger_balances.c.balance_cents).where(ledger_balances.c.account == account)
-    ).scalar()
-    return int(total or 0)
+    raw = Raw(conn)
+    if raw.pg and conn.get_execution_options().get("write"):
+        raw.run(_LOCK_SQL, {"a": account})
+    row = raw.run(_BALANCE_SQL, {"account": account}).fetchone()
+    return int(row[0]) if row is not None and row[0] is not None else 0
+
+
+_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(:a, 0))"  # as db.lock_ledger_account
+_BALANCE_SQL = "SELECT balance_cents FROM ledger_balances WHERE account = :account"
+_ENTRY_SQL = (
+    "INSERT INTO ledger_entries (txn_id, account, amount_cents, kind, project_id, memo, created_at)"
+    " VALUES (:txn_id, :account, :amount_cents, :kind, :project_id, :memo, :created_at)"
+)
+_UPSERT_BALANCE_SQL = (
+    "INSERT INTO ledger_balances (account, balance_cents) VALUES (:account, :delta) "
+    "ON CONFLICT (account) DO UPDATE "
+    "SET balance_cents = ledger_balances.balance_cents + excluded.balance_cents"
+)
 
 
 def post(
@@ -73,18 +85,13 @@ def post(
         rows.append({**common, "account": source, "amount_cents": -cents, "created_at": now})
         rows.append({**common, "account": target, "amount_cents": cents, "created_at": now})
     if rows:
-        conn.execute(ledger_entries.insert(), rows)
+        raw = Raw(conn)
+        raw.many(_ENTRY_SQL, rows)
         deltas: dict[str, int] = {}
         for row in rows:
             deltas[row["account"]] = deltas.get(row["account"], 0) + row["amount_cents"]
-        conn.execute(
-            sa.text(
-                "INSERT INTO ledger_balances (account, balance_cents) VALUES (:account, :delta) "
-                "ON CONFLICT (account) DO UPDATE "
-                "SET balance_cents = ledger_balances.balance_cents + excluded.balance_cents"
-            ),
-            [{"account": a, "delta": d} for a, d in sorted(deltas.items())],
-        )
+        # accounts in sorted order: concurrent transactions on PostgreSQL lock rows in one order
+        raw.many(_UPSERT_BALANCE_SQL, [{"account": a, "delta": d} for a, d in sorted(deltas.items())])
     return txn
 
 

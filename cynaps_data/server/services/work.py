@@ -31,12 +31,14 @@ import orjson
 import sqlalchemy as sa
 
 from ...types import get_type
-from ..db import Database
+from ..db import Database, current_claim
+from ..db import _mark_committed as mark_committed
 from ..problems import Problem, forbidden, invalid, not_found
 from ..tables import VOTE_SEPARATOR, assignments, judgements, projects, skips, tasks
 from . import billing
 from . import projects as project_service
 from .accounts import Principal
+from .fastsql import Raw, json_value
 from .quality import Decision, decide
 
 MAX_DURATION = 7 * 24 * 3600.0
@@ -90,6 +92,36 @@ def _write(db: Database) -> Iterator[sa.Connection]:
     try:
         with db.write() as conn:
             yield conn
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def _hot_write(db: Database) -> Iterator[Raw]:
+    """A write transaction for the submit/next hot path, as :func:`_write` but cheaper on SQLite.
+
+    On SQLite the process's workbench writes already queue on one :class:`FairLock`, so they
+    share one long-lived connection instead of taking one from the pool (and running the
+    pool's checkout, reset and events) per transaction. The transaction is the same
+    ``BEGIN IMMEDIATE`` … ``COMMIT`` as ``db.write()``, including marking a request's
+    ``Idempotency-Key`` committed inside it. PostgreSQL uses ``db.write()`` as is.
+    """
+    if not db.is_sqlite:
+        with db.write() as conn:
+            yield Raw(conn)
+        return
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(id(db), FairLock())
+    lock.acquire()
+    try:
+        conn = db.__dict__.get("_workbench_conn")
+        if conn is None or conn.closed or conn.invalidated:
+            conn = db.__dict__["_workbench_conn"] = db.engine.connect().execution_options(write=True)
+        with conn.begin():
+            yield Raw(conn)
+            claim = current_claim.get()
+            if claim is not None:
+                mark_committed(conn, claim)
     finally:
         lock.release()
 
@@ -153,80 +185,88 @@ def _with_project(*where: Any):
     )
 
 
-# The hot path (next task, submit) as plain SQL with named parameters, built once: building and
-# compiling Core expressions per call cost several times more than SQLite's own work.
-_JSON_COLUMNS = {"labels": sa.JSON, "quality_settings": sa.JSON}
-_TASK_VIEW_SQL = sa.text(
-    "SELECT t.id, t.project_id, t.data, t.predictions, p.name AS project_name, p.annotation_type,"
+# The hot path (next task, submit) as plain SQL run on the driver connection (``fastsql``):
+# building and executing Core statements per call cost several times SQLite's own work.
+# Rows are tuples; the comment above each statement names its columns.
+# (t.id, t.project_id, t.data, t.predictions, project_name, annotation_type, labels, instructions)
+_TASK_VIEW_SQL = (
+    "SELECT t.id, t.project_id, t.data, t.predictions, p.name, p.annotation_type,"
     " p.labels, p.instructions FROM tasks t JOIN projects p ON p.id = t.project_id WHERE t.id = :task"
-).columns(**_JSON_COLUMNS)
-_SWEEP_SQL = sa.text("DELETE FROM assignments WHERE expires_at <= :now")
-_ASSIGN_SQL = sa.text(
+)
+_SWEEP_SQL = "DELETE FROM assignments WHERE expires_at <= :now"
+_ASSIGN_SQL = (
     "INSERT INTO assignments (task_id, annotator_id, project_id, expires_at)"
     " VALUES (:task, :me, :project, :expires)"
 )
-_RELEASE_SQL = sa.text("DELETE FROM assignments WHERE task_id = :task AND annotator_id = :me")
-_SUBMIT_SQL = sa.text(
-    "SELECT a.expires_at, t.id, t.project_id, t.needed, t.n_judgements, p.state, p.annotation_type, p.labels,"
-    " p.quality_settings FROM assignments a JOIN tasks t ON t.id = a.task_id"
+_RELEASE_SQL = "DELETE FROM assignments WHERE task_id = :task AND annotator_id = :me"
+# (expires_at, project_id, needed, n_judgements, state, annotation_type, labels, quality_settings, owner_id)
+_SUBMIT_SQL = (
+    "SELECT a.expires_at, t.project_id, t.needed, t.n_judgements, p.state, p.annotation_type, p.labels,"
+    " p.quality_settings, p.owner_id FROM assignments a JOIN tasks t ON t.id = a.task_id"
     " JOIN projects p ON p.id = t.project_id WHERE a.task_id = :task AND a.annotator_id = :me"
-).columns(**_JSON_COLUMNS)
-_VOTES_SQL = sa.text(
-    "SELECT value FROM judgements WHERE task_id = :task AND role = 'annotator' ORDER BY id"
 )
-_UPDATE_TASK_SQL = sa.text(
+_VOTES_SQL = "SELECT value FROM judgements WHERE task_id = :task AND role = 'annotator' ORDER BY id"
+_UPDATE_TASK_SQL = (
     "UPDATE tasks SET n_judgements = :n, needed = :needed, status = :status,"
     " agreement = :agreement, final_label = :final, label_source = :source, updated_at = :now,"
     " vote_values = vote_values || :vote_value, vote_workers = vote_workers || :vote_worker"
     " WHERE id = :task"
 )
-_INSERT_JUDGEMENT = judgements.insert()
-_LOCK_TASK_SQL = sa.text("SELECT id FROM tasks WHERE id = :task FOR UPDATE")
+_INSERT_JUDGEMENT_SQL = (
+    "INSERT INTO judgements (task_id, project_id, annotator_id, role, value, duration, created_at,"
+    " billed, paid, origin) VALUES (:task, :project, :me, 'annotator', :value, :duration, :now,"
+    " FALSE, FALSE, 'platform')"
+)
+_LOCK_TASK_SQL = "SELECT id FROM tasks WHERE id = :task FOR UPDATE"
+_PENDING_SQL = "SELECT id FROM tasks WHERE project_id = :project AND status = 'pending' LIMIT 1"
 
 
 def _lock_task(conn: sa.Connection, task_id: int) -> None:
     """Serialise judgements on one task until commit (PostgreSQL; SQLite's write transaction
     already holds the database lock), so concurrent submits each see the other's vote."""
     if conn.dialect.name == "postgresql":
-        conn.execute(_LOCK_TASK_SQL, {"task": task_id})
-_PENDING_SQL = sa.text("SELECT id FROM tasks WHERE project_id = :project AND status = 'pending' LIMIT 1")
+        conn.execute(sa.text(_LOCK_TASK_SQL), {"task": task_id})
 
 
 SWEEP_INTERVAL_SECONDS = 1.0
 _last_sweep: dict[str, float] = {}
 
 
-def _sweep(conn: sa.Connection, now: float) -> None:
+def _sweep(db: Raw, now: float) -> None:
     """Delete expired assignments, at most once a second per database (and process).
 
     Only garbage collection: an expired assignment no longer counts as live (the candidate query
     compares ``expires_at``) and submitting on it is refused. Until swept, its former holder is
     not offered that task again.
     """
-    url = str(conn.engine.url)
+    url = str(db.conn.engine.url)
     if now - _last_sweep.get(url, 0.0) >= SWEEP_INTERVAL_SECONDS:
         _last_sweep[url] = now
-        conn.execute(_SWEEP_SQL, {"now": now})
+        db.run(_SWEEP_SQL, {"now": now})
 
 
 @cache
-def _queue_sql(team: bool, one_project: bool) -> tuple[sa.TextClause, sa.TextClause]:
-    """``(held, projects)`` statements for a team or pool member, on one or all projects."""
+def _queue_sql(team: bool, one_project: bool) -> tuple[str, str]:
+    """``(held, projects)`` statements for a team or pool member, on one or all projects.
+
+    held: ``(task_id, expires_at)``; projects: ``(id, name, annotation_type, labels, instructions)``.
+    """
     scope = (" AND p.owner_id = :owner" if team else "") + (" AND p.id = :project" if one_project else "")
-    held = sa.text(
+    held = (
         "SELECT a.task_id, a.expires_at FROM assignments a JOIN projects p ON p.id = a.project_id"
         f" WHERE a.annotator_id = :me AND a.expires_at > :now AND p.state = 'active'{scope} LIMIT 1"
     )
-    active = sa.text(
-        "SELECT p.id, p.name AS project_name, p.annotation_type, p.labels, p.instructions"
+    active = (
+        "SELECT p.id, p.name, p.annotation_type, p.labels, p.instructions"
         f" FROM projects p WHERE p.state = 'active'{scope} ORDER BY p.created_at, p.id"
-    ).columns(**_JSON_COLUMNS)
+    )
     return held, active
 
 
 # One project at a time: the equality on (project_id, status) lets the index hand out tasks in
 # id order and stop at the first fit (an IN over projects would sort every pending task first).
-_CANDIDATE_SQL = sa.text(
+# (id, data, predictions)
+_CANDIDATE_SQL = (
     "SELECT t.id, t.data, t.predictions FROM tasks t WHERE t.project_id = :pid AND t.status = 'pending'"
     " AND t.n_judgements"
     " + (SELECT count(*) FROM assignments a WHERE a.task_id = t.id AND a.expires_at > :now) < t.needed"
@@ -237,8 +277,24 @@ _CANDIDATE_SQL = sa.text(
 )
 
 
+def _view(task_id: int, project: tuple, data: str, predictions: str | None, expires_at: float) -> dict:
+    """What an annotator sees of an assigned task (``project``: id, name, type, labels, instructions)."""
+    return {
+        "object": "assignment",
+        "task_id": task_id,
+        "project_id": project[0],
+        "project_name": project[1],
+        "annotation_type": project[2],
+        "labels": json_value(project[3]),
+        "instructions": project[4],
+        "data": orjson.loads(data),
+        "suggestions": orjson.loads(predictions) if predictions else None,
+        "expires_at": expires_at,
+    }
+
+
 def _assign_next(
-    conn: sa.Connection, principal: Principal, ttl: float, now: float, project_id: str | None
+    db: Raw, principal: Principal, ttl: float, now: float, project_id: str | None
 ) -> dict | None:
     """Inside a write transaction: the annotator's live assignment, or a new one, or ``None``.
 
@@ -251,27 +307,17 @@ def _assign_next(
         params["owner"] = principal.owner_id
     if project_id is not None:
         params["project"] = project_id
-    held = conn.execute(held_sql, params).first()
+    held = db.run(held_sql, params).fetchone()
     if held is not None:
-        return _task_view(conn.execute(_TASK_VIEW_SQL, {"task": held.task_id}).one(), held.expires_at)
-    _sweep(conn, now)
-    for project in conn.execute(active_sql, params).all():
-        task = conn.execute(_CANDIDATE_SQL, {"pid": project.id, "me": me, "now": now}).first()
+        row = db.run(_TASK_VIEW_SQL, {"task": held[0]}).fetchone()
+        return _view(row[0], (row[1], *row[4:]), row[2], row[3], held[1])
+    _sweep(db, now)
+    for project in db.run(active_sql, params).fetchall():
+        task = db.run(_CANDIDATE_SQL, {"pid": project[0], "me": me, "now": now}).fetchone()
         if task is not None:
             expires_at = now + ttl
-            conn.execute(_ASSIGN_SQL, {"task": task.id, "me": me, "project": project.id, "expires": expires_at})
-            return {
-                "object": "assignment",
-                "task_id": task.id,
-                "project_id": project.id,
-                "project_name": project.project_name,
-                "annotation_type": project.annotation_type,
-                "labels": project.labels,
-                "instructions": project.instructions,
-                "data": orjson.loads(task.data),
-                "suggestions": orjson.loads(task.predictions) if task.predictions else None,
-                "expires_at": expires_at,
-            }
+            db.run(_ASSIGN_SQL, {"task": task[0], "me": me, "project": project[0], "expires": expires_at})
+            return _view(task[0], project, task[1], task[2], expires_at)
     return None
 
 
@@ -280,8 +326,8 @@ def next_task(
 ) -> dict | None:
     """Assign the next task to an annotator (or return its live assignment); ``None`` if none."""
     _require_role(principal, "annotator")
-    with _write(db) as conn:
-        return _assign_next(conn, principal, ttl, time.time(), project_id)
+    with _hot_write(db) as raw:
+        return _assign_next(raw, principal, ttl, time.time(), project_id)
 
 
 def _parse_duration(body: dict) -> float | None:
@@ -293,17 +339,25 @@ def _parse_duration(body: dict) -> float | None:
     return float(duration)
 
 
-def _settle_if_needed(conn: sa.Connection, project: Any) -> None:
+def _settle_if_needed(db: Raw, project_id: str, state: str) -> None:
     """Run the project-state check only when it can change something (no pending task left).
 
     ``projects.refresh_state`` keeps an active project active while any task is pending, so
     the full count is skipped on the hot path.
     """
-    if project.state == "active":
-        pending = conn.execute(_PENDING_SQL, {"project": project.id}).first()
-        if pending is not None:
-            return
-    project_service.settle(conn, project)
+    if state == "active" and db.run(_PENDING_SQL, {"project": project_id}).fetchone() is not None:
+        return
+    project = db.conn.execute(sa.select(projects).where(projects.c.id == project_id)).one()
+    project_service.settle(db.conn, project)
+
+
+class _ChargedProject:
+    """What ``billing.charge_task`` reads of a project."""
+
+    __slots__ = ("id", "owner_id", "annotation_type")
+
+    def __init__(self, id: str, owner_id: str, annotation_type: str) -> None:
+        self.id, self.owner_id, self.annotation_type = id, owner_id, annotation_type
 
 
 def submit(
@@ -329,43 +383,38 @@ def submit(
     duration = _parse_duration(body)
     me = principal.account_id
     now = time.time()
-    with _write(db) as conn:
-        _lock_task(conn, task_id)
-        row = conn.execute(_SUBMIT_SQL, {"task": task_id, "me": me}).first()
+    with _hot_write(db) as raw:
+        if raw.pg:
+            raw.run(_LOCK_TASK_SQL, {"task": task_id})
+        row = raw.run(_SUBMIT_SQL, {"task": task_id, "me": me}).fetchone()
         # (Raising rolls the transaction back; expired rows are swept by the next assignment.)
-        if row is not None and row.state in ("cancelled", "completed"):
+        if row is not None and row[4] in ("cancelled", "completed"):
             raise Problem(
                 409,
                 "project_closed",
-                f"Project {row.project_id} is {row.state}; it takes no more judgements.",
+                f"Project {row[1]} is {row[4]}; it takes no more judgements.",
                 type="invalid_state_error",
             )
-        if row is None or row.expires_at <= now:
+        if row is None or row[0] <= now:
             raise _not_assigned(task_id)
+        expires_at, task_project, needed, n_judgements, state, annotation_type, labels, quality, owner = row
+        labels = json_value(labels)
         try:
-            value = get_type(row.annotation_type).validate_value(body.get("label"), row.labels)
+            value = get_type(annotation_type).validate_value(body.get("label"), labels)
         except ValueError as exc:
             raise invalid(str(exc), param="label") from None
-        conn.execute(_RELEASE_SQL, {"task": task_id, "me": me})
+        raw.run(_RELEASE_SQL, {"task": task_id, "me": me})
         encoded = orjson.dumps(value).decode()
-        conn.execute(
-            _INSERT_JUDGEMENT,
-            {
-                "task_id": task_id,
-                "project_id": row.project_id,
-                "annotator_id": me,
-                "role": "annotator",
-                "value": encoded,
-                "duration": duration,
-                "created_at": now,
-            },
+        raw.run(
+            _INSERT_JUDGEMENT_SQL,
+            {"task": task_id, "project": task_project, "me": me, "value": encoded, "duration": duration, "now": now},
         )
-        if row.n_judgements + 1 < row.needed:  # still short of its quota: nothing to decide
-            n_votes, decision = row.n_judgements + 1, Decision("pending", row.needed)
+        if n_judgements + 1 < needed:  # still short of its quota: nothing to decide
+            n_votes, decision = n_judgements + 1, Decision("pending", needed)
         else:
-            votes = [orjson.loads(v) for v in conn.execute(_VOTES_SQL, {"task": task_id}).scalars()]
-            n_votes, decision = len(votes), decide(votes, row.labels, row.quality_settings, row.needed)
-        conn.execute(
+            votes = [orjson.loads(v[0]) for v in raw.run(_VOTES_SQL, {"task": task_id}).fetchall()]
+            n_votes, decision = len(votes), decide(votes, labels, json_value(quality), needed)
+        raw.run(
             _UPDATE_TASK_SQL,
             {
                 "task": task_id,
@@ -382,13 +431,13 @@ def submit(
             },
         )
         if decision.status != "pending":
-            project = conn.execute(sa.select(projects).where(projects.c.id == row.project_id)).one()
             if decision.status == "completed":
-                billing.charge_task(conn, project, task_id, n_votes, expert=False)
-            _settle_if_needed(conn, project)
+                charged = _ChargedProject(task_project, owner, annotation_type)
+                billing.charge_task(raw.conn, charged, task_id, n_votes, expert=False)
+            _settle_if_needed(raw, task_project, state)
         result = {"object": "judgement", "task_id": task_id, "label": value, "task_status": decision.status}
         if next_ttl is not None:
-            result["next"] = _assign_next(conn, principal, next_ttl, now, project_id)
+            result["next"] = _assign_next(raw, principal, next_ttl, now, project_id)
     return result
 
 
