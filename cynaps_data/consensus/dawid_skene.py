@@ -60,6 +60,35 @@ __all__ = [
 
 _EPS = 1e-10
 
+try:  # scipy's own kernel behind ``A @ X``; calling it directly accumulates into our buffer
+    from scipy.sparse import _sparsetools
+except ImportError:  # pragma: no cover - private module moved: fall back to ``A @ X``
+    _sparsetools = None
+
+
+def spmm_add(a: sp.spmatrix, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out += a @ x`` for a CSR/CSC float64 matrix and C-contiguous float64 ``x`` / ``out``
+    (2-D). Uses scipy's ``csr_matvecs`` / ``csc_matvecs`` kernel directly, which adds into
+    ``out``: no fresh zeroed result per call (page faults) and no extra pass to add a bias the
+    caller pre-filled into ``out``. Falls back to ``out += a @ x``."""
+    fmt = getattr(a, "format", "")
+    ok = (
+        _sparsetools is not None
+        and fmt in ("csr", "csc")
+        and a.dtype == np.float64
+        and x.dtype == np.float64
+        and out.dtype == np.float64
+        and x.flags.c_contiguous
+        and out.flags.c_contiguous
+        and out.shape == (a.shape[0], x.shape[1])
+    )
+    if ok:
+        fn = getattr(_sparsetools, fmt + "_matvecs")
+        fn(a.shape[0], a.shape[1], x.shape[1], a.indptr, a.indices, a.data, x.ravel(), out.ravel())
+    else:
+        out += a @ x
+    return out
+
 
 def mv_init(
     task: np.ndarray, label: np.ndarray, n_tasks: int, k: int, gold: np.ndarray | None
@@ -157,9 +186,10 @@ def dawid_skene_em(
     max_per_task = float(np.asarray(a.sum(axis=1)).max()) if a.nnz else 0.0
     prev = -np.inf
     it = 0
+    logits = np.empty((a.shape[0], k))  # reused: q of one iteration is dead after its M-step
     for it in range(1, n_iter + 1):  # noqa: B007
-        logits = np.asarray(a @ log_e.reshape(n_workers * k, k))
-        logits += log_pi
+        logits[:] = log_pi
+        spmm_add(a, np.ascontiguousarray(log_e.reshape(n_workers * k, k)), logits)
         lse: list = []
         safe = max_per_task * -float(log_e.min()) - float(log_pi.min()) < 700.0
         q = fix_gold(softmax_rows(logits, lse, shift=not safe), gold)
