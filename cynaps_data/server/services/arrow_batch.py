@@ -15,21 +15,23 @@ column                    content
 
 The schema metadata key ``cynaps.source_schema`` may carry the source schema (JSON) that the
 JSON body sends as ``"source_schema"``. Every row is validated (data must parse to an object;
-gold and predictions through the same :class:`~.tasks.ItemValidator` as the JSON path) before one
-``executemany`` (batch-wide values as literals) with ``ON CONFLICT (project_id, external_id) DO NOTHING`` stores the batch, whole
-or not at all. Errors name the row like the JSON path does (``tasks[i].field``).
+gold and predictions by the same rules as the JSON path) before :func:`.tasks.insert_rows` stores
+the batch, whole or not at all. Validation is column-wise (Arrow kernels: a regular expression
+recognises plain JSON objects, set membership recognises plain labels); only rows those do not
+settle are parsed in Python, in row order. Errors name the row like the JSON path does
+(``tasks[i].field``).
 """
 
 from __future__ import annotations
 
-import re
-import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import sqlalchemy as sa
 
 from ..db import Database
 from ..problems import Problem, invalid
@@ -88,110 +90,127 @@ def read_table(raw: bytes, max_tasks: int) -> tuple[pa.Table, Any]:
     return table, source_schema
 
 
-def _column(table: pa.Table, name: str) -> list:
-    if name not in table.column_names:
-        return [None] * table.num_rows
-    return table.column(name).to_pylist()
+# A JSON object whose values are scalars, arrays of scalars or objects of scalars, written
+# without whitespace (what JSON writers emit). Every text this matches is a JSON object that
+# ``orjson.loads`` accepts (bounded numbers: no overflow to infinity; no surrogate escapes), so
+# matching rows need no parse; the others (deeper nesting, whitespace, errors) are parsed one by
+# one in order, so the first bad row is still the one reported. RE2 runs in linear time.
+_STRING = (
+    r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]'
+    r"|\\u(?:[0-9a-ce-fA-CE-F][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}))*\""
+)
+_NUMBER = r"-?(?:0|[1-9][0-9]{0,19})(?:\.[0-9]{1,40})?(?:[eE][+-]?[0-9]{1,2})?"
+_SCALAR = f"(?:{_STRING}|{_NUMBER}|true|false|null)"
+_VALUE = (
+    f"(?:{_SCALAR}|\\[(?:{_SCALAR}(?:,{_SCALAR})*)?\\]"
+    f"|\\{{(?:{_STRING}:{_SCALAR}(?:,{_STRING}:{_SCALAR})*)?\\}})"
+)
+FLAT_OBJECT = f"^\\{{(?:{_STRING}:{_VALUE}(?:,{_STRING}:{_VALUE})*)?\\}}$"
 
 
-def build_rows(project: Any, table: pa.Table) -> list[tuple]:
-    """Validate every row; returns ``(external_id, data)`` rows, or ``(external_id, data, gold,
-    predictions)`` when any row has gold or predictions. The first bad row raises, naming it."""
-    data = table.column("data")
-    nulls = data.null_count
-    if nulls:
+def _flags(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A boolean Arrow array (no nulls) as numpy."""
+    if isinstance(mask, pa.ChunkedArray):
+        mask = mask.combine_chunks()
+    return mask.to_numpy(zero_copy_only=False)
+
+
+def check_data(data: pa.ChunkedArray) -> list[str]:
+    """The ``data`` texts as a list, after checking that each is a JSON object (vectorised:
+    rows :data:`FLAT_OBJECT` matches are objects; only the others are parsed, in row order)."""
+    if data.null_count:
         i = int(pc.index(pc.is_null(data), True).as_py())
         raise rules._bad(i, "'data' must be an object of task fields", "data")
+    simple = _flags(pc.match_substring_regex(data, FLAT_OBJECT))
     texts = data.to_pylist()
     loads = orjson.loads
-    for i, text in enumerate(texts):
+    for i in np.flatnonzero(~simple).tolist():
         try:
-            ok = type(loads(text)) is dict
+            ok = type(loads(texts[i])) is dict
         except orjson.JSONDecodeError:
             ok = False
         if not ok:
             raise rules._bad(i, "'data' must be an object of task fields (valid JSON)", "data")
-    ids: list = [None] * table.num_rows
-    if "external_id" in table.column_names:
-        col = table.column("external_id")
-        if pa.types.is_string(col.type):
-            length = pc.utf8_length(col)
-            bad = pc.fill_null(
-                pc.or_(pc.less(length, 1), pc.greater(length, rules.MAX_EXTERNAL_ID)), False
-            )
-            if pc.any(bad).as_py():
-                i = int(pc.index(bad, True).as_py())
-                raise rules._bad(
-                    i,
-                    f"must be a non-empty string of at most {rules.MAX_EXTERNAL_ID} characters",
-                    "external_id",
-                )
-            ids = col.to_pylist()
-        elif pa.types.is_integer(col.type):
-            ids = col.cast(pa.string()).to_pylist()
-    validate = rules.ItemValidator(project)
-    golds = _column(table, "gold")
-    preds = _column(table, "predictions")
-    for field, values, check in (
-        ("gold", golds, validate.gold),
-        ("predictions", preds, validate.predictions),
-    ):
-        for i, text in enumerate(values):
-            if text is None:
-                continue
-            try:
-                value = loads(text)
-            except orjson.JSONDecodeError:
-                raise rules._bad(i, "must be JSON text", field) from None
-            values[i] = check(i, value)
-    if any(g is not None for g in golds) or any(p is not None for p in preds):
-        return list(zip(ids, texts, golds, preds, strict=True))
-    return list(zip(ids, texts, strict=True))
+    return texts
 
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_]{1,40}$")
+def check_ids(table: pa.Table) -> list[str | None] | None:
+    """``external_id`` values as strings (``None`` when the column is absent or all null)."""
+    if "external_id" not in table.column_names:
+        return None
+    col = table.column("external_id")
+    if col.null_count == len(col):
+        return None
+    if pa.types.is_integer(col.type):
+        return col.cast(pa.string()).to_pylist()
+    length = pc.utf8_length(col)
+    bad = pc.fill_null(pc.or_(pc.less(length, 1), pc.greater(length, rules.MAX_EXTERNAL_ID)), False)
+    if pc.any(bad).as_py():
+        i = int(pc.index(bad, True).as_py())
+        raise rules._bad(
+            i,
+            f"must be a non-empty string of at most {rules.MAX_EXTERNAL_ID} characters",
+            "external_id",
+        )
+    return col.to_pylist()
 
 
-def insert_rows(conn: sa.Connection, project: Any, rows: list[tuple]) -> int:
-    """Insert ``(external_id, data[, gold, predictions])`` rows, skipping existing ids; returns
-    rows created. Same columns and conflict rule as :func:`.tasks.insert_rows`, but the values
-    shared by the batch are SQL literals, so each row binds 2 or 4 parameters instead of 7
-    (about twice the insert rate on SQLite)."""
-    if not rows:
-        return 0
-    pid, needed, now = (
-        project.id,
-        int(project.quality_settings["min_annotators"]),
-        float(time.time()),
-    )
-    if not _SAFE_ID.match(pid):  # never happens with platform ids; keep the bound-parameter path
-        full = [
-            (
-                pid,
-                r[0],
-                r[1],
-                r[2] if len(r) > 2 else None,
-                r[3] if len(r) > 2 else None,
-                needed,
-                now,
-            )
-            for r in rows
-        ]
-        return rules.insert_rows(conn, full)
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    extras = f"{mark}, {mark}" if len(rows[0]) > 2 else "NULL, NULL"
-    sql = (
-        "INSERT INTO tasks (project_id, external_id, data, gold, predictions, needed, updated_at,"
-        " status, n_judgements, charged, released) VALUES "
-        f"('{pid}', {mark}, {mark}, {extras}, {needed}, {now!r}, 'pending', 0, false, false) "
-        "ON CONFLICT (project_id, external_id) DO NOTHING"
-    )
-    cursor = conn.connection.driver_connection.cursor()
+def check_values(
+    table: pa.Table, name: str, check: Callable[[int, Any], str | None], labels: list
+) -> list[str | None] | None:
+    """A ``gold``/``predictions`` column as normalised JSON texts (``None`` when absent or all
+    null). Texts equal to a label's own normal form (``"cat"``) are accepted as they are, by
+    set membership; every other value goes through ``check`` (the :class:`~.tasks.ItemValidator`
+    rule, which words the error), in row order."""
+    if name not in table.column_names:
+        return None
+    col = table.column(name)
+    if col.null_count == len(col):
+        return None
+    normal = []
+    for label in labels:
+        text = orjson.dumps(label).decode()
+        try:
+            if check(0, label) == text:
+                normal.append(text)
+        except Problem:
+            pass
+    known = pc.or_kleene(pc.is_null(col), pc.is_in(col, value_set=pa.array(normal, pa.string())))
+    values = col.to_pylist()
+    for i in np.flatnonzero(~_flags(known)).tolist():
+        try:
+            value = orjson.loads(values[i])
+        except orjson.JSONDecodeError:
+            raise rules._bad(i, "must be JSON text", name) from None
+        values[i] = check(i, value)
+    return values
+
+
+@dataclass
+class Rows:
+    """A validated batch as columns (see :func:`.tasks.insert_rows`)."""
+
+    external_ids: list[str | None] | None
+    data: list[str]
+    gold: list[str | None] | None
+    predictions: list[str | None] | None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def build_rows(project: Any, table: pa.Table) -> Rows:
+    """Validate every row, column by column; the first bad row raises, naming it."""
     try:
-        cursor.executemany(sql, rows)
-        return cursor.rowcount
-    finally:
-        cursor.close()
+        table.validate(full=True)  # offsets in bounds, strings valid UTF-8
+    except pa.ArrowInvalid as exc:
+        raise Problem(400, "invalid_arrow", f"The Arrow body is malformed: {exc}") from None
+    data = check_data(table.column("data"))
+    ids = check_ids(table)
+    validate = rules.ItemValidator(project)
+    gold = check_values(table, "gold", validate.gold, project.labels)
+    preds = check_values(table, "predictions", validate.predictions, project.labels)
+    return Rows(ids, data, gold, preds)
 
 
 def upload(db: Database, owner_id: str, project_id: str, raw: bytes, max_tasks: int) -> dict:
@@ -204,5 +223,7 @@ def upload(db: Database, owner_id: str, project_id: str, raw: bytes, max_tasks: 
     with db.write() as conn:
         project = project_service.load(conn, owner_id, project_id, lock=True)
         rules._check_state(project)  # re-checked inside the write lock
-        created = insert_rows(conn, project, rows)
+        created = rules.insert_rows(
+            conn, project, rows.external_ids, rows.data, rows.gold, rows.predictions
+        )
         return rules._finish(conn, project_id, len(rows), created, source_schema)

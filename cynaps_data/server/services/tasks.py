@@ -13,7 +13,9 @@ which words every error. Other databases parse the body and use ``executemany``.
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -144,8 +146,13 @@ def upload(db: Database, owner_id: str, project_id: str, raw: bytes, max_tasks: 
     with db.read() as conn:
         rows = build_rows(project_service.load(conn, owner_id, project_id), items)
     with db.write() as conn:
-        _check_state(project_service.load(conn, owner_id, project_id, lock=True))
-        created = insert_rows(conn, rows)
+        project = project_service.load(conn, owner_id, project_id, lock=True)
+        _check_state(project)
+        gold = [r[3] for r in rows] if any(r[3] is not None for r in rows) else None
+        preds = [r[4] for r in rows] if any(r[4] is not None for r in rows) else None
+        created = insert_rows(
+            conn, project, [r[1] for r in rows], [r[2] for r in rows], gold, preds
+        )
         return _finish(conn, project_id, len(rows), created, source_schema)
 
 
@@ -187,20 +194,53 @@ def _check_state(project: Any) -> None:
         )
 
 
-def insert_rows(conn: sa.Connection, rows: list[tuple]) -> int:
-    """Insert task rows, skipping existing ``(project_id, external_id)``; returns rows created."""
-    if not rows:
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_]{1,40}$")
+
+
+def insert_rows(
+    conn: sa.Connection,
+    project: Any,
+    external_ids: Sequence[str | None] | None,
+    data: Sequence[str],
+    gold: Sequence[str | None] | None = None,
+    predictions: Sequence[str | None] | None = None,
+) -> int:
+    """Insert validated task rows given as columns, skipping ``(project_id, external_id)`` pairs
+    already present; returns the rows created. The one task insert of every upload path but
+    SQLite's JSON fast path (:mod:`.sqlite_batch`) and imports (which need the new ids).
+
+    ``data`` holds JSON object texts, ``gold``/``predictions`` JSON texts or ``None``; a column
+    given as ``None`` is NULL for every row. Values shared by the whole batch (project id,
+    ``needed``, timestamp, absent columns) are SQL literals, so each row binds only its own
+    values (2 on the common path instead of 7: about twice the insert rate on SQLite), and the
+    parameters are zipped lazily from the columns (no tuple list, no dict per row).
+    """
+    if not len(data):
         return 0
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    values: list[str] = []
+    columns: list[Iterable] = []
+    if _SAFE_ID.match(project.id):  # always true for platform ids; else bind it
+        values.append(f"'{project.id}'")
+    else:
+        values.append(mark)
+        columns.append([project.id] * len(data))
+    for column in (external_ids, data, gold, predictions):
+        if column is None:
+            values.append("NULL")
+        else:
+            values.append(mark)
+            columns.append(column)
+    needed = int(project.quality_settings["min_annotators"])
+    now = float(time.time())
     sql = (
         "INSERT INTO tasks (project_id, external_id, data, gold, predictions, needed, updated_at,"
-        " status, n_judgements, charged, released) VALUES "
-        f"({', '.join([mark] * 7)}, 'pending', 0, false, false) "
-        "ON CONFLICT (project_id, external_id) DO NOTHING"
+        f" status, n_judgements, charged, released) VALUES ({', '.join(values)}, {needed},"
+        f" {now!r}, 'pending', 0, false, false) ON CONFLICT (project_id, external_id) DO NOTHING"
     )
     cursor = conn.connection.driver_connection.cursor()
     try:
-        cursor.executemany(sql, rows)
+        cursor.executemany(sql, zip(*columns, strict=True))
         return cursor.rowcount
     finally:
         cursor.close()
