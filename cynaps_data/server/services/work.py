@@ -67,6 +67,14 @@ class FairLock:
             self._waiters.append(turn)
         turn.wait()  # ownership is handed over by release()
 
+    def try_acquire(self) -> bool:
+        """Take the lock only if it is free and nobody is queued for it."""
+        with self._guard:
+            if self._held:
+                return False
+            self._held = True
+            return True
+
     def release(self) -> None:
         with self._guard:
             if self._waiters:
@@ -96,15 +104,23 @@ def _write(db: Database) -> Iterator[sa.Connection]:
         lock.release()
 
 
+class WouldBlock(Exception):
+    """An ``inline`` hot-path call found the database busy; nothing was done: run it on a thread."""
+
+
 @contextlib.contextmanager
-def _hot_write(db: Database) -> Iterator[Raw]:
+def _hot_write(db: Database, inline: bool = False) -> Iterator[Raw]:
     """A write transaction for the submit/next hot path, as :func:`_write` but cheaper on SQLite.
 
     On SQLite the process's workbench writes already queue on one :class:`FairLock`, so they
-    share one long-lived connection instead of taking one from the pool (and running the
-    pool's checkout, reset and events) per transaction. The transaction is the same
+    share long-lived connections instead of taking one from the pool (and running the pool's
+    checkout, reset and events) per transaction. The transaction is the same
     ``BEGIN IMMEDIATE`` … ``COMMIT`` as ``db.write()``, including marking a request's
     ``Idempotency-Key`` committed inside it. PostgreSQL uses ``db.write()`` as is.
+
+    ``inline=True`` (SQLite) is for the caller's event-loop thread, which must never wait: if
+    the lock is taken or queued for, or another connection (a bulk upload, another process)
+    holds the database's write lock, :class:`WouldBlock` is raised before anything ran.
     """
     if not db.is_sqlite:
         with db.write() as conn:
@@ -112,12 +128,25 @@ def _hot_write(db: Database) -> Iterator[Raw]:
         return
     with _LOCKS_GUARD:
         lock = _LOCKS.setdefault(id(db), FairLock())
-    lock.acquire()
+    if inline:
+        if not lock.try_acquire():
+            raise WouldBlock
+    else:
+        lock.acquire()
     try:
-        conn = db.__dict__.get("_workbench_conn")
+        name = "_workbench_inline_conn" if inline else "_workbench_conn"
+        conn = db.__dict__.get(name)
         if conn is None or conn.closed or conn.invalidated:
-            conn = db.__dict__["_workbench_conn"] = db.engine.connect().execution_options(write=True)
-        with conn.begin():
+            conn = db.__dict__[name] = db.engine.connect().execution_options(write=True)
+            if inline:  # answer SQLITE_BUSY at once instead of sleeping in the busy handler
+                conn.connection.driver_connection.execute("PRAGMA busy_timeout=0")
+        try:
+            transaction = conn.begin()
+        except sa.exc.OperationalError as exc:
+            if inline and getattr(exc.orig, "sqlite_errorname", "") == "SQLITE_BUSY":
+                raise WouldBlock from None
+            raise
+        with transaction:
             yield Raw(conn)
             claim = current_claim.get()
             if claim is not None:
@@ -322,11 +351,14 @@ def _assign_next(
 
 
 def next_task(
-    db: Database, principal: Principal, ttl: float, project_id: str | None = None
+    db: Database, principal: Principal, ttl: float, project_id: str | None = None, *, inline: bool = False
 ) -> dict | None:
-    """Assign the next task to an annotator (or return its live assignment); ``None`` if none."""
+    """Assign the next task to an annotator (or return its live assignment); ``None`` if none.
+
+    ``inline``: see :func:`_hot_write` (may raise :class:`WouldBlock`).
+    """
     _require_role(principal, "annotator")
-    with _hot_write(db) as raw:
+    with _hot_write(db, inline) as raw:
         return _assign_next(raw, principal, ttl, time.time(), project_id)
 
 
@@ -368,11 +400,13 @@ def submit(
     *,
     next_ttl: float | None = None,
     project_id: str | None = None,
+    inline: bool = False,
 ) -> dict:
     """Record an annotator's judgement on an assigned task and apply the consensus policy.
 
     With ``next_ttl`` the annotator's next task is assigned in the same transaction and
     returned under ``"next"`` (``None`` when the queue is empty): one round trip per task.
+    ``inline``: see :func:`_hot_write` (may raise :class:`WouldBlock`).
     """
     _require_role(principal, "annotator")
     if not isinstance(body, dict):
@@ -383,7 +417,7 @@ def submit(
     duration = _parse_duration(body)
     me = principal.account_id
     now = time.time()
-    with _hot_write(db) as raw:
+    with _hot_write(db, inline) as raw:
         if raw.pg:
             raw.run(_LOCK_TASK_SQL, {"task": task_id})
         row = raw.run(_SUBMIT_SQL, {"task": task_id, "me": me}).fetchone()
