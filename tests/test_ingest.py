@@ -424,3 +424,56 @@ def test_typed_upload_on_each_storage_backend(backend_platform, wire_format):
             plain.upload_dataframe(df[["text"]], progress=False, wire_format=wire_format).created
             == 3
         )
+
+
+def test_arrow_batch_keeps_order_and_skips_duplicates_on_each_backend(backend_platform):
+    """A batch larger than one multi-row INSERT statement: rows land in order, a repeated id
+    inside the batch and ids already stored are skipped (counted as duplicates), and a row the
+    regular-expression screen cannot settle (nested, spaced JSON) is still parsed and kept."""
+    import cynaps_data as cynaps
+    from cynaps_data.server.services.tasks import ROWS_PER_STATEMENT
+
+    key = backend_platform.create_customer()
+    with cynaps.Client(api_key=key, base_url=backend_platform.base_url, max_retries=0) as c:
+        project = make_project(c, labels=LABELS)
+        url = f"{backend_platform.base_url}/v1/projects/{project.id}/tasks/batch"
+        headers = {
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/vnd.apache.arrow.stream",
+        }
+        n = 2 * ROWS_PER_STATEMENT + 7
+        ids = [f"t{i}" for i in range(n)]
+        data = [
+            f'{{"i": {i}}}' if i != 5 else '{"i": 5, "deep": {"a": [1, {"b": 2}]}}'
+            for i in range(n)
+        ]
+        gold = ['"cat"' if i % 3 == 0 else None for i in range(n)]
+        first = requests.post(
+            url,
+            data=_arrow_body(
+                pa.table({"data": data[:300], "external_id": ids[:300], "gold": gold[:300]})
+            ),
+            headers=headers,
+            timeout=30,
+        )
+        assert first.status_code == 201 and first.json()["created"] == 300, first.text
+        ids_again = ids[:]
+        ids_again[400] = ids[399]  # the same id twice in one batch: the second is a duplicate
+        whole = requests.post(
+            url,
+            data=_arrow_body(pa.table({"data": data, "external_id": ids_again, "gold": gold})),
+            headers=headers,
+            timeout=30,
+        )
+        assert whole.status_code == 201, whole.text
+        body = whole.json()
+        assert (body["created"], body["duplicates"], body["project_task_count"]) == (
+            n - 301,
+            301,
+            n - 1,
+        )
+        records = project.export()
+        assert [r["external_id"] for r in records] == [i for i in ids if i != ids[400]]
+        assert [r["data"]["i"] for r in records] == [i for i in range(n) if i != 400]
+        assert records[5]["data"]["deep"] == {"a": [1, {"b": 2}]}
+        assert [r["gold"] for r in records[:4]] == ["cat", None, None, "cat"]

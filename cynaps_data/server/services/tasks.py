@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -195,6 +195,8 @@ def _check_state(project: Any) -> None:
 
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_]{1,40}$")
+UPLOAD_CACHE_KIB = 64 * 1024  # SQLite page cache of a connection that stored an upload batch
+ROWS_PER_STATEMENT = 250  # rows per multi-row INSERT (SQLite allows 32,766 parameters)
 
 
 def insert_rows(
@@ -205,42 +207,79 @@ def insert_rows(
     gold: Sequence[str | None] | None = None,
     predictions: Sequence[str | None] | None = None,
 ) -> int:
-    """Insert validated task rows given as columns, skipping ``(project_id, external_id)`` pairs
-    already present; returns the rows created. The one task insert of every upload path but
-    SQLite's JSON fast path (:mod:`.sqlite_batch`) and imports (which need the new ids).
+    """Insert validated task rows given as columns, in order, skipping ``(project_id,
+    external_id)`` pairs already present; returns the rows created. The one task insert of
+    every upload path but SQLite's JSON fast path (:mod:`.sqlite_batch`) and imports (which
+    need the new ids).
 
     ``data`` holds JSON object texts, ``gold``/``predictions`` JSON texts or ``None``; a column
-    given as ``None`` is NULL for every row. Values shared by the whole batch (project id,
-    ``needed``, timestamp, absent columns) are SQL literals, so each row binds only its own
-    values (2 on the common path instead of 7: about twice the insert rate on SQLite), and the
-    parameters are zipped lazily from the columns (no tuple list, no dict per row).
+    given as ``None`` is NULL for every row. Each statement inserts :data:`ROWS_PER_STATEMENT`
+    rows (multi-row ``VALUES``: about 40% less SQLite time per row than one row per execution);
+    values shared by the batch (project id, ``needed``, absent columns) are SQL literals, the
+    timestamp is one parameter per statement on SQLite, so each row binds only its own values.
     """
-    if not len(data):
+    n = len(data)
+    if not n:
         return 0
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    values: list[str] = []
-    columns: list[Iterable] = []
+    sqlite = conn.dialect.name == "sqlite"
+    now = float(time.time())
+    columns: list[Sequence] = []
+    template: list[str] = []
     if _SAFE_ID.match(project.id):  # always true for platform ids; else bind it
-        values.append(f"'{project.id}'")
+        template.append(f"'{project.id}'")
     else:
-        values.append(mark)
-        columns.append([project.id] * len(data))
+        template.append("{}")
+        columns.append([project.id] * n)
     for column in (external_ids, data, gold, predictions):
         if column is None:
-            values.append("NULL")
+            template.append("NULL")
         else:
-            values.append(mark)
+            if len(column) != n:
+                raise ValueError("task columns differ in length")
+            template.append("{}")
             columns.append(column)
-    needed = int(project.quality_settings["min_annotators"])
-    now = float(time.time())
-    sql = (
-        "INSERT INTO tasks (project_id, external_id, data, gold, predictions, needed, updated_at,"
-        f" status, n_judgements, charged, released) VALUES ({', '.join(values)}, {needed},"
-        f" {now!r}, 'pending', 0, false, false) ON CONFLICT (project_id, external_id) DO NOTHING"
-    )
+    template.append(str(int(project.quality_settings["min_annotators"])))
+    if sqlite:
+        template.append("?1")  # the statement's first parameter: the timestamp
+    else:
+        template.append("{}")
+        columns.append([now] * n)
+    row = "(" + ", ".join(template) + ", 'pending', 0, false, false)"
+    width = len(columns)
+
+    def statement(rows: int) -> str:
+        if sqlite:
+            marks = iter(f"?{i}" for i in range(2, 2 + rows * width))
+        else:
+            marks = iter(["%s"] * (rows * width))
+        values = ", ".join(row.format(*(next(marks) for _ in range(width))) for _ in range(rows))
+        return (
+            "INSERT INTO tasks (project_id, external_id, data, gold, predictions, needed,"
+            f" updated_at, status, n_judgements, charged, released) VALUES {values}"
+            " ON CONFLICT (project_id, external_id) DO NOTHING"
+        )
+
+    flat: list[Any] = [None] * (n * width)
+    for j, column in enumerate(columns):
+        flat[j::width] = column
+    head = [now] if sqlite else []
+    step = ROWS_PER_STATEMENT * width
+    full = (n // ROWS_PER_STATEMENT) * step
+    created = 0
     cursor = conn.connection.driver_connection.cursor()
     try:
-        cursor.executemany(sql, zip(*columns, strict=True))
-        return cursor.rowcount
+        if sqlite:
+            # room for the task indexes' pages, so that consecutive batches find them cached
+            cursor.execute(f"PRAGMA cache_size = -{UPLOAD_CACHE_KIB}")
+        if full:
+            cursor.executemany(
+                statement(ROWS_PER_STATEMENT),
+                (head + flat[i : i + step] for i in range(0, full, step)),
+            )
+            created += cursor.rowcount
+        if full < len(flat):
+            cursor.execute(statement(n - full // width), head + flat[full:])
+            created += cursor.rowcount
+        return created
     finally:
         cursor.close()
