@@ -20,6 +20,7 @@ annotators' labels. Experts see only disputed tasks of those projects, with ever
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 import time
 from collections import Counter, deque
@@ -134,25 +135,42 @@ def _hot_write(db: Database, inline: bool = False) -> Iterator[Raw]:
     else:
         lock.acquire()
     try:
-        name = "_workbench_inline_conn" if inline else "_workbench_conn"
-        conn = db.__dict__.get(name)
-        if conn is None or conn.closed or conn.invalidated:
-            conn = db.__dict__[name] = db.engine.connect().execution_options(write=True)
-            if inline:  # answer SQLITE_BUSY at once instead of sleeping in the busy handler
-                conn.connection.driver_connection.execute("PRAGMA busy_timeout=0")
-        try:
-            transaction = conn.begin()
-        except sa.exc.OperationalError as exc:
-            if inline and getattr(exc.orig, "sqlite_errorname", "") == "SQLITE_BUSY":
-                raise WouldBlock from None
-            raise
-        with transaction:
+        conn = _hot_connection(db, inline)
+        with conn.begin():
+            try:
+                conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if inline and exc.sqlite_errorname in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+                    raise WouldBlock from None
+                raise
             yield Raw(conn)
             claim = current_claim.get()
             if claim is not None:
                 mark_committed(conn, claim)
     finally:
         lock.release()
+
+
+def _hot_connection(db: Database, inline: bool) -> sa.Connection:
+    """This process's long-lived workbench connection to ``db`` (SQLite; one inline, one not).
+
+    The DBAPI connection comes from ``db``'s pool (so it has the platform's PRAGMAs) and is
+    wrapped in a private engine without ``db``'s ``begin`` hook: :func:`_hot_write` issues
+    ``BEGIN IMMEDIATE`` on the driver itself, sparing SQLAlchemy's statement machinery.
+    """
+    name = "_workbench_inline_conn" if inline else "_workbench_conn"
+    conn = db.__dict__.get(name)
+    if conn is not None and not conn.closed and not conn.invalidated:
+        return conn
+    pooled = db.engine.raw_connection()  # kept checked out for the life of the process
+    driver = pooled.driver_connection
+    if inline:  # answer SQLITE_BUSY at once instead of sleeping in the busy handler
+        driver.execute("PRAGMA busy_timeout=0")
+    engine = sa.create_engine(db.url, creator=lambda: driver, poolclass=sa.pool.StaticPool)
+    conn = engine.connect().execution_options(write=True)
+    conn.__dict__["_cynaps_pooled"] = pooled  # keep the pool's record alive with it
+    db.__dict__[name] = conn
+    return conn
 
 
 _PROJECT_COLUMNS = (
@@ -268,7 +286,7 @@ def _sweep(db: Raw, now: float) -> None:
     compares ``expires_at``) and submitting on it is refused. Until swept, its former holder is
     not offered that task again.
     """
-    url = str(db.conn.engine.url)
+    url = db.conn.engine.url.database or ""
     if now - _last_sweep.get(url, 0.0) >= SWEEP_INTERVAL_SECONDS:
         _last_sweep[url] = now
         db.run(_SWEEP_SQL, {"now": now})
