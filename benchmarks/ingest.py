@@ -16,6 +16,7 @@ tasks/s.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sqlite3
 import subprocess
@@ -110,6 +111,13 @@ def write_parquet(path: Path, n: int, chunk: int = 1_000_000) -> None:
         writer.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc), a load-independent proxy."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_kib() -> int:
     """Peak RSS of this process in KiB: VmHWM on Linux (there ru_maxrss can carry the parent's
     peak across fork+exec), else ``resource.getrusage``."""
@@ -164,11 +172,17 @@ def main() -> None:
     with ServerProcess() as server:
         client = cynaps.Client(api_key=server.key, base_url=server.base_url, timeout=600)
         project = client.projects.create(name="ingest bench", labels=LABELS)
+        load_before = os.getloadavg()[0]
+        server_cpu = cpu_seconds(server.proc.pid)
+        client_cpu = time.process_time()
         started = time.perf_counter()
         result = project.upload_dataframe(
             df, id_column="id", batch_size=args.batch_size, progress=False
         )
         ours = time.perf_counter() - started
+        client_cpu = time.process_time() - client_cpu
+        server_cpu = cpu_seconds(server.proc.pid) - server_cpu
+        load_after = os.getloadavg()[0]
         assert result.created == args.rows, result
         again = project.upload_dataframe(
             df.head(100_000), id_column="id", batch_size=args.batch_size, progress=False
@@ -182,6 +196,15 @@ def main() -> None:
     print(f"upload_dataframe (e2e)   : {ours:7.2f} s  {our_rate:12,.0f} rows/s")
     print(
         f"ratio (ours / raw)       : {our_rate / raw_rate:.2f}  (targets: >= 0.25 and >= 100,000 rows/s)"
+    )
+    per_m = 1_000_000 / args.rows
+    print(
+        f"CPU per 1M rows          : server {server_cpu * per_m:.2f} s, client {client_cpu * per_m:.2f} s"
+        f" (client incl. whole-frame checks and encoding; server process incl. HTTP)"
+    )
+    print(
+        f"load average (1 min)     : {load_before:.2f} before, {load_after:.2f} after the upload"
+        f" ({os.cpu_count()} cores)"
     )
     del df
 
