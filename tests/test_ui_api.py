@@ -98,6 +98,36 @@ def test_submit_with_next_returns_the_following_task(platform: LocalPlatform) ->
     assert progress["judgements"] == 3 and progress["remaining"] == 0
 
 
+def test_a_repeated_submission_answers_as_the_first_and_records_nothing(platform: LocalPlatform) -> None:
+    """Judgements skip the Idempotency-Key table: a retry (with its key) of a submission that
+    already went through gets the first answer again and never a second judgement."""
+    team = Team(platform)
+    pid = team.project([{"data": {"text": f"r{i}"}} for i in range(3)], min_annotators=2)
+    key = team.member("Retrier")["api_key"]
+    task = team.ok("GET", "/v1/annotator/next", key)
+    path = f"/v1/annotator/tasks/{task['task_id']}/judgements?next=true"
+    retry = {"Authorization": f"Bearer {key}", "Idempotency-Key": "submit-once"}
+    first = requests.post(platform.base_url + path, headers=retry, json={"label": "dog"}, timeout=30)
+    assert first.status_code == 201, first.text
+    assert first.json()["next"] is not None
+    for _ in range(2):  # the retry of a client whose answer was lost
+        again = requests.post(platform.base_url + path, headers=retry, json={"label": "dog"}, timeout=30)
+        assert again.status_code == 201, again.text
+        assert again.json() == first.json()  # same label, status, and the same next task
+    changed = requests.post(platform.base_url + path, headers=retry, json={"label": "cat"}, timeout=30)
+    assert changed.status_code == 409 and changed.json()["error"]["code"] == "not_assigned"
+    # without a key a repeat is a second submission: refused, as it always was
+    plain = team.call("POST", path, key, json={"label": "dog"})
+    assert plain.status_code == 409 and plain.json()["error"]["code"] == "not_assigned"
+    assert team.ok("GET", "/v1/annotator/progress", key)["judgements"] == 1
+    status = team.ok("GET", f"/v1/projects/{pid}/status")
+    assert status["judgements"] == 1
+    # the next task is still the caller's own live assignment, and can be judged as usual
+    follow = first.json()["next"]["task_id"]
+    team.ok("POST", f"/v1/annotator/tasks/{follow}/judgements", key, json={"label": "cat"})
+    assert team.ok("GET", f"/v1/projects/{pid}/status")["judgements"] == 2
+
+
 def test_skip_releases_the_task_and_never_offers_it_again(platform: LocalPlatform) -> None:
     team = Team(platform)
     team.project([{"data": {"text": "hard"}}, {"data": {"text": "easy"}}])

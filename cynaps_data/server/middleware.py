@@ -186,7 +186,8 @@ class Idempotency:
 
     Same key with another body is a 422 ``idempotency_key_reused``; a key whose first request is
     still running is a 409 ``idempotency_key_in_use``. Keys are scoped to the API key and kept
-    24 hours. 5xx responses are not stored, so a retry runs again.
+    24 hours. 5xx responses are not stored, so a retry runs again. Judgement submissions are
+    exempt (:attr:`NATURALLY_IDEMPOTENT`).
 
     Exactly once under crashes: each attempt claims the key with a fresh fencing token, and every
     write transaction the request makes marks the key ``committed`` *inside that transaction*
@@ -196,12 +197,19 @@ class Idempotency:
     ``idempotency_response_lost`` and is never run again.
     """
 
+    #: POST endpoints idempotent by themselves, left alone by this middleware: a judgement is
+    #: recorded once per (task, annotator) and a repeat answers as the first time did
+    #: (``work.submit``), so a key would only add two write transactions to the hot path.
+    NATURALLY_IDEMPOTENT = re.compile(r"/v1/annotator/tasks/[0-9]+/judgements")
+
     def __init__(self, app: ASGIApp, db: Callable[[], Database]) -> None:
         self.app = app
         self.db = db
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         key = _header(scope, b"idempotency-key") if scope["type"] == "http" else None
+        if key and self.NATURALLY_IDEMPOTENT.fullmatch(scope["path"]):
+            key = None
         owner = _bearer_hash(scope) if key else None
         if scope["type"] != "http" or scope["method"] != "POST" or not key or not owner:
             await self.app(scope, receive, send)

@@ -69,9 +69,13 @@ async def next_task(request: Request, project_id: str | None = None) -> dict | R
 async def submit_judgement(
     request: Request, task_id: int, body: Body, next: bool = False, project_id: str | None = None
 ) -> dict:
-    """Record a judgement; with ``?next=true`` the answer also carries the next task (or null)."""
+    """Record a judgement; with ``?next=true`` the answer also carries the next task (or null).
+
+    Retried with an ``Idempotency-Key``, a submission that already went through is answered as
+    the first time and records nothing (idempotent per task and annotator)."""
     ttl = _ttl(request) if next else None
-    return await _as_caller(request, work.submit, task_id, body, next_ttl=ttl, project_id=project_id)
+    retry = request.headers.get("idempotency-key") is not None
+    return await _as_caller(request, work.submit, task_id, body, next_ttl=ttl, project_id=project_id, retry=retry)
 
 
 @router.post("/annotator/tasks/{task_id}/skip")
@@ -221,7 +225,10 @@ async def _hot_submit(scope: dict, receive: Callable, send: Callable, match: re.
     try:
         body = _parse_json(await _read_body(receive))
         ttl = scope["app"].state.settings.assignment_ttl_seconds if flag in _TRUE else None
-        result = await _hot_call(scope, work.submit, task_id, body, next_ttl=ttl, project_id=query.get("project_id"))
+        retry = any(name == b"idempotency-key" for name, _ in scope["headers"])
+        result = await _hot_call(
+            scope, work.submit, task_id, body, next_ttl=ttl, project_id=query.get("project_id"), retry=retry
+        )
     except Exception as exc:  # answered as the routed endpoint would
         await handle_error(scope, receive, send, exc)
         return True

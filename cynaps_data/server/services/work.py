@@ -201,8 +201,8 @@ def _not_assigned(task_id: int) -> Problem:
     return Problem(
         409,
         "not_assigned",
-        f"Task {task_id} is not assigned to you (or the assignment expired). "
-        "Ask for the next task with GET /v1/annotator/next.",
+        f"Task {task_id} is not assigned to you (or the assignment expired, or you already judged it "
+        "with another label). Ask for the next task with GET /v1/annotator/next.",
         type="invalid_state_error",
     )
 
@@ -401,6 +401,42 @@ def _settle_if_needed(db: Raw, project_id: str, state: str) -> None:
     project_service.settle(db.conn, project)
 
 
+# (value, status, annotation_type, labels) of the caller's own judgement on a task
+_MY_JUDGEMENT_SQL = (
+    "SELECT j.value, t.status, p.annotation_type, p.labels FROM judgements j"
+    " JOIN tasks t ON t.id = j.task_id JOIN projects p ON p.id = t.project_id"
+    " WHERE j.task_id = :task AND j.annotator_id = :me AND j.role = 'annotator'"
+)
+
+
+def _replay(
+    db: Raw, principal: Principal, task_id: int, body: dict, next_ttl: float | None, now: float,
+    project_id: str | None,
+) -> dict | None:
+    """The answer to a retried submission (one with an ``Idempotency-Key``), or ``None``.
+
+    Submitting is idempotent per ``(task, annotator)``, so the ``Idempotency-Key`` middleware
+    leaves judgements to this instead of storing responses: the same label again on a task the
+    caller already judged answers as the first time did (with the task's status now, and the
+    caller's live assignment as ``next``) and records nothing; another label is refused as not
+    assigned.
+    """
+    mine = db.run(_MY_JUDGEMENT_SQL, {"task": task_id, "me": principal.account_id}).fetchone()
+    if mine is None:
+        return None
+    stored, status, annotation_type, labels = mine
+    try:
+        value = get_type(annotation_type).validate_value(body.get("label"), json_value(labels))
+    except ValueError:
+        return None
+    if orjson.dumps(value).decode() != stored:
+        return None
+    result = {"object": "judgement", "task_id": task_id, "label": value, "task_status": status}
+    if next_ttl is not None:
+        result["next"] = _assign_next(db, principal, next_ttl, now, project_id)
+    return result
+
+
 class _ChargedProject:
     """What ``billing.charge_task`` reads of a project."""
 
@@ -419,12 +455,15 @@ def submit(
     next_ttl: float | None = None,
     project_id: str | None = None,
     inline: bool = False,
+    retry: bool = False,
 ) -> dict:
     """Record an annotator's judgement on an assigned task and apply the consensus policy.
 
     With ``next_ttl`` the annotator's next task is assigned in the same transaction and
     returned under ``"next"`` (``None`` when the queue is empty): one round trip per task.
-    ``inline``: see :func:`_hot_write` (may raise :class:`WouldBlock`).
+    ``inline``: see :func:`_hot_write` (may raise :class:`WouldBlock`). ``retry``: the request
+    carries an ``Idempotency-Key``, so a repeat of a submission that went through is answered
+    as the first time (:func:`_replay`); without one, a repeat is refused (409 ``not_assigned``).
     """
     _require_role(principal, "annotator")
     if not isinstance(body, dict):
@@ -447,6 +486,10 @@ def submit(
                 f"Project {row[1]} is {row[4]}; it takes no more judgements.",
                 type="invalid_state_error",
             )
+        if row is None and retry:
+            replay = _replay(raw, principal, task_id, body, next_ttl, now, project_id)
+            if replay is not None:
+                return replay
         if row is None or row[0] <= now:
             raise _not_assigned(task_id)
         expires_at, task_project, needed, n_judgements, state, annotation_type, labels, quality, owner = row
