@@ -446,3 +446,45 @@ def test_vote_summary_on_each_backend(backend_platform, monkeypatch):
         assert summary["n_annotations"].tolist() == [i % 4 for i in range(30)]
         long = project.to_pandas("long")
         assert len(long) == sum(i % 4 for i in range(30)) + 6
+
+
+def test_chunked_wide_export_equals_one_chunk(client, monkeypatch):
+    """The wide export reads big projects in id chunks on parallel threads: the frame is the
+    same as from one chunk, also when the chunks' data columns infer different types (parsed
+    again as one column), with worker ids holding the summary separator in one chunk only
+    (judgement path for that chunk), and with ``since``."""
+    from cynaps_data.server.services import exports
+
+    project = make_project(client, labels=LABELS)
+    items = []
+    for i in range(11):
+        data = {"n": i if i < 6 else i + 0.5, "text": f"t{i}"}
+        if i == 10:
+            data["late"] = [1, 2]
+        workers = [f"w{(i + k) % 4}" for k in range(i % 4)] + (["odd\x1eid"] if i == 4 else [])
+        items.append(
+            {
+                "data": data,
+                "external_id": f"e{i}",
+                "judgements": [
+                    {"worker": w, "label": LABELS[(i + k) % 3]} for k, w in enumerate(workers)
+                ]
+                + ([{"worker": "boss", "label": "dog", "role": "expert"}] if i == 7 else []),
+            }
+        )
+    project.import_tasks(items)
+    whole = project.to_pandas()
+    assert whole["n"].dtype == "float64" and whole["late"].notna().sum() == 1
+    monkeypatch.setattr(exports, "CHUNK_TASKS", 3)
+    parts, real_part = [], exports._task_part
+    monkeypatch.setattr(exports, "_task_part", lambda *a: parts.append(a[2]) or real_part(*a))
+    chunked = project.to_pandas()
+    assert len(parts) == 4  # 11 tasks in chunks of 3
+    pd.testing.assert_frame_equal(whole, chunked)
+    assert list(chunked.loc[chunked.index[4], "annotator_ids"])[-1] == "odd\x1eid"
+    same_types = make_project(client, labels=LABELS)
+    same_types.import_tasks([{"data": {"n": i}, "judgements": []} for i in range(7)])
+    assert same_types.to_pandas()["n"].tolist() == list(range(7))
+    since = whole.attrs["cynaps"]["cursor"] - 3600
+    monkeypatch.setattr(exports, "CHUNK_TASKS", 10_000)
+    pd.testing.assert_frame_equal(project.to_pandas(since=since), chunked)

@@ -14,10 +14,12 @@ Downloading results releases the escrowed charges to the annotators (once per ju
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -41,6 +43,10 @@ STATUSES = ["pending", "disputed", "completed"]
 LABEL_SOURCES = ["consensus", "majority", "expert", "imported", "none"]
 ROLES = ["annotator", "expert"]
 ORIGINS = ["platform", "imported"]
+#: Tasks per chunk of the wide export on SQLite (chunks are read and built on parallel threads).
+CHUNK_TASKS = 131_072
+#: Threads building the chunks (SQLite steps and Arrow kernels run without the GIL).
+EXPORT_THREADS = max(1, min(2, os.cpu_count() or 1))
 
 
 def _consensus(task: Any, votes: list[dict], labels: list) -> dict:
@@ -158,6 +164,9 @@ VOTE_COLUMNS: Columns = [
     ("role", "role", pa.string()),
     ("value", "value", pa.string()),
 ]
+#: Columns read (on SQLite) as their own newline-joined text rather than through the CSV rows:
+#: the task data JSON, handed to ``pyarrow.json`` as it comes.
+LINE_COLUMNS = frozenset({"data"})
 LONG_COLUMNS: Columns = VOTE_COLUMNS + [
     ("duration", "coalesce(printf('%.17g', duration), '')", pa.float64()),
     ("created_us", "CAST(round(created_at * 1000000) AS BIGINT)", pa.int64()),
@@ -223,22 +232,32 @@ def _query_text(
 ) -> pa.Table | None:
     import pyarrow.csv as pa_csv
 
-    # one printf per row (half the time of chaining ||, which copies the row once per field)
-    fields = ", ".join(expr for _, expr, _ in columns)
-    row = "printf('" + "\x1f".join(["%s"] * len(columns)) + f"', {fields})"
+    # one printf per row (half the time of chaining ||, which copies the row once per field);
+    # printf renders NULL as '' (what the CSV reader below reads as null/empty)
+    fields = [(name, expr) for name, expr, _ in columns if name not in LINE_COLUMNS]
+    lines = [(name, expr) for name, expr, _ in columns if name in LINE_COLUMNS]
+    row = "printf('" + "\x1f".join(["%s"] * len(fields)) + "', "
+    row += ", ".join(expr for _, expr in fields) + ")"
+    # (as BLOBs: the UTF-8 bytes as they are, no Python str decoded and encoded again)
+    aggregates = ", ".join(
+        ["CAST(group_concat(x, char(10)) AS BLOB)"]
+        + [f"CAST(group_concat({name}, char(10)) AS BLOB)" for name, _ in lines]
+    )
     raw.execute(
-        # (as a BLOB: the UTF-8 bytes as they are, no Python str decoded and encoded again)
-        f"SELECT CAST(group_concat(x, char(10)) AS BLOB), count(*) FROM (SELECT {row} AS x FROM {table}"
-        f" WHERE {where} ORDER BY id)",
+        f"SELECT {aggregates}, count(*) FROM (SELECT {row} AS x"
+        + "".join(f", {expr} AS {name}" for name, expr in lines)
+        + f" FROM {table} WHERE {where} ORDER BY id)",
         params,
     )
-    text, count = raw.fetchone()
+    text, *line_texts, count = raw.fetchone()
     if not count:
         return schema.empty_table()
     try:
         parsed = pa_csv.read_csv(
             pa.BufferReader(text),
-            read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=16 << 20),
+            read_options=pa_csv.ReadOptions(
+                column_names=[name for name, _ in fields], block_size=16 << 20
+            ),
             parse_options=pa_csv.ParseOptions(
                 delimiter="\x1f", quote_char=False, escape_char=False
             ),
@@ -253,10 +272,32 @@ def _query_text(
         return None
     if parsed.num_rows != count:
         return None
+    for (name, _), blob in zip(lines, line_texts, strict=True):
+        values = _split_lines(blob, count)
+        if values is None:
+            return None
+        parsed = parsed.append_column(name, values)
     ids = parsed["id"]
     if len(ids) > 1 and not pc.all(pc.greater(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py():
         parsed = parsed.take(pc.sort_indices(ids))  # group_concat order is not promised
     return parsed.select(schema.names).cast(schema)
+
+
+def _split_lines(blob: bytes, count: int) -> pa.StringArray | None:
+    """``count`` newline-joined texts as a string array over the same bytes (no copy); each
+    value keeps the newline that follows it (JSON whitespace). ``None`` when a text holds a
+    newline itself (the count does not match) or the bytes are not UTF-8."""
+    buffer = pa.py_buffer(blob)
+    newlines = np.flatnonzero(np.frombuffer(buffer, dtype="uint8") == 10)
+    if len(newlines) != count - 1 or len(blob) >= 2**31:
+        return None
+    offsets = np.concatenate([[0], newlines + 1, [len(blob)]]).astype("int32")
+    values = pa.StringArray.from_buffers(count, pa.py_buffer(offsets), buffer)
+    try:
+        values.validate(full=True)
+    except pa.ArrowInvalid:
+        return None
+    return values
 
 
 def _null_if(arr: pa.ChunkedArray | pa.Array, value: Any) -> pa.Array:
@@ -329,6 +370,8 @@ def parse_data(texts: Any) -> pa.StructArray:
     read = pa_json.ReadOptions(block_size=4 << 20)
     try:
         table = pa_json.read_json(pa.BufferReader(blob), read_options=read)
+        if table.num_rows != len(texts):  # an empty text, or one holding a newline
+            raise pa.ArrowInvalid("not one JSON object per text")
         schema = _no_timestamps(table.schema)
         if schema != table.schema:
             parse = pa_json.ParseOptions(explicit_schema=schema)
@@ -343,12 +386,21 @@ def parse_data(texts: Any) -> pa.StructArray:
 
 
 def _concatenated(texts: Any) -> pa.Buffer:
-    """The JSON objects as newline-delimited JSON: for an Arrow string array, each value gets a
-    newline appended by an Arrow kernel and the value buffer is used as it is (pyarrow.json
-    needs the newlines to split its blocks)."""
+    """The JSON objects as newline-delimited JSON (pyarrow.json needs the newlines to split its
+    blocks). For an Arrow string array whose values already end with a newline (as read by
+    :func:`_split_lines`) that is its value buffer as it is; otherwise each value gets a newline
+    appended by an Arrow kernel and the new value buffer is used."""
     if not isinstance(texts, (pa.Array, pa.ChunkedArray)):
         return pa.py_buffer("\n".join(texts).encode())
     arr = _as_string_array(texts)
+    if pa.types.is_string(arr.type) and arr.null_count == 0:
+        offsets = np.frombuffer(arr.buffers()[1], dtype="int32")[
+            arr.offset : arr.offset + len(arr) + 1
+        ]
+        data = arr.buffers()[2]
+        body = np.frombuffer(data, dtype="uint8") if data is not None else np.zeros(0, "uint8")
+        if len(offsets) > 1 and (body[offsets[1:-1] - 1] == 10).all():
+            return data.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
     lines = pc.binary_join_element_wise(arr, pa.scalar("", arr.type), "\n")
     if lines.offset == 0 and lines.null_count == 0 and pa.types.is_string(lines.type):
         offsets = np.frombuffer(lines.buffers()[1], dtype="int32", count=len(lines) + 1)
@@ -419,16 +471,36 @@ Votes = tuple[np.ndarray, np.ndarray, pa.Array, np.ndarray, pa.Array]
 
 def _entries(column: Any) -> tuple[np.ndarray, pa.Array] | None:
     """Entries per row and the entries of a summary column (each entry ends with U+001E);
-    ``None`` when a row does not end with the separator."""
-    lists = pc.split_pattern(_as_string_array(column), VOTE_SEPARATOR)
-    flat = pc.list_flatten(lists)
-    ends = lists.offsets.to_numpy()[1:] - 1  # the '' after each row's last separator
-    if len(ends) and not pc.all(pc.equal(flat.take(pa.array(ends)), "")).as_py():
+    ``None`` when a non-empty row does not end with the separator.
+
+    Works on the column's UTF-8 bytes with numpy: the rows are contiguous and each ends with a
+    separator, so the entries are the separator-delimited pieces of the whole value buffer."""
+    arr = _as_string_array(column)
+    if arr.null_count:
+        arr = arr.fill_null("")
+    n = len(arr)
+    wide = pa.types.is_large_string(arr.type)
+    offsets = np.frombuffer(arr.buffers()[1], dtype="int64" if wide else "int32")
+    offsets = offsets[arr.offset : arr.offset + n + 1].astype("int64")
+    values = arr.buffers()[2]
+    body = (
+        np.frombuffer(values, dtype="uint8")[offsets[0] : offsets[-1]]
+        if values is not None and n
+        else np.zeros(0, dtype="uint8")
+    )
+    bounds = offsets - (offsets[0] if n else 0)
+    is_sep = body == ord(VOTE_SEPARATOR)
+    ends = bounds[1:][np.diff(bounds) > 0]  # one past each non-empty row
+    if len(ends) and not is_sep[ends - 1].all():
         return None
-    keep = np.ones(len(flat), dtype=bool)
-    keep[ends] = False
-    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype("int64") - 1
-    return lengths, flat.filter(pa.array(keep))
+    seps = np.flatnonzero(is_sep)
+    lengths = np.diff(np.searchsorted(seps, bounds)).astype("int64")
+    starts = np.concatenate([[0], seps[:-1] + 1]) if len(seps) else seps
+    entry_offsets = np.concatenate([[0], np.cumsum(seps - starts)]).astype("int32")
+    entries = pa.StringArray.from_buffers(
+        len(seps), pa.py_buffer(entry_offsets), pa.py_buffer(body[~is_sep])
+    )
+    return lengths, entries
 
 
 def _votes_from_summary(t: pa.Table, labels: list) -> Votes | None:
@@ -477,6 +549,137 @@ def _votes_from_judgements(task_ids: np.ndarray, j: pa.Table, labels: list) -> V
     return pos[votes][order], j_codes[votes][order], workers, expert_code, expert_id
 
 
+def _task_id_range(conn: sa.Connection, project_id: str) -> tuple[int, int] | None:
+    """The project's smallest and largest task id, or ``None`` without tasks.
+
+    Index probes only: for each status present (found by hopping through the
+    ``(project_id, status)`` index), SQLite reads ``min(id)``/``max(id)`` from the end of that
+    index range, instead of visiting every task of the project."""
+    lo = hi = None
+    status = conn.execute(
+        sa.select(sa.func.min(tasks.c.status)).where(tasks.c.project_id == project_id)
+    ).scalar()
+    while status is not None:
+        of_status = (tasks.c.project_id == project_id) & (tasks.c.status == status)
+        first = conn.execute(sa.select(sa.func.min(tasks.c.id)).where(of_status)).scalar()
+        last = conn.execute(sa.select(sa.func.max(tasks.c.id)).where(of_status)).scalar()
+        lo = first if lo is None else min(lo, first)
+        hi = last if hi is None else max(hi, last)
+        status = conn.execute(
+            sa.select(sa.func.min(tasks.c.status)).where(
+                tasks.c.project_id == project_id, tasks.c.status > status
+            )
+        ).scalar()
+    return None if lo is None else (int(lo), int(hi))
+
+
+def _id_chunks(id_range: tuple[int, int] | None, n_tasks: int) -> list[tuple[int, int]]:
+    """``id_range`` split into spans of about :data:`CHUNK_TASKS` tasks each (at least one)."""
+    if id_range is None:
+        return [(0, -1)]
+    lo, hi = id_range
+    n = max(1, -(-max(n_tasks, 1) // CHUNK_TASKS))
+    step = -(-(hi - lo + 1) // n)
+    return [(a, min(a + step - 1, hi)) for a in range(lo, hi + 1, step)]
+
+
+def _parallel(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run ``calls`` on up to :data:`EXPORT_THREADS` threads; results in order. SQLite steps
+    and Arrow/numpy kernels release the GIL, so chunks really run side by side."""
+    if len(calls) <= 1 or EXPORT_THREADS <= 1:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(EXPORT_THREADS, thread_name_prefix="cynaps-export") as pool:
+        return list(pool.map(lambda call: call(), calls))
+
+
+class _Part(NamedTuple):
+    """The wide export of one chunk of tasks."""
+
+    columns: dict[str, Any]  # the wide columns but ``data``
+    data: pa.Array  # ``data`` as parsed by :func:`parse_data`
+    texts: Any  # the ``data`` JSON texts (to parse again with the other chunks' rows)
+    updated: np.ndarray  # ``updated_at`` seconds
+
+
+class _WidePlan(NamedTuple):
+    project: Any
+    since: float | None
+    started: float
+    chunks: list[Any]  # id ranges (SQLite) or ``[None]``: the whole project at once
+
+
+def _plan_wide(db: Database, owner_id: str, project_id: str, since: float | None) -> _WidePlan:
+    """Check the request (404 for another account's project, 400 for a bad ``since``) and
+    split the project's tasks into chunks."""
+    _check_since(since)
+    started = time.time()
+    with db.read() as conn:
+        project = project_service.load(conn, owner_id, project_id)
+        if conn.dialect.name != "sqlite":
+            return _WidePlan(project, since, started, [None])
+        id_range = _task_id_range(conn, project_id)
+    return _WidePlan(project, since, started, _id_chunks(id_range, project.task_count or 0))
+
+
+def _task_part(db: Database, plan: _WidePlan, id_range: tuple[int, int] | None) -> _Part:
+    """The wide export of the project's tasks in ``id_range`` (``None``: all), read in one
+    snapshot."""
+    labels = list(plan.project.labels)
+    with _reader(db) as query:
+        if id_range is None:
+            where, params = "project_id = ?", (plan.project.id,)
+        else:
+            where, params = "+project_id = ? AND id BETWEEN ? AND ?", (plan.project.id, *id_range)
+        if plan.since is not None:
+            where, params = where + " AND updated_at > ?", (*params, plan.since)
+        t = query("tasks", where, params, TASK_COLUMNS)
+        votes = _votes_from_summary(t, labels)
+        if votes is None:  # a worker id holding the separator: read the judgements instead
+            j_where = "project_id = ? AND task_id IN (SELECT id FROM tasks WHERE " + where + ")"
+            j = query("judgements", j_where, (plan.project.id, *params), VOTE_COLUMNS)
+            votes = _votes_from_judgements(t["id"].to_numpy(), j, labels)
+    texts = t["data"]
+    return _Part(
+        _wide_columns(t, votes, labels),
+        parse_data(texts),
+        texts,
+        t["updated_us"].to_numpy() / 1e6,
+    )
+
+
+def _data_column(parts: list[_Part]) -> Any:
+    """The ``data`` struct of all parts: the parts' own parses when they agree on the types,
+    else the whole column parsed at once (types then come from every row, as for one part)."""
+    kept = [p for p in parts if len(p.texts)] or parts[:1]
+    if len({p.data.type for p in kept}) == 1:
+        pieces = [p.data for p in kept]
+        return pa.chunked_array(pieces, pieces[0].type) if len(pieces) > 1 else pieces[0]
+    return parse_data(pa.chunked_array([_as_string_array(p.texts) for p in kept], pa.string()))
+
+
+def _assemble(parts: list[_Part], data: Any) -> pa.Table:
+    """The wide table of ``parts`` (in order) with ``data`` after ``external_id``."""
+    columns = {}
+    for name in parts[0].columns:
+        pieces = [p.columns[name] for p in parts]
+        columns[name] = pa.chunked_array(pieces, pieces[0].type) if len(pieces) > 1 else pieces[0]
+        if name == "external_id":
+            columns["data"] = data
+    return pa.table(columns)
+
+
+def _wide_meta(plan: _WidePlan, cursor: float | None) -> dict[bytes, bytes]:
+    return _project_meta(plan.project, plan.since, cursor, "wide")
+
+
+def _build_wide(db: Database, plan: _WidePlan) -> pa.Table:
+    parts = _parallel([lambda r=r: _task_part(db, plan, r) for r in plan.chunks])
+    table = _assemble(parts, _data_column(parts))
+    updated = np.concatenate([p.updated for p in parts])
+    cursor = _next_cursor(updated, plan.since, plan.started)
+    return table.replace_schema_metadata(_wide_meta(plan, cursor))
+
+
 def arrow_tasks(
     db: Database, owner_id: str, project_id: str, *, since: float | None = None
 ) -> pa.Table:
@@ -490,34 +693,19 @@ def arrow_tasks(
     ``annotator_ids`` list<string>, ``expert_label`` dictionary, ``expert_id`` string,
     ``updated_at`` timestamp[us, UTC]. With ``since``: only tasks changed after it. The schema
     metadata ``cynaps.project`` holds the project description and the next ``cursor``.
+
+    On SQLite the project's id range is read in chunks of about :data:`CHUNK_TASKS` tasks on
+    :data:`EXPORT_THREADS` threads, each chunk in its own snapshot taken after the export
+    started: each task row is read whole (with its vote summary), so every row is consistent,
+    and the ``cursor`` rule of :func:`_next_cursor` holds for every snapshot.
     """
-    _check_since(since)
-    started = time.time()
-    with db.read() as conn:
-        project = project_service.load(conn, owner_id, project_id)
-    labels = list(project.labels)
-    where = "project_id = ?" + (" AND updated_at > ?" if since is not None else "")
-    params = (project_id,) if since is None else (project_id, since)
-    with _reader(db) as query:
-        t = query("tasks", where, params, TASK_COLUMNS)
-        votes = _votes_from_summary(t, labels)
-        if votes is None:  # a worker id holding the separator: read the judgements instead
-            j_where = "project_id = ?" + (
-                " AND task_id IN (SELECT id FROM tasks WHERE project_id = ? AND updated_at > ?)"
-                if since is not None
-                else ""
-            )
-            j_params = (project_id,) if since is None else (project_id, project_id, since)
-            votes = _votes_from_judgements(
-                t["id"].to_numpy(), query("judgements", j_where, j_params, VOTE_COLUMNS), labels
-            )
+    return _build_wide(db, _plan_wide(db, owner_id, project_id, since))
+
+
+def _wide_columns(t: pa.Table, votes: Votes, labels: list) -> dict[str, Any]:
+    """The wide columns (all but ``data``) of the task rows ``t`` and their ``votes``."""
     pos, vote_codes, workers, expert_code, expert_id = votes
-    ids = t["id"].to_numpy()
-    external = _null_if(t["external_id"], "")
-    data, gold, status, final = t["data"], t["gold"], t["status"], t["final_label"]
-    source = _null_if(t["label_source"], "").fill_null("none")
-    updated = t["updated_us"].to_numpy() / 1e6
-    task_ids = np.asarray(ids, dtype="int64")
+    task_ids = np.asarray(t["id"].to_numpy(), dtype="int64")
     n, k = len(task_ids), len(labels)
     known = vote_codes >= 0
     counts = np.bincount(pos[known] * k + vote_codes[known], minlength=n * k).reshape(n, k)
@@ -529,7 +717,7 @@ def arrow_tasks(
         agreement = np.where(
             no_votes, np.nan, counts.max(axis=1, initial=0) / np.maximum(n_votes, 1)
         )
-    label_codes = _codes(final, labels)
+    label_codes = _codes(t["final_label"], labels)
     picked = counts[np.arange(n), np.maximum(label_codes, 0)] if n else np.zeros(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         confidence = np.where(
@@ -537,7 +725,6 @@ def arrow_tasks(
         )
     offsets = np.concatenate([[0], np.cumsum(n_votes)]).astype("int32")
     annotator_ids = pa.ListArray.from_arrays(pa.array(offsets), workers)
-
     share_fields = [pa.array(shares[:, i], pa.float64(), mask=no_votes) for i in range(k)]
     vote_distribution = (
         pa.StructArray.from_arrays(
@@ -546,15 +733,14 @@ def arrow_tasks(
         if k
         else pa.nulls(n, pa.struct([]))
     )
-    source_codes = _strings_to_codes(source, LABEL_SOURCES)
-    columns = {
+    source = _null_if(t["label_source"], "").fill_null("none")
+    return {
         "task": pa.array(task_ids, pa.int64()),
-        "external_id": external,
-        "data": parse_data(data),
-        "gold": _dictionary(_codes(gold, labels), labels),
+        "external_id": _null_if(t["external_id"], ""),
+        "gold": _dictionary(_codes(t["gold"], labels), labels),
         "label": _dictionary(label_codes, labels),
-        "label_source": _dictionary(source_codes, LABEL_SOURCES),
-        "status": _dictionary(_strings_to_codes(status, STATUSES), STATUSES),
+        "label_source": _dictionary(_strings_to_codes(source, LABEL_SOURCES), LABEL_SOURCES),
+        "status": _dictionary(_strings_to_codes(t["status"], STATUSES), STATUSES),
         "agreement": pa.array(agreement, pa.float64(), from_pandas=True),
         "confidence": pa.array(confidence, pa.float64(), from_pandas=True),
         "n_annotations": pa.array(n_votes, pa.int64()),
@@ -564,9 +750,6 @@ def arrow_tasks(
         "expert_id": expert_id,
         "updated_at": _timestamps(t["updated_us"]),
     }
-    cursor = _next_cursor(updated, since, started)
-    table = pa.table(columns)
-    return table.replace_schema_metadata(_project_meta(project, since, cursor, "wide"))
 
 
 def _next_cursor(updated: Any, since: float | None, started: float) -> float:
