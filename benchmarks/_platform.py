@@ -23,7 +23,7 @@ def free_port() -> int:
 class ServerProcess:
     """``cynaps serve`` in a subprocess on a fresh SQLite file; ``.key`` is a customer key."""
 
-    def __init__(self, db: Path | None = None, workforce: bool = False) -> None:
+    def __init__(self, db: Path | None = None, workforce: bool = False, workers: int = 1) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="cynaps-bench-")
         self.db = db or Path(self.tmp.name) / "bench.db"
         self.port = free_port()
@@ -42,6 +42,8 @@ class ServerProcess:
         ]
         if not workforce:
             args.append("--no-workforce")
+        if workers > 1:
+            args += ["--workers", str(workers)]
         self.proc = subprocess.Popen(
             args,
             stdout=subprocess.PIPE,

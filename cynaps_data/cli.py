@@ -22,6 +22,8 @@ def _serve(args: argparse.Namespace) -> int:
     from .server.settings import Settings
 
     settings = Settings(database_url=database_url(args.db))
+    if args.workers > 1:
+        return _serve_workers(args, settings)
     platform = LocalPlatform(
         settings=settings, host=args.host, port=args.port, workforce=not args.no_workforce
     ).start()
@@ -34,6 +36,25 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     platform.stop()
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace, settings) -> int:
+    """``cynaps serve --workers N``: N server processes on one database (server/workers.py)."""
+    from . import config
+    from .server import workers
+    from .server.services.accounts import create_account
+
+    def ready(base_url: str, db) -> None:
+        _, key = create_account(
+            db, role="customer", name="Sandbox customer (cynaps serve)", sandbox=settings.sandbox,
+            starting_credits_cents=settings.starting_credits_cents,
+        )
+        path = config.write_config_file({"api_key": key, "base_url": base_url}, args.config)
+        print(f"Cynaps platform (sandbox) on {base_url}  database: {settings.database_url}  workers: {args.workers}", flush=True)
+        print(f"Customer API key written to {path}; cynaps_data.Client() will use it.", flush=True)
+
+    workers.serve(settings, args.host, args.port, args.workers, workforce=not args.no_workforce, on_ready=ready)
     return 0
 
 
@@ -124,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--config", default=None, help="config file to write the key to")
     serve.add_argument("--no-workforce", action="store_true", help="no simulated annotators")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes on one database (rate limits and caches are per process)")
     serve.set_defaults(func=_serve)
     up = sub.add_parser("upload", help="upload a CSV, Parquet or JSONL file as tasks (resumable)")
     up.add_argument("file", help=".csv, .parquet (or a directory of them) or .jsonl")

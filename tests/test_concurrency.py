@@ -1,7 +1,7 @@
 """Assignment under concurrency: 50 annotator threads finish a 2,000-task project.
 
 The platform runs as ``cynaps serve`` in its own process (a real uvicorn server on 127.0.0.1,
-SQLite file). Each thread is one annotator with its own key, working through the HTTP API
+SQLite file), once as one server process and once as ``--workers 2``. Each thread is one annotator with its own key, working through the HTTP API
 exactly as the workbench page does (submit-and-next, occasional skips). The policy is
 ``min_annotators=3`` without expert review, so a disagreement asks for one more annotator (up
 to ``max_annotators=5``): how many judgements a task needs depends on the votes it got, which
@@ -32,10 +32,10 @@ QUALITY = {"min_annotators": 3, "consensus_threshold": 0.66, "enable_expert_revi
 DEADLINE_SECONDS = 120.0
 
 
-def _serve(db: Path, config: Path) -> tuple[subprocess.Popen, str]:
+def _serve(db: Path, config: Path, workers: int) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [sys.executable, "-u", "-m", "cynaps_data.cli", "serve", "--db", str(db), "--port", "0",
-         "--no-workforce", "--config", str(config)],
+         "--no-workforce", "--config", str(config), "--workers", str(workers)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert process.stdout is not None
@@ -47,11 +47,12 @@ def _serve(db: Path, config: Path) -> tuple[subprocess.Popen, str]:
     return process, base
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[tuple[str, str]]:
-    """``(base_url, customer_key)`` of a ``cynaps serve`` subprocess."""
+@pytest.fixture(scope="module", params=[1, 2], ids=["one-process", "two-worker-processes"])
+def server(request, tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """``(base_url, customer_key)`` of a ``cynaps serve`` subprocess: one server process, or
+    ``--workers 2`` (two processes writing the same SQLite file, taking turns through a lock)."""
     tmp = tmp_path_factory.mktemp("concurrency")
-    process, base = _serve(tmp / "cynaps.db", tmp / "config.json")
+    process, base = _serve(tmp / "cynaps.db", tmp / "config.json", request.param)
     try:
         yield base, json.loads((tmp / "config.json").read_text())["api_key"]
     finally:

@@ -20,6 +20,8 @@ annotators' labels. Experts see only disputed tasks of those projects, with ever
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
 import time
@@ -120,8 +122,9 @@ def _hot_write(db: Database, inline: bool = False) -> Iterator[Raw]:
     ``Idempotency-Key`` committed inside it. PostgreSQL uses ``db.write()`` as is.
 
     ``inline=True`` (SQLite) is for the caller's event-loop thread, which must never wait: if
-    the lock is taken or queued for, or another connection (a bulk upload, another process)
-    holds the database's write lock, :class:`WouldBlock` is raised before anything ran.
+    the lock is taken or queued for (in this process, or by another server process through
+    :func:`_process_lock`), or another connection (a bulk upload) holds the database's write
+    lock, :class:`WouldBlock` is raised before anything ran.
     """
     if not db.is_sqlite:
         with db.write() as conn:
@@ -134,6 +137,16 @@ def _hot_write(db: Database, inline: bool = False) -> Iterator[Raw]:
             raise WouldBlock
     else:
         lock.acquire()
+    shared = _process_lock(db)
+    if shared is not None:
+        try:
+            fcntl.flock(shared, fcntl.LOCK_EX | (fcntl.LOCK_NB if inline else 0))
+        except BlockingIOError:
+            lock.release()
+            raise WouldBlock from None
+        except BaseException:
+            lock.release()
+            raise
     try:
         conn = _hot_connection(db, inline)
         with conn.begin():
@@ -148,7 +161,25 @@ def _hot_write(db: Database, inline: bool = False) -> Iterator[Raw]:
             if claim is not None:
                 mark_committed(conn, claim)
     finally:
+        if shared is not None:
+            fcntl.flock(shared, fcntl.LOCK_UN)
         lock.release()
+
+
+def _process_lock(db: Database) -> int | None:
+    """A file descriptor to ``flock`` so that several server processes (``cynaps serve
+    --workers N``) take turns on the workbench writes, or ``None`` (no database file).
+
+    SQLite lets one writer in at a time and makes the others poll, sleeping 1, 2, 5, 10 … ms
+    between tries; a blocked ``flock`` is woken by the kernel the moment the holder lets go.
+    The file is ``<database>-workbench.lock`` beside the database.
+    """
+    fd = db.__dict__.get("_workbench_lock_fd")
+    if fd is None:
+        path = sa.engine.make_url(db.url).database
+        fd = -1 if not path or path == ":memory:" else os.open(f"{path}-workbench.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        db.__dict__["_workbench_lock_fd"] = fd
+    return fd if fd >= 0 else None
 
 
 def _hot_connection(db: Database, inline: bool) -> sa.Connection:
