@@ -36,7 +36,6 @@ from ._base import (
     BaseAggregator,
     argmax_rows,
     check_codes,
-    logsumexp_rows,
     rng_from,
     softmax_rows,
 )
@@ -82,6 +81,7 @@ def ebcc_arrays(
     prior = np.full((k, k), float(b_v))  # [y, k]
     np.fill_diagonal(prior, float(a_v))
     has_gold = gold is not None and bool((gold >= 0).any())
+    max_per_task = float(np.asarray(a.sum(axis=1)).max())
     hist: list[float] = []
     prev = -np.inf
     it = 0
@@ -94,9 +94,15 @@ def ebcc_arrays(
         e_log_tau = digamma(rk.sum(axis=1) + alpha) - digamma(rk.sum() + k * alpha)
         e_log_nu = digamma(rk + a_pi) - digamma(rk.sum(axis=1, keepdims=True) + m * a_pi)
         logits = np.asarray(a @ log_pi_conf.reshape(n_w * k, km))
-        logits += (e_log_tau[:, None] + e_log_nu).ravel()
-        ll = float(logsumexp_rows(logits).sum()) / t.size
-        r = softmax_rows(logits)
+        log_prior = (e_log_tau[:, None] + e_log_nu).ravel()
+        logits += log_prior
+        # every term is an expected log-probability (<= 0), so each row's largest logit is at
+        # least max_per_task * min E[log pi] + min prior term: when that is above -600 the
+        # softmax needs no row-max shift (a slow pass over K*M columns)
+        safe = max_per_task * float(log_pi_conf.min()) + float(log_prior.min()) > -600.0
+        lse: list = []
+        r = softmax_rows(logits, lse, shift=not safe)
+        ll = float(lse[0].sum()) / t.size
         if has_gold:
             rr = r.reshape(n_t, k, m)
             sub = rr.sum(axis=1)  # keep the subtype split, move mass to the gold class
