@@ -477,3 +477,38 @@ def test_arrow_batch_keeps_order_and_skips_duplicates_on_each_backend(backend_pl
         assert [r["data"]["i"] for r in records] == [i for i in range(n) if i != 400]
         assert records[5]["data"]["deep"] == {"a": [1, {"b": 2}]}
         assert [r["gold"] for r in records[:4]] == ["cat", None, None, "cat"]
+
+
+def test_compressed_arrow_bodies_are_read_and_bounded(client, platform, monkeypatch):
+    """LZ4/ZSTD bodies are accepted; a body whose buffers would decompress past the limit is
+    refused (413) from its declared sizes, before anything is decompressed or stored."""
+    from cynaps_data.server.services import arrow_batch
+
+    project = make_project(client, labels=LABELS)
+    url = f"{platform.base_url}/v1/projects/{project.id}/tasks/batch"
+    headers = {
+        "Authorization": client._transport.session.headers["Authorization"],
+        "Content-Type": "application/vnd.apache.arrow.stream",
+    }
+
+    def body(table: pa.Table, compression: str) -> bytes:
+        sink = pa.BufferOutputStream()
+        options = pa.ipc.IpcWriteOptions(compression=compression)
+        with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+            writer.write_table(table)
+        return sink.getvalue().to_pybytes()
+
+    text = '{"t":"' + "x" * 1000 + '"}'
+    table = pa.table({"data": [text] * 2000, "external_id": [str(i) for i in range(2000)]})
+    monkeypatch.setattr(arrow_batch, "MAX_DECODED_BYTES", 1_000_000)
+    bomb = body(table, "zstd")
+    assert len(bomb) < 100_000  # ~2 MB of buffers once decompressed
+    refused = requests.post(url, data=bomb, headers=headers, timeout=30)
+    assert refused.status_code == 413, refused.text
+    assert project.refresh().task_count == 0
+    for compression in ("lz4", "zstd"):
+        ok = requests.post(
+            url, data=body(table.slice(0, 500), compression), headers=headers, timeout=30
+        )
+        assert ok.status_code == 201, ok.text
+    assert project.refresh().task_count == 500

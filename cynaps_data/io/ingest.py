@@ -770,7 +770,7 @@ class Encoder:
             )
             table = pa.table(cols).replace_schema_metadata(meta)
             sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, table.schema) as writer:
+            with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as writer:
                 writer.write_table(table)
             return sink.getvalue().to_pybytes(), ARROW_STREAM
         plain_ids = self.roles.id_column is not None and pa.types.is_integer(
@@ -794,6 +794,13 @@ class Encoder:
             else b'],"source_schema":' + orjson.dumps(source_schema) + b"}"
         )
         return b'{"tasks":[' + text + tail, "application/json"
+
+
+# LZ4 buffer compression: the JSON text of a typical batch shrinks ~4x for ~0.2 µs a row, so
+# the platform receives and hashes (Idempotency-Key) a quarter of the bytes.
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(
+    compression="lz4" if pa.Codec.is_available("lz4") else None, use_threads=False
+)
 
 
 def _value_type(dtype: pa.DataType) -> pa.DataType:
