@@ -40,17 +40,30 @@ class Raw:
 
     def run(self, sql: str, params: dict[str, Any] | None = None) -> Any:
         """Execute one statement; returns the DBAPI cursor (``fetchone``/``fetchall``/``rowcount``)."""
-        if self.pg:
-            return self.dbapi.execute(_pyformat(sql), params or {})
-        return self.dbapi.execute(sql, params or {})
+        try:
+            if self.pg:
+                return self.dbapi.execute(_pyformat(sql), params or {})
+            return self.dbapi.execute(sql, params or {})
+        except self.conn.dialect.loaded_dbapi.Error as exc:
+            raise self._wrapped(sql, params, exc) from exc
 
     def many(self, sql: str, rows: list[dict[str, Any]]) -> None:
         """Execute one statement for each parameter set."""
-        if self.pg:
-            with self.dbapi.cursor() as cursor:
-                cursor.executemany(_pyformat(sql), rows)
-        else:
-            self.dbapi.executemany(sql, rows)
+        try:
+            if self.pg:
+                with self.dbapi.cursor() as cursor:
+                    cursor.executemany(_pyformat(sql), rows)
+            else:
+                self.dbapi.executemany(sql, rows)
+        except self.conn.dialect.loaded_dbapi.Error as exc:
+            raise self._wrapped(sql, rows, exc) from exc
+
+    def _wrapped(self, sql: str, params: Any, exc: Exception) -> Exception:
+        """The driver's error as SQLAlchemy would raise it (``sa.exc.DataError``, …), so the
+        app's exception handlers answer it as for any statement (a bad value: 422)."""
+        return sa.exc.DBAPIError.instance(
+            sql, params, exc, self.conn.dialect.loaded_dbapi.Error, dialect=self.conn.dialect
+        )
 
 
 def json_value(value: Any) -> Any:
