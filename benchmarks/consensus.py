@@ -121,9 +121,16 @@ def speed(with_crowdkit: bool) -> None:
         )
     row("GLAD (defaults)", tgl, None, f"target < 10 s; CPU {cgl:.2f} s; n_iter_={gl.n_iter_}")
     row("MACE (defaults)", tma, None, f"target < 10 s; CPU {cma:.2f} s; n_iter_={ma.n_iter_}")
-    for name, m in (("GLAD", gl), ("MACE", ma)):
-        hit = (m.labels_.to_numpy() == truth[m.labels_.index.to_numpy()]).mean()
+    tau, au = timed(lambda: C.ConsensusEnsemble().fit(df))
+    row("auto (DS + MACE pool, 5 classes)", tau, None, f"no target; CPU {_CPU['last']:.2f} s")
+    df2, truth2 = synthetic(300_000, k=2)
+    tau2, au2 = timed(lambda: C.ConsensusEnsemble().fit(df2))
+    row("auto (5 x EBCC, same crowd, 2 cl.)", tau2, None, f"no target; CPU {_CPU['last']:.2f} s")
+    for name, m, tr in (("GLAD", gl, truth), ("MACE", ma, truth), ("auto 5 classes", au, truth)):
+        hit = (m.labels_.to_numpy() == tr[m.labels_.index.to_numpy()]).mean()
         print(f"  {name} accuracy vs synthetic truth {hit:.4f}")
+    hit = (au2.labels_.to_numpy() == truth2[au2.labels_.index.to_numpy()]).mean()
+    print(f"  auto 2 classes accuracy vs synthetic truth {hit:.4f}")
     print(f"  load average (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("  (crowd-kit GLAD took 178 s and MACE 45 s on the 93k-label adult_s5 set, BASELINE.md)")
 
