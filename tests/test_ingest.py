@@ -512,3 +512,36 @@ def test_compressed_arrow_bodies_are_read_and_bounded(client, platform, monkeypa
         )
         assert ok.status_code == 201, ok.text
     assert project.refresh().task_count == 500
+
+
+def test_upload_checkpoints_run_after_the_commit_and_keep_the_log_short(tmp_path):
+    """An upload batch's commit skips SQLite's automatic checkpoint (restored when the
+    connection goes back to the pool); the background checkpoint copies the batch, so the next
+    batch starts the write-ahead log over instead of growing it."""
+    import types
+
+    from cynaps_data.server.db import Database, database_url
+    from cynaps_data.server.services import checkpoints
+    from cynaps_data.server.services.tasks import insert_rows
+
+    db = Database(database_url(tmp_path / "c.db"))
+    db.create_all()
+    project = types.SimpleNamespace(id="proj_ckpt", quality_settings={"min_annotators": 1})
+    wal = tmp_path / "c.db-wal"
+    sizes = []
+    for batch in range(3):
+        checkpoints.wait(db)
+        with db.write() as conn:
+            driver = conn.connection.driver_connection
+            checkpoints.defer(db, conn)
+            assert driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+            ids = [f"{batch}-{i}" for i in range(5000)]
+            insert_rows(conn, project, ids, ['{"t":"' + "x" * 200 + '"}'] * 5000)
+        assert driver.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # restored
+        checkpoints.start(db)
+        sizes.append(wal.stat().st_size)
+    checkpoints.wait(db)
+    with db.read() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM tasks").scalar() == 15_000
+    assert sizes[2] <= sizes[0] * 1.1, sizes  # the log restarted: one batch long, not three
+    db.dispose()

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from ..db import Database
 from ..problems import Problem, invalid
+from . import checkpoints
 from . import projects as project_service
 from . import tasks as rules
 
@@ -343,10 +344,14 @@ def upload(db: Database, owner_id: str, project_id: str, raw: bytes, max_tasks: 
     table, source_schema = read_table(raw, max_tasks)
     check_structure(table)
     rows = Checker(project)(table)
+    checkpoints.wait(db)  # the previous batch's log copied: this write starts the log over
     with db.write() as conn:
         project = project_service.load(conn, owner_id, project_id, lock=True)
         rules._check_state(project)  # re-checked inside the write lock
+        checkpoints.defer(db, conn)
         created = rules.insert_rows(
             conn, project, rows.external_ids, rows.data, rows.gold, rows.predictions
         )
-        return rules._finish(conn, project_id, len(rows), created, source_schema)
+        summary = rules._finish(conn, project_id, len(rows), created, source_schema)
+    checkpoints.start(db)  # copies this batch into the database file during the next request
+    return summary
