@@ -154,10 +154,12 @@ class Transport:
         idempotency_key: str | None = None,
         timeout: float | None = None,
         raw: bool = False,
+        stream: bool = False,
     ) -> Any:
         """Send one logical request (with retries) and return the decoded JSON body.
 
-        ``raw=True`` returns the :class:`requests.Response` (for binary bodies) instead.
+        ``raw=True`` returns the :class:`requests.Response` (for binary bodies) instead;
+        with ``stream=True`` too, its body is not read yet (read ``response.raw``, then close).
         """
         method = method.upper()
         send_headers = dict(headers or {})
@@ -180,6 +182,7 @@ class Transport:
                     params=params,
                     headers=send_headers,
                     timeout=timeout or self.timeout,
+                    stream=stream and raw,
                 )
             except requests.Timeout as exc:
                 error: Exception = APITimeoutError(

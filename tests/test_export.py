@@ -479,12 +479,43 @@ def test_chunked_wide_export_equals_one_chunk(client, monkeypatch):
     parts, real_part = [], exports._task_part
     monkeypatch.setattr(exports, "_task_part", lambda *a: parts.append(a[2]) or real_part(*a))
     chunked = project.to_pandas()
-    assert len(parts) == 4  # 11 tasks in chunks of 3
+    # 11 tasks in chunks of 3, sent as they are built until a chunk's types differ ("n" is
+    # float from the third chunk on): then the stream restarts with all of them parsed as one
+    assert len(parts) == 8
     pd.testing.assert_frame_equal(whole, chunked)
     assert list(chunked.loc[chunked.index[4], "annotator_ids"])[-1] == "odd\x1eid"
     same_types = make_project(client, labels=LABELS)
     same_types.import_tasks([{"data": {"n": i}, "judgements": []} for i in range(7)])
+    parts.clear()
     assert same_types.to_pandas()["n"].tolist() == list(range(7))
+    assert len(parts) == 3  # no restart
     since = whole.attrs["cynaps"]["cursor"] - 3600
     monkeypatch.setattr(exports, "CHUNK_TASKS", 10_000)
     pd.testing.assert_frame_equal(project.to_pandas(since=since), chunked)
+
+
+def test_arrow_stream_carries_cursor_and_cut_stream_is_an_error(platform, client):
+    """The platform streams Arrow IPC; its last empty batch holds the cursor. A download cut
+    short (no cursor batch) is an error, never a silently shorter frame."""
+    project = make_project(client, labels=LABELS)
+    project.upload_tasks([{"text": f"t{i}"} for i in range(5)])
+    r = requests.get(
+        f"{platform.base_url}/v1/projects/{project.id}/export",
+        params={"format": "arrow"},
+        headers={"Authorization": f"Bearer {client.settings.api_key}"},
+    )
+    assert r.status_code == 200 and r.headers["content-type"].startswith(
+        "application/vnd.apache.arrow.stream"
+    )
+    table = io_export.read_ipc(r.content)
+    assert table.num_rows == 5
+    assert io_export.project_info(table)["cursor"] > 0
+    with pa.ipc.open_stream(r.content) as reader:
+        batches = list(reader.iter_batches_with_custom_metadata())
+    assert batches[-1].batch.num_rows == 0 and b"cynaps.cursor" in batches[-1].custom_metadata
+    sink = pa.BufferOutputStream()  # the same stream without its cursor batch
+    with pa.ipc.new_stream(sink, reader.schema) as writer:
+        for b in batches[:-1]:
+            writer.write_batch(b.batch)
+    with pytest.raises(errors.APIConnectionError, match="ended early"):
+        io_export.read_ipc(sink.getvalue().to_pybytes())

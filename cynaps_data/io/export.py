@@ -72,10 +72,46 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 # -- Arrow ----------------------------------------------------------------------------------
-def read_ipc(content: bytes) -> pa.Table:
-    """An Arrow IPC stream (as served by ``GET /export?format=arrow``) as a table."""
-    with pa.ipc.open_stream(pa.py_buffer(content)) as reader:
-        return reader.read_all()
+CURSOR_KEY = b"cynaps.cursor"
+RESTART_KEY = b"cynaps.restart"
+
+
+def read_ipc(source: Any) -> pa.Table:
+    """The table of an export stream (``GET /export?format=arrow``), from its bytes or from a
+    binary file object being downloaded (read as it arrives).
+
+    The stream's last, empty record batch carries the next cursor (``cynaps.cursor``), which is
+    put in the ``cynaps.project`` schema metadata. A stream ending with a ``cynaps.restart``
+    batch is discarded and the next stream read instead. A stream without its cursor batch was
+    cut short: :class:`~cynaps_data.errors.APIConnectionError`.
+    """
+    from ..errors import APIConnectionError
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = pa.BufferReader(pa.py_buffer(source))
+    while True:
+        with pa.ipc.open_stream(source) as reader:
+            batches, trailer = [], None
+            while True:
+                try:
+                    batch, meta = reader.read_next_batch_with_custom_metadata()
+                except StopIteration:
+                    break
+                if batch.num_rows:
+                    batches.append(batch)
+                if meta is not None and (CURSOR_KEY in meta or RESTART_KEY in meta):
+                    trailer = meta
+            schema = reader.schema
+        if trailer is None:
+            raise APIConnectionError("The export stream ended early; download it again.")
+        if RESTART_KEY not in trailer:
+            break
+    table = pa.Table.from_batches(batches, schema=schema)
+    info = project_info(table)
+    info["cursor"] = float(trailer[CURSOR_KEY].decode())
+    meta = dict(schema.metadata or {})
+    meta[PROJECT_KEY] = orjson.dumps(info)
+    return table.replace_schema_metadata(meta)
 
 
 def project_info(table: pa.Table) -> dict:

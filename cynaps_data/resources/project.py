@@ -415,9 +415,10 @@ class Project:
             params["since"] = _since_seconds(since)
         response = self._transport.request(
             "GET", f"/v1/projects/{self.id}/export", params=params,
-            timeout=max(self._transport.timeout, 600), raw=True,
+            timeout=max(self._transport.timeout, 600), raw=True, stream=True,
         )
-        return read_ipc(response.content)
+        with response:  # read while the platform is still building the next chunks
+            return read_ipc(response.raw)
 
     def _fetch_asset(self, sha256: str) -> bytes:
         response = self._transport.request("GET", f"/v1/projects/{self.id}/assets/{sha256}", raw=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from ..deps import DB, Customer
 from ..problems import invalid
@@ -28,8 +28,11 @@ def export(
     """Download results (releases escrowed credits to annotators, once per judgement).
 
     ``format=json``: the seed's list of records. ``format=arrow``: an Arrow IPC stream, one row
-    per task (``form=wide``) or per judgement (``form=long``); ``since`` (seconds since the
-    epoch, from a previous export's ``X-Cynaps-Cursor``) limits it to what changed after.
+    per task (``form=wide``) or per judgement (``form=long``), sent while it is being built; its
+    last (empty) record batch carries the next cursor in its custom metadata
+    (``cynaps.cursor``); ``since`` (seconds since the epoch, a previous export's cursor) limits
+    it to what changed after. A stream that ends with a ``cynaps.restart`` batch is to be
+    discarded: the whole export follows as a second stream (services.exports.wide_stream).
     """
     if format == "json":
         if since is not None:
@@ -44,12 +47,7 @@ def export(
         )
     if form not in FORMS:
         raise invalid(f"Unknown form {form!r}; use 'wide' or 'long'", param="form")
-    build = service.arrow_tasks if form == "wide" else service.arrow_judgements
-    table = build(db, caller.account_id, project_id, since=since)
+    stream = service.wide_stream if form == "wide" else service.long_stream
+    body = stream(db, caller.account_id, project_id, since=since)  # 404/400 raised here
     service.release_results(db, caller.account_id, project_id)
-    meta = orjson.loads(table.schema.metadata[service.PROJECT_KEY])
-    return Response(
-        service.ipc_bytes(table),
-        media_type=ARROW_STREAM,
-        headers={"X-Cynaps-Cursor": repr(meta["cursor"]), "X-Cynaps-Rows": str(table.num_rows)},
-    )
+    return StreamingResponse(body, media_type=ARROW_STREAM)

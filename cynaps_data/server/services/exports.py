@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -45,8 +46,10 @@ ROLES = ["annotator", "expert"]
 ORIGINS = ["platform", "imported"]
 #: Tasks per chunk of the wide export on SQLite (chunks are read and built on parallel threads).
 CHUNK_TASKS = 131_072
-#: Threads building the chunks (SQLite steps and Arrow kernels run without the GIL).
+#: Threads of the wide export's pipeline (one reads SQLite, one builds); 1: no pipeline.
 EXPORT_THREADS = max(1, min(2, os.cpu_count() or 1))
+#: Chunks read ahead of the one being sent (bounds the memory of a slow download).
+READ_AHEAD = 3
 
 
 def _consensus(task: Any, votes: list[dict], labels: list) -> dict:
@@ -190,9 +193,13 @@ def _reader(db: Database) -> Iterator[Callable[[str, str, tuple, Columns], pa.Ta
         raw = conn.connection.driver_connection.cursor()
         sqlite = conn.dialect.name == "sqlite"
 
-        def query(table: str, where: str, params: tuple, columns: Columns) -> pa.Table:
+        def query(
+            table: str, where: str, params: tuple, columns: Columns, *, mode: str = "auto"
+        ) -> Any:
+            """``mode``: "auto" (a table), "fetch" (SQLite: the :class:`_Fetched` text, for
+            :func:`_parse_fetched` on another thread), "rows" (DB-API rows only)."""
             schema = pa.schema([(name, dtype) for name, _, dtype in columns])
-            if sqlite:
+            if sqlite and mode != "rows":
                 if where.startswith("project_id = ?"):
                     # walk the project's id range in rowid order (no sort, no index lookups)
                     bounds = f"(SELECT {{}}(id) FROM {table} WHERE project_id = ?)"
@@ -201,7 +208,10 @@ def _reader(db: Database) -> Iterator[Callable[[str, str, tuple, Columns], pa.Ta
                         f"{bounds.format('max')}{where[len('project_id = ?') :]}"
                     )
                     params = (params[0], params[0], params[0], *params[1:])
-                parsed = _query_text(raw, table, where, params, columns, schema)
+                fetched = _fetch_text(raw, table, where, params, columns)
+                if mode == "fetch":
+                    return fetched
+                parsed = _parse_fetched(fetched)
                 if parsed is not None:
                     return parsed
             # (float columns are read as they are: their text form is SQLite's printf)
@@ -227,17 +237,21 @@ def _reader(db: Database) -> Iterator[Callable[[str, str, tuple, Columns], pa.Ta
             raw.close()
 
 
-def _query_text(
-    raw: Any, table: str, where: str, params: tuple, columns: Columns, schema: pa.Schema
-) -> pa.Table | None:
-    import pyarrow.csv as pa_csv
+class _Fetched(NamedTuple):
+    """One query's rows as SQLite built them: ``text`` (rows of U+001F-joined fields, joined
+    by newlines), one newline-joined text per :data:`LINE_COLUMNS` column, the row count."""
 
-    # one printf per row (half the time of chaining ||, which copies the row once per field);
-    # printf renders NULL as '' (what the CSV reader below reads as null/empty)
-    fields = [(name, expr) for name, expr, _ in columns if name not in LINE_COLUMNS]
+    text: bytes | None
+    lines: list[bytes]
+    count: int
+    columns: Columns
+
+
+def _fetch_text(raw: Any, table: str, where: str, params: tuple, columns: Columns) -> _Fetched:
+    # one printf per row (half the time of chaining ||, which copies the row once per field)
+    fields = [expr for name, expr, _ in columns if name not in LINE_COLUMNS]
     lines = [(name, expr) for name, expr, _ in columns if name in LINE_COLUMNS]
-    row = "printf('" + "\x1f".join(["%s"] * len(fields)) + "', "
-    row += ", ".join(expr for _, expr in fields) + ")"
+    row = "printf('" + "\x1f".join(["%s"] * len(fields)) + "', " + ", ".join(fields) + ")"
     # (as BLOBs: the UTF-8 bytes as they are, no Python str decoded and encoded again)
     aggregates = ", ".join(
         ["CAST(group_concat(x, char(10)) AS BLOB)"]
@@ -250,6 +264,19 @@ def _query_text(
         params,
     )
     text, *line_texts, count = raw.fetchone()
+    return _Fetched(text, line_texts, count, columns)
+
+
+def _parse_fetched(fetched: _Fetched) -> pa.Table | None:
+    """The table of :func:`_fetch_text` rows (``pyarrow.csv``, no Python object per value);
+    ``None`` when a value holds a separator (then read DB-API rows)."""
+    import pyarrow.csv as pa_csv
+
+    columns, count = fetched.columns, fetched.count
+    schema = pa.schema([(name, dtype) for name, _, dtype in columns])
+    fields = [(name, expr) for name, expr, _ in columns if name not in LINE_COLUMNS]
+    lines = [(name, expr) for name, expr, _ in columns if name in LINE_COLUMNS]
+    text, line_texts = fetched.text, fetched.lines
     if not count:
         return schema.empty_table()
     try:
@@ -583,15 +610,6 @@ def _id_chunks(id_range: tuple[int, int] | None, n_tasks: int) -> list[tuple[int
     return [(a, min(a + step - 1, hi)) for a in range(lo, hi + 1, step)]
 
 
-def _parallel(calls: list[Callable[[], Any]]) -> list[Any]:
-    """Run ``calls`` on up to :data:`EXPORT_THREADS` threads; results in order. SQLite steps
-    and Arrow/numpy kernels release the GIL, so chunks really run side by side."""
-    if len(calls) <= 1 or EXPORT_THREADS <= 1:
-        return [call() for call in calls]
-    with ThreadPoolExecutor(EXPORT_THREADS, thread_name_prefix="cynaps-export") as pool:
-        return list(pool.map(lambda call: call(), calls))
-
-
 class _Part(NamedTuple):
     """The wide export of one chunk of tasks."""
 
@@ -621,23 +639,35 @@ def _plan_wide(db: Database, owner_id: str, project_id: str, since: float | None
     return _WidePlan(project, since, started, _id_chunks(id_range, project.task_count or 0))
 
 
-def _task_part(db: Database, plan: _WidePlan, id_range: tuple[int, int] | None) -> _Part:
-    """The wide export of the project's tasks in ``id_range`` (``None``: all), read in one
-    snapshot."""
+def _chunk_where(plan: _WidePlan, id_range: tuple[int, int] | None) -> tuple[str, tuple]:
+    if id_range is None:
+        where, params = "project_id = ?", (plan.project.id,)
+    else:
+        where, params = "+project_id = ? AND id BETWEEN ? AND ?", (plan.project.id, *id_range)
+    if plan.since is not None:
+        where, params = where + " AND updated_at > ?", (*params, plan.since)
+    return where, params
+
+
+def _task_part(
+    db: Database, plan: _WidePlan, id_range: tuple[int, int] | None, fetched: Any = None
+) -> _Part:
+    """The wide export of the project's tasks in ``id_range`` (``None``: all), from their rows
+    as :func:`_fetch_text` read them (``fetched``; read now in one snapshot when not given)."""
     labels = list(plan.project.labels)
-    with _reader(db) as query:
-        if id_range is None:
-            where, params = "project_id = ?", (plan.project.id,)
-        else:
-            where, params = "+project_id = ? AND id BETWEEN ? AND ?", (plan.project.id, *id_range)
-        if plan.since is not None:
-            where, params = where + " AND updated_at > ?", (*params, plan.since)
-        t = query("tasks", where, params, TASK_COLUMNS)
-        votes = _votes_from_summary(t, labels)
-        if votes is None:  # a worker id holding the separator: read the judgements instead
-            j_where = "project_id = ? AND task_id IN (SELECT id FROM tasks WHERE " + where + ")"
+    where, params = _chunk_where(plan, id_range)
+    t = _parse_fetched(fetched) if isinstance(fetched, _Fetched) else fetched
+    if t is None:
+        with _reader(db) as query:
+            # (a value holding a separator takes the DB-API path, in a snapshot of its own)
+            mode = "rows" if isinstance(fetched, _Fetched) else "auto"
+            t = query("tasks", where, params, TASK_COLUMNS, mode=mode)
+    votes = _votes_from_summary(t, labels)
+    if votes is None:  # a worker id holding the separator: read the judgements instead
+        j_where = "project_id = ? AND task_id IN (SELECT id FROM tasks WHERE " + where + ")"
+        with _reader(db) as query:
             j = query("judgements", j_where, (plan.project.id, *params), VOTE_COLUMNS)
-            votes = _votes_from_judgements(t["id"].to_numpy(), j, labels)
+        votes = _votes_from_judgements(t["id"].to_numpy(), j, labels)
     texts = t["data"]
     return _Part(
         _wide_columns(t, votes, labels),
@@ -645,6 +675,60 @@ def _task_part(db: Database, plan: _WidePlan, id_range: tuple[int, int] | None) 
         texts,
         t["updated_us"].to_numpy() / 1e6,
     )
+
+
+def _parts(db: Database, plan: _WidePlan) -> Iterator[_Part]:
+    """The chunks' parts in order, from a two-stage pipeline: one thread reads the chunks from
+    SQLite in one snapshot (one after the other: two threads reading SQLite at once cost
+    about 3x the CPU here, SQLite's allocator being behind one process-wide mutex) while
+    another builds the chunk read before (``pyarrow`` and numpy kernels, outside the GIL). At
+    most :data:`READ_AHEAD` chunks are in flight (read, not yet taken by the caller)."""
+    if len(plan.chunks) == 1 or EXPORT_THREADS <= 1:
+        for id_range in plan.chunks:
+            yield _task_part(db, plan, id_range)
+        return
+    reads: list[Future] = [Future() for _ in plan.chunks]
+    room = threading.Semaphore(READ_AHEAD)
+    stop = threading.Event()
+
+    def read_all() -> None:
+        try:
+            with _reader(db) as query:
+                for id_range, read in zip(plan.chunks, reads, strict=True):
+                    room.acquire()
+                    if stop.is_set():
+                        break
+                    read.set_result(
+                        query("tasks", *_chunk_where(plan, id_range), TASK_COLUMNS, mode="fetch")
+                    )
+        except BaseException as exc:  # noqa: BLE001 - handed to the builder
+            for read in reads:
+                if not read.done():
+                    read.set_exception(exc)
+        for read in reads:
+            read.cancel()  # (no-op for the ones read)
+
+    reader = ThreadPoolExecutor(1, thread_name_prefix="cynaps-export-read")
+    builder = ThreadPoolExecutor(1, thread_name_prefix="cynaps-export-build")
+    builds: list[Future] = []
+    try:
+        reader.submit(read_all)
+        builds = [
+            builder.submit(lambda r=r, read=read: _task_part(db, plan, r, read.result()))
+            for r, read in zip(plan.chunks, reads, strict=True)
+        ]
+        for build in builds:
+            part = build.result()
+            room.release()
+            yield part
+    finally:
+        stop.set()
+        for _ in plan.chunks:
+            room.release()
+        for build in builds:
+            build.cancel()
+        reader.shutdown(wait=False)
+        builder.shutdown(wait=False)
 
 
 def _data_column(parts: list[_Part]) -> Any:
@@ -673,7 +757,7 @@ def _wide_meta(plan: _WidePlan, cursor: float | None) -> dict[bytes, bytes]:
 
 
 def _build_wide(db: Database, plan: _WidePlan) -> pa.Table:
-    parts = _parallel([lambda r=r: _task_part(db, plan, r) for r in plan.chunks])
+    parts = list(_parts(db, plan))
     table = _assemble(parts, _data_column(parts))
     updated = np.concatenate([p.updated for p in parts])
     cursor = _next_cursor(updated, plan.since, plan.started)
@@ -694,10 +778,8 @@ def arrow_tasks(
     ``updated_at`` timestamp[us, UTC]. With ``since``: only tasks changed after it. The schema
     metadata ``cynaps.project`` holds the project description and the next ``cursor``.
 
-    On SQLite the project's id range is read in chunks of about :data:`CHUNK_TASKS` tasks on
-    :data:`EXPORT_THREADS` threads, each chunk in its own snapshot taken after the export
-    started: each task row is read whole (with its vote summary), so every row is consistent,
-    and the ``cursor`` rule of :func:`_next_cursor` holds for every snapshot.
+    On SQLite the project's id range is read in chunks of about :data:`CHUNK_TASKS` tasks, in
+    one snapshot, each chunk built while the next one is read (:func:`_parts`).
     """
     return _build_wide(db, _plan_wide(db, owner_id, project_id, since))
 
@@ -796,10 +878,121 @@ def arrow_judgements(
     return table.replace_schema_metadata(_project_meta(project, since, cursor, "long"))
 
 
-def ipc_bytes(table: pa.Table, *, max_chunksize: int = 65_536) -> memoryview:
-    """The table as one Arrow IPC stream (record batches of at most ``max_chunksize`` rows), as
-    a view of Arrow's buffer (not copied into a ``bytes``)."""
-    sink = pa.BufferOutputStream()
+# -- IPC streams ---------------------------------------------------------------------------------
+#: Custom metadata key of the stream's last (empty) record batch: the next ``since`` cursor.
+CURSOR_KEY = b"cynaps.cursor"
+#: Custom metadata key of an empty batch that ends a stream the client must discard: the whole
+#: export follows as a second stream (a later chunk's data columns had other types).
+RESTART_KEY = b"cynaps.restart"
+BATCH_ROWS = 65_536
+
+
+class _Sink:
+    """A write-only file for ``pyarrow.ipc``: keeps the written buffers (views, no copy)."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
+
+    def write(self, data: Any) -> int:
+        self.parts.append(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
+
+
+def _cursor_of(table: pa.Table) -> float:
+    return orjson.loads(table.schema.metadata[PROJECT_KEY])["cursor"]
+
+
+def ipc_stream(table: pa.Table, cursor: float | None = None) -> Iterator[bytes]:
+    """``table`` as one Arrow IPC stream (record batches of at most :data:`BATCH_ROWS` rows),
+    in pieces of about one batch, ending with an empty batch that carries the cursor."""
+    sink = _Sink()
     with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=max_chunksize)
-    return memoryview(sink.getvalue())
+        for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+            writer.write_batch(batch)
+            yield sink.take()
+        cursor = _cursor_of(table) if cursor is None else cursor
+        writer.write_batch(
+            pa.RecordBatch.from_pylist([], schema=table.schema),
+            custom_metadata={CURSOR_KEY: repr(cursor).encode()},
+        )
+    yield sink.take()
+
+
+def wide_stream(
+    db: Database, owner_id: str, project_id: str, *, since: float | None = None
+) -> Iterator[bytes]:
+    """:func:`arrow_tasks` as an Arrow IPC stream that starts before the whole table is built.
+
+    The request is checked now (404, 400); the returned iterator then sends each chunk of tasks
+    as soon as it is built (the next chunks are read and built meanwhile, :func:`_parts`,
+    while the client reads). The schema is the first chunk's; its metadata holds no
+    cursor (the last, empty batch does: :data:`CURSOR_KEY`). If a later chunk's ``data`` columns
+    come out with other types, the stream ends with an empty :data:`RESTART_KEY` batch and the
+    whole table, parsed as one (:func:`arrow_tasks`), follows as a second stream.
+    """
+    plan = _plan_wide(db, owner_id, project_id, since)
+    if len(plan.chunks) == 1:
+        return ipc_stream(_build_wide(db, plan))
+    return _stream_chunks(db, plan)
+
+
+def _stream_chunks(db: Database, plan: _WidePlan) -> Iterator[bytes]:
+    sink, writer, schema, updated, first = _Sink(), None, None, [], None
+    parts = _parts(db, plan)
+    try:
+        for part in parts:
+            first = first or part
+            if not len(part.texts):
+                continue
+            table = _assemble([part], part.data)
+            if writer is None:
+                schema = table.schema
+                writer = pa.ipc.new_stream(sink, schema.with_metadata(_wide_meta(plan, None)))
+            elif table.schema != schema:
+                writer.write_batch(
+                    pa.RecordBatch.from_pylist([], schema=schema),
+                    custom_metadata={RESTART_KEY: b"data types differ between chunks"},
+                )
+                writer.close()
+                yield sink.take()
+                yield from ipc_stream(_build_wide(db, plan))
+                return
+            for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+                writer.write_batch(batch)
+            yield sink.take()
+            updated.append(part.updated)
+        cursor = _next_cursor(
+            np.concatenate(updated) if updated else np.zeros(0), plan.since, plan.started
+        )
+        if writer is None:  # no task at all
+            table = _assemble([first], first.data).replace_schema_metadata(_wide_meta(plan, None))
+            yield from ipc_stream(table, cursor)
+            return
+        writer.write_batch(
+            pa.RecordBatch.from_pylist([], schema=schema),
+            custom_metadata={CURSOR_KEY: repr(cursor).encode()},
+        )
+        writer.close()
+        yield sink.take()
+    finally:
+        parts.close()
+
+
+def long_stream(
+    db: Database, owner_id: str, project_id: str, *, since: float | None = None
+) -> Iterator[bytes]:
+    """:func:`arrow_judgements` as an Arrow IPC stream (built first, then sent in pieces)."""
+    return ipc_stream(arrow_judgements(db, owner_id, project_id, since=since))
