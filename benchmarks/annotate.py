@@ -11,9 +11,10 @@ Printed, each measured in this run:
 - submit-and-next: judgements/s and p50/p99/max latency (targets: >= 1,000/s, p99 < 100 ms);
 - baseline 1, two round trips (``GET /next`` then ``POST …/judgements``), same annotators;
 - baseline 2, the HTTP floor: ``GET /healthz`` requests/s with the same client setup;
-and the ratios between them.
+and the ratios between them, with the server's and the client's CPU time per item (the
+load-independent figures: the wall-clock ones depend on what else the machine runs).
 
-    python benchmarks/annotate.py [--annotators 50] [--seconds 60] [--processes 2]
+    python benchmarks/annotate.py [--annotators 50] [--seconds 60] [--processes 1] [--workers 1]
 """
 
 from __future__ import annotations
@@ -220,12 +221,14 @@ def main() -> None:
     parser.add_argument("--annotators", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--baseline-seconds", type=float, default=15.0)
-    parser.add_argument("--processes", type=int, default=2, help="client processes")
-    parser.add_argument("--tasks", type=int, default=40_000)
+    parser.add_argument("--processes", type=int, default=1, help="client processes")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (cynaps serve --workers)")
+    parser.add_argument("--tasks", type=int, default=60_000)
     parser.add_argument("--min-annotators", type=int, default=3)
     args = parser.parse_args()
 
-    with ServerProcess() as server:
+    load_before = os.getloadavg()[0]
+    with ServerProcess(workers=args.workers) as server:
         t0 = time.perf_counter()
         pid, keys = setup(server, args.tasks, args.annotators, args.min_annotators)
         print(f"setup: {args.tasks} tasks, {len(keys)} annotators, min_annotators={args.min_annotators} "
@@ -236,14 +239,17 @@ def main() -> None:
         status = requests.get(f"{server.base_url}/v1/projects/{pid}/status",
                               headers={"Authorization": f"Bearer {server.key}"}, timeout=60).json()
 
-    print(f"\n== {args.annotators} annotators, {args.processes} client processes, SQLite, cynaps serve in its own process ==")
+    print(f"\n== {args.annotators} annotators, {args.processes} client process(es), SQLite, "
+          f"cynaps serve in its own process(es), --workers {args.workers} ==")
     fmt = ("  {:<36} {:>7.0f} /s  p50 {:>7.1f} ms  p99 {:>7.1f} ms  max {:>7.1f} ms  "
-           "server CPU {:>5.2f} ms/item ({:.0%} of a core)  errors {}")
+           "server CPU {:>5.2f} ms/item ({:.0%} of a core)  client CPU {:>5.2f} ms/item  errors {}")
     for name, r in ((f"submit-and-next ({args.seconds:.0f} s)", main_),
                     (f"baseline: next + submit ({args.baseline_seconds:.0f} s)", two),
                     (f"baseline: GET /healthz ({args.baseline_seconds:.0f} s)", floor)):
-        print(fmt.format(name, r["rate"], r["p50"], r["p99"], r["max"], r["cpu_ms"], r["cpu_share"], r["errors"]))
-    print(f"  machine load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        print(fmt.format(name, r["rate"], r["p50"], r["p99"], r["max"], r["cpu_ms"], r["cpu_share"],
+                         r["client_cpu_ms"], r["errors"]))
+    print(f"  machine load average (1 min): {load_before:.1f} before, {os.getloadavg()[0]:.1f} at the end, "
+          f"on {os.cpu_count()} cores (others' jobs inflate the wall-clock figures, not CPU ms/item)")
     print(f"  ratio submit-and-next / two round trips: {main_['rate'] / two['rate']:.2f}x judgements/s")
     print(f"  ratio submit-and-next / HTTP floor:      {main_['rate'] / floor['rate']:.2f} of /healthz requests/s")
     print(f"  project after the run: {status['judgements']} judgements, {status['completed']} tasks final, "
