@@ -57,21 +57,15 @@ def ensemble_arrays(
     args = (task, worker, label, n_tasks, n_workers, n_classes)
     k = int(n_classes) if n_classes is not None else int(np.max(label)) + 1
     rng = rng_from(random_state)
-    members: dict[str, np.ndarray] = {}
     if k <= 2:
-        q = None
-        n_iter = 0
-        ebcc_res = None
-        for r in range(ebcc_restarts):
-            res = ebcc_arrays(*args, gold=gold, random_state=rng, incidence=incidence)
-            members[f"ebcc{r}"] = res.probas
-            q = res.probas.copy() if q is None else q + res.probas
-            n_iter += res.n_iter
-            if ebcc_res is None:
-                ebcc_res = res
-        assert q is not None and ebcc_res is not None  # ebcc_restarts >= 1 is checked above
-        q /= ebcc_restarts
-        skills, errors, hist = ebcc_res.skills, ebcc_res.errors, ebcc_res.loss_history
+        fits = [
+            ebcc_arrays(*args, gold=gold, random_state=rng, incidence=incidence)
+            for _ in range(ebcc_restarts)
+        ]
+        members = {f"ebcc{r}": f.probas for r, f in enumerate(fits)}
+        q = np.mean([f.probas for f in fits], axis=0)
+        n_iter = sum(f.n_iter for f in fits)
+        skills, errors, hist = fits[0].skills, fits[0].errors, fits[0].loss_history
     else:
         ds = dawid_skene_arrays(*args, gold=gold, random_state=rng, incidence=incidence)
         ma = mace_arrays(*args, gold=gold, random_state=rng)
