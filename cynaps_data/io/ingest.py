@@ -23,7 +23,7 @@ reported — as a table naming row, column and value — before anything is sent
 are encoded and sent one at a time (the next batch is encoded while the previous one is in
 flight). Memory stays bounded by a few batches: nothing holds the whole input as Python dicts.
 
-Batches travel as Arrow IPC streams of JSON-text columns (``wire_format="arrow"``, see
+Batches travel as LZ4-compressed Arrow IPC streams of JSON-text columns (``wire_format="arrow"``, see
 ``cynaps_data.server.services.arrow_batch``) or as one JSON document (``"json"``).
 
 This module never imports the client: the caller passes ``send_batch(body, content_type) -> dict``

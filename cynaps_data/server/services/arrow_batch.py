@@ -13,7 +13,9 @@ column                    content
 ``predictions``           string: the predictions as JSON text, or null
 ========================  ===================================================================
 
-The schema metadata key ``cynaps.source_schema`` may carry the source schema (JSON) that the
+Buffers may be LZ4- or ZSTD-compressed (the client sends LZ4); the decompressed size is bounded
+from the stream's metadata before anything is decompressed (:func:`decoded_size`). The schema
+metadata key ``cynaps.source_schema`` may carry the source schema (JSON) that the
 JSON body sends as ``"source_schema"``. Every row is validated (data must parse to an object;
 gold and predictions by the same rules as the JSON path) before :func:`.tasks.insert_rows` stores
 the batch, whole or not at all. Validation is column-wise (Arrow kernels: a regular expression
