@@ -31,7 +31,6 @@ _INFO_KEY = "cynaps_wal_autocheckpoint"
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pending: dict[str, Future] = {}
-_engines: set[int] = set()
 
 
 def _path(db: Database) -> str | None:
@@ -52,9 +51,8 @@ def defer(db: Database, conn: sa.Connection) -> None:
     if _path(db) is None:
         return
     with _lock:
-        if id(db.engine) not in _engines:
+        if not sa.event.contains(db.engine, "checkin", _restore_on_checkin):
             sa.event.listen(db.engine, "checkin", _restore_on_checkin)
-            _engines.add(id(db.engine))
     fairy = conn.connection
     driver = fairy.driver_connection
     if _INFO_KEY not in fairy.info:
