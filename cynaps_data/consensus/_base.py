@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +155,11 @@ class BaseAggregator:
 
     #: minimum distinct workers required by the model
     _min_workers = 2
+    #: the model's array-level function, called by :meth:`_fit_encoded` as
+    #: ``_arrays(task, worker, label, n_tasks, n_workers, n_classes, gold=..., **params)``
+    _arrays: Callable[..., Any] | None = None
+    #: whether ``_arrays`` accepts ``incidence=`` (the encoding's cached sparse matrices)
+    _takes_incidence = False
 
     def __init__(self) -> None:  # pragma: no cover - subclasses define their params
         pass
@@ -161,8 +167,7 @@ class BaseAggregator:
     # ---- sklearn parameter protocol -------------------------------------------------------
     @classmethod
     def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
+        return list(_init_param_names(cls))
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self._param_names()}
@@ -179,9 +184,34 @@ class BaseAggregator:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
-    # ---- to be implemented ----------------------------------------------------------------
+    # ---- model hooks (override as needed) --------------------------------------------------
+    def _array_params(self, enc: Encoded) -> dict[str, Any]:
+        """Keyword arguments for ``_arrays``: every ``__init__`` parameter except ``labels``."""
+        return {k: getattr(self, k) for k in _init_param_names(type(self)) if k != "labels"}
+
+    def _finish_fit(self, enc: Encoded, out: Any) -> ArrayResult:
+        """Turn ``_arrays``' return value into the :class:`ArrayResult`, setting any
+        model-specific fitted attributes first. Default: ``out`` is the result."""
+        return out
+
     def _fit_encoded(self, enc: Encoded, gold: np.ndarray) -> ArrayResult:
-        raise NotImplementedError
+        """Run ``_arrays`` on the encoded answers with this estimator's parameters."""
+        if self._arrays is None:
+            raise NotImplementedError(f"{type(self).__name__} defines no _arrays")
+        params = self._array_params(enc)
+        if self._takes_incidence:
+            params["incidence"] = (enc.incidence(), enc.incidence_t())
+        out = self._arrays(
+            enc.task,
+            enc.worker,
+            enc.label,
+            enc.n_tasks,
+            enc.n_workers,
+            enc.n_classes,
+            gold=gold,
+            **params,
+        )
+        return self._finish_fit(enc, out)
 
     # ---- public API -------------------------------------------------------------------------
     def fit(self, data: pd.DataFrame, gold: Any = None) -> BaseAggregator:
@@ -226,6 +256,12 @@ class BaseAggregator:
             )
         self.loss_history_ = list(res.loss_history)
         self.n_iter_ = int(res.n_iter)
+
+
+@functools.cache
+def _init_param_names(cls: type) -> tuple[str, ...]:
+    """``cls.__init__``'s parameter names (without ``self``), in signature order."""
+    return tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")
 
 
 def rng_from(random_state: Any) -> np.random.Generator:

@@ -48,7 +48,7 @@ from ._base import (
     rng_from,
     softmax_rows,
 )
-from ._encode import Encoded, incidence_matrix
+from ._encode import incidence_matrix
 
 __all__ = [
     "DawidSkene",
@@ -295,6 +295,9 @@ class DawidSkene(BaseAggregator):
     ``n_iter_``.
     """
 
+    _arrays = staticmethod(dawid_skene_arrays)
+    _takes_incidence = True
+
     def __init__(
         self,
         n_iter: int = 100,
@@ -312,24 +315,6 @@ class DawidSkene(BaseAggregator):
         self.alpha_prior = alpha_prior
         self.random_state = random_state
         self.labels = labels
-
-    def _fit_encoded(self, enc: Encoded, gold: np.ndarray) -> ArrayResult:
-        return dawid_skene_arrays(
-            enc.task,
-            enc.worker,
-            enc.label,
-            enc.n_tasks,
-            enc.n_workers,
-            enc.n_classes,
-            n_iter=self.n_iter,
-            tol=self.tol,
-            alpha_correct=self.alpha_correct,
-            alpha_wrong=self.alpha_wrong,
-            alpha_prior=self.alpha_prior,
-            gold=gold,
-            random_state=self.random_state,
-            incidence=(enc.incidence(), enc.incidence_t()),
-        )
 
 
 def one_coin_arrays(
@@ -413,6 +398,8 @@ class OneCoinDawidSkene(BaseAggregator):
     :math:`s_w`.
     """
 
+    _arrays = staticmethod(one_coin_arrays)
+
     def __init__(
         self,
         n_iter: int = 100,
@@ -426,18 +413,3 @@ class OneCoinDawidSkene(BaseAggregator):
         self.smoothing = smoothing
         self.random_state = random_state
         self.labels = labels
-
-    def _fit_encoded(self, enc: Encoded, gold: np.ndarray) -> ArrayResult:
-        return one_coin_arrays(
-            enc.task,
-            enc.worker,
-            enc.label,
-            enc.n_tasks,
-            enc.n_workers,
-            enc.n_classes,
-            n_iter=self.n_iter,
-            tol=self.tol,
-            smoothing=self.smoothing,
-            gold=gold,
-            random_state=self.random_state,
-        )
