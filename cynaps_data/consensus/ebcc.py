@@ -39,7 +39,7 @@ from ._base import (
     rng_from,
     softmax_rows,
 )
-from ._encode import Encoded, incidence_matrix
+from ._encode import incidence_matrix
 from .dawid_skene import fix_gold, mv_init
 
 __all__ = ["EBCC", "ebcc_arrays"]
@@ -141,6 +141,9 @@ class EBCC(BaseAggregator):
     ``n_iter`` (500), ``tol`` (1e-6), ``random_state`` (0), ``labels``.
     """
 
+    _arrays = staticmethod(ebcc_arrays)
+    _takes_incidence = True
+
     def __init__(
         self,
         n_subtypes: int = 10,
@@ -162,23 +165,3 @@ class EBCC(BaseAggregator):
         self.tol = tol
         self.random_state = random_state
         self.labels = labels
-
-    def _fit_encoded(self, enc: Encoded, gold: np.ndarray) -> ArrayResult:
-        return ebcc_arrays(
-            enc.task,
-            enc.worker,
-            enc.label,
-            enc.n_tasks,
-            enc.n_workers,
-            enc.n_classes,
-            n_subtypes=self.n_subtypes,
-            a_pi=self.a_pi,
-            alpha=self.alpha,
-            a_v=self.a_v,
-            b_v=self.b_v,
-            n_iter=self.n_iter,
-            tol=self.tol,
-            gold=gold,
-            random_state=self.random_state,
-            incidence=(enc.incidence(), enc.incidence_t()),
-        )

@@ -31,6 +31,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import expit
 from threadpoolctl import threadpool_limits
@@ -197,6 +198,8 @@ class GLAD(BaseAggregator):
     ``loss_history_``, ``n_iter_``.
     """
 
+    _arrays = staticmethod(glad_arrays)
+
     def __init__(
         self,
         n_iter: int = 100,
@@ -223,28 +226,7 @@ class GLAD(BaseAggregator):
         self.random_state = random_state
         self.labels = labels
 
-    def _fit_encoded(self, enc: Encoded, gold: np.ndarray) -> ArrayResult:
-        res = glad_arrays(
-            enc.task,
-            enc.worker,
-            enc.label,
-            enc.n_tasks,
-            enc.n_workers,
-            enc.n_classes,
-            n_iter=self.n_iter,
-            tol=self.tol,
-            m_step_iter=self.m_step_iter,
-            alphas_prior_mean=self.alphas_prior_mean,
-            betas_prior_mean=self.betas_prior_mean,
-            learn_priors=self.learn_priors,
-            m_step=self.m_step,
-            m_step_max_iter=self.m_step_max_iter,
-            m_step_tol=self.m_step_tol,
-            gold=gold,
-            random_state=self.random_state,
-        )
-        import pandas as pd
-
-        self.alphas_ = pd.Series(res.extra["alphas"], index=enc.worker_names, name="alpha")
-        self.betas_ = pd.Series(res.extra["betas"], index=enc.task_names, name="beta")
-        return res
+    def _finish_fit(self, enc: Encoded, out: ArrayResult) -> ArrayResult:
+        self.alphas_ = pd.Series(out.extra["alphas"], index=enc.worker_names, name="alpha")
+        self.betas_ = pd.Series(out.extra["betas"], index=enc.task_names, name="beta")
+        return out

@@ -27,6 +27,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.special import digamma
 
 from ..errors import ValidationError
@@ -182,6 +183,8 @@ class MACE(BaseAggregator):
     ``n_iter_``.
     """
 
+    _arrays = staticmethod(mace_arrays)
+
     def __init__(
         self,
         n_restarts: int = 3,
@@ -210,30 +213,8 @@ class MACE(BaseAggregator):
         self.random_state = random_state
         self.labels = labels
 
-    def _fit_encoded(self, enc: Encoded, gold: np.ndarray) -> ArrayResult:
-        res = mace_arrays(
-            enc.task,
-            enc.worker,
-            enc.label,
-            enc.n_tasks,
-            enc.n_workers,
-            enc.n_classes,
-            n_restarts=self.n_restarts,
-            n_iter=self.n_iter,
-            tol=self.tol,
-            method=self.method,
-            smoothing=self.smoothing,
-            default_noise=self.default_noise,
-            alpha=self.alpha,
-            beta=self.beta,
-            strategy_prior=self.strategy_prior,
-            learn_priors=self.learn_priors,
-            gold=gold,
-            random_state=self.random_state,
-        )
-        import pandas as pd
-
+    def _finish_fit(self, enc: Encoded, out: ArrayResult) -> ArrayResult:
         self.spam_strategy_ = pd.DataFrame(
-            res.extra["strategy"], index=enc.worker_names, columns=enc.label_names
+            out.extra["strategy"], index=enc.worker_names, columns=enc.label_names
         )
-        return res
+        return out
