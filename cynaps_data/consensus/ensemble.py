@@ -98,6 +98,9 @@ class ConsensusEnsemble(BaseAggregator):
     ``n_iter_`` (summed over members), ``members_`` (dict of member ``probas`` arrays).
     """
 
+    _arrays = staticmethod(ensemble_arrays)
+    _takes_incidence = True
+
     def __init__(
         self,
         ebcc_restarts: int = 5,
@@ -108,18 +111,8 @@ class ConsensusEnsemble(BaseAggregator):
         self.random_state = random_state
         self.labels = labels
 
-    def _fit_encoded(self, enc: Encoded, gold: np.ndarray) -> ArrayResult:
-        res, members = ensemble_arrays(
-            enc.task,
-            enc.worker,
-            enc.label,
-            enc.n_tasks,
-            enc.n_workers,
-            enc.n_classes,
-            ebcc_restarts=self.ebcc_restarts,
-            gold=gold,
-            random_state=self.random_state,
-            incidence=(enc.incidence(), enc.incidence_t()),
-        )
-        self.members_ = members
+    def _finish_fit(
+        self, enc: Encoded, out: tuple[ArrayResult, dict[str, np.ndarray]]
+    ) -> ArrayResult:
+        res, self.members_ = out
         return res

@@ -172,7 +172,7 @@ class MajorityVote(BaseAggregator):
     worker with the consensus), ``n_iter_ = 0``, ``loss_history_ = []``.
     """
 
-    _min_workers = 2
+    _arrays = staticmethod(majority_vote_arrays)
 
     def __init__(
         self,
@@ -196,16 +196,9 @@ class MajorityVote(BaseAggregator):
         arr[np.isnan(arr)] = float(self.default_weight)
         return arr
 
-    def _fit_encoded(self, enc: Encoded, gold: np.ndarray) -> ArrayResult:
-        return majority_vote_arrays(
-            enc.task,
-            enc.worker,
-            enc.label,
-            enc.n_tasks,
-            enc.n_workers,
-            enc.n_classes,
-            weights=self._worker_weights(enc),
-            tie_break=self.tie_break,
-            random_state=self.random_state,
-            gold=gold,
-        )
+    def _array_params(self, enc: Encoded) -> dict[str, Any]:
+        return {
+            "weights": self._worker_weights(enc),
+            "tie_break": self.tie_break,
+            "random_state": self.random_state,
+        }
