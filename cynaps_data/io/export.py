@@ -127,9 +127,7 @@ def wide_table(table: pa.Table, *, fetch_asset: Callable[[str], bytes] | None = 
     from .schema import restore_columns
 
     info = project_info(table)
-    data = table.column("data").combine_chunks()
-    if isinstance(data, pa.ChunkedArray):  # empty table
-        data = pa.array([], data.type)
+    data = table.column("data")  # (chunks as streamed: flattened per chunk, not copied)
     names = [data.type.field(i).name for i in range(data.type.num_fields)]
     data_table = pa.table(data.flatten(), names=names) if names else pa.table({})
     source_schema = info.get("source_schema")

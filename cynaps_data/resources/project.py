@@ -418,6 +418,7 @@ class Project:
             timeout=max(self._transport.timeout, 600), raw=True, stream=True,
         )
         with response:  # read while the platform is still building the next chunks
+            response.raw.decode_content = True  # (should a proxy compress it)
             return read_ipc(response.raw)
 
     def _fetch_asset(self, sha256: str) -> bytes:
