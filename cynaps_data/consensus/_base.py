@@ -14,7 +14,7 @@ import pandas as pd
 from ..errors import ValidationError
 from ._encode import Encoded, encode, encode_gold
 
-__all__ = ["ArrayResult", "BaseAggregator", "softmax_rows", "check_codes"]
+__all__ = ["ArrayResult", "BaseAggregator", "aggregator_params", "softmax_rows", "check_codes"]
 
 _TINY = 1e-300
 
@@ -143,6 +143,9 @@ def check_codes(
 class BaseAggregator:
     """sklearn-style base: parameters in ``__init__``, ``fit(data, gold=None)`` returns self.
 
+    Subclasses are decorated with :func:`aggregator_params`: their annotated class fields (type,
+    default) are the ``__init__`` parameters, in order, stored under the same names.
+
     Fitted attributes (pandas, original ids/labels preserved):
 
     * ``labels_``: Series indexed by ``task`` (name ``"label"``), the consensus label;
@@ -256,6 +259,11 @@ class BaseAggregator:
             )
         self.loss_history_ = list(res.loss_history)
         self.n_iter_ = int(res.n_iter)
+
+
+#: class decorator for aggregators: a dataclass whose fields are the ``__init__`` parameters,
+#: keeping identity equality (hashable, like any estimator) and ``BaseAggregator.__repr__``
+aggregator_params = dataclass(eq=False, repr=False)
 
 
 @functools.cache

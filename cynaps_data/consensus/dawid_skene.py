@@ -43,6 +43,7 @@ from scipy.special import digamma
 from ._base import (
     ArrayResult,
     BaseAggregator,
+    aggregator_params,
     argmax_rows,
     check_codes,
     rng_from,
@@ -270,6 +271,7 @@ def dawid_skene_arrays(
     )
 
 
+@aggregator_params
 class DawidSkene(BaseAggregator):
     """Dawid-Skene EM with full per-worker confusion matrices (log-space, sparse).
 
@@ -298,23 +300,13 @@ class DawidSkene(BaseAggregator):
     _arrays = staticmethod(dawid_skene_arrays)
     _takes_incidence = True
 
-    def __init__(
-        self,
-        n_iter: int = 100,
-        tol: float = 1e-5,
-        alpha_correct: float = 0.0,
-        alpha_wrong: float = 0.0,
-        alpha_prior: float = 0.0,
-        random_state: Any = 0,
-        labels: Sequence[Hashable] | None = None,
-    ) -> None:
-        self.n_iter = n_iter
-        self.tol = tol
-        self.alpha_correct = alpha_correct
-        self.alpha_wrong = alpha_wrong
-        self.alpha_prior = alpha_prior
-        self.random_state = random_state
-        self.labels = labels
+    n_iter: int = 100
+    tol: float = 1e-5
+    alpha_correct: float = 0.0
+    alpha_wrong: float = 0.0
+    alpha_prior: float = 0.0
+    random_state: Any = 0
+    labels: Sequence[Hashable] | None = None
 
 
 def one_coin_arrays(
@@ -390,6 +382,7 @@ def one_coin_arrays(
     )
 
 
+@aggregator_params
 class OneCoinDawidSkene(BaseAggregator):
     """One-coin Dawid-Skene: one accuracy ``s_w`` per worker, errors spread uniformly.
 
@@ -400,16 +393,8 @@ class OneCoinDawidSkene(BaseAggregator):
 
     _arrays = staticmethod(one_coin_arrays)
 
-    def __init__(
-        self,
-        n_iter: int = 100,
-        tol: float = 1e-5,
-        smoothing: float = 0.0,
-        random_state: Any = 0,
-        labels: Sequence[Hashable] | None = None,
-    ) -> None:
-        self.n_iter = n_iter
-        self.tol = tol
-        self.smoothing = smoothing
-        self.random_state = random_state
-        self.labels = labels
+    n_iter: int = 100
+    tol: float = 1e-5
+    smoothing: float = 0.0
+    random_state: Any = 0
+    labels: Sequence[Hashable] | None = None

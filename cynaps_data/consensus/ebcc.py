@@ -34,6 +34,7 @@ from scipy.special import digamma
 from ._base import (
     ArrayResult,
     BaseAggregator,
+    aggregator_params,
     argmax_rows,
     check_codes,
     rng_from,
@@ -134,6 +135,7 @@ def ebcc_arrays(
     )
 
 
+@aggregator_params
 class EBCC(BaseAggregator):
     """Enhanced Bayesian classifier combination (subtype mixture, VB); see module docstring.
 
@@ -144,24 +146,12 @@ class EBCC(BaseAggregator):
     _arrays = staticmethod(ebcc_arrays)
     _takes_incidence = True
 
-    def __init__(
-        self,
-        n_subtypes: int = 10,
-        a_pi: float = 0.1,
-        alpha: float = 1.0,
-        a_v: float = 4.0,
-        b_v: float = 1.0,
-        n_iter: int = 500,
-        tol: float = 1e-6,
-        random_state: Any = 0,
-        labels: Sequence[Hashable] | None = None,
-    ) -> None:
-        self.n_subtypes = n_subtypes
-        self.a_pi = a_pi
-        self.alpha = alpha
-        self.a_v = a_v
-        self.b_v = b_v
-        self.n_iter = n_iter
-        self.tol = tol
-        self.random_state = random_state
-        self.labels = labels
+    n_subtypes: int = 10
+    a_pi: float = 0.1
+    alpha: float = 1.0
+    a_v: float = 4.0
+    b_v: float = 1.0
+    n_iter: int = 500
+    tol: float = 1e-6
+    random_state: Any = 0
+    labels: Sequence[Hashable] | None = None

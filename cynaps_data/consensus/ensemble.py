@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ValidationError
-from ._base import ArrayResult, BaseAggregator, argmax_rows, rng_from
+from ._base import ArrayResult, BaseAggregator, aggregator_params, argmax_rows, rng_from
 from ._encode import Encoded
 from .dawid_skene import dawid_skene_arrays
 from .ebcc import ebcc_arrays
@@ -87,6 +87,7 @@ def ensemble_arrays(
     return res, members
 
 
+@aggregator_params
 class ConsensusEnsemble(BaseAggregator):
     """The ``"auto"`` method: EBCC (5 restarts averaged) for 2 classes, DS + MACE pool for >= 3.
 
@@ -101,15 +102,9 @@ class ConsensusEnsemble(BaseAggregator):
     _arrays = staticmethod(ensemble_arrays)
     _takes_incidence = True
 
-    def __init__(
-        self,
-        ebcc_restarts: int = 5,
-        random_state: Any = 0,
-        labels: Sequence[Hashable] | None = None,
-    ) -> None:
-        self.ebcc_restarts = ebcc_restarts
-        self.random_state = random_state
-        self.labels = labels
+    ebcc_restarts: int = 5
+    random_state: Any = 0
+    labels: Sequence[Hashable] | None = None
 
     def _finish_fit(
         self, enc: Encoded, out: tuple[ArrayResult, dict[str, np.ndarray]]

@@ -40,6 +40,7 @@ from ..errors import ValidationError
 from ._base import (
     ArrayResult,
     BaseAggregator,
+    aggregator_params,
     argmax_rows,
     check_codes,
     rng_from,
@@ -185,6 +186,7 @@ def glad_arrays(
     )
 
 
+@aggregator_params
 class GLAD(BaseAggregator):
     """GLAD (worker ability x task difficulty), EM with crowd-kit's conjugate-gradient M-step.
 
@@ -200,31 +202,17 @@ class GLAD(BaseAggregator):
 
     _arrays = staticmethod(glad_arrays)
 
-    def __init__(
-        self,
-        n_iter: int = 100,
-        tol: float = 1e-5,
-        m_step_iter: int = 3,
-        alphas_prior_mean: float = 1.0,
-        betas_prior_mean: float = 1.0,
-        learn_priors: bool = False,
-        m_step: str = "cg",
-        m_step_max_iter: int = 25,
-        m_step_tol: float = 1e-2,
-        random_state: Any = 0,
-        labels: Sequence[Hashable] | None = None,
-    ) -> None:
-        self.n_iter = n_iter
-        self.tol = tol
-        self.m_step_iter = m_step_iter
-        self.alphas_prior_mean = alphas_prior_mean
-        self.betas_prior_mean = betas_prior_mean
-        self.learn_priors = learn_priors
-        self.m_step = m_step
-        self.m_step_max_iter = m_step_max_iter
-        self.m_step_tol = m_step_tol
-        self.random_state = random_state
-        self.labels = labels
+    n_iter: int = 100
+    tol: float = 1e-5
+    m_step_iter: int = 3
+    alphas_prior_mean: float = 1.0
+    betas_prior_mean: float = 1.0
+    learn_priors: bool = False
+    m_step: str = "cg"
+    m_step_max_iter: int = 25
+    m_step_tol: float = 1e-2
+    random_state: Any = 0
+    labels: Sequence[Hashable] | None = None
 
     def _finish_fit(self, enc: Encoded, out: ArrayResult) -> ArrayResult:
         self.alphas_ = pd.Series(out.extra["alphas"], index=enc.worker_names, name="alpha")

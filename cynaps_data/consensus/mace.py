@@ -34,6 +34,7 @@ from ..errors import ValidationError
 from ._base import (
     ArrayResult,
     BaseAggregator,
+    aggregator_params,
     argmax_rows,
     check_codes,
     rng_from,
@@ -168,6 +169,7 @@ def mace_arrays(
     )
 
 
+@aggregator_params
 class MACE(BaseAggregator):
     """MACE with variational Bayes (default) or EM, seeded random restarts.
 
@@ -185,33 +187,18 @@ class MACE(BaseAggregator):
 
     _arrays = staticmethod(mace_arrays)
 
-    def __init__(
-        self,
-        n_restarts: int = 3,
-        n_iter: int = 50,
-        tol: float = 1e-6,
-        method: str = "vb",
-        smoothing: float | None = None,
-        default_noise: float = 0.5,
-        alpha: float = 0.5,
-        beta: float = 0.5,
-        strategy_prior: float = 10.0,
-        learn_priors: bool = True,
-        random_state: Any = 0,
-        labels: Sequence[Hashable] | None = None,
-    ) -> None:
-        self.n_restarts = n_restarts
-        self.n_iter = n_iter
-        self.tol = tol
-        self.method = method
-        self.smoothing = smoothing
-        self.default_noise = default_noise
-        self.alpha = alpha
-        self.beta = beta
-        self.strategy_prior = strategy_prior
-        self.learn_priors = learn_priors
-        self.random_state = random_state
-        self.labels = labels
+    n_restarts: int = 3
+    n_iter: int = 50
+    tol: float = 1e-6
+    method: str = "vb"
+    smoothing: float | None = None
+    default_noise: float = 0.5
+    alpha: float = 0.5
+    beta: float = 0.5
+    strategy_prior: float = 10.0
+    learn_priors: bool = True
+    random_state: Any = 0
+    labels: Sequence[Hashable] | None = None
 
     def _finish_fit(self, enc: Encoded, out: ArrayResult) -> ArrayResult:
         self.spam_strategy_ = pd.DataFrame(

@@ -29,7 +29,14 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ValidationError
-from ._base import ArrayResult, BaseAggregator, argmax_rows, check_codes, rng_from
+from ._base import (
+    ArrayResult,
+    BaseAggregator,
+    aggregator_params,
+    argmax_rows,
+    check_codes,
+    rng_from,
+)
 from ._encode import Encoded
 
 __all__ = ["MajorityVote", "majority_vote_arrays"]
@@ -150,6 +157,7 @@ def majority_vote_arrays(
     return _MVResult(counts, labels, gold, (t, w, y) if compute_skills else None, n_w)
 
 
+@aggregator_params
 class MajorityVote(BaseAggregator):
     """Majority vote, optionally weighted per worker, with explicit seeded tie-breaking.
 
@@ -174,19 +182,11 @@ class MajorityVote(BaseAggregator):
 
     _arrays = staticmethod(majority_vote_arrays)
 
-    def __init__(
-        self,
-        tie_break: str = "first",
-        random_state: Any = 0,
-        weights: Mapping[Hashable, float] | pd.Series | None = None,
-        default_weight: float = 1.0,
-        labels: Sequence[Hashable] | None = None,
-    ) -> None:
-        self.tie_break = tie_break
-        self.random_state = random_state
-        self.weights = weights
-        self.default_weight = default_weight
-        self.labels = labels
+    tie_break: str = "first"
+    random_state: Any = 0
+    weights: Mapping[Hashable, float] | pd.Series | None = None
+    default_weight: float = 1.0
+    labels: Sequence[Hashable] | None = None
 
     def _worker_weights(self, enc: Encoded) -> np.ndarray | None:
         if self.weights is None:
