@@ -186,3 +186,32 @@ def test_array_level_api() -> None:
     assert res.probas.shape == (2, 2) and res.errors.shape == (3, 2, 2)
     with pytest.raises(ValidationError):
         majority_vote_arrays(t, w, y.astype(float))
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [
+        C.MajorityVote,
+        C.DawidSkene,
+        C.OneCoinDawidSkene,
+        C.GLAD,
+        C.MACE,
+        C.EBCC,
+        C.ConsensusEnsemble,
+    ],
+)
+def test_estimator_defaults_match_array_function(cls) -> None:
+    """Each estimator passes its parameters to its array-level function, and both are public:
+    the same parameter must have the same default in both, and estimators stay sklearn-style
+    (params round-trip, identity equality, hashable)."""
+    import inspect
+
+    fn = inspect.signature(cls._arrays).parameters
+    params = cls().get_params()
+    shared = [p for p in params if p in fn]
+    assert len(shared) >= 2, shared  # at least random_state plus a model parameter
+    for p in shared:
+        assert params[p] == fn[p].default, p
+    m = cls(**params)
+    assert m.get_params() == params and m is not cls() and m != cls(**params)
+    assert hash(m) != hash(cls(**params)) and repr(m) == repr(cls(**params))
