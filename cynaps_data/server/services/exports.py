@@ -44,8 +44,11 @@ STATUSES = ["pending", "disputed", "completed"]
 LABEL_SOURCES = ["consensus", "majority", "expert", "imported", "none"]
 ROLES = ["annotator", "expert"]
 ORIGINS = ["platform", "imported"]
-#: Tasks per chunk of the wide export on SQLite (chunks are read and built on parallel threads).
+#: Tasks per chunk of the wide export on SQLite: at most, at least, and the number of chunks
+#: aimed for (so that reading and building overlap for mid-sized projects too).
 CHUNK_TASKS = 131_072
+MIN_CHUNK_TASKS = 16_384
+PIPELINE_CHUNKS = 8
 #: Threads of the wide export's pipeline (one reads SQLite, one builds); 1: no pipeline.
 EXPORT_THREADS = max(1, min(2, os.cpu_count() or 1))
 #: Chunks read ahead of the one being sent (bounds the memory of a slow download).
@@ -601,11 +604,13 @@ def _task_id_range(conn: sa.Connection, project_id: str) -> tuple[int, int] | No
 
 
 def _id_chunks(id_range: tuple[int, int] | None, n_tasks: int) -> list[tuple[int, int]]:
-    """``id_range`` split into spans of about :data:`CHUNK_TASKS` tasks each (at least one)."""
+    """``id_range`` split into spans of equal width, for about :data:`PIPELINE_CHUNKS` chunks
+    of :data:`MIN_CHUNK_TASKS` to :data:`CHUNK_TASKS` tasks each (at least one chunk)."""
     if id_range is None:
         return [(0, -1)]
     lo, hi = id_range
-    n = max(1, -(-max(n_tasks, 1) // CHUNK_TASKS))
+    size = min(CHUNK_TASKS, max(MIN_CHUNK_TASKS, -(-n_tasks // PIPELINE_CHUNKS)))
+    n = max(1, -(-max(n_tasks, 1) // size))
     step = -(-(hi - lo + 1) // n)
     return [(a, min(a + step - 1, hi)) for a in range(lo, hi + 1, step)]
 
