@@ -14,7 +14,15 @@ import pandas as pd
 from ..errors import ValidationError
 from ._encode import Encoded, encode, encode_gold
 
-__all__ = ["ArrayResult", "BaseAggregator", "aggregator_params", "softmax_rows", "check_codes"]
+__all__ = [
+    "ArrayResult",
+    "BaseAggregator",
+    "aggregator_params",
+    "softmax_rows",
+    "check_codes",
+    "fix_gold",
+    "mv_init",
+]
 
 _TINY = 1e-300
 
@@ -101,6 +109,26 @@ def argmax_rows(
         r[~tied_mask[rows]] = -1.0
         best[rows] = r.argmax(axis=1)
     return best
+
+
+def fix_gold(q: np.ndarray, gold: np.ndarray | None) -> np.ndarray:
+    """Set, in place, the rows of posteriors ``q`` ``(n_tasks, k)`` whose ``gold`` code is
+    ``>= 0`` to that class's one-hot; ``gold``: int ``(n_tasks,)`` with -1 = no gold, or None."""
+    if gold is not None:
+        has = gold >= 0
+        if has.any():
+            q[has] = 0.0
+            q[has, gold[has]] = 1.0
+    return q
+
+
+def mv_init(
+    task: np.ndarray, label: np.ndarray, n_tasks: int, k: int, gold: np.ndarray | None
+) -> np.ndarray:
+    """Soft majority-vote shares ``(n_tasks, k)``, gold rows one-hot."""
+    counts = np.bincount(task * k + label, minlength=n_tasks * k).reshape(n_tasks, k)
+    q = counts / counts.sum(axis=1, keepdims=True)
+    return fix_gold(q, gold)
 
 
 def check_codes(

@@ -92,6 +92,25 @@ def incidence_matrix(
     return a
 
 
+def incidence_pair(
+    task: np.ndarray,
+    worker: np.ndarray,
+    label: np.ndarray,
+    n_tasks: int,
+    n_workers: int,
+    k: int,
+    given: tuple[sp.csr_matrix, sp.spmatrix] | None = None,
+) -> tuple[sp.csr_matrix, sp.spmatrix]:
+    """``(A, A.T)`` for the array-level models: ``given`` as is (e.g. an :class:`Encoded`'s cached
+    ``(incidence(), incidence_t())``), else built here, ``A.T`` a CSC view (fast ``A.T @ X``,
+    see :meth:`Encoded.incidence_t`)."""
+    if given is not None:
+        a, at = given
+        return a, at
+    a = incidence_matrix(task, worker, label, n_tasks, n_workers, k)
+    return a, a.T
+
+
 def _check_frame(df: Any, columns: Sequence[str] = REQUIRED_COLUMNS) -> pd.DataFrame:
     if not isinstance(df, pd.DataFrame):
         raise ValidationError(

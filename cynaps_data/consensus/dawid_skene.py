@@ -46,10 +46,12 @@ from ._base import (
     aggregator_params,
     argmax_rows,
     check_codes,
+    fix_gold,
+    mv_init,
     rng_from,
     softmax_rows,
 )
-from ._encode import incidence_matrix
+from ._encode import incidence_pair
 
 __all__ = [
     "DawidSkene",
@@ -89,24 +91,6 @@ def spmm_add(a: sp.spmatrix, x: np.ndarray, out: np.ndarray) -> np.ndarray:
     else:
         out += a @ x
     return out
-
-
-def mv_init(
-    task: np.ndarray, label: np.ndarray, n_tasks: int, k: int, gold: np.ndarray | None
-) -> np.ndarray:
-    """Soft majority-vote shares ``(n_tasks, k)``, gold rows one-hot."""
-    counts = np.bincount(task * k + label, minlength=n_tasks * k).reshape(n_tasks, k)
-    q = counts / counts.sum(axis=1, keepdims=True)
-    return fix_gold(q, gold)
-
-
-def fix_gold(q: np.ndarray, gold: np.ndarray | None) -> np.ndarray:
-    if gold is not None:
-        has = gold >= 0
-        if has.any():
-            q[has] = 0.0
-            q[has, gold[has]] = 1.0
-    return q
 
 
 def _confusion_from_counts(
@@ -231,11 +215,7 @@ def dawid_skene_arrays(
 ) -> ArrayResult:
     """Dawid-Skene on integer codes; see the module docstring for the model."""
     t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
-    if incidence is None:
-        a = incidence_matrix(t, w, y, n_t, n_w, k)
-        at = a.T  # CSC view: fast A.T @ X (see Encoded.incidence_t)
-    else:
-        a, at = incidence
+    a, at = incidence_pair(t, w, y, n_t, n_w, k, incidence)
     q0 = mv_init(t, y, n_t, k, gold)
     q, log_e, log_pi, hist, it = dawid_skene_em(
         a,

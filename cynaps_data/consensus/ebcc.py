@@ -37,11 +37,12 @@ from ._base import (
     aggregator_params,
     argmax_rows,
     check_codes,
+    fix_gold,
+    mv_init,
     rng_from,
     softmax_rows,
 )
-from ._encode import incidence_matrix
-from .dawid_skene import fix_gold, mv_init
+from ._encode import incidence_pair
 
 __all__ = ["EBCC", "ebcc_arrays"]
 
@@ -69,11 +70,7 @@ def ebcc_arrays(
     t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
     m = int(n_subtypes)
     km = k * m
-    if incidence is None:
-        a = incidence_matrix(t, w, y, n_t, n_w, k)
-        at = a.T  # CSC view: fast A.T @ X (see Encoded.incidence_t)
-    else:
-        a, at = incidence
+    a, at = incidence_pair(t, w, y, n_t, n_w, k, incidence)
     rng = rng_from(random_state)
     z = mv_init(t, y, n_t, k, gold)
     g = rng.random((n_t, m))

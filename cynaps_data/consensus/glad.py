@@ -43,11 +43,11 @@ from ._base import (
     aggregator_params,
     argmax_rows,
     check_codes,
+    fix_gold,
     rng_from,
     softmax_rows,
 )
 from ._encode import Encoded
-from .dawid_skene import fix_gold
 
 __all__ = ["GLAD", "glad_arrays"]
 

@@ -35,6 +35,7 @@ from ._base import (
     aggregator_params,
     argmax_rows,
     check_codes,
+    fix_gold,
     rng_from,
 )
 from ._encode import Encoded
@@ -77,13 +78,7 @@ class _MVResult(ArrayResult):
             tot = counts.sum(axis=1, keepdims=True).astype(np.float64)
             with np.errstate(invalid="ignore", divide="ignore"):
                 probas = np.where(tot > 0, counts / np.where(tot > 0, tot, 1.0), 1.0 / k)
-            gold = self._gold
-            if gold is not None:
-                has = gold >= 0
-                if has.any():
-                    probas[has] = 0.0
-                    probas[has, gold[has]] = 1.0
-            self._cache["probas"] = probas
+            self._cache["probas"] = fix_gold(probas, self._gold)
         return self._cache["probas"]
 
     @property
