@@ -20,6 +20,8 @@ __all__ = [
     "aggregator_params",
     "softmax_rows",
     "check_codes",
+    "check_choice",
+    "check_positive_count",
     "fix_gold",
     "mv_init",
 ]
@@ -129,6 +131,20 @@ def mv_init(
     counts = np.bincount(task * k + label, minlength=n_tasks * k).reshape(n_tasks, k)
     q = counts / counts.sum(axis=1, keepdims=True)
     return fix_gold(q, gold)
+
+
+def check_choice(value: Any, choices: tuple[str, ...], param: str) -> None:
+    """Raise ``ValidationError`` ("<param> must be 'a' or 'b', got ...") unless ``value`` is one
+    of ``choices``."""
+    if value not in choices:
+        allowed = " or ".join(repr(c) for c in choices)
+        raise ValidationError(f"{param} must be {allowed}, got {value!r}", param=param)
+
+
+def check_positive_count(value: int, param: str) -> None:
+    """Raise ``ValidationError`` ("<param> must be >= 1") unless ``value >= 1``."""
+    if value < 1:
+        raise ValidationError(f"{param} must be >= 1", param=param)
 
 
 def check_codes(

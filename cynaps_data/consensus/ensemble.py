@@ -28,8 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ValidationError
-from ._base import ArrayResult, BaseAggregator, aggregator_params, argmax_rows, rng_from
+from ._base import (
+    ArrayResult,
+    BaseAggregator,
+    aggregator_params,
+    argmax_rows,
+    check_positive_count,
+    rng_from,
+)
 from ._encode import Encoded
 from .dawid_skene import dawid_skene_arrays
 from .ebcc import ebcc_arrays
@@ -52,8 +58,7 @@ def ensemble_arrays(
     incidence: tuple | None = None,
 ) -> tuple[ArrayResult, dict[str, np.ndarray]]:
     """The ``"auto"`` rule on integer codes; returns the result and the members' ``probas``."""
-    if ebcc_restarts < 1:
-        raise ValidationError("ebcc_restarts must be >= 1", param="ebcc_restarts")
+    check_positive_count(ebcc_restarts, "ebcc_restarts")
     args = (task, worker, label, n_tasks, n_workers, n_classes)
     k = int(n_classes) if n_classes is not None else int(np.max(label)) + 1
     rng = rng_from(random_state)

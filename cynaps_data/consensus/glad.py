@@ -36,12 +36,12 @@ from scipy.optimize import minimize
 from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
-from ..errors import ValidationError
 from ._base import (
     ArrayResult,
     BaseAggregator,
     aggregator_params,
     argmax_rows,
+    check_choice,
     check_codes,
     fix_gold,
     rng_from,
@@ -89,8 +89,7 @@ def glad_arrays(
     random_state: Any = 0,
 ) -> ArrayResult:
     """GLAD on integer codes; see the module docstring."""
-    if m_step not in ("cg", "newton"):
-        raise ValidationError(f"m_step must be 'cg' or 'newton', got {m_step!r}", param="m_step")
+    check_choice(m_step, ("cg", "newton"), "m_step")
     t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
     n = t.size
     if n > 1 and bool((t[1:] < t[:-1]).any()):  # group answers by task once (stable: same sums)

@@ -30,13 +30,14 @@ import numpy as np
 import pandas as pd
 from scipy.special import digamma
 
-from ..errors import ValidationError
 from ._base import (
     ArrayResult,
     BaseAggregator,
     aggregator_params,
     argmax_rows,
+    check_choice,
     check_codes,
+    check_positive_count,
     fix_gold,
     rng_from,
     softmax_rows,
@@ -68,10 +69,8 @@ def mace_arrays(
     random_state: Any = 0,
 ) -> ArrayResult:
     """MACE on integer codes; see the module docstring."""
-    if method not in ("vb", "em"):
-        raise ValidationError(f"method must be 'vb' or 'em', got {method!r}", param="method")
-    if n_restarts < 1:
-        raise ValidationError("n_restarts must be >= 1", param="n_restarts")
+    check_choice(method, ("vb", "em"), "method")
+    check_positive_count(n_restarts, "n_restarts")
     t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
     n = t.size
     ty = t * k + y
