@@ -248,16 +248,7 @@ class BaseAggregator:
         params = self._array_params(enc)
         if self._takes_incidence:
             params["incidence"] = (enc.incidence(), enc.incidence_t())
-        out = self._arrays(
-            enc.task,
-            enc.worker,
-            enc.label,
-            enc.n_tasks,
-            enc.n_workers,
-            enc.n_classes,
-            gold=gold,
-            **params,
-        )
+        out = self._arrays(*enc.codes, gold=gold, **params)
         return self._finish_fit(enc, out)
 
     # ---- public API -------------------------------------------------------------------------

@@ -66,6 +66,12 @@ class Encoded:
     def n_classes(self) -> int:
         return len(self.label_names)
 
+    @property
+    def codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]:
+        """``(task, worker, label, n_tasks, n_workers, n_classes)``: the leading positional
+        arguments of every array-level model function (``dawid_skene_arrays`` etc.)."""
+        return self.task, self.worker, self.label, self.n_tasks, self.n_workers, self.n_classes
+
     def incidence(self) -> sp.csr_matrix:
         """Sparse ``n_tasks x (n_workers * n_classes)`` count matrix ``A[t, w*K + y]``."""
         if "A" not in self._cache:

@@ -57,15 +57,7 @@ def task_metadata(
     g = encode_gold(gold, enc)
     if method is None:
         res = majority_vote_arrays(
-            enc.task,
-            enc.worker,
-            enc.label,
-            enc.n_tasks,
-            enc.n_workers,
-            k,
-            random_state=random_state,
-            gold=g,
-            compute_skills=False,
+            *enc.codes, random_state=random_state, gold=g, compute_skills=False
         )
         lab_codes, post = res.labels, res.probas
     else:
@@ -118,15 +110,7 @@ def annotator_table(
     n_w = enc.n_workers
     if consensus is None:
         cons = majority_vote_arrays(
-            enc.task,
-            enc.worker,
-            enc.label,
-            enc.n_tasks,
-            n_w,
-            enc.n_classes,
-            random_state=random_state,
-            gold=g,
-            compute_skills=False,
+            *enc.codes, random_state=random_state, gold=g, compute_skills=False
         ).labels
     else:
         if not isinstance(consensus, pd.Series):
@@ -149,12 +133,7 @@ def annotator_table(
     )
     if n_w >= 2:
         skill = dawid_skene_arrays(
-            enc.task,
-            enc.worker,
-            enc.label,
-            enc.n_tasks,
-            n_w,
-            enc.n_classes,
+            *enc.codes,
             gold=g,
             random_state=random_state,
             incidence=(enc.incidence(), enc.incidence_t()),
