@@ -187,8 +187,10 @@ def check_codes(
 class BaseAggregator:
     """sklearn-style base: parameters in ``__init__``, ``fit(data, gold=None)`` returns self.
 
-    Subclasses are decorated with :func:`aggregator_params`: their annotated class fields (type,
-    default) are the ``__init__`` parameters, in order, stored under the same names.
+    A model is an :func:`aggregator_params` subclass: its annotated class fields (type,
+    default) are the ``__init__`` parameters, in order, stored under the same names; ``_arrays``
+    is its array-level function (same keyword defaults; ``labels`` is not passed). Override
+    ``_array_params`` to translate parameters and ``_finish_fit`` to set extra fitted attributes.
 
     Fitted attributes (pandas, original ids/labels preserved):
 
