@@ -519,3 +519,24 @@ def test_arrow_stream_carries_cursor_and_cut_stream_is_an_error(platform, client
             writer.write_batch(b.batch)
     with pytest.raises(errors.APIConnectionError, match="ended early"):
         io_export.read_ipc(sink.getvalue().to_pybytes())
+
+
+def test_export_that_fails_mid_stream_raises(client, monkeypatch):
+    """A platform error after the stream started (here: building the second chunk) reaches the
+    caller as an error, not as a shorter frame."""
+    from cynaps_data.server.services import exports
+
+    project = make_project(client, labels=LABELS)
+    project.upload_tasks([{"text": f"t{i}"} for i in range(9)])
+    monkeypatch.setattr(exports, "CHUNK_TASKS", 3)
+    real_part, seen = exports._task_part, []
+
+    def failing(*args):
+        seen.append(args[2])
+        if len(seen) == 2:
+            raise RuntimeError("disk on fire")
+        return real_part(*args)
+
+    monkeypatch.setattr(exports, "_task_part", failing)
+    with pytest.raises(errors.APIConnectionError):
+        project.to_pandas()

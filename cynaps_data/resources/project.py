@@ -9,8 +9,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import urllib3
 
-from ..errors import APITimeoutError, ValidationError
+from ..errors import APIConnectionError, APITimeoutError, ValidationError
 from .models import Deposit, Payment, ProjectStatus, UploadResult
 
 if TYPE_CHECKING:
@@ -419,7 +420,12 @@ class Project:
         )
         with response:  # read while the platform is still building the next chunks
             response.raw.decode_content = True  # (should a proxy compress it)
-            return read_ipc(response.raw)
+            try:
+                return read_ipc(response.raw)
+            except APIConnectionError:
+                raise
+            except (OSError, ValueError, urllib3.exceptions.HTTPError) as exc:  # cut mid-stream
+                raise APIConnectionError(f"The export stream broke off: {exc}; download it again.") from exc
 
     def _fetch_asset(self, sha256: str) -> bytes:
         response = self._transport.request("GET", f"/v1/projects/{self.id}/assets/{sha256}", raw=True)
