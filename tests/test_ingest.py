@@ -182,6 +182,32 @@ def test_unsupported_value_names_column_and_row_before_sending(client):
     assert sorted(r["data"]["text"] for r in project.export()) == ["a", "b"]
 
 
+def test_duplicate_ids_in_one_upload_are_bad_rows_not_silent_drops(client, tmp_path):
+    """Two rows with the same id in one input: the later one would be dropped by the platform's
+    idempotency, losing its data unseen; it is reported (column, row, first row) instead."""
+    project = make_project(client, labels=LABELS)
+    df = pd.DataFrame({"key": ["k1", "k2", "k2", "k3", "k1"], "text": ["a", "b", "B", "c", "A"]})
+    with pytest.raises(IngestError) as caught:
+        project.upload_dataframe(df, id_column="key", progress=False)
+    assert "row 2, column 'key'" in str(caught.value) and "row 1" in str(caught.value)
+    failures = caught.value.failures
+    assert failures[["row", "column"]].values.tolist() == [[2, "key"], [4, "key"]]
+    assert "duplicate id 'k1'" in failures.loc[1, "error"] and "row 0" in failures.loc[1, "error"]
+    assert project.refresh().task_count == 0  # nothing was sent
+
+    result = project.upload_dataframe(df, id_column="key", on_error="skip", progress=False)
+    assert (result.created, result.failed) == (3, 2)
+    assert sorted(r["data"]["text"] for r in project.export()) == ["a", "b", "c"]
+
+    # across the record batches of a streamed Parquet file too (integer ids)
+    path = tmp_path / "dup.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3, 4, 2], "text": list("vwxyz")}), path, row_group_size=2)
+    streamed = make_project(client, labels=LABELS)
+    with pytest.raises(IngestError) as caught:
+        streamed.upload_parquet(path, id_column="id", batch_size=2, progress=False)
+    assert caught.value.failures[["row", "column"]].values.tolist() == [[4, "id"]]
+
+
 def test_gold_and_predictions_are_checked_against_the_labels(client):
     project = make_project(client, labels=LABELS)
     df = pd.DataFrame(

@@ -1015,11 +1015,17 @@ def upload(
 
     # Pass 1: every row checked before anything is sent.
     failures = [f for f in source.failures if f["column"] in roles.data_columns]
+    id_keys: list[np.ndarray] = []
     offset = 0
     for batch in source.batches(batch_size):
         failures.extend(encoder.check(batch, offset))
+        if roles.id_column:
+            id_keys.append(_id_keys(batch.column(roles.id_column)))
         offset += batch.num_rows
     total_rows = offset
+    if roles.id_column:
+        failures.extend(_duplicate_ids(source, roles.id_column, id_keys, batch_size))
+        failures.sort(key=lambda f: f["row"])
     failed_rows = sorted({f["row"] for f in failures})
     table = failures_frame(failures)
     if failures:
@@ -1096,6 +1102,72 @@ def upload(
     result.assets_uploaded = len(encoder.asset_cache)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _id_keys(col: pa.Array) -> np.ndarray:
+    """One 64-bit key per row of an id column (the value itself for integer ids, a hash for the
+    rest; a null id gets its row's own key, never a duplicate): 8 bytes a row, so a 10M-row
+    source is checked for repeated ids in 80 MB."""
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if pa.types.is_integer(col.type):
+        keys = col.cast(pa.int64()).fill_null(0).to_numpy().view(np.uint64).copy()
+    else:
+        from pandas.util import hash_array
+
+        keys = hash_array(col.to_numpy(zero_copy_only=False), categorize=False)
+    nulls = col.is_null().to_numpy(zero_copy_only=False)
+    if nulls.any():  # unique per row: the high bit is never set by small row numbers' complement
+        keys[nulls] = ~np.flatnonzero(nulls).astype(np.uint64)
+    return keys
+
+
+def _duplicate_ids(
+    source: Source, id_column: str, keys: list[np.ndarray], batch_size: int
+) -> list[dict]:
+    """Failures for rows whose id an earlier row of the same source already has (the platform
+    would keep the first and drop the rest unseen). Keys that repeat are confirmed on the real
+    values by one more pass over just those rows, so a hash collision never rejects a row."""
+    if not keys:
+        return []
+    all_keys = np.concatenate(keys)
+    order = np.argsort(all_keys, kind="stable")
+    sorted_keys = all_keys[order]
+    repeated = sorted_keys[1:] == sorted_keys[:-1]
+    if not repeated.any():
+        return []
+    mask = np.zeros(len(sorted_keys), dtype=bool)
+    mask[1:] |= repeated
+    mask[:-1] |= repeated
+    candidates = np.sort(order[mask])
+    values: dict[int, Any] = {}
+    offset = 0
+    for batch in source.batches(batch_size):
+        lo, hi = np.searchsorted(candidates, [offset, offset + batch.num_rows])
+        if hi > lo:
+            col = batch.column(id_column)
+            for row in candidates[lo:hi]:
+                values[int(row)] = col[int(row - offset)].as_py()
+        offset += batch.num_rows
+    first: dict[Any, int] = {}
+    out = []
+    for row in candidates:
+        value = values[int(row)]
+        if value is None:
+            continue
+        if value in first:
+            out.append(
+                _failure(
+                    int(row),
+                    id_column,
+                    value,
+                    f"duplicate id {value!r}: row {first[value]} already has it (ids must be "
+                    "unique within an upload)",
+                )
+            )
+        else:
+            first[value] = int(row)
+    return out
 
 
 def _bodies(
