@@ -4,7 +4,8 @@ After ``min_annotators`` judgements the top answer's share is compared with
 ``consensus_threshold``. At or above it (and not tied) the task is final (``consensus``). Below
 it the task is *disputed*: with ``enable_expert_review`` it waits for an expert (``expert``);
 without, it gets one more annotator at a time up to ``max_annotators`` and is then finalised with
-the plurality label (``majority``; ties go to the label declared first).
+the plurality label (``majority``; a tie goes to the tied label voted first, which favours
+no class, unlike the first declared label would).
 """
 
 from __future__ import annotations
@@ -81,9 +82,8 @@ def decide(votes: list[Any], labels: list[Any], quality: dict, needed: int) -> D
     """Apply the consensus policy to a task's judgements so far."""
     if len(votes) < needed:
         return Decision("pending", needed)
-    counts = Counter(votes)
-    order = {label: i for i, label in enumerate(labels)}
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], order.get(kv[0], len(order))))
+    counts = Counter(votes)  # insertion order = the order of the first vote for each label
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])  # stable: ties keep vote order
     top_label, top_count = ranked[0]
     share = top_count / len(votes)
     tied = len(ranked) > 1 and ranked[1][1] == top_count
