@@ -14,14 +14,12 @@ def test_a_final_tie_goes_to_the_label_voted_first_not_the_label_declared_first(
     quality = validate_quality(
         {"min_annotators": 3, "enable_expert_review": False, "max_annotators": 3}
     )
-    three_way = decide(["7", "2", "0"], LABELS, quality, needed=3)
+    three_way = decide(["7", "2", "0"], quality, needed=3)
     assert (three_way.status, three_way.final_label, three_way.label_source) == (
         "completed",
         "7",
         "majority",
     )
-    assert (
-        decide(["5", "9", "9", "5"], LABELS, {**quality, "max_annotators": 4}, 4).final_label == "5"
-    )
-    agreed = decide(["3", "3", "1"], LABELS, quality, needed=3)
+    assert decide(["5", "9", "9", "5"], {**quality, "max_annotators": 4}, 4).final_label == "5"
+    agreed = decide(["3", "3", "1"], quality, needed=3)
     assert (agreed.final_label, agreed.label_source) == ("3", "consensus")

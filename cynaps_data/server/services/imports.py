@@ -98,11 +98,11 @@ def _judgements(i: int, raw: Any, atype: Any, labels: list, now: float) -> list[
     return out
 
 
-def _task_state(votes: list[tuple], labels: list, quality: dict) -> dict:
+def _task_state(votes: list[tuple], quality: dict) -> dict:
     values = [orjson.loads(v[2]) for v in votes if v[1] == "annotator"]
     experts = [v for v in votes if v[1] == "expert"]
     needed = quality["min_annotators"]
-    decision = decide(values, labels, quality, needed) if values else None
+    decision = decide(values, quality, needed) if values else None
     agreement = decision.agreement if decision is not None else None
     if experts:
         return {
@@ -169,7 +169,7 @@ def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_ta
         task_rows = []
         for idx in keep:
             pid, ext, data, gold, preds, _needed, _now = rows[idx]
-            state = _task_state(votes[idx], labels, quality)
+            state = _task_state(votes[idx], quality)
             task_rows.append(
                 {
                     "project_id": pid,

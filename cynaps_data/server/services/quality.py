@@ -78,8 +78,9 @@ class Decision:
     agreement: float | None = None
 
 
-def decide(votes: list[Any], labels: list[Any], quality: dict, needed: int) -> Decision:
-    """Apply the consensus policy to a task's judgements so far."""
+def decide(votes: list[Any], quality: dict, needed: int) -> Decision:
+    """Apply the consensus policy to a task's annotator judgements so far (``votes`` in the order
+    they were made: a final tie goes to the tied label voted first)."""
     if len(votes) < needed:
         return Decision("pending", needed)
     counts = Counter(votes)  # insertion order = the order of the first vote for each label

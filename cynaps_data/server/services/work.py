@@ -539,7 +539,7 @@ def submit(
             n_votes, decision = n_judgements + 1, Decision("pending", needed)
         else:
             votes = [orjson.loads(v[0]) for v in raw.run(_VOTES_SQL, {"task": task_id}).fetchall()]
-            n_votes, decision = len(votes), decide(votes, labels, json_value(quality), needed)
+            n_votes, decision = len(votes), decide(votes, json_value(quality), needed)
         raw.run(
             _UPDATE_TASK_SQL,
             {
