@@ -40,7 +40,11 @@ def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Princi
 
 async def json_body(request: Request) -> Any:
     """The request body parsed with orjson; a clear 400 for invalid JSON or UTF-8."""
-    raw = await request.body()
+    return parse_json_body(await request.body())
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """``None`` for no body, 400 ``invalid_json`` for invalid JSON, 422 for NUL in text."""
     if not raw:
         return None
     try:

@@ -30,7 +30,8 @@ IDEMPOTENCY_TTL = 24 * 3600.0
 IN_FLIGHT_TAKEOVER = 60.0  # default: an in-flight key older than this may be taken over
 
 
-def _header(scope: dict, name: bytes) -> str | None:
+def header(scope: dict, name: bytes) -> str | None:
+    """The first value of request header ``name`` (lower-case bytes), if any."""
     for key, value in scope.get("headers", ()):
         if key == name:
             return value.decode("latin-1")
@@ -38,7 +39,7 @@ def _header(scope: dict, name: bytes) -> str | None:
 
 
 def _bearer_hash(scope: dict) -> str | None:
-    auth = _header(scope, b"authorization")
+    auth = header(scope, b"authorization")
     if not auth:
         return None
     _, _, key = auth.partition(" ")
@@ -80,7 +81,7 @@ class RequestContext:
             return
         request_id = f"req_{secrets.token_hex(8)}"
         scope.setdefault("state", {})["request_id"] = request_id
-        length = _header(scope, b"content-length")
+        length = header(scope, b"content-length")
         if length and length.isdigit() and int(length) > self.max_body_bytes:
             await send_problem(
                 send,
@@ -207,7 +208,7 @@ class Idempotency:
         self.db = db
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        key = _header(scope, b"idempotency-key") if scope["type"] == "http" else None
+        key = header(scope, b"idempotency-key") if scope["type"] == "http" else None
         if key and self.NATURALLY_IDEMPOTENT.fullmatch(scope["path"]):
             key = None
         owner = _bearer_hash(scope) if key else None

@@ -19,9 +19,9 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ..deps import DB, AppSettings, Body, Customer, _nul_path
-from ..middleware import HotHandler, handle_error, send_json
-from ..problems import Problem, invalid
+from ..deps import DB, AppSettings, Body, Customer, parse_json_body
+from ..middleware import HotHandler, handle_error, header, send_json
+from ..problems import invalid
 from ..services import accounts as account_service
 from ..services import work
 from ..services.accounts import authenticate
@@ -158,13 +158,6 @@ def _query(scope: dict, allowed: frozenset[str]) -> dict[str, str] | None:
     return query
 
 
-def _authorization(scope: dict) -> str | None:
-    for key, value in scope["headers"]:
-        if key == b"authorization":
-            return value.decode("latin-1")
-    return None
-
-
 async def _read_body(receive: Callable) -> bytes:
     chunks = []
     while True:
@@ -174,21 +167,6 @@ async def _read_body(receive: Callable) -> bytes:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _parse_json(raw: bytes) -> Any:
-    """As ``deps.json_body``: ``None`` for no body, 400 for invalid JSON, 422 for NUL in text."""
-    if not raw:
-        return None
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise Problem(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
-    if b"\\u0000" in raw:
-        where = _nul_path(value, "body")
-        if where is not None:
-            raise Problem(422, "invalid_value", f"{where}: text must not contain NUL (\\u0000) characters", param=where)
-    return value
 
 
 #: Pauses between inline attempts before a hot call waits for the database on the worker lane.
@@ -201,7 +179,7 @@ async def _hot_call(scope: dict, call: Callable[..., Any], *args: Any, **kwargs:
     on the worker lane like the routes above."""
     app = scope["app"]
     db = app.state.db
-    authorization = _authorization(scope)
+    authorization = header(scope, b"authorization")
     if db.is_sqlite:
         principal = authenticate(db, authorization)
         for pause in INLINE_RETRY_PAUSES:
@@ -229,9 +207,9 @@ async def _hot_submit(scope: dict, receive: Callable, send: Callable, match: re.
         return False
     task_id = int(match.group(1))
     try:
-        body = _parse_json(await _read_body(receive))
+        body = parse_json_body(await _read_body(receive))
         ttl = scope["app"].state.settings.assignment_ttl_seconds if flag in _TRUE else None
-        retry = any(name == b"idempotency-key" for name, _ in scope["headers"])
+        retry = header(scope, b"idempotency-key") is not None
         result = await _hot_call(
             scope, work.submit, task_id, body, next_ttl=ttl, project_id=query.get("project_id"), retry=retry
         )
