@@ -250,11 +250,24 @@ class _Fetched(NamedTuple):
     columns: Columns
 
 
+def _split_columns(columns: Columns) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """``(fields, lines)``: the ``(name, sql)`` of the columns read as separated fields of one
+    text row, and of those read as their own newline-joined text (:data:`LINE_COLUMNS`)."""
+    fields = [(name, expr) for name, expr, _ in columns if name not in LINE_COLUMNS]
+    lines = [(name, expr) for name, expr, _ in columns if name in LINE_COLUMNS]
+    return fields, lines
+
+
 def _fetch_text(raw: Any, table: str, where: str, params: tuple, columns: Columns) -> _Fetched:
     # one printf per row (half the time of chaining ||, which copies the row once per field)
-    fields = [expr for name, expr, _ in columns if name not in LINE_COLUMNS]
-    lines = [(name, expr) for name, expr, _ in columns if name in LINE_COLUMNS]
-    row = "printf('" + "\x1f".join(["%s"] * len(fields)) + "', " + ", ".join(fields) + ")"
+    fields, lines = _split_columns(columns)
+    row = (
+        "printf('"
+        + "\x1f".join(["%s"] * len(fields))
+        + "', "
+        + ", ".join(expr for _, expr in fields)
+        + ")"
+    )
     # (as BLOBs: the UTF-8 bytes as they are, no Python str decoded and encoded again)
     aggregates = ", ".join(
         ["CAST(group_concat(x, char(10)) AS BLOB)"]
@@ -277,8 +290,7 @@ def _parse_fetched(fetched: _Fetched) -> pa.Table | None:
 
     columns, count = fetched.columns, fetched.count
     schema = pa.schema([(name, dtype) for name, _, dtype in columns])
-    fields = [(name, expr) for name, expr, _ in columns if name not in LINE_COLUMNS]
-    lines = [(name, expr) for name, expr, _ in columns if name in LINE_COLUMNS]
+    fields, lines = _split_columns(columns)
     text, line_texts = fetched.text, fetched.lines
     if not count:
         return schema.empty_table()
