@@ -215,3 +215,41 @@ def test_estimator_defaults_match_array_function(cls) -> None:
     m = cls(**params)
     assert m.get_params() == params and m is not cls() and m != cls(**params)
     assert hash(m) != hash(cls(**params)) and repr(m) == repr(cls(**params))
+
+
+def _synthetic_crowd(n_tasks: int, k: int = 4, n_workers: int = 200, seed: int = 1):
+    """Three answers per task from workers of accuracy in [0.5, 0.95] (errors uniform)."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, k, n_tasks)
+    acc = rng.uniform(0.5, 0.95, n_workers)
+    t = np.repeat(np.arange(n_tasks), 3)
+    w = rng.integers(0, n_workers, t.size)
+    right = rng.random(t.size) < acc[w]
+    y = np.where(right, truth[t], (truth[t] + rng.integers(1, k, t.size)) % k)
+    return pd.DataFrame({"task": t, "worker": w, "label": y}), truth
+
+
+def test_dawid_skene_threads_give_bit_identical_results() -> None:
+    # 150k tasks: three shards of the EM iterations (65,536 tasks each), with gold on a few
+    # tasks so the gold path runs sharded too
+    df, truth = _synthetic_crowd(150_000)
+    gold = pd.Series(truth[:500], index=np.arange(500))
+    fits = [
+        C.DawidSkene(n_iter=15, tol=-np.inf, n_jobs=n).fit(df, gold=g)
+        for g in (None, gold)
+        for n in (1, 2, -1, None)
+    ]
+    for group in (fits[:4], fits[4:]):
+        for other in group[1:]:
+            np.testing.assert_array_equal(other.probas_.to_numpy(), group[0].probas_.to_numpy())
+            assert other.loss_history_ == group[0].loss_history_
+    assert (fits[0].labels_.to_numpy() == truth).mean() > 0.85
+    assert (fits[4].labels_.loc[gold.index] == gold).all()
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True])
+def test_dawid_skene_rejects_bad_n_jobs(bad) -> None:
+    df, _ = _synthetic_crowd(100)
+    with pytest.raises(ValidationError, match="n_jobs") as err:
+        C.DawidSkene(n_jobs=bad).fit(df)
+    assert err.value.param == "n_jobs"
