@@ -131,16 +131,21 @@ async def _annotator(host: str, port: int, key: str, mode: str, deadline: float)
 
 
 def _worker(base: str, keys: list[str], mode: str, seconds: float, out: mp.Queue) -> None:
-    """One client process: an asyncio (uvloop) task per annotator key, each looping until the deadline."""
-    import uvloop
+    """One client process: an asyncio task per annotator key, each looping until the deadline
+    (on uvloop when installed: ``pip install -e '.[bench]'``)."""
+    try:
+        import uvloop
 
+        run_loop = uvloop.run
+    except ImportError:
+        run_loop = asyncio.run
     host, port = base.removeprefix("http://").split(":")
 
     async def run() -> list[tuple[int, list[float], int]]:
         deadline = time.perf_counter() + seconds
         return await asyncio.gather(*(_annotator(host, int(port), k, mode, deadline) for k in keys))
 
-    out.put(uvloop.run(run()))
+    out.put(run_loop(run()))
 
 
 def cpu_seconds(pid: int) -> float:
