@@ -208,6 +208,38 @@ def test_duplicate_ids_in_one_upload_are_bad_rows_not_silent_drops(client, tmp_p
     assert caught.value.failures[["row", "column"]].values.tolist() == [[4, "id"]]
 
 
+def test_generator_stream_of_unknown_length_typed_checked_and_deduplicated(client):
+    """A generator-backed IterableDataset announces no row count and, without features, no
+    types: rows with None are typed by the batch (datasets' own Arrow conversion fails on
+    them), missing and repeated ids are bad rows, and rows whose types change later in the
+    stream are a clear error naming the fix. Nothing is sent in either case."""
+    import datasets
+
+    rows = [{"key": k, "text": t} for k, t in [("a", "1"), (None, "2"), ("b", "3"), (None, "4")]]
+    rows.append({"key": "a", "text": "5"})
+    project = make_project(client, labels=LABELS)
+    features = datasets.Features({"key": datasets.Value("string"), "text": datasets.Value("string")})
+    for declared in (None, features):
+        stream = datasets.IterableDataset.from_generator(lambda: iter(rows), features=declared)
+        with pytest.raises(IngestError) as caught:
+            project.upload_dataset(stream, id_column="key", batch_size=2, progress=False)
+        failures = caught.value.failures
+        assert failures["row"].tolist() == [1, 3, 4]
+        assert "the id is missing" in failures["error"].iloc[0]
+        assert "duplicate id 'a': row 0 already has it" in failures["error"].iloc[2]
+    result = datasets.IterableDataset.from_generator(lambda: iter(rows), features=features)
+    result = project.upload_dataset(result, id_column="key", on_error="skip", progress=False)
+    assert (result.created, result.failed) == (2, 3)
+
+    drifting = [{"n": i, "text": "x"} for i in range(1000)] + [{"n": "many", "text": "y"}]
+    stream = datasets.IterableDataset.from_generator(lambda: iter(drifting))
+    fresh = make_project(client, labels=LABELS)
+    with pytest.raises(ValidationError, match="explicit features") as caught:
+        fresh.upload_dataset(stream, batch_size=300, progress=False)
+    assert caught.value.param == "features"
+    assert fresh.refresh().task_count == 0
+
+
 def test_gold_and_predictions_are_checked_against_the_labels(client):
     project = make_project(client, labels=LABELS)
     df = pd.DataFrame(

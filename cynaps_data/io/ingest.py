@@ -370,6 +370,42 @@ def from_parquet(path: str | os.PathLike, columns: Sequence[str] | None = None) 
     return Source(out_schema, batches, dataset.count_rows(), None, [])
 
 
+def _arrow_tables(
+    ds: Any, size: int, features: datasets.Features | None = None
+) -> Iterator[pa.Table]:
+    """``ds`` in Arrow tables of ``size`` rows, typed by ``features`` when given.
+
+    A ``Dataset`` (and an ``IterableDataset`` over Arrow data) is read through datasets' Arrow
+    format, zero copy. A generator-backed ``IterableDataset`` yields Python rows, which datasets'
+    own Arrow conversion types row by row (a None where other rows hold a string breaks it even
+    with declared features), so those are typed here, a batch at a time, by the features; rows
+    that fit no one type are a clear error naming the fix, not an Arrow trace."""
+    ex_iterable = getattr(ds, "_ex_iterable", None)
+    arrow_native = ex_iterable is None or getattr(ex_iterable, "iter_arrow", None) is not None
+    try:
+        if arrow_native:
+            yield from ds.with_format("arrow").iter(batch_size=size)
+            return
+        schema = features.arrow_schema if features is not None else None
+        for batch in ds.iter(batch_size=size):
+            try:
+                if features is not None:
+                    batch = features.encode_batch(batch)
+                table = pa.Table.from_pydict(batch, schema=schema)
+            except (ValueError, TypeError) as exc:  # e.g. int("many") in encode_batch
+                raise pa.ArrowInvalid(f"{type(exc).__name__}: {exc}") from exc
+            schema = table.schema  # without features: the first batch's types hold for all
+            yield table
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ValidationError(
+            "the dataset's rows do not fit one type per column ("
+            + " ".join(str(exc).split())
+            + "); give it explicit features, e.g. IterableDataset.from_generator(gen, "
+            "features=datasets.Features({'text': datasets.Value('string'), ...}))",
+            param="features",
+        ) from exc
+
+
 def from_dataset(ds: Any, columns: Sequence[str] | None = None) -> Source:
     """A source over a ``datasets.Dataset`` (Arrow, zero copy) or ``IterableDataset``."""
     import datasets
@@ -384,8 +420,10 @@ def from_dataset(ds: Any, columns: Sequence[str] | None = None) -> Source:
         )
     features = ds.features
     if features is None:  # an IterableDataset of unknown features: look at the first rows
-        features = next(iter(ds.with_format("arrow").iter(batch_size=1000))).schema
-        features = datasets.Features.from_arrow_schema(features)
+        first = next(_arrow_tables(ds, 1000), None)
+        if first is None:
+            raise ValidationError("the IterableDataset yields no rows and declares no features")
+        features = datasets.Features.from_arrow_schema(first.schema)
     cols = list(columns) if columns is not None else list(features)
     missing = [c for c in cols if c not in features]
     if missing:
@@ -397,7 +435,7 @@ def from_dataset(ds: Any, columns: Sequence[str] | None = None) -> Source:
     num_rows = len(ds) if isinstance(ds, datasets.Dataset) else None
 
     def batches(size: int) -> Iterator[pa.RecordBatch]:
-        for table in selected.with_format("arrow").iter(batch_size=size):
+        for table in _arrow_tables(selected, size, features):
             table = table.select(cols)
             if table.schema != schema:
                 table = table.cast(schema)
@@ -1015,12 +1053,12 @@ def upload(
 
     # Pass 1: every row checked before anything is sent.
     failures = [f for f in source.failures if f["column"] in roles.data_columns]
-    id_keys: list[np.ndarray] = []
+    id_keys = _IdKeys(source.num_rows)
     offset = 0
     for batch in source.batches(batch_size):
         failures.extend(encoder.check(batch, offset))
         if roles.id_column:
-            id_keys.append(_id_keys(batch.column(roles.id_column)))
+            id_keys.add(_id_keys(batch.column(roles.id_column)))
         offset += batch.num_rows
     total_rows = offset
     if roles.id_column:
@@ -1122,32 +1160,59 @@ def _id_keys(col: pa.Array) -> np.ndarray:
     return keys
 
 
-def _duplicate_ids(
-    source: Source, id_column: str, keys: list[np.ndarray], batch_size: int
-) -> list[dict]:
+class _IdKeys:
+    """Pass 1's id keys (:func:`_id_keys`) in one array: preallocated when the source knows its
+    row count (8 bytes a row, never a second copy), else gathered per batch and joined once."""
+
+    def __init__(self, num_rows: int | None) -> None:
+        self.buffer = np.empty(num_rows, dtype=np.uint64) if num_rows else None
+        self.parts: list[np.ndarray] = []
+        self.size = 0
+
+    def add(self, keys: np.ndarray) -> None:
+        end = self.size + len(keys)
+        if self.buffer is not None and end <= len(self.buffer) and not self.parts:
+            self.buffer[self.size : end] = keys
+        else:  # row count unknown (or the source yielded more rows than it announced)
+            if self.buffer is not None:
+                self.parts.append(self.buffer[: self.size])
+                self.buffer = None
+            self.parts.append(keys)
+        self.size = end
+
+    def take(self) -> np.ndarray:
+        """All keys, in row order; the collector is empty afterwards."""
+        if self.buffer is not None:
+            out = self.buffer[: self.size]
+        else:
+            out = np.concatenate(self.parts) if self.parts else np.empty(0, dtype=np.uint64)
+        self.buffer, self.parts, self.size = None, [], 0
+        return out
+
+
+def _duplicate_ids(source: Source, id_column: str, keys: _IdKeys, batch_size: int) -> list[dict]:
     """Failures for rows whose id an earlier row of the same source already has (the platform
-    would keep the first and drop the rest unseen). Keys that repeat are confirmed on the real
-    values by one more pass over just those rows, so a hash collision never rejects a row."""
-    if not keys:
+    would keep the first and drop the rest unseen). The keys are sorted in place (no copy: a
+    10M-row source is checked in its 80 MB); keys that repeat are confirmed on the real values
+    by one more pass over the source, reading only the rows with such a key, so a hash
+    collision never rejects a row."""
+    sorted_keys = keys.take()
+    if sorted_keys.size < 2:
         return []
-    all_keys = np.concatenate(keys)
-    order = np.argsort(all_keys, kind="stable")
-    sorted_keys = all_keys[order]
+    sorted_keys.sort()
     repeated = sorted_keys[1:] == sorted_keys[:-1]
     if not repeated.any():
         return []
-    mask = np.zeros(len(sorted_keys), dtype=bool)
-    mask[1:] |= repeated
-    mask[:-1] |= repeated
-    candidates = np.sort(order[mask])
+    repeated_keys = np.unique(sorted_keys[1:][repeated])
+    del sorted_keys, repeated
     values: dict[int, Any] = {}
+    candidates = []
     offset = 0
     for batch in source.batches(batch_size):
-        lo, hi = np.searchsorted(candidates, [offset, offset + batch.num_rows])
-        if hi > lo:
-            col = batch.column(id_column)
-            for row in candidates[lo:hi]:
-                values[int(row)] = col[int(row - offset)].as_py()
+        col = batch.column(id_column)
+        for row in np.flatnonzero(np.isin(_id_keys(col), repeated_keys)):
+            values[offset + int(row)] = col[int(row)].as_py()
+            candidates.append(offset + int(row))
         offset += batch.num_rows
     first: dict[Any, int] = {}
     out = []
