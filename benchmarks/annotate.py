@@ -61,7 +61,13 @@ class _Connection(asyncio.Protocol):
             return
         head = bytes(self.buffer[:end]).lower()
         at = head.find(b"\r\ncontent-length:")
-        length = int(head[at + 17 : head.find(b"\r", at + 17) if head.find(b"\r", at + 17) > 0 else None]) if at >= 0 else 0
+        length = (
+            int(
+                head[at + 17 : head.find(b"\r", at + 17) if head.find(b"\r", at + 17) > 0 else None]
+            )
+            if at >= 0
+            else 0
+        )
         if len(self.buffer) >= end + 4 + length:
             status = int(head[9:12])
             body = bytes(self.buffer[end + 4 : end + 4 + length])
@@ -79,12 +85,16 @@ class _Connection(asyncio.Protocol):
 
 
 def _request(method: str, path: str, key: str, body: bytes = b"") -> bytes:
-    head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 
-async def _annotator(host: str, port: int, key: str, mode: str, deadline: float) -> tuple[int, list[float], int]:
+async def _annotator(
+    host: str, port: int, key: str, mode: str, deadline: float
+) -> tuple[int, list[float], int]:
     """One annotator on its own connection, looping until the deadline: ``(done, latencies, errors)``."""
     loop = asyncio.get_running_loop()
     _, conn = await loop.create_connection(_Connection, host, port)
@@ -112,11 +122,17 @@ async def _annotator(host: str, port: int, key: str, mode: str, deadline: float)
         body = bodies[LABELS[task["task_id"] % len(LABELS)]]
         started = clock()
         if mode == "submit_next":
-            status, raw = await conn.call(_request("POST", f"/v1/annotator/tasks/{task['task_id']}/judgements?next=true", key, body))
+            status, raw = await conn.call(
+                _request(
+                    "POST", f"/v1/annotator/tasks/{task['task_id']}/judgements?next=true", key, body
+                )
+            )
             latencies.append(clock() - started)
             task = orjson.loads(raw).get("next") if status == 201 else None
         else:  # two round trips: submit, then ask for the next task
-            status, raw = await conn.call(_request("POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", key, body))
+            status, raw = await conn.call(
+                _request("POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", key, body)
+            )
             task = None
             next_status, next_body = await conn.call(next_request)
             latencies.append(clock() - started)
@@ -170,14 +186,20 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def phase(base: str, keys: list[str], mode: str, seconds: float, processes: int, server_pid: int) -> dict:
+def phase(
+    base: str, keys: list[str], mode: str, seconds: float, processes: int, server_pid: int
+) -> dict:
     """Run one load phase; returns counts, latency percentiles (ms) and server CPU per item."""
     cpu_before = cpu_seconds(server_pid)
     clients_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
     chunks = [keys[i::processes] for i in range(processes)]
-    procs = [ctx.Process(target=_worker, args=(base, chunk, mode, seconds, out)) for chunk in chunks if chunk]
+    procs = [
+        ctx.Process(target=_worker, args=(base, chunk, mode, seconds, out))
+        for chunk in chunks
+        if chunk
+    ]
     started = time.perf_counter()
     for p in procs:
         p.start()
@@ -187,19 +209,36 @@ def phase(base: str, keys: list[str], mode: str, seconds: float, processes: int,
     elapsed = time.perf_counter() - started
     server_cpu = cpu_seconds(server_pid) - cpu_before
     clients = resource.getrusage(resource.RUSAGE_CHILDREN)
-    client_cpu = clients.ru_utime + clients.ru_stime - clients_before.ru_utime - clients_before.ru_stime
+    client_cpu = (
+        clients.ru_utime + clients.ru_stime - clients_before.ru_utime - clients_before.ru_stime
+    )
     done = sum(r[0] for r in results)
     errors = sum(r[2] for r in results)
     latencies = sorted(x for r in results for x in r[1])
-    pct = (lambda q: 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))]) if latencies else (lambda q: float("nan"))
-    return {"mode": mode, "done": done, "errors": errors, "rate": done / seconds, "elapsed": elapsed,
-            "p50": pct(0.50), "p99": pct(0.99), "max": 1000 * latencies[-1] if latencies else float("nan"),
-            "mean": 1000 * statistics.fmean(latencies) if latencies else float("nan"),
-            "cpu_ms": 1000 * server_cpu / done if done else float("nan"), "cpu_share": server_cpu / elapsed,
-            "client_cpu_ms": 1000 * client_cpu / done if done else float("nan")}
+    pct = (
+        (lambda q: 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))])
+        if latencies
+        else (lambda q: float("nan"))
+    )
+    return {
+        "mode": mode,
+        "done": done,
+        "errors": errors,
+        "rate": done / seconds,
+        "elapsed": elapsed,
+        "p50": pct(0.50),
+        "p99": pct(0.99),
+        "max": 1000 * latencies[-1] if latencies else float("nan"),
+        "mean": 1000 * statistics.fmean(latencies) if latencies else float("nan"),
+        "cpu_ms": 1000 * server_cpu / done if done else float("nan"),
+        "cpu_share": server_cpu / elapsed,
+        "client_cpu_ms": 1000 * client_cpu / done if done else float("nan"),
+    }
 
 
-def setup(server: ServerProcess, tasks: int, annotators: int, min_annotators: int) -> tuple[str, list[str]]:
+def setup(
+    server: ServerProcess, tasks: int, annotators: int, min_annotators: int
+) -> tuple[str, list[str]]:
     http_ = requests.Session()
     http_.headers["Authorization"] = f"Bearer {server.key}"
 
@@ -208,16 +247,33 @@ def setup(server: ServerProcess, tasks: int, annotators: int, min_annotators: in
         response.raise_for_status()
         return response.json()
 
-    pid = ok("POST", "/v1/projects", json={
-        "name": "Annotate benchmark", "annotation_type": "classification", "labels": LABELS,
-        "quality_settings": {"min_annotators": min_annotators, "consensus_threshold": 0.66, "enable_expert_review": True}})["id"]
+    pid = ok(
+        "POST",
+        "/v1/projects",
+        json={
+            "name": "Annotate benchmark",
+            "annotation_type": "classification",
+            "labels": LABELS,
+            "quality_settings": {
+                "min_annotators": min_annotators,
+                "consensus_threshold": 0.66,
+                "enable_expert_review": True,
+            },
+        },
+    )["id"]
     for start in range(0, tasks, 50_000):
-        batch = [{"data": {"text": f"benchmark item {i}"}} for i in range(start, min(tasks, start + 50_000))]
+        batch = [
+            {"data": {"text": f"benchmark item {i}"}}
+            for i in range(start, min(tasks, start + 50_000))
+        ]
         ok("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": batch})
     ok("POST", f"/v1/projects/{pid}/deposit/quote")
     ok("POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "card"})
     ok("POST", f"/v1/projects/{pid}/start")
-    keys = [ok("POST", "/v1/annotators", json={"name": f"Bench {i}", "role": "annotator"})["api_key"] for i in range(annotators)]
+    keys = [
+        ok("POST", "/v1/annotators", json={"name": f"Bench {i}", "role": "annotator"})["api_key"]
+        for i in range(annotators)
+    ]
     return pid, keys
 
 
@@ -227,7 +283,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--baseline-seconds", type=float, default=15.0)
     parser.add_argument("--processes", type=int, default=1, help="client processes")
-    parser.add_argument("--workers", type=int, default=1, help="server processes (cynaps serve --workers)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes (cynaps serve --workers)"
+    )
     parser.add_argument("--tasks", type=int, default=60_000)
     parser.add_argument("--min-annotators", type=int, default=3)
     args = parser.parse_args()
@@ -236,29 +294,70 @@ def main() -> None:
     with ServerProcess(workers=args.workers) as server:
         t0 = time.perf_counter()
         pid, keys = setup(server, args.tasks, args.annotators, args.min_annotators)
-        print(f"setup: {args.tasks} tasks, {len(keys)} annotators, min_annotators={args.min_annotators} "
-              f"({time.perf_counter() - t0:.1f} s)")
-        floor = phase(server.base_url, keys, "healthz", args.baseline_seconds, args.processes, server.proc.pid)
-        two = phase(server.base_url, keys, "two_trips", args.baseline_seconds, args.processes, server.proc.pid)
-        main_ = phase(server.base_url, keys, "submit_next", args.seconds, args.processes, server.proc.pid)
-        status = requests.get(f"{server.base_url}/v1/projects/{pid}/status",
-                              headers={"Authorization": f"Bearer {server.key}"}, timeout=60).json()
+        print(
+            f"setup: {args.tasks} tasks, {len(keys)} annotators, min_annotators={args.min_annotators} "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
+        floor = phase(
+            server.base_url, keys, "healthz", args.baseline_seconds, args.processes, server.proc.pid
+        )
+        two = phase(
+            server.base_url,
+            keys,
+            "two_trips",
+            args.baseline_seconds,
+            args.processes,
+            server.proc.pid,
+        )
+        main_ = phase(
+            server.base_url, keys, "submit_next", args.seconds, args.processes, server.proc.pid
+        )
+        status = requests.get(
+            f"{server.base_url}/v1/projects/{pid}/status",
+            headers={"Authorization": f"Bearer {server.key}"},
+            timeout=60,
+        ).json()
 
-    print(f"\n== {args.annotators} annotators, {args.processes} client process(es), SQLite, "
-          f"cynaps serve in its own process(es), --workers {args.workers} ==")
-    fmt = ("  {:<36} {:>7.0f} /s  p50 {:>7.1f} ms  p99 {:>7.1f} ms  max {:>7.1f} ms  "
-           "server CPU {:>5.2f} ms/item ({:.0%} of a core)  client CPU {:>5.2f} ms/item  errors {}")
-    for name, r in ((f"submit-and-next ({args.seconds:.0f} s)", main_),
-                    (f"baseline: next + submit ({args.baseline_seconds:.0f} s)", two),
-                    (f"baseline: GET /healthz ({args.baseline_seconds:.0f} s)", floor)):
-        print(fmt.format(name, r["rate"], r["p50"], r["p99"], r["max"], r["cpu_ms"], r["cpu_share"],
-                         r["client_cpu_ms"], r["errors"]))
-    print(f"  machine load average (1 min): {load_before:.1f} before, {os.getloadavg()[0]:.1f} at the end, "
-          f"on {os.cpu_count()} cores (others' jobs inflate the wall-clock figures, not CPU ms/item)")
-    print(f"  ratio submit-and-next / two round trips: {main_['rate'] / two['rate']:.2f}x judgements/s")
-    print(f"  ratio submit-and-next / HTTP floor:      {main_['rate'] / floor['rate']:.2f} of /healthz requests/s")
-    print(f"  project after the run: {status['judgements']} judgements, {status['completed']} tasks final, "
-          f"{status['disputed']} disputed, {status['pending']} pending")
+    print(
+        f"\n== {args.annotators} annotators, {args.processes} client process(es), SQLite, "
+        f"cynaps serve in its own process(es), --workers {args.workers} =="
+    )
+    fmt = (
+        "  {:<36} {:>7.0f} /s  p50 {:>7.1f} ms  p99 {:>7.1f} ms  max {:>7.1f} ms  "
+        "server CPU {:>5.2f} ms/item ({:.0%} of a core)  client CPU {:>5.2f} ms/item  errors {}"
+    )
+    for name, r in (
+        (f"submit-and-next ({args.seconds:.0f} s)", main_),
+        (f"baseline: next + submit ({args.baseline_seconds:.0f} s)", two),
+        (f"baseline: GET /healthz ({args.baseline_seconds:.0f} s)", floor),
+    ):
+        print(
+            fmt.format(
+                name,
+                r["rate"],
+                r["p50"],
+                r["p99"],
+                r["max"],
+                r["cpu_ms"],
+                r["cpu_share"],
+                r["client_cpu_ms"],
+                r["errors"],
+            )
+        )
+    print(
+        f"  machine load average (1 min): {load_before:.1f} before, {os.getloadavg()[0]:.1f} at the end, "
+        f"on {os.cpu_count()} cores (others' jobs inflate the wall-clock figures, not CPU ms/item)"
+    )
+    print(
+        f"  ratio submit-and-next / two round trips: {main_['rate'] / two['rate']:.2f}x judgements/s"
+    )
+    print(
+        f"  ratio submit-and-next / HTTP floor:      {main_['rate'] / floor['rate']:.2f} of /healthz requests/s"
+    )
+    print(
+        f"  project after the run: {status['judgements']} judgements, {status['completed']} tasks final, "
+        f"{status['disputed']} disputed, {status['pending']} pending"
+    )
     met = main_["rate"] >= 1000 and main_["p99"] < 100
     print(f"  target >= 1,000 judgements/s and p99 < 100 ms: {'met' if met else 'MISSED'}")
 

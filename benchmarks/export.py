@@ -54,23 +54,38 @@ def items(start: int, stop: int, judgements: int) -> list[dict]:
     for i in range(start, stop):
         truth = LABELS[i % 5]
         votes = [
-            {"worker": f"w{(i + k) % 50}", "label": truth if (i * 7 + k) % 10 else LABELS[(i + k + 1) % 5],
-             "created_at": 1.7e9 + i, "duration": 3.0 + k}
+            {
+                "worker": f"w{(i + k) % 50}",
+                "label": truth if (i * 7 + k) % 10 else LABELS[(i + k + 1) % 5],
+                "created_at": 1.7e9 + i,
+                "duration": 3.0 + k,
+            }
             for k in range(judgements)
         ]
-        out.append({
-            "data": {"image_url": f"https://cdn.example.com/products/item{i}.jpg", "product_id": f"SKU{i}",
-                     "price": round(i * 0.37 % 500, 2), "in_stock": i % 3 != 0},
-            "external_id": f"SKU{i}",
-            "judgements": votes,
-        })
+        out.append(
+            {
+                "data": {
+                    "image_url": f"https://cdn.example.com/products/item{i}.jpg",
+                    "product_id": f"SKU{i}",
+                    "price": round(i * 0.37 % 500, 2),
+                    "in_stock": i % 3 != 0,
+                },
+                "external_id": f"SKU{i}",
+                "judgements": votes,
+            }
+        )
     return out
 
 
 def build(client: cynaps.Client, n: int, judgements: int) -> tuple[cynaps.Project, float]:
     project = client.projects.create(
-        name=f"export benchmark {n}", labels=LABELS,
-        quality_settings={"min_annotators": judgements, "consensus_threshold": 0.66, "enable_expert_review": False},
+        name=f"export benchmark {n}",
+        labels=LABELS,
+        quality_settings={
+            "min_annotators": judgements,
+            "consensus_threshold": 0.66,
+            "enable_expert_review": False,
+        },
     )
     started = time.perf_counter()
     for start in range(0, n, BATCH):
@@ -103,7 +118,11 @@ def timed(call: Callable[[], Any], server_pid: int) -> tuple[Any, float, str]:
     result = call()
     wall = time.perf_counter() - started
     client, server = time.process_time() - client0, server_cpu(server_pid) - server0
-    return result, wall, f"cpu client {client:.2f} s + platform {server:.2f} s, load {os.getloadavg()[0]:.1f}"
+    return (
+        result,
+        wall,
+        f"cpu client {client:.2f} s + platform {server:.2f} s, load {os.getloadavg()[0]:.1f}",
+    )
 
 
 def main() -> None:
@@ -119,9 +138,14 @@ def main() -> None:
         client = cynaps.Client(api_key=server.key, base_url=server.base_url, timeout=600)
 
         project, setup = build(client, args.tasks, args.judgements)
-        print(f"[setup] imported {args.tasks:,} tasks x {args.judgements} judgements in {setup:.1f} s")
+        print(
+            f"[setup] imported {args.tasks:,} tasks x {args.judgements} judgements in {setup:.1f} s"
+        )
         frame, ours, cpu = timed(project.to_pandas, pid)
-        assert len(frame) == args.tasks and int(frame["n_annotations"].sum()) == args.tasks * args.judgements
+        assert (
+            len(frame) == args.tasks
+            and int(frame["n_annotations"].sum()) == args.tasks * args.judgements
+        )
         path = tmp / "equivalent.parquet"
         io_export.write_parquet(frame, path)
         del frame
@@ -151,7 +175,9 @@ def main() -> None:
             f"export (197.8 s per 100,000 tasks{', scaled' if scale != 1 else ''}): {ls:.1f} s  |  "
             f"{ls / ours:.0f}x faster (target >= 200x)  |  our seed JSON export: {seed_json:.2f} s"
         )
-        print(f"peak RSS: client {peak_rss_mb():.0f} MB, platform process {server_peak_rss_mb(pid):.0f} MB")
+        print(
+            f"peak RSS: client {peak_rss_mb():.0f} MB, platform process {server_peak_rss_mb(pid):.0f} MB"
+        )
         client.close()
 
 

@@ -47,14 +47,27 @@ def _serve_workers(args: argparse.Namespace, settings) -> int:
 
     def ready(base_url: str, db) -> None:
         _, key = create_account(
-            db, role="customer", name="Sandbox customer (cynaps serve)", sandbox=settings.sandbox,
+            db,
+            role="customer",
+            name="Sandbox customer (cynaps serve)",
+            sandbox=settings.sandbox,
             starting_credits_cents=settings.starting_credits_cents,
         )
         path = config.write_config_file({"api_key": key, "base_url": base_url}, args.config)
-        print(f"Cynaps platform (sandbox) on {base_url}  database: {settings.database_url}  workers: {args.workers}", flush=True)
+        print(
+            f"Cynaps platform (sandbox) on {base_url}  database: {settings.database_url}  workers: {args.workers}",
+            flush=True,
+        )
         print(f"Customer API key written to {path}; cynaps_data.Client() will use it.", flush=True)
 
-    workers.serve(settings, args.host, args.port, args.workers, workforce=not args.no_workforce, on_ready=ready)
+    workers.serve(
+        settings,
+        args.host,
+        args.port,
+        args.workers,
+        workforce=not args.no_workforce,
+        on_ready=ready,
+    )
     return 0
 
 
@@ -136,7 +149,9 @@ def _annotators(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cynaps", description="Cynaps data toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
-    qs = sub.add_parser("quickstart", help="run the Getting Started guide end to end on a local platform")
+    qs = sub.add_parser(
+        "quickstart", help="run the Getting Started guide end to end on a local platform"
+    )
     qs.add_argument("--poll-interval", type=float, default=1.0)
     qs.set_defaults(func=_quickstart)
     serve = sub.add_parser("serve", help="run the platform (sandbox) on 127.0.0.1")
@@ -145,8 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--config", default=None, help="config file to write the key to")
     serve.add_argument("--no-workforce", action="store_true", help="no simulated annotators")
-    serve.add_argument("--workers", type=int, default=1,
-                       help="server processes on one database (rate limits and caches are per process)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes on one database (rate limits and caches are per process)",
+    )
     serve.set_defaults(func=_serve)
     up = sub.add_parser("upload", help="upload a CSV, Parquet or JSONL file as tasks (resumable)")
     up.add_argument("file", help=".csv, .parquet (or a directory of them) or .jsonl")
@@ -155,14 +174,20 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--data-columns", default=None, help="comma-separated task data columns")
     up.add_argument("--gold-column", default=None)
     up.add_argument("--prediction-column", default=None)
-    up.add_argument("--image-columns", default=None, help="comma-separated columns of image paths/bytes")
+    up.add_argument(
+        "--image-columns", default=None, help="comma-separated columns of image paths/bytes"
+    )
     up.add_argument("--batch-size", type=int, default=50_000)
     up.add_argument("--on-error", choices=["raise", "warn", "skip"], default="raise")
     up.add_argument("--no-progress", action="store_true")
     up.set_defaults(func=_upload)
-    team = sub.add_parser("annotators", help="add or list your annotators and experts (needs a running platform)")
+    team = sub.add_parser(
+        "annotators", help="add or list your annotators and experts (needs a running platform)"
+    )
     team_sub = team.add_subparsers(dest="action", required=True)
-    add = team_sub.add_parser("add", help="add a team member; prints its key and a one-time invite link")
+    add = team_sub.add_parser(
+        "add", help="add a team member; prints its key and a one-time invite link"
+    )
     add.add_argument("--name", required=True)
     add.add_argument("--role", choices=("annotator", "expert"), default="annotator")
     listing = team_sub.add_parser("list", help="your team, and the sandbox workforce")

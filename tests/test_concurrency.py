@@ -28,15 +28,36 @@ import requests
 ANNOTATORS = 50
 TASKS = 2000
 LABELS = ["a", "b", "c"]
-QUALITY = {"min_annotators": 3, "consensus_threshold": 0.66, "enable_expert_review": False, "max_annotators": 5}
+QUALITY = {
+    "min_annotators": 3,
+    "consensus_threshold": 0.66,
+    "enable_expert_review": False,
+    "max_annotators": 5,
+}
 DEADLINE_SECONDS = 120.0
 
 
 def _serve(db: Path, config: Path, workers: int) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
-        [sys.executable, "-u", "-m", "cynaps_data.cli", "serve", "--db", str(db), "--port", "0",
-         "--no-workforce", "--config", str(config), "--workers", str(workers)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-u",
+            "-m",
+            "cynaps_data.cli",
+            "serve",
+            "--db",
+            str(db),
+            "--port",
+            "0",
+            "--no-workforce",
+            "--config",
+            str(config),
+            "--workers",
+            str(workers),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert process.stdout is not None
     line = process.stdout.readline()
@@ -80,7 +101,9 @@ def _expected_count(votes: list[str]) -> int:
             return needed  # fewer than needed: reported as a mismatch by the caller
         top = counts[0][1]
         tied = len(counts) > 1 and counts[1][1] == top
-        if (top / needed >= QUALITY["consensus_threshold"] and not tied) or needed >= QUALITY["max_annotators"]:
+        if (top / needed >= QUALITY["consensus_threshold"] and not tied) or needed >= QUALITY[
+            "max_annotators"
+        ]:
             return needed
         needed += 1
 
@@ -99,7 +122,9 @@ class Annotator(threading.Thread):
         self.errors: list[str] = []
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
-        self.conn.request(method, path, body=None if body is None else json.dumps(body), headers=self.headers)
+        self.conn.request(
+            method, path, body=None if body is None else json.dumps(body), headers=self.headers
+        )
         response = self.conn.getresponse()
         raw = response.read()
         return response.status, (json.loads(raw) if raw else None)
@@ -144,12 +169,27 @@ def test_fifty_annotators_finish_two_thousand_tasks(server: tuple[str, str]) -> 
         assert response.status_code in (200, 201), response.text
         return response.json()
 
-    pid = ok("POST", "/v1/projects", json={"name": "Concurrency", "annotation_type": "classification",
-                                          "labels": LABELS, "quality_settings": QUALITY})["id"]
-    ok("POST", f"/v1/projects/{pid}/tasks/batch",
-       json={"tasks": [{"data": {"text": f"item {i}"}, "external_id": f"t{i}"} for i in range(TASKS)]})
+    pid = ok(
+        "POST",
+        "/v1/projects",
+        json={
+            "name": "Concurrency",
+            "annotation_type": "classification",
+            "labels": LABELS,
+            "quality_settings": QUALITY,
+        },
+    )["id"]
+    ok(
+        "POST",
+        f"/v1/projects/{pid}/tasks/batch",
+        json={
+            "tasks": [{"data": {"text": f"item {i}"}, "external_id": f"t{i}"} for i in range(TASKS)]
+        },
+    )
     ok("POST", f"/v1/projects/{pid}/deposit/quote")
-    ok("POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "card"})  # sandbox-simulated
+    ok(
+        "POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "card"}
+    )  # sandbox-simulated
     keys = {}
     for i in range(ANNOTATORS):
         member = ok("POST", "/v1/annotators", json={"name": f"Worker {i}", "role": "annotator"})
@@ -178,7 +218,9 @@ def test_fifty_annotators_finish_two_thousand_tasks(server: tuple[str, str]) -> 
 
     # None lost, none invented: the export holds exactly the judgements that got a 201.
     sent = Counter((task, ids[w.index], label) for w in workers for task, label in w.submitted)
-    stored = Counter((r["id"], j["annotator_id"], j["label"]) for r in records for j in r["judgements"])
+    stored = Counter(
+        (r["id"], j["annotator_id"], j["label"]) for r in records for j in r["judgements"]
+    )
     assert stored == sent
     assert sum(sent.values()) == status["judgements"] >= 3 * TASKS
     # None twice by one annotator; a task skipped by someone was never judged by them.
@@ -193,7 +235,9 @@ def test_fifty_annotators_finish_two_thousand_tasks(server: tuple[str, str]) -> 
         if len(votes) != _expected_count(votes):
             wrong.append((record["id"], votes))
         top = Counter(votes).most_common()
-        assert record["annotations"][0]["result"]["value"] in {label for label, n in top if n == top[0][1]}
+        assert record["annotations"][0]["result"]["value"] in {
+            label for label, n in top if n == top[0][1]
+        }
     assert wrong == []
     assert any(len(r["judgements"]) > 3 for r in records)  # the split tasks did ask for more
     assert len({ids[w.index] for w in workers if w.submitted}) == ANNOTATORS

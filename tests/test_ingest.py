@@ -218,7 +218,9 @@ def test_generator_stream_of_unknown_length_typed_checked_and_deduplicated(clien
     rows = [{"key": k, "text": t} for k, t in [("a", "1"), (None, "2"), ("b", "3"), (None, "4")]]
     rows.append({"key": "a", "text": "5"})
     project = make_project(client, labels=LABELS)
-    features = datasets.Features({"key": datasets.Value("string"), "text": datasets.Value("string")})
+    features = datasets.Features(
+        {"key": datasets.Value("string"), "text": datasets.Value("string")}
+    )
     for declared in (None, features):
         stream = datasets.IterableDataset.from_generator(lambda: iter(rows), features=declared)
         with pytest.raises(IngestError) as caught:

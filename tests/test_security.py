@@ -149,7 +149,9 @@ def world(backend_platform: LocalPlatform) -> World:
         "other's annotator": {"Authorization": f"Bearer {b_annotator['api_key']}"},
         "other's expert": {"Authorization": f"Bearer {b_expert['api_key']}"},
         # one character changed (a key ending in "X" stays a different key: CI once drew one)
-        "malformed key": {"Authorization": f"Bearer {a_key[:-1]}{'Y' if a_key[-1] == 'X' else 'X'}"},
+        "malformed key": {
+            "Authorization": f"Bearer {a_key[:-1]}{'Y' if a_key[-1] == 'X' else 'X'}"
+        },
     }
     return World(
         base,

@@ -29,13 +29,31 @@ class Team:
         assert response.status_code in (200, 201), response.text
         return response.json()
 
-    def project(self, tasks: list[dict], *, min_annotators: int = 1, expert: bool = True,
-                labels: list = LABELS, instructions: str = "Pick the animal.", name: str = "UI project") -> str:
-        project = self.ok("POST", "/v1/projects", json={
-            "name": name, "annotation_type": "classification", "labels": labels,
-            "instructions": instructions,
-            "quality_settings": {"min_annotators": min_annotators, "consensus_threshold": 0.66,
-                                 "enable_expert_review": expert}})
+    def project(
+        self,
+        tasks: list[dict],
+        *,
+        min_annotators: int = 1,
+        expert: bool = True,
+        labels: list = LABELS,
+        instructions: str = "Pick the animal.",
+        name: str = "UI project",
+    ) -> str:
+        project = self.ok(
+            "POST",
+            "/v1/projects",
+            json={
+                "name": name,
+                "annotation_type": "classification",
+                "labels": labels,
+                "instructions": instructions,
+                "quality_settings": {
+                    "min_annotators": min_annotators,
+                    "consensus_threshold": 0.66,
+                    "enable_expert_review": expert,
+                },
+            },
+        )
         pid = project["id"]
         self.ok("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": tasks})
         self.ok("POST", f"/v1/projects/{pid}/deposit/quote")
@@ -48,14 +66,26 @@ class Team:
 
 
 def test_pages_are_served_with_a_strict_csp(platform: LocalPlatform) -> None:
-    for path in ("/ui/", "/ui/review", "/ui/dashboard", "/ui/static/common.js", "/ui/static/style.css"):
+    for path in (
+        "/ui/",
+        "/ui/review",
+        "/ui/dashboard",
+        "/ui/static/common.js",
+        "/ui/static/style.css",
+    ):
         response = requests.get(platform.base_url + path, timeout=10)
         assert response.status_code == 200, path
         csp = response.headers["content-security-policy"]
-        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        assert (
+            "script-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        )
         assert "img-src 'self' blob: https: http:" in csp and "frame-ancestors 'none'" in csp
         assert response.headers["x-content-type-options"] == "nosniff"
-    assert requests.get(platform.base_url + "/ui/static/common.js", timeout=10).headers["content-type"].startswith("text/javascript")
+    assert (
+        requests.get(platform.base_url + "/ui/static/common.js", timeout=10)
+        .headers["content-type"]
+        .startswith("text/javascript")
+    )
     html = requests.get(platform.base_url + "/ui/", timeout=10).text
     assert "<script>" not in html and " on" + "click=" not in html  # no inline script or handlers
     for bad in ("/ui/static/..%2Frouters%2Fui.py", "/ui/static/missing.js", "/ui/nope"):
@@ -69,13 +99,17 @@ def test_annotator_sees_only_its_task_without_gold_or_other_labels(platform: Loc
     task = team.ok("GET", "/v1/annotator/next", first)
     assert task["project_id"] == pid and task["data"] == {"text": "a"}
     assert "gold" not in task and "votes" not in task and "judgements" not in task
-    team.ok("POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", first, json={"label": "dog"})
+    team.ok(
+        "POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", first, json={"label": "dog"}
+    )
     other = team.ok("GET", "/v1/annotator/next", second)
     assert other["task_id"] == task["task_id"]
     assert "dog" not in str({k: v for k, v in other.items() if k != "labels"})
     # The first annotator may not judge it again, nor submit for a task it does not hold.
     assert team.call("GET", "/v1/annotator/next", first).status_code == 204
-    again = team.call("POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", first, json={"label": "cat"})
+    again = team.call(
+        "POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", first, json={"label": "cat"}
+    )
     assert again.status_code == 409 and again.json()["error"]["code"] == "not_assigned"
     # Customers' endpoints stay closed to annotators.
     assert team.call("GET", f"/v1/projects/{pid}/dashboard", first).status_code == 404
@@ -88,7 +122,12 @@ def test_submit_with_next_returns_the_following_task(platform: LocalPlatform) ->
     task = team.ok("GET", "/v1/annotator/next", key)
     seen = [task["data"]["text"]]
     while task is not None:
-        answer = team.ok("POST", f"/v1/annotator/tasks/{task['task_id']}/judgements?next=true", key, json={"label": "cat"})
+        answer = team.ok(
+            "POST",
+            f"/v1/annotator/tasks/{task['task_id']}/judgements?next=true",
+            key,
+            json={"label": "cat"},
+        )
         assert answer["task_status"] == "completed"
         task = answer["next"]
         if task:
@@ -98,7 +137,9 @@ def test_submit_with_next_returns_the_following_task(platform: LocalPlatform) ->
     assert progress["judgements"] == 3 and progress["remaining"] == 0
 
 
-def test_a_repeated_submission_answers_as_the_first_and_records_nothing(platform: LocalPlatform) -> None:
+def test_a_repeated_submission_answers_as_the_first_and_records_nothing(
+    platform: LocalPlatform,
+) -> None:
     """Judgements skip the Idempotency-Key table: a retry (with its key) of a submission that
     already went through gets the first answer again and never a second judgement."""
     team = Team(platform)
@@ -107,14 +148,20 @@ def test_a_repeated_submission_answers_as_the_first_and_records_nothing(platform
     task = team.ok("GET", "/v1/annotator/next", key)
     path = f"/v1/annotator/tasks/{task['task_id']}/judgements?next=true"
     retry = {"Authorization": f"Bearer {key}", "Idempotency-Key": "submit-once"}
-    first = requests.post(platform.base_url + path, headers=retry, json={"label": "dog"}, timeout=30)
+    first = requests.post(
+        platform.base_url + path, headers=retry, json={"label": "dog"}, timeout=30
+    )
     assert first.status_code == 201, first.text
     assert first.json()["next"] is not None
     for _ in range(2):  # the retry of a client whose answer was lost
-        again = requests.post(platform.base_url + path, headers=retry, json={"label": "dog"}, timeout=30)
+        again = requests.post(
+            platform.base_url + path, headers=retry, json={"label": "dog"}, timeout=30
+        )
         assert again.status_code == 201, again.text
         assert again.json() == first.json()  # same label, status, and the same next task
-    changed = requests.post(platform.base_url + path, headers=retry, json={"label": "cat"}, timeout=30)
+    changed = requests.post(
+        platform.base_url + path, headers=retry, json={"label": "cat"}, timeout=30
+    )
     assert changed.status_code == 409 and changed.json()["error"]["code"] == "not_assigned"
     # without a key a repeat is a second submission: refused, as it always was
     plain = team.call("POST", path, key, json={"label": "dog"})
@@ -134,11 +181,18 @@ def test_skip_releases_the_task_and_never_offers_it_again(platform: LocalPlatfor
     skipper, other = team.member("Skipper")["api_key"], team.member("Other")["api_key"]
     hard = team.ok("GET", "/v1/annotator/next", skipper)
     assert hard["data"]["text"] == "hard"
-    assert team.ok("POST", f"/v1/annotator/tasks/{hard['task_id']}/skip", skipper) == {"object": "skip", "task_id": hard["task_id"]}
-    assert team.call("POST", f"/v1/annotator/tasks/{hard['task_id']}/skip", skipper).status_code == 409
+    assert team.ok("POST", f"/v1/annotator/tasks/{hard['task_id']}/skip", skipper) == {
+        "object": "skip",
+        "task_id": hard["task_id"],
+    }
+    assert (
+        team.call("POST", f"/v1/annotator/tasks/{hard['task_id']}/skip", skipper).status_code == 409
+    )
     easy = team.ok("GET", "/v1/annotator/next", skipper)
     assert easy["data"]["text"] == "easy"
-    team.ok("POST", f"/v1/annotator/tasks/{easy['task_id']}/judgements", skipper, json={"label": "dog"})
+    team.ok(
+        "POST", f"/v1/annotator/tasks/{easy['task_id']}/judgements", skipper, json={"label": "dog"}
+    )
     assert team.call("GET", "/v1/annotator/next", skipper).status_code == 204
     # The released task goes to someone else.
     assert team.ok("GET", "/v1/annotator/next", other)["task_id"] == hard["task_id"]
@@ -149,21 +203,32 @@ def test_invite_link_is_one_time_and_scoped_to_the_owner(platform: LocalPlatform
     team, stranger = Team(platform), Team(platform)
     member = team.member("Invited", "expert")
     invite = team.ok("POST", f"/v1/annotators/{member['id']}/invites")
-    assert invite["path"].startswith("/ui/review#invite=inv_") and invite["token"] not in invite["path"].split("#")[0]
+    assert (
+        invite["path"].startswith("/ui/review#invite=inv_")
+        and invite["token"] not in invite["path"].split("#")[0]
+    )
     assert stranger.call("POST", f"/v1/annotators/{member['id']}/invites").status_code == 404
-    session = requests.post(platform.base_url + "/v1/invites/redeem", json={"token": invite["token"]}, timeout=10)
+    session = requests.post(
+        platform.base_url + "/v1/invites/redeem", json={"token": invite["token"]}, timeout=10
+    )
     assert session.status_code == 201, session.text
     me = team.ok("GET", "/v1/me", session.json()["api_key"])
     assert me["id"] == member["id"] and me["role"] == "expert"
-    reused = requests.post(platform.base_url + "/v1/invites/redeem", json={"token": invite["token"]}, timeout=10)
+    reused = requests.post(
+        platform.base_url + "/v1/invites/redeem", json={"token": invite["token"]}, timeout=10
+    )
     assert reused.status_code == 401 and reused.json()["error"]["code"] == "invalid_invite"
-    bogus = requests.post(platform.base_url + "/v1/invites/redeem", json={"token": "inv_" + "x" * 40}, timeout=10)
+    bogus = requests.post(
+        platform.base_url + "/v1/invites/redeem", json={"token": "inv_" + "x" * 40}, timeout=10
+    )
     assert bogus.status_code == 401
 
 
 def test_experts_see_only_disputed_tasks_of_their_owners_projects(platform: LocalPlatform) -> None:
     team, other_team = Team(platform), Team(platform)
-    pid = team.project([{"data": {"text": "split"}}, {"data": {"text": "agreed"}}], min_annotators=2)
+    pid = team.project(
+        [{"data": {"text": "split"}}, {"data": {"text": "agreed"}}], min_annotators=2
+    )
     a1, a2 = team.member("V1")["api_key"], team.member("V2")["api_key"]
     outsider = other_team.member("Outside expert", "expert")["api_key"]
     expert = team.member("Expert", "expert")["api_key"]
@@ -171,16 +236,33 @@ def test_experts_see_only_disputed_tasks_of_their_owners_projects(platform: Loca
     for key, labels in ((a1, ["cat", "dog"]), (a2, ["dog", "dog"])):
         for label in labels:
             task = team.ok("GET", "/v1/annotator/next", key)
-            team.ok("POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", key, json={"label": label})
+            team.ok(
+                "POST",
+                f"/v1/annotator/tasks/{task['task_id']}/judgements",
+                key,
+                json={"label": label},
+            )
     assert team.call("GET", "/v1/review/next", outsider).status_code == 204
     review = team.ok("GET", "/v1/review/next", expert)
     assert review["data"] == {"text": "split"} and review["agreement"] == 0.5
     assert sorted(v["label"] for v in review["votes"]) == ["cat", "dog"]
     assert review["vote_distribution"] == {"cat": 0.5, "dog": 0.5}
-    denied = team.call("POST", f"/v1/review/tasks/{review['task_id']}/decision", outsider, json={"label": "cat"})
+    denied = team.call(
+        "POST", f"/v1/review/tasks/{review['task_id']}/decision", outsider, json={"label": "cat"}
+    )
     assert denied.status_code == 404
-    assert team.call("POST", f"/v1/annotator/tasks/{review['task_id']}/judgements", expert, json={"label": "cat"}).status_code == 403
-    decided = team.ok("POST", f"/v1/review/tasks/{review['task_id']}/decision", expert, json={"label": "bird"})
+    assert (
+        team.call(
+            "POST",
+            f"/v1/annotator/tasks/{review['task_id']}/judgements",
+            expert,
+            json={"label": "cat"},
+        ).status_code
+        == 403
+    )
+    decided = team.ok(
+        "POST", f"/v1/review/tasks/{review['task_id']}/decision", expert, json={"label": "bird"}
+    )
     assert decided["task_status"] == "completed"
     status = team.ok("GET", f"/v1/projects/{pid}/status")
     assert status["completed"] == 2 and status["state"] == "completed"
@@ -192,16 +274,25 @@ def test_dashboard_summarises_and_is_owner_scoped(platform: LocalPlatform) -> No
     key = team.member("Dash")["api_key"]
     for label in ("cat", "cat", "dog"):
         task = team.ok("GET", "/v1/annotator/next", key)
-        team.ok("POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", key, json={"label": label})
+        team.ok(
+            "POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", key, json={"label": label}
+        )
     board = team.ok("GET", f"/v1/projects/{pid}/dashboard")
     assert board["status"]["completed"] == 3 and board["status"]["total"] == 4
-    assert board["agreement_histogram"]["counts"][-1] == 3 and sum(board["agreement_histogram"]["counts"]) == 3
+    assert (
+        board["agreement_histogram"]["counts"][-1] == 3
+        and sum(board["agreement_histogram"]["counts"]) == 3
+    )
     assert board["final_labels"] == {"cat": 2, "dog": 1}
-    assert [(a["name"], a["judgements"], a["simulated"]) for a in board["annotators"]] == [("Dash", 3, False)]
+    assert [(a["name"], a["judgements"], a["simulated"]) for a in board["annotators"]] == [
+        ("Dash", 3, False)
+    ]
     assert stranger.call("GET", f"/v1/projects/{pid}/dashboard").status_code == 404
 
 
-def test_cli_adds_a_member_with_key_and_invite_link(platform: LocalPlatform, tmp_path, capsys) -> None:
+def test_cli_adds_a_member_with_key_and_invite_link(
+    platform: LocalPlatform, tmp_path, capsys
+) -> None:
     import json
 
     from cynaps_data.cli import main
@@ -209,19 +300,38 @@ def test_cli_adds_a_member_with_key_and_invite_link(platform: LocalPlatform, tmp
     team = Team(platform)
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"api_key": team.key, "base_url": platform.base_url}))
-    assert main(["annotators", "add", "--name", "Ada", "--role", "expert", "--config", str(config), "--json"]) == 0
+    assert (
+        main(
+            [
+                "annotators",
+                "add",
+                "--name",
+                "Ada",
+                "--role",
+                "expert",
+                "--config",
+                str(config),
+                "--json",
+            ]
+        )
+        == 0
+    )
     added = json.loads(capsys.readouterr().out)
     assert added["role"] == "expert" and added["name"] == "Ada"
     assert added["invite_link"].startswith(platform.base_url + "/ui/review#invite=inv_")
     assert team.ok("GET", "/v1/me", added["api_key"])["id"] == added["id"]
     token = added["invite_link"].split("#invite=")[1]
-    session = requests.post(platform.base_url + "/v1/invites/redeem", json={"token": token}, timeout=10).json()
+    session = requests.post(
+        platform.base_url + "/v1/invites/redeem", json={"token": token}, timeout=10
+    ).json()
     assert team.ok("GET", "/v1/me", session["api_key"])["id"] == added["id"]
     assert main(["annotators", "list", "--config", str(config)]) == 0
     assert f"{added['id']}  expert     Ada" in capsys.readouterr().out
 
 
-def test_sandbox_workforce_members_are_listed_as_annotators(staffed_platform: LocalPlatform) -> None:
+def test_sandbox_workforce_members_are_listed_as_annotators(
+    staffed_platform: LocalPlatform,
+) -> None:
     team = Team(staffed_platform)
     pool = team.ok("GET", "/v1/workforce")["data"]
     simulated = [m for m in pool if m["simulated"]]

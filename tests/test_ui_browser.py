@@ -24,9 +24,22 @@ pytest.importorskip("playwright")
 from playwright.sync_api import Page, expect  # noqa: E402
 
 CHROMIUM = os.environ.get("CYNAPS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-ARTIFACTS = Path(os.environ.get("CYNAPS_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts")) / "ui"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = (
+    Path(
+        os.environ.get(
+            "CYNAPS_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"
+        )
+    )
+    / "ui"
+)
 LABELS = ["Electronics", "Clothing", "Home & Garden", "Sports", "Other"]
 
 
@@ -69,19 +82,44 @@ class Team:
         self.base = platform.base_url
         self.key = platform.create_customer("Browser test customer")
 
-    def ok(self, method: str, path: str, key: str | None = None, headers_extra: dict | None = None, **kw) -> dict:
+    def ok(
+        self,
+        method: str,
+        path: str,
+        key: str | None = None,
+        headers_extra: dict | None = None,
+        **kw,
+    ) -> dict:
         headers = {"Authorization": f"Bearer {key or self.key}", **(headers_extra or {})}
         response = requests.request(method, self.base + path, headers=headers, timeout=30, **kw)
         assert response.status_code in (200, 201), response.text
         return response.json()
 
-    def project(self, tasks: list[dict] | Callable[[str], list[dict]], *, min_annotators: int, name: str,
-                instructions: str, labels=LABELS) -> str:
+    def project(
+        self,
+        tasks: list[dict] | Callable[[str], list[dict]],
+        *,
+        min_annotators: int,
+        name: str,
+        instructions: str,
+        labels=LABELS,
+    ) -> str:
         """Create, fill (``tasks`` may be built from the project id), pay and start a project."""
-        pid = self.ok("POST", "/v1/projects", json={
-            "name": name, "annotation_type": "classification", "labels": labels, "instructions": instructions,
-            "quality_settings": {"min_annotators": min_annotators, "consensus_threshold": 0.66, "enable_expert_review": True},
-        })["id"]
+        pid = self.ok(
+            "POST",
+            "/v1/projects",
+            json={
+                "name": name,
+                "annotation_type": "classification",
+                "labels": labels,
+                "instructions": instructions,
+                "quality_settings": {
+                    "min_annotators": min_annotators,
+                    "consensus_threshold": 0.66,
+                    "enable_expert_review": True,
+                },
+            },
+        )["id"]
         tasks = tasks(pid) if callable(tasks) else tasks
         self.ok("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": tasks})
         self.ok("POST", f"/v1/projects/{pid}/deposit/quote")
@@ -95,12 +133,20 @@ class Team:
 
 def make_png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
     """A solid-colour PNG (for an uploaded image asset)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 OUTSIDE_PNG = make_png(240, 120, (43, 89, 195))  # served for every outside image URL
@@ -113,22 +159,55 @@ def sign_in(page: Page, base: str, key: str, path: str = "/ui/") -> None:
     assert key not in page.url
 
 
-def test_annotator_labels_three_tasks_with_the_keyboard(page: Page, platform: LocalPlatform) -> None:
+def test_annotator_labels_three_tasks_with_the_keyboard(
+    page: Page, platform: LocalPlatform
+) -> None:
     team = Team(platform)
     png = make_png(240, 120, (46, 139, 87))
 
     def tasks(pid: str) -> list[dict]:
-        asset = team.ok("POST", f"/v1/projects/{pid}/assets", data=png, headers_extra={"Content-Type": "image/png"})
-        photo = {"asset": asset["sha256"], "content_type": "image/png", "url": f"/v1/projects/{pid}/assets/{asset['sha256']}"}
+        asset = team.ok(
+            "POST",
+            f"/v1/projects/{pid}/assets",
+            data=png,
+            headers_extra={"Content-Type": "image/png"},
+        )
+        photo = {
+            "asset": asset["sha256"],
+            "content_type": "image/png",
+            "url": f"/v1/projects/{pid}/assets/{asset['sha256']}",
+        }
         return [
-            {"data": {"product_name": "Wireless Headphones", "description": "Noise-cancelling over-ear headphones",
-                      "price": 199.99, "in_stock": True}, "external_id": "p1"},
-            {"data": {"product_name": "Running Shoes", "image": "https://images.example.com/shoes.png",
-                      "photo": photo, "sizes": [40, 41, 42]}, "external_id": "p2"},
-            {"data": {"product_name": "Garden Hose", "description": "15 m, kink-free"}, "external_id": "p3"},
+            {
+                "data": {
+                    "product_name": "Wireless Headphones",
+                    "description": "Noise-cancelling over-ear headphones",
+                    "price": 199.99,
+                    "in_stock": True,
+                },
+                "external_id": "p1",
+            },
+            {
+                "data": {
+                    "product_name": "Running Shoes",
+                    "image": "https://images.example.com/shoes.png",
+                    "photo": photo,
+                    "sizes": [40, 41, 42],
+                },
+                "external_id": "p2",
+            },
+            {
+                "data": {"product_name": "Garden Hose", "description": "15 m, kink-free"},
+                "external_id": "p3",
+            },
         ]
 
-    pid = team.project(tasks, min_annotators=1, name="Product categories", instructions="Choose the product's category.")
+    pid = team.project(
+        tasks,
+        min_annotators=1,
+        name="Product categories",
+        instructions="Choose the product's category.",
+    )
     member = team.member("Browser annotator")
     sign_in(page, team.base, member["api_key"])
     expect(page.locator("#task")).to_be_visible()
@@ -145,15 +224,21 @@ def test_annotator_labels_three_tasks_with_the_keyboard(page: Page, platform: Lo
     for key, label in (("1", "Electronics"), ("4", "Sports"), ("3", "Home & Garden")):
         task_id = page.locator("#task-id").inner_text()
         if label == "Sports":  # the image task: an https URL becomes an <img>, checked in JS
-            expect(page.locator("#data img").first).to_have_attribute("src", "https://images.example.com/shoes.png")
+            expect(page.locator("#data img").first).to_have_attribute(
+                "src", "https://images.example.com/shoes.png"
+            )
             # The uploaded asset is read with the session key and shown through a blob: URL.
             asset_img = page.locator("#data figure:has(figcaption:text-is('photo')) img")
             expect(asset_img).to_have_attribute("src", re.compile(r"^blob:"))
-            page.wait_for_function("img => img.complete && img.naturalWidth === 240", arg=asset_img.element_handle())
+            page.wait_for_function(
+                "img => img.complete && img.naturalWidth === 240", arg=asset_img.element_handle()
+            )
             expect(page.locator("#data table")).to_contain_text("40")
             shot(page, "annotate-image-task")
         page.keyboard.press(key)
-        expect(page.locator(f"#labels button.label[data-index='{int(key) - 1}']")).to_have_attribute("aria-pressed", "true")
+        expect(
+            page.locator(f"#labels button.label[data-index='{int(key) - 1}']")
+        ).to_have_attribute("aria-pressed", "true")
         page.keyboard.press("Enter")
         expect(page.locator("#status")).to_have_text(f"Saved task {task_id}: {label}")
         chosen.append((int(task_id), label))
@@ -170,7 +255,9 @@ def test_annotator_labels_three_tasks_with_the_keyboard(page: Page, platform: Lo
     for task_id, label in chosen:
         record = by_id[task_id]
         assert record["annotations"][0]["result"]["value"] == label
-        assert [(j["annotator_id"], j["label"]) for j in record["judgements"]] == [(member["id"], label)]
+        assert [(j["annotator_id"], j["label"]) for j in record["judgements"]] == [
+            (member["id"], label)
+        ]
         assert record["judgements"][0]["duration"] > 0
     assert {by_id[t]["external_id"] for t, _ in chosen} == {"p1", "p2", "p3"}
 
@@ -187,14 +274,22 @@ def test_annotator_labels_three_tasks_with_the_keyboard(page: Page, platform: Lo
     shot(page, "dashboard")
 
 
-def test_expert_resolves_a_disputed_task_from_an_invite_link(page: Page, platform: LocalPlatform) -> None:
+def test_expert_resolves_a_disputed_task_from_an_invite_link(
+    page: Page, platform: LocalPlatform
+) -> None:
     team = Team(platform)
-    pid = team.project([{"data": {"text": "A yoga mat with a carrying strap"}}], min_annotators=2,
-                       name="Disputed products", instructions="Pick the best category.")
+    pid = team.project(
+        [{"data": {"text": "A yoga mat with a carrying strap"}}],
+        min_annotators=2,
+        name="Disputed products",
+        instructions="Pick the best category.",
+    )
     for name, label in (("Voter one", "Sports"), ("Voter two", "Home & Garden")):
         key = team.member(name)["api_key"]
         task = team.ok("GET", "/v1/annotator/next", key)
-        team.ok("POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", key, json={"label": label})
+        team.ok(
+            "POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", key, json={"label": label}
+        )
     assert team.ok("GET", f"/v1/projects/{pid}/status")["disputed"] == 1
     expert = team.member("Expert reviewer", "expert")
     invite = team.ok("POST", f"/v1/annotators/{expert['id']}/invites")
@@ -229,20 +324,31 @@ def test_expert_resolves_a_disputed_task_from_an_invite_link(page: Page, platfor
     expect(page.locator("#app")).to_be_hidden()
 
 
-def test_hostile_task_data_is_shown_as_text_and_runs_nothing(page: Page, platform: LocalPlatform) -> None:
+def test_hostile_task_data_is_shown_as_text_and_runs_nothing(
+    page: Page, platform: LocalPlatform
+) -> None:
     team = Team(platform)
     img = "<img src=x onerror=\"window.__xss='img'\">"
     script = "<script>window.__xss='script'</script>"
-    tasks = [{"data": {
-        "text": f"Review: {img} and {script}",
-        f"field {img}": script,
-        "image": "javascript:window.__xss='js-url'",
-        "photo": "data:image/svg+xml,<svg onload=\"window.__xss='data'\"/>",
-        "thumbnail": "/ui/static/common.js",
-        "meta": {"html": img},
-    }}]
-    team.project(tasks, min_annotators=1, name=f"Project {script}", instructions=f"Read {img} carefully",
-                 labels=[f"<b>{img}</b>", "plain"])
+    tasks = [
+        {
+            "data": {
+                "text": f"Review: {img} and {script}",
+                f"field {img}": script,
+                "image": "javascript:window.__xss='js-url'",
+                "photo": "data:image/svg+xml,<svg onload=\"window.__xss='data'\"/>",
+                "thumbnail": "/ui/static/common.js",
+                "meta": {"html": img},
+            }
+        }
+    ]
+    team.project(
+        tasks,
+        min_annotators=1,
+        name=f"Project {script}",
+        instructions=f"Read {img} carefully",
+        labels=[f"<b>{img}</b>", "plain"],
+    )
     member = team.member(f"Mallory {script}")
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))

@@ -196,11 +196,20 @@ class Project:
         """
         from ..io import ingest
 
-        roles = dict(data_columns=data_columns, id_column=id_column, gold_column=gold_column,
-                     prediction_column=prediction_column, image_columns=image_columns,
-                     batch_size=batch_size, on_error=on_error, progress=progress)
+        roles = dict(
+            data_columns=data_columns,
+            id_column=id_column,
+            gold_column=gold_column,
+            prediction_column=prediction_column,
+            image_columns=image_columns,
+            batch_size=batch_size,
+            on_error=on_error,
+            progress=progress,
+        )
         columns = list(df.columns) if hasattr(df, "columns") else None
-        return self._ingest(lambda cols: ingest.from_dataframe(df, cols), columns, **roles, **options)
+        return self._ingest(
+            lambda cols: ingest.from_dataframe(df, cols), columns, **roles, **options
+        )
 
     def upload_dataset(
         self,
@@ -221,9 +230,16 @@ class Project:
         and prediction columns are sent as label names, and the Features are kept for export."""
         from ..io import ingest
 
-        roles = dict(data_columns=data_columns, id_column=id_column, gold_column=gold_column,
-                     prediction_column=prediction_column, image_columns=image_columns,
-                     batch_size=batch_size, on_error=on_error, progress=progress)
+        roles = dict(
+            data_columns=data_columns,
+            id_column=id_column,
+            gold_column=gold_column,
+            prediction_column=prediction_column,
+            image_columns=image_columns,
+            batch_size=batch_size,
+            on_error=on_error,
+            progress=progress,
+        )
         return self._ingest(lambda cols: ingest.from_dataset(ds, cols), None, **roles, **options)
 
     def upload_parquet(
@@ -244,9 +260,16 @@ class Project:
         :meth:`upload_dataframe`); memory stays bounded by a few batches."""
         from ..io import ingest
 
-        roles = dict(data_columns=data_columns, id_column=id_column, gold_column=gold_column,
-                     prediction_column=prediction_column, image_columns=image_columns,
-                     batch_size=batch_size, on_error=on_error, progress=progress)
+        roles = dict(
+            data_columns=data_columns,
+            id_column=id_column,
+            gold_column=gold_column,
+            prediction_column=prediction_column,
+            image_columns=image_columns,
+            batch_size=batch_size,
+            on_error=on_error,
+            progress=progress,
+        )
         return self._ingest(lambda cols: ingest.from_parquet(path, cols), None, **roles, **options)
 
     def upload_file(self, path: Any, **options: Any) -> Any:
@@ -262,20 +285,28 @@ class Project:
         roles = ("data_columns", "id_column", "gold_column", "prediction_column")
         wanted = None
         if options.get("data_columns") is not None:
-            wanted = list(options["data_columns"]) + [options[r] for r in roles[1:] if options.get(r)]
+            wanted = list(options["data_columns"]) + [
+                options[r] for r in roles[1:] if options.get(r)
+            ]
         source = make_source(wanted if wanted is not None else columns)
         self.refresh()
         path = f"/v1/projects/{self.id}"
 
         def send_batch(body: bytes, content_type: str) -> dict:
             return self._transport.request(
-                "POST", f"{path}/tasks/batch", content=body, content_type=content_type,
+                "POST",
+                f"{path}/tasks/batch",
+                content=body,
+                content_type=content_type,
                 timeout=max(self._transport.timeout, 300),
             )
 
         def put_asset(sha256: str, data: bytes, content_type: str) -> None:
             self._transport.request(
-                "POST", f"{path}/assets", content=data, content_type=content_type,
+                "POST",
+                f"{path}/assets",
+                content=data,
+                content_type=content_type,
                 headers={"X-Content-SHA256": sha256},
             )
 
@@ -295,7 +326,9 @@ class Project:
 
     def get_asset(self, sha256: str) -> bytes:
         """The bytes of an image asset of this project (see ``data[...]["asset"]``)."""
-        response = self._transport.request("GET", f"/v1/projects/{self.id}/assets/{sha256}", raw=True)
+        response = self._transport.request(
+            "GET", f"/v1/projects/{self.id}/assets/{sha256}", raw=True
+        )
         return response.content
 
     # -- money -----------------------------------------------------------------------------
@@ -303,18 +336,29 @@ class Project:
         """Quote the refundable security deposit for the uploaded tasks (price table in docs)."""
         body = self._transport.request("POST", f"/v1/projects/{self.id}/deposit/quote")
         self.state = "pending_deposit"
-        return Deposit(body["amount"], body["currency"], body["amount_cents"], body.get("breakdown", {}))
+        return Deposit(
+            body["amount"], body["currency"], body["amount_cents"], body.get("breakdown", {})
+        )
 
     def pay_deposit(self, payment_method: str = "credits") -> Payment:
         """Pay the deposit: ``"credits"`` from the balance, or a (sandbox-simulated) method."""
         body = self._transport.request(
             "POST", f"/v1/projects/{self.id}/deposit/pay", json={"payment_method": payment_method}
         )
-        return Payment(body["amount"], body["currency"], body["payment_method"], body["status"], body["livemode"], body.get("payment_id"))
+        return Payment(
+            body["amount"],
+            body["currency"],
+            body["payment_method"],
+            body["status"],
+            body["livemode"],
+            body.get("payment_id"),
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
     def _action(self, name: str) -> ProjectStatus:
-        status = ProjectStatus.from_api(self._transport.request("POST", f"/v1/projects/{self.id}/{name}"))
+        status = ProjectStatus.from_api(
+            self._transport.request("POST", f"/v1/projects/{self.id}/{name}")
+        )
         self.state = status.state
         return status
 
@@ -331,11 +375,15 @@ class Project:
         return self._action("cancel")
 
     def get_status(self) -> ProjectStatus:
-        status = ProjectStatus.from_api(self._transport.request("GET", f"/v1/projects/{self.id}/status"))
+        status = ProjectStatus.from_api(
+            self._transport.request("GET", f"/v1/projects/{self.id}/status")
+        )
         self.state = status.state
         return status
 
-    def wait(self, *, poll_interval: float = 1.0, timeout: float | None = None, progress: bool = True) -> ProjectStatus:
+    def wait(
+        self, *, poll_interval: float = 1.0, timeout: float | None = None, progress: bool = True
+    ) -> ProjectStatus:
         """Poll until the project is completed (or cancelled), with a tqdm bar of tasks done.
 
         Raises :class:`~cynaps_data.errors.APITimeoutError` after ``timeout`` seconds.
@@ -344,7 +392,9 @@ class Project:
 
         deadline = None if timeout is None else time.monotonic() + timeout
         status = self.get_status()
-        with tqdm(total=status.total, unit="task", desc=f"Annotating {self.id}", disable=not progress) as bar:
+        with tqdm(
+            total=status.total, unit="task", desc=f"Annotating {self.id}", disable=not progress
+        ) as bar:
             while True:
                 bar.n = status.completed
                 bar.set_postfix(state=status.state, disputed=status.disputed)
@@ -360,7 +410,16 @@ class Project:
                 status = self.get_status()
 
     # -- results ---------------------------------------------------------------------------
-    EXPORT_FORMATS = ("json", "jsonl", "csv", "parquet", "dataframe", "datasets", "label_studio", "arrow")
+    EXPORT_FORMATS = (
+        "json",
+        "jsonl",
+        "csv",
+        "parquet",
+        "dataframe",
+        "datasets",
+        "label_studio",
+        "arrow",
+    )
 
     def export(self, format: str = "json", path: str | None = None, **options: Any) -> Any:
         """Download results in ``format`` (docs/exports.md).
@@ -383,9 +442,14 @@ class Project:
             )
         if format in ("json", "jsonl", "label_studio"):
             if options:
-                raise ValidationError(f"format {format!r} takes no options, got {sorted(options)}", param=sorted(options)[0])
+                raise ValidationError(
+                    f"format {format!r} takes no options, got {sorted(options)}",
+                    param=sorted(options)[0],
+                )
             records = self._transport.request(
-                "GET", f"/v1/projects/{self.id}/export", params={"format": "json"},
+                "GET",
+                f"/v1/projects/{self.id}/export",
+                params={"format": "json"},
                 timeout=max(self._transport.timeout, 300),
             )
             if format == "json":
@@ -415,8 +479,12 @@ class Project:
         if since is not None:
             params["since"] = _since_seconds(since)
         response = self._transport.request(
-            "GET", f"/v1/projects/{self.id}/export", params=params,
-            timeout=max(self._transport.timeout, 600), raw=True, stream=True,
+            "GET",
+            f"/v1/projects/{self.id}/export",
+            params=params,
+            timeout=max(self._transport.timeout, 600),
+            raw=True,
+            stream=True,
         )
         with response:  # read while the platform is still building the next chunks
             response.raw.decode_content = True  # (should a proxy compress it)
@@ -425,10 +493,14 @@ class Project:
             except APIConnectionError:
                 raise
             except (OSError, ValueError, urllib3.exceptions.HTTPError) as exc:  # cut mid-stream
-                raise APIConnectionError(f"The export stream broke off: {exc}; download it again.") from exc
+                raise APIConnectionError(
+                    f"The export stream broke off: {exc}; download it again."
+                ) from exc
 
     def _fetch_asset(self, sha256: str) -> bytes:
-        response = self._transport.request("GET", f"/v1/projects/{self.id}/assets/{sha256}", raw=True)
+        response = self._transport.request(
+            "GET", f"/v1/projects/{self.id}/assets/{sha256}", raw=True
+        )
         return response.content
 
     def to_arrow(self, form: str = "wide", *, since: Any = None, fetch_images: bool = True) -> Any:
@@ -474,7 +546,9 @@ class Project:
         if method is not None:
             long = io_export.long_frame(self._arrow("long", None))
             long = long[long["task"].isin(frame.index)]
-            frame = io_export.add_reaggregation(frame, long, method, list(self.labels), **method_params)
+            frame = io_export.add_reaggregation(
+                frame, long, method, list(self.labels), **method_params
+            )
         return frame
 
     def to_parquet(self, path: str, **options: Any) -> Any:
@@ -483,7 +557,9 @@ class Project:
         :func:`cynaps_data.io.export.read_parquet`. Returns the path."""
         from ..io import export as io_export
 
-        parquet_options = {k: options.pop(k) for k in ("compression", "row_group_size") if k in options}
+        parquet_options = {
+            k: options.pop(k) for k in ("compression", "row_group_size") if k in options
+        }
         return io_export.write_parquet(self.to_pandas(**options), path, **parquet_options)
 
     def to_dataset(self, *, since: Any = None, fetch_images: bool = True) -> Any:
@@ -508,7 +584,9 @@ class Project:
         consensus = wide["label"].dropna().astype(object)
         if gold is None and wide["gold"].notna().any():
             gold = wide["gold"].dropna().astype(object)
-        votes = votes.assign(label=votes["label"].astype(object), worker=votes["worker"].astype(object))
+        votes = votes.assign(
+            label=votes["label"].astype(object), worker=votes["worker"].astype(object)
+        )
         table = annotator_table(votes, gold=gold, consensus=consensus, labels=list(self.labels))
         table["median_duration"] = votes.groupby("worker")["duration"].median().reindex(table.index)
         return table
@@ -522,7 +600,9 @@ class Project:
 
         long = self.to_pandas("long")
         votes = long[long["role"] == "annotator"]
-        votes = votes.assign(label=votes["label"].astype(object), worker=votes["worker"].astype(object))
+        votes = votes.assign(
+            label=votes["label"].astype(object), worker=votes["worker"].astype(object)
+        )
         labels = list(self.labels)
         return {
             "fleiss_kappa": fleiss_kappa(votes, labels=labels),
@@ -559,7 +639,9 @@ class Project:
         totals = {"created": 0, "duplicates": 0, "judgements": 0}
         for start in range(0, max(len(items), 1), batch_size):
             body = self._transport.request(
-                "POST", f"/v1/projects/{self.id}/import", json={"tasks": items[start : start + batch_size]},
+                "POST",
+                f"/v1/projects/{self.id}/import",
+                json={"tasks": items[start : start + batch_size]},
                 timeout=max(self._transport.timeout, 600),
             )
             for key in totals:
@@ -578,7 +660,9 @@ def _since_seconds(since: Any) -> float:
     try:
         stamp = pd.Timestamp(since)
     except (ValueError, TypeError) as exc:
-        raise ValidationError(f"since must be a cursor or a timestamp, got {since!r}", param="since") from exc
+        raise ValidationError(
+            f"since must be a cursor or a timestamp, got {since!r}", param="since"
+        ) from exc
     if stamp.tzinfo is None:
         stamp = stamp.tz_localize("UTC")
     return stamp.timestamp()

@@ -94,8 +94,14 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     async def _validation(request: Request, exc: RequestValidationError) -> ORJSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
-        message = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
-        return _problem_response(request, Problem(422, "invalid_request", message, param=where or None))
+        message = (
+            f"{where}: {first.get('msg', 'invalid request')}"
+            if where
+            else first.get("msg", "invalid request")
+        )
+        return _problem_response(
+            request, Problem(422, "invalid_request", message, param=where or None)
+        )
 
     @app.exception_handler(sa.exc.DataError)
     @app.exception_handler(sa.exc.StatementError)
@@ -103,20 +109,32 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     async def _unstorable(request: Request, exc: Exception) -> ORJSONResponse:
         # A value the database cannot take (an integer out of range, NUL in text): the
         # transaction rolled back, so nothing changed; this is the caller's input, not a 5xx.
-        if isinstance(exc, sa.exc.StatementError) and not isinstance(
-            exc, sa.exc.DataError
-        ) and not isinstance(getattr(exc, "orig", None), OverflowError):
+        if (
+            isinstance(exc, sa.exc.StatementError)
+            and not isinstance(exc, sa.exc.DataError)
+            and not isinstance(getattr(exc, "orig", None), OverflowError)
+        ):
             return await _unexpected(request, exc)
         return _problem_response(
             request,
-            Problem(422, "invalid_value", "A value in the request is out of range or cannot be stored (e.g. an id too large, or text with NUL characters); nothing was changed."),
+            Problem(
+                422,
+                "invalid_value",
+                "A value in the request is out of range or cannot be stored (e.g. an id too large, or text with NUL characters); nothing was changed.",
+            ),
         )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _problem_response(
-            request, Problem(500, "internal_error", "The platform failed; the request may be retried.", type="api_error")
+            request,
+            Problem(
+                500,
+                "internal_error",
+                "The platform failed; the request may be retried.",
+                type="api_error",
+            ),
         )
 
     @app.get("/healthz", include_in_schema=False)

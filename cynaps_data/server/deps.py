@@ -54,7 +54,12 @@ def parse_json_body(raw: bytes) -> Any:
     if b"\\u0000" in raw:  # cheap pre-check; PostgreSQL cannot store NUL in text
         where = _nul_path(value, "body")
         if where is not None:
-            raise Problem(422, "invalid_value", f"{where}: text must not contain NUL (\\u0000) characters", param=where)
+            raise Problem(
+                422,
+                "invalid_value",
+                f"{where}: text must not contain NUL (\\u0000) characters",
+                param=where,
+            )
     return value
 
 

@@ -61,7 +61,9 @@ class BodyTooLarge(Problem):
     """Raised from ``receive`` once a body (chunked or mis-declared) passes the limit."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, "body_too_large", f"Request body over {limit} bytes; send smaller batches.")
+        super().__init__(
+            413, "body_too_large", f"Request body over {limit} bytes; send smaller batches."
+        )
 
 
 class RequestContext:
@@ -85,7 +87,11 @@ class RequestContext:
         if length and length.isdigit() and int(length) > self.max_body_bytes:
             await send_problem(
                 send,
-                Problem(413, "body_too_large", f"Request body over {self.max_body_bytes} bytes; send smaller batches."),
+                Problem(
+                    413,
+                    "body_too_large",
+                    f"Request body over {self.max_body_bytes} bytes; send smaller batches.",
+                ),
                 request_id,
             )
             return
@@ -168,7 +174,11 @@ class RateLimiter:
                     "rate_limited",
                     f"Rate limit exceeded. Retry after {retry} seconds.",
                     type="rate_limit_error",
-                    headers={"Retry-After": str(retry), "RateLimit-Policy": policy.decode(), "RateLimit": state.decode()},
+                    headers={
+                        "Retry-After": str(retry),
+                        "RateLimit-Policy": policy.decode(),
+                        "RateLimit": state.decode(),
+                    },
                 ),
                 scope["state"]["request_id"],
             )
@@ -176,7 +186,14 @@ class RateLimiter:
 
         async def send_with_headers(message: dict) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), (b"ratelimit-policy", policy), (b"ratelimit", state)]}
+                message = {
+                    **message,
+                    "headers": [
+                        *message.get("headers", []),
+                        (b"ratelimit-policy", policy),
+                        (b"ratelimit", state),
+                    ],
+                }
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -217,7 +234,13 @@ class Idempotency:
             return
         request_id = scope["state"]["request_id"]
         if len(key) > 255:
-            await send_problem(send, Problem(400, "idempotency_key_invalid", "Idempotency-Key is longer than 255 characters."), request_id)
+            await send_problem(
+                send,
+                Problem(
+                    400, "idempotency_key_invalid", "Idempotency-Key is longer than 255 characters."
+                ),
+                request_id,
+            )
             return
         chunks = []
         more = True
@@ -242,15 +265,51 @@ class Idempotency:
         if found is not None:
             status, stored = found
             if status == "reused":
-                await send_problem(send, Problem(422, "idempotency_key_reused", f"Idempotency-Key {key!r} was already used with a different request; use a new key for a new request.", type="idempotency_error"), request_id)
+                await send_problem(
+                    send,
+                    Problem(
+                        422,
+                        "idempotency_key_reused",
+                        f"Idempotency-Key {key!r} was already used with a different request; use a new key for a new request.",
+                        type="idempotency_error",
+                    ),
+                    request_id,
+                )
                 return
             if status == "in_flight":
-                await send_problem(send, Problem(409, "idempotency_key_in_use", f"A request with Idempotency-Key {key!r} is still being processed; retry shortly.", type="idempotency_error"), request_id)
+                await send_problem(
+                    send,
+                    Problem(
+                        409,
+                        "idempotency_key_in_use",
+                        f"A request with Idempotency-Key {key!r} is still being processed; retry shortly.",
+                        type="idempotency_error",
+                    ),
+                    request_id,
+                )
                 return
             if status == "lost":
-                await send_problem(send, Problem(409, "idempotency_response_lost", f"The request with Idempotency-Key {key!r} was applied, but the platform stopped before storing its response. Do not repeat it: read the resource's current state instead.", type="idempotency_error"), request_id)
+                await send_problem(
+                    send,
+                    Problem(
+                        409,
+                        "idempotency_response_lost",
+                        f"The request with Idempotency-Key {key!r} was applied, but the platform stopped before storing its response. Do not repeat it: read the resource's current state instead.",
+                        type="idempotency_error",
+                    ),
+                    request_id,
+                )
                 return
-            await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"idempotent-replayed", b"true")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"idempotent-replayed", b"true"),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": stored or b""})
             return
 
@@ -269,7 +328,9 @@ class Idempotency:
             if not captured["stored"]:
                 captured["stored"] = True
                 stored_body = b"".join(captured["body"])
-                await anyio.to_thread.run_sync(self._finish, owner, key, token, captured["status"], stored_body)
+                await anyio.to_thread.run_sync(
+                    self._finish, owner, key, token, captured["status"], stored_body
+                )
 
         async def capture_send(message: dict) -> None:
             if message["type"] == "http.response.start":
@@ -301,8 +362,17 @@ class Idempotency:
             conn.execute(t.delete().where(t.c.created_at < now - IDEMPOTENCY_TTL))
             row = conn.execute(sa.select(t).where(*where)).first()
             if row is None:
-                conn.execute(t.insert(), {"key_hash": owner, "idempotency_key": key, "request_hash": digest,
-                                          "created_at": now, "claim": token, "committed": False})
+                conn.execute(
+                    t.insert(),
+                    {
+                        "key_hash": owner,
+                        "idempotency_key": key,
+                        "request_hash": digest,
+                        "created_at": now,
+                        "claim": token,
+                        "committed": False,
+                    },
+                )
                 return None
             if row.request_hash != digest:
                 return ("reused", None)
@@ -328,9 +398,13 @@ class Idempotency:
             if status >= 500:
                 # nothing of a failed attempt is kept unless its writes committed
                 conn.execute(t.delete().where(*where, ~t.c.committed))
-                conn.execute(t.update().where(*where).values(status_code=status, response_body=body))
+                conn.execute(
+                    t.update().where(*where).values(status_code=status, response_body=body)
+                )
             else:
-                conn.execute(t.update().where(*where).values(status_code=status, response_body=body))
+                conn.execute(
+                    t.update().where(*where).values(status_code=status, response_body=body)
+                )
 
 
 #: A hot endpoint: ``handler(scope, receive, send, match)`` answers the request and returns
@@ -350,7 +424,9 @@ class HotRoutes:
     handlers, so they look exactly like the routed endpoint's.
     """
 
-    def __init__(self, app: ASGIApp, routes: Callable[[], list[tuple[str, Any, HotHandler]]]) -> None:
+    def __init__(
+        self, app: ASGIApp, routes: Callable[[], list[tuple[str, Any, HotHandler]]]
+    ) -> None:
         self.app = app
         self.routes = routes()
 

@@ -102,7 +102,9 @@ judgements = sa.Table(
     # judgements (origin "imported", e.g. from Label Studio) are neither platform work nor billed.
     sa.Column("billed", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     sa.Column("paid", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
-    sa.Column("origin", sa.String(12), nullable=False, default="platform", server_default="platform"),
+    sa.Column(
+        "origin", sa.String(12), nullable=False, default="platform", server_default="platform"
+    ),
     sa.UniqueConstraint("task_id", "annotator_id", name="uq_judgement_once"),
 )
 
@@ -182,7 +184,9 @@ invites = sa.Table(
     "invites",
     metadata,
     sa.Column("token_hash", sa.String(64), primary_key=True),
-    sa.Column("account_id", sa.String(40), sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column(
+        "account_id", sa.String(40), sa.ForeignKey("accounts.id"), nullable=False, index=True
+    ),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("redeemed_at", sa.Float, nullable=True),

@@ -37,7 +37,9 @@ def app_from_env() -> FastAPI:
     return create_app(Settings(database_url=options["database_url"], workforce=None))
 
 
-def serve(settings: Settings, host: str, port: int, workers: int, *, workforce: bool, on_ready) -> None:
+def serve(
+    settings: Settings, host: str, port: int, workers: int, *, workforce: bool, on_ready
+) -> None:
     """Run until SIGINT/SIGTERM. ``on_ready(base_url, platform_db)`` runs once the workers answer."""
     import requests
 
@@ -55,8 +57,13 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, workforce: 
     base_url = f"http://{host}:{sock.getsockname()[1]}"
     os.environ[ENV] = json.dumps({"database_url": settings.database_url})
     config = uvicorn.Config(
-        "cynaps_data.server.workers:app_from_env", factory=True, workers=workers,
-        log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30,
+        "cynaps_data.server.workers:app_from_env",
+        factory=True,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_keep_alive=30,
     )
     running: dict = {}
 

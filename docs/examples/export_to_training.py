@@ -1,6 +1,6 @@
 """Label a small dataset on a local platform, export it typed, and train on consensus labels.
 
-    python docs/examples/export_to_training.py
+python docs/examples/export_to_training.py
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ iris = load_iris(as_frame=True)
 frame = iris.frame.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
 frame["species"] = [iris.target_names[t] for t in frame.pop("target")]
 
-with cynaps.Client.local(workforce=WorkforceSettings(annotators=5, seconds_per_judgement=0.005)) as client:
+with cynaps.Client.local(
+    workforce=WorkforceSettings(annotators=5, seconds_per_judgement=0.005)
+) as client:
     project = client.projects.create(
-        name="Iris", labels=list(iris.target_names),
+        name="Iris",
+        labels=list(iris.target_names),
         quality_settings={"min_annotators": 3, "enable_expert_review": False, "max_annotators": 3},
     )
     project.upload_dataframe(frame, gold_column="species")  # gold drives the simulated annotators
@@ -28,11 +31,13 @@ with cynaps.Client.local(workforce=WorkforceSettings(annotators=5, seconds_per_j
     project.start()
     project.wait(poll_interval=0.25, progress=False)
 
-    df = project.to_pandas(method="dawid_skene")             # typed, with consensus metadata
+    df = project.to_pandas(method="dawid_skene")  # typed, with consensus metadata
     print(df[["sepal_length", "label", "agreement", "dawid_skene_label"]].head())
     features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     model = LogisticRegression(max_iter=1000).fit(df[features], df["label"].astype(str))
     truth = df["gold"].astype(str)
-    print(f"consensus labels right: {np.mean(df['label'].astype(str) == truth):.1%}; "
-          f"model agrees with the truth on {np.mean(model.predict(df[features]) == truth):.1%}")
+    print(
+        f"consensus labels right: {np.mean(df['label'].astype(str) == truth):.1%}; "
+        f"model agrees with the truth on {np.mean(model.predict(df[features]) == truth):.1%}"
+    )
     print(pd.Series(project.agreement()).drop("per_label"))

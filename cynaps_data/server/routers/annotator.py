@@ -75,7 +75,9 @@ async def submit_judgement(
     the first time and records nothing (idempotent per task and annotator)."""
     ttl = _ttl(request) if next else None
     retry = request.headers.get("idempotency-key") is not None
-    return await _as_caller(request, work.submit, task_id, body, next_ttl=ttl, project_id=project_id, retry=retry)
+    return await _as_caller(
+        request, work.submit, task_id, body, next_ttl=ttl, project_id=project_id, retry=retry
+    )
 
 
 @router.post("/annotator/tasks/{task_id}/skip")
@@ -125,7 +127,8 @@ def workforce(db: DB, settings: AppSettings, caller: Customer) -> dict:
     """
     with db.read() as conn:
         rows = conn.execute(
-            sa.select(accounts).where(accounts.c.owner_id.is_(None), accounts.c.role.in_(("annotator", "expert")))
+            sa.select(accounts)
+            .where(accounts.c.owner_id.is_(None), accounts.c.role.in_(("annotator", "expert")))
             .order_by(accounts.c.role.desc(), accounts.c.name)
         ).all()
     return {"object": "list", "data": [account_service.public(r._asdict()) for r in rows]}
@@ -211,7 +214,13 @@ async def _hot_submit(scope: dict, receive: Callable, send: Callable, match: re.
         ttl = scope["app"].state.settings.assignment_ttl_seconds if flag in _TRUE else None
         retry = header(scope, b"idempotency-key") is not None
         result = await _hot_call(
-            scope, work.submit, task_id, body, next_ttl=ttl, project_id=query.get("project_id"), retry=retry
+            scope,
+            work.submit,
+            task_id,
+            body,
+            next_ttl=ttl,
+            project_id=query.get("project_id"),
+            retry=retry,
         )
     except Exception as exc:  # answered as the routed endpoint would
         await handle_error(scope, receive, send, exc)

@@ -57,7 +57,9 @@ def topup(db: DB, caller: Customer, body: Body) -> dict:
         raise invalid("The body must be an object with 'amount' and 'payment_method'")
     unknown = sorted(set(body) - {"amount", "payment_method"})
     if unknown:
-        raise invalid(f"Unknown field {unknown[0]!r}; send 'amount' and 'payment_method'", param=unknown[0])
+        raise invalid(
+            f"Unknown field {unknown[0]!r}; send 'amount' and 'payment_method'", param=unknown[0]
+        )
     amount = body.get("amount")
     if isinstance(amount, bool) or not isinstance(amount, (int, float, str)):
         raise invalid("amount must be a number of Credits", param="amount")

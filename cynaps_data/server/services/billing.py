@@ -125,7 +125,9 @@ def pay_deposit(conn: sa.Connection, project: Any, method: str) -> dict:
     }
 
 
-_CLAIM_UNBILLED_SQL = "UPDATE judgements SET billed = TRUE WHERE task_id = :task AND NOT billed RETURNING role"
+_CLAIM_UNBILLED_SQL = (
+    "UPDATE judgements SET billed = TRUE WHERE task_id = :task AND NOT billed RETURNING role"
+)
 _MARK_CHARGED_SQL = "UPDATE tasks SET charged = TRUE WHERE id = :task"
 
 
@@ -150,7 +152,9 @@ def charge_task(conn: sa.Connection, project: Any, task_id: int, n: int, expert:
     hold = ledger.deposit_hold(project.id)
     available = ledger.balance(conn, customer)
     from_customer = min(cents, max(available, 0))
-    from_hold = min(cents - from_customer, ledger.balance(conn, hold)) if cents > from_customer else 0
+    from_hold = (
+        min(cents - from_customer, ledger.balance(conn, hold)) if cents > from_customer else 0
+    )
     shortfall = cents - from_customer - from_hold
     ledger.post(
         conn,

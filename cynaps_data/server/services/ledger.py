@@ -91,7 +91,9 @@ def post(
         for row in rows:
             deltas[row["account"]] = deltas.get(row["account"], 0) + row["amount_cents"]
         # accounts in sorted order: concurrent transactions on PostgreSQL lock rows in one order
-        raw.many(_UPSERT_BALANCE_SQL, [{"account": a, "delta": d} for a, d in sorted(deltas.items())])
+        raw.many(
+            _UPSERT_BALANCE_SQL, [{"account": a, "delta": d} for a, d in sorted(deltas.items())]
+        )
     return txn
 
 

@@ -27,7 +27,9 @@ def create(db: Database, owner_id: str, body: dict[str, Any]) -> dict:
         raise invalid(f"name is longer than {MAX_NAME} characters", param="name")
     type_name = body.get("annotation_type", "classification")
     if not isinstance(type_name, str):
-        raise invalid("annotation_type must be a string such as 'classification'", param="annotation_type")
+        raise invalid(
+            "annotation_type must be a string such as 'classification'", param="annotation_type"
+        )
     try:
         atype = get_type(type_name)
     except KeyError as exc:

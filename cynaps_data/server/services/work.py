@@ -177,7 +177,11 @@ def _process_lock(db: Database) -> int | None:
     fd = db.__dict__.get("_workbench_lock_fd")
     if fd is None:
         path = sa.engine.make_url(db.url).database
-        fd = -1 if not path or path == ":memory:" else os.open(f"{path}-workbench.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = (
+            -1
+            if not path or path == ":memory:"
+            else os.open(f"{path}-workbench.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        )
         db.__dict__["_workbench_lock_fd"] = fd
     return fd if fd >= 0 else None
 
@@ -329,7 +333,9 @@ def _queue_sql(team: bool, one_project: bool) -> tuple[str, str]:
 
     held: ``(task_id, expires_at)``; projects: ``(id, name, annotation_type, labels, instructions)``.
     """
-    scope = (" AND p.owner_id = :owner" if team else "") + (" AND p.id = :project" if one_project else "")
+    scope = (" AND p.owner_id = :owner" if team else "") + (
+        " AND p.id = :project" if one_project else ""
+    )
     held = (
         "SELECT a.task_id, a.expires_at FROM assignments a JOIN projects p ON p.id = a.project_id"
         f" WHERE a.annotator_id = :me AND a.expires_at > :now AND p.state = 'active'{scope} LIMIT 1"
@@ -355,7 +361,9 @@ _CANDIDATE_SQL = (
 )
 
 
-def _view(task_id: int, project: tuple, data: str, predictions: str | None, expires_at: float) -> dict:
+def _view(
+    task_id: int, project: tuple, data: str, predictions: str | None, expires_at: float
+) -> dict:
     """What an annotator sees of an assigned task (``project``: id, name, type, labels, instructions)."""
     return {
         "object": "assignment",
@@ -394,13 +402,21 @@ def _assign_next(
         task = db.run(_CANDIDATE_SQL, {"pid": project[0], "me": me, "now": now}).fetchone()
         if task is not None:
             expires_at = now + ttl
-            db.run(_ASSIGN_SQL, {"task": task[0], "me": me, "project": project[0], "expires": expires_at})
+            db.run(
+                _ASSIGN_SQL,
+                {"task": task[0], "me": me, "project": project[0], "expires": expires_at},
+            )
             return _view(task[0], project, task[1], task[2], expires_at)
     return None
 
 
 def next_task(
-    db: Database, principal: Principal, ttl: float, project_id: str | None = None, *, inline: bool = False
+    db: Database,
+    principal: Principal,
+    ttl: float,
+    project_id: str | None = None,
+    *,
+    inline: bool = False,
 ) -> dict | None:
     """Assign the next task to an annotator (or return its live assignment); ``None`` if none.
 
@@ -415,7 +431,11 @@ def _parse_duration(body: dict) -> float | None:
     duration = body.get("duration")
     if duration is None:
         return None
-    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 <= duration <= MAX_DURATION:
+    if (
+        isinstance(duration, bool)
+        or not isinstance(duration, (int, float))
+        or not 0 <= duration <= MAX_DURATION
+    ):
         raise invalid(f"duration must be seconds between 0 and {MAX_DURATION:g}", param="duration")
     return float(duration)
 
@@ -441,7 +461,12 @@ _MY_JUDGEMENT_SQL = (
 
 
 def _replay(
-    db: Raw, principal: Principal, task_id: int, body: dict, next_ttl: float | None, now: float,
+    db: Raw,
+    principal: Principal,
+    task_id: int,
+    body: dict,
+    next_ttl: float | None,
+    now: float,
     project_id: str | None,
 ) -> dict | None:
     """The answer to a retried submission (one with an ``Idempotency-Key``), or ``None``.
@@ -501,7 +526,10 @@ def submit(
         raise invalid("The body must be an object with a 'label'", param="label")
     unknown = sorted(set(body) - {"label", "duration"})
     if unknown:
-        raise invalid(f"Unknown field {unknown[0]!r}; send 'label' and optionally 'duration'", param=unknown[0])
+        raise invalid(
+            f"Unknown field {unknown[0]!r}; send 'label' and optionally 'duration'",
+            param=unknown[0],
+        )
     duration = _parse_duration(body)
     me = principal.account_id
     now = time.time()
@@ -523,7 +551,17 @@ def submit(
                 return replay
         if row is None or row[0] <= now:
             raise _not_assigned(task_id)
-        expires_at, task_project, needed, n_judgements, state, annotation_type, labels, quality, owner = row
+        (
+            expires_at,
+            task_project,
+            needed,
+            n_judgements,
+            state,
+            annotation_type,
+            labels,
+            quality,
+            owner,
+        ) = row
         labels = json_value(labels)
         try:
             value = get_type(annotation_type).validate_value(body.get("label"), labels)
@@ -533,7 +571,14 @@ def submit(
         encoded = orjson.dumps(value).decode()
         raw.run(
             _INSERT_JUDGEMENT_SQL,
-            {"task": task_id, "project": task_project, "me": me, "value": encoded, "duration": duration, "now": now},
+            {
+                "task": task_id,
+                "project": task_project,
+                "me": me,
+                "value": encoded,
+                "duration": duration,
+                "now": now,
+            },
         )
         if n_judgements + 1 < needed:  # still short of its quota: nothing to decide
             n_votes, decision = n_judgements + 1, Decision("pending", needed)
@@ -548,7 +593,9 @@ def submit(
                 "needed": decision.needed,
                 "status": decision.status,
                 "agreement": decision.agreement,
-                "final": None if decision.final_label is None else orjson.dumps(decision.final_label).decode(),
+                "final": None
+                if decision.final_label is None
+                else orjson.dumps(decision.final_label).decode(),
                 "source": decision.label_source,
                 "now": now,
                 # the task's vote summary (read by the wide export), see tables.tasks
@@ -561,7 +608,12 @@ def submit(
                 charged = _ChargedProject(task_project, owner, annotation_type)
                 billing.charge_task(raw.conn, charged, task_id, n_votes, expert=False)
             _settle_if_needed(raw, task_project, state)
-        result = {"object": "judgement", "task_id": task_id, "label": value, "task_status": decision.status}
+        result = {
+            "object": "judgement",
+            "task_id": task_id,
+            "label": value,
+            "task_status": decision.status,
+        }
         if next_ttl is not None:
             result["next"] = _assign_next(raw, principal, next_ttl, now, project_id)
     return result
@@ -581,11 +633,18 @@ def skip(db: Database, principal: Principal, task_id: int) -> dict:
         if held is None:
             raise _not_assigned(task_id)
         conn.execute(
-            assignments.delete().where(assignments.c.task_id == task_id, assignments.c.annotator_id == me)
+            assignments.delete().where(
+                assignments.c.task_id == task_id, assignments.c.annotator_id == me
+            )
         )
         conn.execute(
             skips.insert(),
-            {"task_id": task_id, "annotator_id": me, "project_id": held.project_id, "created_at": now},
+            {
+                "task_id": task_id,
+                "annotator_id": me,
+                "project_id": held.project_id,
+                "created_at": now,
+            },
         )
     return {"object": "skip", "task_id": task_id}
 
@@ -615,15 +674,23 @@ def progress(db: Database, principal: Principal) -> dict:
             left = sa.select(tasks.c.project_id, sa.func.count()).where(
                 tasks.c.project_id.in_(_visible_projects(principal, "active")),
                 tasks.c.status == "pending",
-                ~sa.exists().where(judgements.c.task_id == tasks.c.id, judgements.c.annotator_id == me),
+                ~sa.exists().where(
+                    judgements.c.task_id == tasks.c.id, judgements.c.annotator_id == me
+                ),
                 ~sa.exists().where(skips.c.task_id == tasks.c.id, skips.c.annotator_id == me),
             )
         remaining = dict(conn.execute(left.group_by(tasks.c.project_id)).all())
         mine = dict(done)
         ids = sorted(set(remaining) | set(mine))
-        names = dict(
-            conn.execute(sa.select(projects.c.id, projects.c.name).where(projects.c.id.in_(ids))).all()
-        ) if ids else {}
+        names = (
+            dict(
+                conn.execute(
+                    sa.select(projects.c.id, projects.c.name).where(projects.c.id.in_(ids))
+                ).all()
+            )
+            if ids
+            else {}
+        )
     return {
         "object": "progress",
         "role": principal.role,
@@ -631,8 +698,12 @@ def progress(db: Database, principal: Principal) -> dict:
         "skips": int(skipped),
         "remaining": int(sum(remaining.values())),
         "projects": [
-            {"project_id": pid, "name": names.get(pid), "judgements": int(mine.get(pid, 0)),
-             "remaining": int(remaining.get(pid, 0))}
+            {
+                "project_id": pid,
+                "name": names.get(pid),
+                "judgements": int(mine.get(pid, 0)),
+                "remaining": int(remaining.get(pid, 0)),
+            }
             for pid in ids
         ],
     }
@@ -646,10 +717,15 @@ def _review_view(conn: sa.Connection, row: Any, expires_at: float) -> dict:
         .order_by(judgements.c.id)
     ).all()
     labels = [orjson.loads(v.value) for v in votes]
-    counts = Counter(label if isinstance(label, str) else orjson.dumps(label).decode() for label in labels)
+    counts = Counter(
+        label if isinstance(label, str) else orjson.dumps(label).decode() for label in labels
+    )
     view.update(
         object="review",
-        votes=[{"annotator_id": v.annotator_id, "label": label} for v, label in zip(votes, labels, strict=True)],
+        votes=[
+            {"annotator_id": v.annotator_id, "label": label}
+            for v, label in zip(votes, labels, strict=True)
+        ],
         vote_distribution={k: n / len(labels) for k, n in counts.items()} if labels else {},
         agreement=row.agreement,
         n_annotations=len(labels),
@@ -694,7 +770,12 @@ def next_review(db: Database, principal: Principal, ttl: float) -> dict | None:
             task_id, expires_at = candidate.id, now + ttl
             conn.execute(
                 assignments.insert(),
-                {"task_id": task_id, "annotator_id": me, "project_id": candidate.project_id, "expires_at": expires_at},
+                {
+                    "task_id": task_id,
+                    "annotator_id": me,
+                    "project_id": candidate.project_id,
+                    "expires_at": expires_at,
+                },
             )
         row = conn.execute(_with_project(tasks.c.id == task_id)).one()
         return _review_view(conn, row, expires_at)
@@ -704,19 +785,28 @@ def decide_review(db: Database, principal: Principal, task_id: int, body: Any) -
     """An expert's final decision on a disputed task of a project it may review."""
     _require_role(principal, "expert")
     if not isinstance(body, dict) or set(body) - {"label", "duration"}:
-        raise invalid("The body must be an object with a 'label' (and optional 'duration')", param="label")
+        raise invalid(
+            "The body must be an object with a 'label' (and optional 'duration')", param="label"
+        )
     duration = _parse_duration(body)
     now = time.time()
     me = principal.account_id
     with _write(db) as conn:
         _lock_task(conn, task_id)
         task = conn.execute(
-            sa.select(tasks).where(tasks.c.id == task_id, tasks.c.project_id.in_(_visible_projects(principal)))
+            sa.select(tasks).where(
+                tasks.c.id == task_id, tasks.c.project_id.in_(_visible_projects(principal))
+            )
         ).first()
         if task is None:
             raise not_found("task", task_id)
         if task.status != "disputed":
-            raise Problem(409, "not_disputed", f"Task {task_id} is not awaiting review (status {task.status!r}).", type="invalid_state_error")
+            raise Problem(
+                409,
+                "not_disputed",
+                f"Task {task_id} is not awaiting review (status {task.status!r}).",
+                type="invalid_state_error",
+            )
         other = conn.execute(
             sa.select(assignments.c.annotator_id).where(
                 assignments.c.task_id == task_id,
@@ -725,25 +815,50 @@ def decide_review(db: Database, principal: Principal, task_id: int, body: Any) -
             )
         ).first()
         if other is not None:
-            raise Problem(409, "review_taken", f"Task {task_id} is being reviewed by another expert.", type="invalid_state_error")
+            raise Problem(
+                409,
+                "review_taken",
+                f"Task {task_id} is being reviewed by another expert.",
+                type="invalid_state_error",
+            )
         project = conn.execute(sa.select(projects).where(projects.c.id == task.project_id)).one()
         try:
-            value = get_type(project.annotation_type).validate_value(body.get("label"), project.labels)
+            value = get_type(project.annotation_type).validate_value(
+                body.get("label"), project.labels
+            )
         except ValueError as exc:
             raise invalid(str(exc), param="label") from None
         encoded = orjson.dumps(value).decode()
         conn.execute(assignments.delete().where(assignments.c.task_id == task_id))
         conn.execute(
             judgements.insert(),
-            {"task_id": task_id, "project_id": project.id, "annotator_id": me,
-             "role": "expert", "value": encoded, "duration": duration, "created_at": now},
+            {
+                "task_id": task_id,
+                "project_id": project.id,
+                "annotator_id": me,
+                "role": "expert",
+                "value": encoded,
+                "duration": duration,
+                "created_at": now,
+            },
         )
         conn.execute(
             tasks.update()
             .where(tasks.c.id == task_id)
-            .values(status="completed", final_label=encoded, label_source="expert", updated_at=now,
-                    expert_value=encoded, expert_worker=me)
+            .values(
+                status="completed",
+                final_label=encoded,
+                label_source="expert",
+                updated_at=now,
+                expert_value=encoded,
+                expert_worker=me,
+            )
         )
         billing.charge_task(conn, project, task_id, task.n_judgements, expert=True)
         project_service.settle(conn, project)
-    return {"object": "review_decision", "task_id": task_id, "label": value, "task_status": "completed"}
+    return {
+        "object": "review_decision",
+        "task_id": task_id,
+        "label": value,
+        "task_status": "completed",
+    }

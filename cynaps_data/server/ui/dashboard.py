@@ -23,16 +23,28 @@ def summary(db: Database, owner_id: str, project_id: str) -> dict:
     """
     status = project_service.status(db, owner_id, project_id)
     with db.read() as conn:
-        agreements = conn.execute(
-            sa.select(tasks.c.agreement).where(tasks.c.project_id == project_id, tasks.c.agreement.is_not(None))
-        ).scalars().all()
+        agreements = (
+            conn.execute(
+                sa.select(tasks.c.agreement).where(
+                    tasks.c.project_id == project_id, tasks.c.agreement.is_not(None)
+                )
+            )
+            .scalars()
+            .all()
+        )
         finals = conn.execute(
             sa.select(tasks.c.final_label, sa.func.count())
             .where(tasks.c.project_id == project_id, tasks.c.final_label.is_not(None))
             .group_by(tasks.c.final_label)
         ).all()
         people = conn.execute(
-            sa.select(accounts.c.id, accounts.c.name, accounts.c.simulated, judgements.c.role, sa.func.count())
+            sa.select(
+                accounts.c.id,
+                accounts.c.name,
+                accounts.c.simulated,
+                judgements.c.role,
+                sa.func.count(),
+            )
             .join(accounts, accounts.c.id == judgements.c.annotator_id)
             .where(judgements.c.project_id == project_id)
             .group_by(accounts.c.id, accounts.c.name, accounts.c.simulated, judgements.c.role)

@@ -19,7 +19,9 @@ from ..problems import Problem, invalid, not_found
 from ..tables import accounts, api_keys, invites
 
 INVITE_TTL_SECONDS = 7 * 24 * 3600.0
-_INVALID = "This invite link is invalid, already used or expired. Ask the project owner for a new one."
+_INVALID = (
+    "This invite link is invalid, already used or expired. Ask the project owner for a new one."
+)
 
 
 def create(db: Database, owner_id: str, account_id: str, ttl: float = INVITE_TTL_SECONDS) -> dict:
@@ -38,7 +40,12 @@ def create(db: Database, owner_id: str, account_id: str, ttl: float = INVITE_TTL
             raise not_found("annotator", account_id)
         conn.execute(
             invites.insert(),
-            {"token_hash": hash_key(token), "account_id": member.id, "created_at": now, "expires_at": now + ttl},
+            {
+                "token_hash": hash_key(token),
+                "account_id": member.id,
+                "created_at": now,
+                "expires_at": now + ttl,
+            },
         )
     return {
         "object": "invite",
@@ -70,12 +77,25 @@ def redeem(db: Database, token: object, sandbox: bool) -> dict:
         if claimed is None:
             raise Problem(401, "invalid_invite", _INVALID, type="authentication_error")
         member = conn.execute(
-            sa.select(accounts.c.id, accounts.c.role, accounts.c.name).where(accounts.c.id == claimed.account_id)
+            sa.select(accounts.c.id, accounts.c.role, accounts.c.name).where(
+                accounts.c.id == claimed.account_id
+            )
         ).one()
         key = new_api_key(member.role, sandbox=sandbox)
         conn.execute(
             api_keys.insert(),
-            {"key_hash": hash_key(key), "prefix": key_prefix(key), "account_id": member.id,
-             "revoked": False, "created_at": now},
+            {
+                "key_hash": hash_key(key),
+                "prefix": key_prefix(key),
+                "account_id": member.id,
+                "revoked": False,
+                "created_at": now,
+            },
         )
-    return {"object": "session", "account_id": member.id, "role": member.role, "name": member.name, "api_key": key}
+    return {
+        "object": "session",
+        "account_id": member.id,
+        "role": member.role,
+        "name": member.name,
+        "api_key": key,
+    }

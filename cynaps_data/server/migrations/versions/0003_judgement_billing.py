@@ -19,8 +19,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("judgements", sa.Column("billed", sa.Boolean(), nullable=False, server_default=sa.false()))
-    op.add_column("judgements", sa.Column("paid", sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.add_column(
+        "judgements", sa.Column("billed", sa.Boolean(), nullable=False, server_default=sa.false())
+    )
+    op.add_column(
+        "judgements", sa.Column("paid", sa.Boolean(), nullable=False, server_default=sa.false())
+    )
     op.add_column(
         "judgements",
         sa.Column("origin", sa.String(length=12), nullable=False, server_default="platform"),
