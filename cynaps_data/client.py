@@ -117,6 +117,8 @@ class Client:
 
         platform = LocalPlatform(path, workforce=workforce, **platform_options).start()
         client = cls(api_key=platform.create_customer(), base_url=platform.base_url)
+        # loopback only: a proxy from the environment must not carry this traffic
+        client._transport.session.trust_env = False
         client.platform = platform
         return client
 

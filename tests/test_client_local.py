@@ -38,6 +38,26 @@ def test_local_client_runs_a_project_with_the_sandbox_workforce_and_stops(tmp_pa
         cynaps.Client(api_key="sk_test_x", base_url=base_url, max_retries=0).projects.list()
 
 
+def test_local_platform_ignores_proxy_environment(tmp_path, monkeypatch):
+    """The embedded platform, its sandbox workforce and the client of ``Client.local()`` talk on
+    loopback only: a proxy set in the environment (common on company machines) must not route
+    that traffic, and the workforce must not read the environment on every request (a thread
+    reading os.environ while another changes it once killed a simulated annotator)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # the discard port: nothing listens
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    fast = WorkforceSettings(annotators=3, experts=1, seconds_per_judgement=0.02)
+    with cynaps.Client.local(tmp_path / "proxied.db", workforce=fast) as client:
+        project = make_project(client)
+        project.upload_tasks([{"text": f"item {i}"} for i in range(4)])
+        project.calculate_deposit()
+        project.pay_deposit(payment_method="credits")
+        project.start()
+        status = project.wait(poll_interval=0.1, timeout=60, progress=False)
+        assert (status.state, status.completed) == ("completed", 4)
+
+
 def test_wait_times_out_with_a_clear_error(client):
     project = make_project(client)
     project.upload_tasks([{"text": "nobody will label me"}])

@@ -68,10 +68,12 @@ def serve(
     running: dict = {}
 
     def when_up() -> None:
+        probe = requests.Session()
+        probe.trust_env = False  # loopback: no proxy from the environment
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if requests.get(base_url + "/healthz", timeout=5).ok:
+                if probe.get(base_url + "/healthz", timeout=5).ok:
                     break
             except requests.RequestException:
                 time.sleep(0.1)
