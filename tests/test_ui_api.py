@@ -92,6 +92,26 @@ def test_pages_are_served_with_a_strict_csp(platform: LocalPlatform) -> None:
         assert requests.get(platform.base_url + bad, timeout=10).status_code == 404, bad
 
 
+def test_shipped_scripts_never_parse_strings_as_html_or_code(platform: LocalPlatform) -> None:
+    """Every script the pages load (served, as the browser gets it) puts task data in the page
+    only as text: no HTML sinks, no string evaluation (comments may name them)."""
+    import re
+
+    from cynaps_data.server.routers.ui import _static
+
+    scripts = [name for name in _static() if name.endswith(".js")]
+    assert {"common.js", "queue.js", "annotate.js", "review.js", "dashboard.js"} <= set(scripts)
+    sinks = re.compile(
+        r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\s*\(|new\s+Function|"
+        r"setTimeout\s*\(\s*[\"'`]|setInterval\s*\(\s*[\"'`]|createContextualFragment"
+    )
+    for name in scripts:
+        source = requests.get(f"{platform.base_url}/ui/static/{name}", timeout=10).text
+        code = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
+        code = re.sub(r"(?m)^\s*//.*$|\s//\s.*$", "", code)
+        assert not sinks.search(code), (name, sinks.search(code).group(0))
+
+
 def test_annotator_sees_only_its_task_without_gold_or_other_labels(platform: LocalPlatform) -> None:
     team = Team(platform)
     pid = team.project([{"data": {"text": "a"}, "gold": "cat"}], min_annotators=2)

@@ -274,6 +274,34 @@ def test_annotator_labels_three_tasks_with_the_keyboard(
     shot(page, "dashboard")
 
 
+def test_annotator_skips_a_task_with_the_s_key(
+    page: Page, platform: LocalPlatform
+) -> None:
+    team = Team(platform)
+    pid = team.project(
+        [{"data": {"text": "first item"}}, {"data": {"text": "second item"}}],
+        min_annotators=1,
+        name="Skips",
+        instructions="Label or skip.",
+    )
+    member = team.member("Skipping annotator")
+    sign_in(page, team.base, member["api_key"])
+    expect(page.locator("#task")).to_be_visible()
+    first = page.locator("#task-id").inner_text()
+    page.keyboard.press("S")
+    expect(page.locator("#status")).to_have_text(f"Skipped task {first}")
+    expect(page.locator("#skipped")).to_have_text("1")
+    second = page.locator("#task-id").inner_text()
+    assert second != first
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    expect(page.locator("#status")).to_have_text(f"Saved task {second}: {LABELS[1]}")
+    expect(page.locator("#empty")).to_be_visible()  # a skipped task is never handed back
+    progress = team.ok("GET", "/v1/annotator/progress", member["api_key"])
+    assert (progress["judgements"], progress["skips"]) == (1, 1)
+    assert team.ok("GET", f"/v1/projects/{pid}/status")["judgements"] == 1
+
+
 def test_expert_resolves_a_disputed_task_from_an_invite_link(
     page: Page, platform: LocalPlatform
 ) -> None:
