@@ -274,9 +274,7 @@ def test_annotator_labels_three_tasks_with_the_keyboard(
     shot(page, "dashboard")
 
 
-def test_annotator_skips_a_task_with_the_s_key(
-    page: Page, platform: LocalPlatform
-) -> None:
+def test_annotator_skips_a_task_with_the_s_key(page: Page, platform: LocalPlatform) -> None:
     team = Team(platform)
     pid = team.project(
         [{"data": {"text": "first item"}}, {"data": {"text": "second item"}}],
