@@ -204,6 +204,28 @@ def test_dataframe_round_trip_keeps_dtypes(platform, client):
     pd.testing.assert_frame_equal(data, source)
 
 
+def test_nested_object_columns_come_back_as_the_values_uploaded(client):
+    """Object columns of dicts and lists (a null row among them, a null inside one) come back as
+    the same Python values: ints stay ints (pandas' own struct conversion turns an int field
+    with a null into floats), lists stay lists, None stays None."""
+    source = pd.DataFrame(
+        {
+            "meta": [{"k": 1, "tag": "a"}, {"k": 2, "tag": None}, None, {"k": 3, "tag": "c"}],
+            "tags": [["a"], [], None, ["b", "c"]],
+            "counts": [[1, None], [2], [3, 4], None],
+        }
+    )
+    project = make_project(client, labels=LABELS)
+    project.upload_dataframe(source)
+    out = project.to_pandas()[list(source.columns)].reset_index(drop=True)
+    for name in source.columns:
+        assert out[name].dtype == object, name
+        assert out[name].tolist() == source[name].tolist(), name
+        got = [type(v) for v in out[name]]
+        assert got == [type(v) for v in source[name]], (name, got)
+    assert type(out["meta"][0]["k"]) is int and out["meta"][1]["tag"] is None
+
+
 def test_incremental_export_and_partial_results(platform, client):
     project = started_project(
         client, [{"text": f"t{i}"} for i in range(3)], quality_settings={"min_annotators": 1}

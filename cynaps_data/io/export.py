@@ -47,6 +47,7 @@ import orjson
 import pyarrow as pa
 
 from ..errors import ValidationError
+from .schema import nested_as_python
 
 if TYPE_CHECKING:
     import datasets
@@ -183,7 +184,7 @@ def wide_frame(table: pa.Table) -> pd.DataFrame:
     pandas_meta = meta.get(b"cynaps.pandas_data")
     if pandas_meta is not None:
         data_part = data_part.replace_schema_metadata({b"pandas": pandas_meta})
-        data_df = data_part.to_pandas()
+        data_df = nested_as_python(data_part, data_part.to_pandas())
     else:
         data_df = data_part.to_pandas(types_mapper=_types_mapper)
     rest = table.drop_columns(data_names)

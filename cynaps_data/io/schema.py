@@ -508,7 +508,28 @@ def restore_frame(
 ) -> pd.DataFrame:
     """:func:`restore_columns`, then to pandas with the source's dtypes (default RangeIndex)."""
     restored = restore_columns(table, source_schema, fetch_asset=fetch_asset)
-    return restored.to_pandas()
+    return nested_as_python(restored, restored.to_pandas())
+
+
+def nested_as_python(table: pa.Table, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (``table.to_pandas()``, same column names) with its *object* columns of Arrow
+    struct/list/map type rebuilt from ``table`` as the plain Python values (dicts, lists, None)
+    an object column of a DataFrame holds. pyarrow's own conversion makes numpy arrays of
+    lists and converts a struct's int field with a null to float; this keeps what was uploaded.
+    Columns mapped to ``pd.ArrowDtype`` are left as they are."""
+    import pandas as pd
+
+    t = pa.types
+    nested = (t.is_struct, t.is_list, t.is_large_list, t.is_map, t.is_fixed_size_list)
+    for field in table.schema:
+        if (
+            field.name in frame.columns
+            and frame[field.name].dtype == object
+            and any(check(field.type) for check in nested)
+        ):
+            values = table.column(field.name).to_pylist()
+            frame[field.name] = pd.Series(values, index=frame.index, dtype=object)
+    return frame
 
 
 def _simple(dtype: pa.DataType) -> bool:
