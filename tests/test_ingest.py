@@ -182,6 +182,39 @@ def test_unsupported_value_names_column_and_row_before_sending(client):
     assert sorted(r["data"]["text"] for r in project.export()) == ["a", "b"]
 
 
+def test_values_arrow_cannot_hold_name_their_column(client):
+    """Complex numbers, ints beyond 64 bits and UUID objects: a clear error naming the column
+    (and the row, where a row is at fault), never an Arrow or OverflowError trace."""
+    import uuid
+
+    project = make_project(client, labels=LABELS)
+    with pytest.raises(IngestError) as caught:
+        project.upload_dataframe(pd.DataFrame({"z": [1 + 2j, 3j]}), progress=False)
+    assert caught.value.failures["column"].tolist() == ["z", "z"]
+    assert "complex" in caught.value.failures["error"].iloc[0]
+
+    with pytest.raises(IngestError) as caught:
+        project.upload_dataframe(pd.DataFrame({"n": [1, 2**70, 3]}), progress=False)
+    assert caught.value.failures[["row", "column"]].values.tolist() == [[1, "n"]]
+
+    ids = pd.DataFrame({"u": [uuid.uuid4(), uuid.uuid4()], "text": ["a", "b"]})
+    with pytest.raises(ValidationError, match=r"column 'u'.*astype\(str\)") as caught:
+        project.upload_dataframe(ids, progress=False)
+    assert caught.value.param == "u"
+    assert project.refresh().task_count == 0
+    ids["u"] = ids["u"].astype(str)
+    assert project.upload_dataframe(ids, progress=False).created == 2
+
+    # a naive datetime among aware ones would be read as UTC and could merge with another row
+    aware = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    for first, second in ((aware, aware.replace(tzinfo=None)), (aware.replace(tzinfo=None), aware)):
+        times = pd.DataFrame({"when": [first, second]})
+        with pytest.raises(IngestError) as caught:
+            make_project(client, labels=LABELS).upload_dataframe(times, progress=False)
+        assert caught.value.failures[["row", "column"]].values.tolist() == [[1, "when"]]
+        assert "mixes naive and time-zone aware" in caught.value.failures["error"].iloc[0]
+
+
 def test_duplicate_ids_in_one_upload_are_bad_rows_not_silent_drops(client, tmp_path):
     """Two rows with the same id in one input: the later one would be dropped by the platform's
     idempotency, losing its data unseen; it is reported (column, row, first row) instead."""

@@ -32,6 +32,7 @@ and ``put_asset(sha256, data, content_type) -> None``.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 import time
@@ -181,6 +182,17 @@ def _describe(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+#: what converting a Python/pandas value to Arrow raises when the value does not fit
+_CONVERSION_ERRORS = (
+    pa.ArrowInvalid,
+    pa.ArrowTypeError,
+    pa.ArrowNotImplementedError,
+    TypeError,
+    ValueError,
+    OverflowError,  # ints beyond 64 bits
+)
+
+
 def _convert_series(name: str, series: pd.Series) -> tuple[pa.Array, list[dict], bool]:
     """One pandas column as Arrow; returns ``(array, failures, is_image)``.
 
@@ -189,7 +201,7 @@ def _convert_series(name: str, series: pd.Series) -> tuple[pa.Array, list[dict],
     """
     try:
         return pa.array(series, from_pandas=True), [], False
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError):
+    except _CONVERSION_ERRORS:
         pass
     values = series.tolist()
     first = next((v for v in values if v is not None and v is not pd_na() and not _is_nan(v)), None)
@@ -209,19 +221,13 @@ def _convert_series(name: str, series: pd.Series) -> tuple[pa.Array, list[dict],
     plain = [None if (v is None or v is pd_na() or _is_nan(v)) else _py_scalar(v) for v in values]
     try:
         return pa.array(plain), [], False
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError):
+    except _CONVERSION_ERRORS:
         pass
     # Find the rows that do not fit the type of the first value.
     first_i = next((i for i, v in enumerate(plain) if v is not None), 0)
     try:
         dtype = pa.array([plain[first_i]]).type
-    except (
-        pa.ArrowInvalid,
-        pa.ArrowTypeError,
-        pa.ArrowNotImplementedError,
-        TypeError,
-        ValueError,
-    ) as exc:
+    except _CONVERSION_ERRORS as exc:
         dtype = None
         reason = f"{type(plain[first_i]).__name__} values cannot be stored ({exc})"
     failures, out = [], []
@@ -234,14 +240,7 @@ def _convert_series(name: str, series: pd.Series) -> tuple[pa.Array, list[dict],
                 raise TypeError(reason)
             pa.array([v], type=dtype)
             out.append(v)
-        except (
-            pa.ArrowInvalid,
-            pa.ArrowTypeError,
-            pa.ArrowNotImplementedError,
-            TypeError,
-            ValueError,
-            OverflowError,
-        ) as exc:
+        except _CONVERSION_ERRORS as exc:
             why = (
                 str(exc)
                 if dtype is None
@@ -288,7 +287,7 @@ def from_dataframe(df: pd.DataFrame, columns: Sequence[str]) -> Source:
         table = pa.Table.from_pandas(frame, preserve_index=False)
         failures: list[dict] = []
         images = [c for c in columns if _looks_like_image_binary(table[c])]
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError):
+    except _CONVERSION_ERRORS:
         arrays, failures, images = [], [], []
         for name in columns:
             array, col_failures, is_image = _convert_series(name, frame[name])
@@ -299,14 +298,42 @@ def from_dataframe(df: pd.DataFrame, columns: Sequence[str]) -> Source:
         fields = [pa.field(n, a.type) for n, a in zip(columns, arrays, strict=True)]
         try:
             meta = pa.Schema.from_pandas(frame.head(0)).metadata
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        except _CONVERSION_ERRORS:
             meta = None
         table = pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=meta))
+    for name in columns:
+        if frame[name].dtype == object:
+            failures.extend(_mixed_time_zones(name, frame[name], table.schema.field(name).type))
 
     def batches(size: int) -> Iterator[pa.RecordBatch]:
         yield from table.to_batches(max_chunksize=size)
 
     return Source(table.schema, batches, table.num_rows, None, images, failures, _categories(table))
+
+
+def _mixed_time_zones(name: str, series: pd.Series, dtype: pa.DataType) -> list[dict]:
+    """Rows of an object column of datetimes whose time-zone awareness differs from the first
+    datetime's: Arrow would silently read a naive value as UTC among aware ones (or drop the
+    zone of an aware one among naive ones), and two different rows could become one task."""
+    if not pa.types.is_timestamp(dtype):
+        return []
+    stamps = [(i, v) for i, v in enumerate(series) if isinstance(v, datetime.datetime)]
+    if not stamps:
+        return []
+    first_row, first = stamps[0]
+    aware = first.tzinfo is not None
+    kind = f"time-zone aware ({first.tzinfo})" if aware else "naive"
+    return [
+        _failure(
+            i,
+            name,
+            v,
+            f"mixes naive and time-zone aware datetimes (row {first_row} is {kind}); "
+            "make them all one kind, e.g. pd.to_datetime(column, utc=True)",
+        )
+        for i, v in stamps
+        if (v.tzinfo is not None) != aware
+    ]
 
 
 def _categories(table: pa.Table) -> dict[str, list]:

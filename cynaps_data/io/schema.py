@@ -171,7 +171,9 @@ def unsupported_reason(dtype: pa.DataType) -> str | None:
     t = pa.types
     if t.is_union(dtype):
         return f"union type {dtype} is not supported"
-    if isinstance(dtype, pa.ExtensionType):
+    if isinstance(dtype, pa.BaseExtensionType):  # Python-defined and canonical (uuid, json, ...)
+        if getattr(dtype, "extension_name", "") == "arrow.uuid":
+            return "UUID values are not supported; upload them as text (df[column].astype(str))"
         return f"extension type {dtype} is not supported; cast it to its storage type first"
     if t.is_dictionary(dtype):
         return unsupported_reason(dtype.value_type)
