@@ -274,6 +274,12 @@ def test_bad_format_and_other_accounts(platform, client):
         project.export("xlsx")
     with pytest.raises(errors.ValidationError, match="form"):
         project.to_pandas("tall")
+    # an unknown method or parameter is an error even while the project has no judgements
+    with pytest.raises(errors.ValidationError, match="unknown method 'magic'") as caught:
+        project.to_pandas(method="magic")
+    assert caught.value.param == "method"
+    with pytest.raises(errors.ValidationError, match="bad parameters for DawidSkene"):
+        project.to_pandas(method="dawid_skene", n_iterations=5)
     other = client.__class__(
         api_key=platform.create_customer(), base_url=platform.base_url, max_retries=0
     )
@@ -287,6 +293,10 @@ def test_bad_format_and_other_accounts(platform, client):
     assert r.status_code == 404
     empty = project.to_pandas()
     assert len(empty) == 0 and "label" in empty.columns
+    # categorical over the project's labels before any label exists (wide and long)
+    assert list(empty["label"].cat.categories) == LABELS
+    assert list(empty["gold"].cat.categories) == LABELS
+    assert list(project.to_pandas(form="long")["label"].cat.categories) == LABELS
     assert pa.ipc  # the empty stream still carries the schema
 
 

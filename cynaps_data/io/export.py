@@ -194,6 +194,25 @@ def wide_frame(table: pa.Table) -> pd.DataFrame:
     rest_df.index = index
     frame = pd.concat([data_df, rest_df], axis=1) if len(data_df.columns) else rest_df
     frame.attrs["cynaps"] = {k: v for k, v in info.items() if k != "data_columns"}
+    return _label_categories(frame, info.get("labels"))
+
+
+def _label_categories(frame: pd.DataFrame, labels: list | None) -> pd.DataFrame:
+    """The label columns as categoricals over the project's labels in declared order, also
+    when no row holds a label yet (the stream's dictionary is then empty)."""
+    import pandas as pd
+
+    if not labels or not all(isinstance(x, str) for x in labels):
+        return frame
+    for name in ("label", "gold", "expert_label"):
+        col = frame.get(name)
+        if (
+            col is not None
+            and isinstance(col.dtype, pd.CategoricalDtype)
+            and list(col.cat.categories) != labels
+            and set(col.cat.categories) <= set(labels)
+        ):
+            frame[name] = col.cat.set_categories(labels)
     return frame
 
 
@@ -201,7 +220,7 @@ def long_frame(table: pa.Table) -> pd.DataFrame:
     """The platform's long (per judgement) table as a DataFrame of the module contract."""
     frame = table.to_pandas(types_mapper=_types_mapper)
     frame.attrs["cynaps"] = project_info(table)
-    return frame
+    return _label_categories(frame, frame.attrs["cynaps"].get("labels"))
 
 
 def incremental(previous: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
@@ -225,8 +244,9 @@ def add_reaggregation(
     the annotators' judgements re-aggregated client-side (experts' verdicts are not votes)."""
     import pandas as pd
 
-    from ..consensus import aggregate
+    from ..consensus import aggregate, get_aggregator
 
+    get_aggregator(method, **params)  # an unknown method or parameter fails even with no votes
     votes = judgements[judgements["role"] == "annotator"]
     name = method if isinstance(method, str) else type(method).__name__.lower()
     name = name.strip().lower().replace("-", "_")

@@ -542,6 +542,10 @@ class Project:
             if method is not None:
                 raise ValidationError("method= applies to the wide form", param="method")
             return io_export.long_frame(self._arrow("long", since))
+        if method is not None:  # a typo fails before anything is downloaded
+            from ..consensus import get_aggregator
+
+            get_aggregator(method, **method_params)
         frame = io_export.wide_frame(self.to_arrow("wide", since=since, fetch_images=fetch_images))
         if method is not None:
             long = io_export.long_frame(self._arrow("long", None))
