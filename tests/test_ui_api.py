@@ -10,59 +10,9 @@ import requests
 
 from cynaps_data.server.platform import LocalPlatform
 
+from .workbench_team import Team
+
 LABELS = ["cat", "dog", "bird"]
-
-
-class Team:
-    """A customer with its own project and team members, talking to the platform over HTTP."""
-
-    def __init__(self, platform: LocalPlatform) -> None:
-        self.base = platform.base_url
-        self.key = platform.create_customer("UI test customer")
-
-    def call(self, method: str, path: str, key: str | None = None, **kw) -> requests.Response:
-        headers = {"Authorization": f"Bearer {key or self.key}"} if (key or self.key) else {}
-        return requests.request(method, self.base + path, headers=headers, timeout=30, **kw)
-
-    def ok(self, method: str, path: str, key: str | None = None, **kw) -> dict:
-        response = self.call(method, path, key, **kw)
-        assert response.status_code in (200, 201), response.text
-        return response.json()
-
-    def project(
-        self,
-        tasks: list[dict],
-        *,
-        min_annotators: int = 1,
-        expert: bool = True,
-        labels: list = LABELS,
-        instructions: str = "Pick the animal.",
-        name: str = "UI project",
-    ) -> str:
-        project = self.ok(
-            "POST",
-            "/v1/projects",
-            json={
-                "name": name,
-                "annotation_type": "classification",
-                "labels": labels,
-                "instructions": instructions,
-                "quality_settings": {
-                    "min_annotators": min_annotators,
-                    "consensus_threshold": 0.66,
-                    "enable_expert_review": expert,
-                },
-            },
-        )
-        pid = project["id"]
-        self.ok("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": tasks})
-        self.ok("POST", f"/v1/projects/{pid}/deposit/quote")
-        self.ok("POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "credits"})
-        self.ok("POST", f"/v1/projects/{pid}/start")
-        return pid
-
-    def member(self, name: str, role: str = "annotator") -> dict:
-        return self.ok("POST", "/v1/annotators", json={"name": name, "role": role})
 
 
 def test_pages_are_served_with_a_strict_csp(platform: LocalPlatform) -> None:
@@ -113,7 +63,7 @@ def test_shipped_scripts_never_parse_strings_as_html_or_code(platform: LocalPlat
 
 
 def test_annotator_sees_only_its_task_without_gold_or_other_labels(platform: LocalPlatform) -> None:
-    team = Team(platform)
+    team = Team(platform, LABELS)
     pid = team.project([{"data": {"text": "a"}, "gold": "cat"}], min_annotators=2)
     first, second = team.member("A1")["api_key"], team.member("A2")["api_key"]
     task = team.ok("GET", "/v1/annotator/next", first)
@@ -136,7 +86,7 @@ def test_annotator_sees_only_its_task_without_gold_or_other_labels(platform: Loc
 
 
 def test_submit_with_next_returns_the_following_task(platform: LocalPlatform) -> None:
-    team = Team(platform)
+    team = Team(platform, LABELS)
     team.project([{"data": {"text": f"t{i}"}} for i in range(3)])
     key = team.member("Fast")["api_key"]
     task = team.ok("GET", "/v1/annotator/next", key)
@@ -162,7 +112,7 @@ def test_a_repeated_submission_answers_as_the_first_and_records_nothing(
 ) -> None:
     """Judgements skip the Idempotency-Key table: a retry (with its key) of a submission that
     already went through gets the first answer again and never a second judgement."""
-    team = Team(platform)
+    team = Team(platform, LABELS)
     pid = team.project([{"data": {"text": f"r{i}"}} for i in range(3)], min_annotators=2)
     key = team.member("Retrier")["api_key"]
     task = team.ok("GET", "/v1/annotator/next", key)
@@ -196,7 +146,7 @@ def test_a_repeated_submission_answers_as_the_first_and_records_nothing(
 
 
 def test_skip_releases_the_task_and_never_offers_it_again(platform: LocalPlatform) -> None:
-    team = Team(platform)
+    team = Team(platform, LABELS)
     team.project([{"data": {"text": "hard"}}, {"data": {"text": "easy"}}])
     skipper, other = team.member("Skipper")["api_key"], team.member("Other")["api_key"]
     hard = team.ok("GET", "/v1/annotator/next", skipper)
@@ -220,7 +170,7 @@ def test_skip_releases_the_task_and_never_offers_it_again(platform: LocalPlatfor
 
 
 def test_invite_link_is_one_time_and_scoped_to_the_owner(platform: LocalPlatform) -> None:
-    team, stranger = Team(platform), Team(platform)
+    team, stranger = Team(platform, LABELS), Team(platform, LABELS)
     member = team.member("Invited", "expert")
     invite = team.ok("POST", f"/v1/annotators/{member['id']}/invites")
     assert (
@@ -245,7 +195,7 @@ def test_invite_link_is_one_time_and_scoped_to_the_owner(platform: LocalPlatform
 
 
 def test_experts_see_only_disputed_tasks_of_their_owners_projects(platform: LocalPlatform) -> None:
-    team, other_team = Team(platform), Team(platform)
+    team, other_team = Team(platform, LABELS), Team(platform, LABELS)
     pid = team.project(
         [{"data": {"text": "split"}}, {"data": {"text": "agreed"}}], min_annotators=2
     )
@@ -289,7 +239,7 @@ def test_experts_see_only_disputed_tasks_of_their_owners_projects(platform: Loca
 
 
 def test_dashboard_summarises_and_is_owner_scoped(platform: LocalPlatform) -> None:
-    team, stranger = Team(platform), Team(platform)
+    team, stranger = Team(platform, LABELS), Team(platform, LABELS)
     pid = team.project([{"data": {"text": f"t{i}"}} for i in range(4)], min_annotators=1)
     key = team.member("Dash")["api_key"]
     for label in ("cat", "cat", "dog"):
@@ -317,7 +267,7 @@ def test_cli_adds_a_member_with_key_and_invite_link(
 
     from cynaps_data.cli import main
 
-    team = Team(platform)
+    team = Team(platform, LABELS)
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"api_key": team.key, "base_url": platform.base_url}))
     assert (
@@ -352,10 +302,10 @@ def test_cli_adds_a_member_with_key_and_invite_link(
 def test_sandbox_workforce_members_are_listed_as_annotators(
     staffed_platform: LocalPlatform,
 ) -> None:
-    team = Team(staffed_platform)
+    team = Team(staffed_platform, LABELS)
     pool = team.ok("GET", "/v1/workforce")["data"]
     simulated = [m for m in pool if m["simulated"]]
     assert {m["role"] for m in simulated} == {"annotator", "expert"}
     assert all(m["name"].startswith("Sandbox ") for m in simulated)
-    annotator = Team(staffed_platform).member("Not a customer")["api_key"]
+    annotator = Team(staffed_platform, LABELS).member("Not a customer")["api_key"]
     assert team.call("GET", "/v1/workforce", annotator).status_code == 404

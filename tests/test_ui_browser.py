@@ -12,13 +12,13 @@ import os
 import re
 import struct
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import requests
 
 from cynaps_data.server.platform import LocalPlatform
+
+from .workbench_team import Team
 
 pytest.importorskip("playwright")
 from playwright.sync_api import Page, expect  # noqa: E402
@@ -75,62 +75,6 @@ def shot(page: Page, name: str) -> Path:
     return path
 
 
-class Team:
-    """A customer, its project and its team members over the HTTP API."""
-
-    def __init__(self, platform: LocalPlatform) -> None:
-        self.base = platform.base_url
-        self.key = platform.create_customer("Browser test customer")
-
-    def ok(
-        self,
-        method: str,
-        path: str,
-        key: str | None = None,
-        headers_extra: dict | None = None,
-        **kw,
-    ) -> dict:
-        headers = {"Authorization": f"Bearer {key or self.key}", **(headers_extra or {})}
-        response = requests.request(method, self.base + path, headers=headers, timeout=30, **kw)
-        assert response.status_code in (200, 201), response.text
-        return response.json()
-
-    def project(
-        self,
-        tasks: list[dict] | Callable[[str], list[dict]],
-        *,
-        min_annotators: int,
-        name: str,
-        instructions: str,
-        labels=LABELS,
-    ) -> str:
-        """Create, fill (``tasks`` may be built from the project id), pay and start a project."""
-        pid = self.ok(
-            "POST",
-            "/v1/projects",
-            json={
-                "name": name,
-                "annotation_type": "classification",
-                "labels": labels,
-                "instructions": instructions,
-                "quality_settings": {
-                    "min_annotators": min_annotators,
-                    "consensus_threshold": 0.66,
-                    "enable_expert_review": True,
-                },
-            },
-        )["id"]
-        tasks = tasks(pid) if callable(tasks) else tasks
-        self.ok("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": tasks})
-        self.ok("POST", f"/v1/projects/{pid}/deposit/quote")
-        self.ok("POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "credits"})
-        self.ok("POST", f"/v1/projects/{pid}/start")
-        return pid
-
-    def member(self, name: str, role: str = "annotator") -> dict:
-        return self.ok("POST", "/v1/annotators", json={"name": name, "role": role})
-
-
 def make_png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
     """A solid-colour PNG (for an uploaded image asset)."""
 
@@ -162,7 +106,7 @@ def sign_in(page: Page, base: str, key: str, path: str = "/ui/") -> None:
 def test_annotator_labels_three_tasks_with_the_keyboard(
     page: Page, platform: LocalPlatform
 ) -> None:
-    team = Team(platform)
+    team = Team(platform, LABELS)
     png = make_png(240, 120, (46, 139, 87))
 
     def tasks(pid: str) -> list[dict]:
@@ -170,7 +114,7 @@ def test_annotator_labels_three_tasks_with_the_keyboard(
             "POST",
             f"/v1/projects/{pid}/assets",
             data=png,
-            headers_extra={"Content-Type": "image/png"},
+            headers={"Content-Type": "image/png"},
         )
         photo = {
             "asset": asset["sha256"],
@@ -275,7 +219,7 @@ def test_annotator_labels_three_tasks_with_the_keyboard(
 
 
 def test_annotator_skips_a_task_with_the_s_key(page: Page, platform: LocalPlatform) -> None:
-    team = Team(platform)
+    team = Team(platform, LABELS)
     pid = team.project(
         [{"data": {"text": "first item"}}, {"data": {"text": "second item"}}],
         min_annotators=1,
@@ -303,7 +247,7 @@ def test_annotator_skips_a_task_with_the_s_key(page: Page, platform: LocalPlatfo
 def test_expert_resolves_a_disputed_task_from_an_invite_link(
     page: Page, platform: LocalPlatform
 ) -> None:
-    team = Team(platform)
+    team = Team(platform, LABELS)
     pid = team.project(
         [{"data": {"text": "A yoga mat with a carrying strap"}}],
         min_annotators=2,
@@ -353,7 +297,7 @@ def test_expert_resolves_a_disputed_task_from_an_invite_link(
 def test_hostile_task_data_is_shown_as_text_and_runs_nothing(
     page: Page, platform: LocalPlatform
 ) -> None:
-    team = Team(platform)
+    team = Team(platform, LABELS)
     img = "<img src=x onerror=\"window.__xss='img'\">"
     script = "<script>window.__xss='script'</script>"
     tasks = [
