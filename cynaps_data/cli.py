@@ -110,6 +110,56 @@ def _upload(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``cynaps export`` formats by the output file's extension
+EXPORT_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "json"}
+
+
+def _export(args: argparse.Namespace) -> int:
+    """``cynaps export --project ID -o FILE``: the project's results as Parquet, CSV or JSON."""
+    import json
+    from pathlib import Path
+
+    from . import Client
+    from .errors import CynapsError
+
+    out = Path(args.output)
+    fmt = args.format or EXPORT_SUFFIXES.get(out.suffix.lower())
+    if fmt is None:
+        print(
+            f"error: cannot tell the format from {out.name!r}; name a .parquet, .csv, .jsonl or "
+            ".json file, or pass --format",
+            file=sys.stderr,
+        )
+        return 2
+    typed = fmt in ("parquet", "csv")
+    if not typed and (args.form != "wide" or args.method):
+        print(f"error: --form and --method apply to parquet and csv, not {fmt}", file=sys.stderr)
+        return 2
+    options = {"form": args.form, **({"method": args.method} if args.method else {})}
+    try:
+        with Client() as client:
+            project = client.projects.get(args.project)
+            if fmt == "json" or fmt == "label_studio":
+                records = project.export(format=fmt)
+                out.write_text(json.dumps(records, ensure_ascii=False, default=str) + "\n")
+                rows = len(records)
+            elif fmt == "jsonl":
+                project.export(format="jsonl", path=str(out))
+                rows = sum(1 for _ in out.open(encoding="utf-8"))
+            else:
+                from .io import export as io_export
+
+                frame = project.to_pandas(**options)
+                write = io_export.write_parquet if fmt == "parquet" else io_export.to_csv
+                write(frame, str(out))
+                rows = len(frame)
+    except CynapsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{rows} rows of {project.id} written to {out} ({fmt})")
+    return 0
+
+
 def _annotators(args: argparse.Namespace) -> int:
     """``cynaps annotators add|list``: team members of the customer in the config file."""
     import json
@@ -181,6 +231,21 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--on-error", choices=["raise", "warn", "skip"], default="raise")
     up.add_argument("--no-progress", action="store_true")
     up.set_defaults(func=_upload)
+    ex = sub.add_parser("export", help="download a project's results to a file")
+    ex.add_argument("--project", required=True, help="project id (proj_...)")
+    ex.add_argument(
+        "-o", "--output", required=True, help="file to write (.parquet .csv .jsonl .json)"
+    )
+    ex.add_argument(
+        "--format",
+        choices=("parquet", "csv", "jsonl", "json", "label_studio"),
+        default=None,
+        help="default: from the file's extension",
+    )
+    ex.add_argument("--form", choices=("wide", "long"), default="wide", help="parquet/csv only")
+    ex.add_argument("--method", default=None, help="re-aggregate (e.g. dawid_skene); wide only")
+    ex.set_defaults(func=_export)
+
     team = sub.add_parser(
         "annotators", help="add or list your annotators and experts (needs a running platform)"
     )

@@ -3,6 +3,7 @@ duplicate nothing; and the ``cynaps upload`` command."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -136,3 +137,39 @@ def test_cli_upload_csv_and_jsonl(client, platform, tmp_path, monkeypatch, capsy
     records = {r["external_id"]: r for r in project.export()}
     assert sorted(records) == ["1", "2", "3", "4", "6"]
     assert records["3"]["data"] == {"review": "=HYPERLINK(1)"}  # stored as text, as given
+
+
+def test_cli_export_writes_parquet_csv_and_json(client, platform, tmp_path, monkeypatch, capsys):
+    """``cynaps export``: the typed export to Parquet (reads back with its label categories),
+    formula-safe CSV, the seed's JSON; the format follows the file name; bad names are refused."""
+    monkeypatch.setenv(
+        "CYNAPS_API_KEY", client._transport.session.headers["Authorization"].split()[1]
+    )
+    monkeypatch.setenv("CYNAPS_BASE_URL", platform.base_url)
+    project = make_project(client, labels=["pos", "neg"])
+    project.upload_dataframe(
+        pd.DataFrame({"id": [1, 2], "review": ["good", "=HYPERLINK(1)"]}),
+        id_column="id",
+        progress=False,
+    )
+    base = ["export", "--project", project.id, "-o"]
+
+    assert main([*base, str(tmp_path / "out.parquet")]) == 0
+    assert f"2 rows of {project.id} written to" in capsys.readouterr().out
+    back = pd.read_parquet(tmp_path / "out.parquet")
+    assert back["review"].tolist() == ["good", "=HYPERLINK(1)"]
+    assert list(back["label"].cat.categories) == ["pos", "neg"]
+
+    assert main([*base, str(tmp_path / "out.csv")]) == 0
+    assert "'=HYPERLINK(1)" in (tmp_path / "out.csv").read_text()
+
+    assert main([*base, str(tmp_path / "out.json")]) == 0
+    records = json.loads((tmp_path / "out.json").read_text())
+    assert sorted(r["data"]["review"] for r in records) == ["=HYPERLINK(1)", "good"]
+
+    assert main([*base, str(tmp_path / "long.parquet"), "--form", "long"]) == 0
+    assert main([*base, str(tmp_path / "out.xlsx")]) == 2
+    assert "cannot tell the format" in capsys.readouterr().err
+    assert main([*base, str(tmp_path / "x.json"), "--method", "dawid_skene"]) == 2
+    assert main(["export", "--project", "proj_nope", "-o", str(tmp_path / "y.csv")]) == 1
+    assert "No such project" in capsys.readouterr().err
