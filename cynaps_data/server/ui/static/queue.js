@@ -83,7 +83,8 @@ export function taskQueue({ role, nextPath, progress, renderExtra, commit, keys 
 
   document.addEventListener("keydown", (event) => {
     if (typing(event) || event.altKey || event.ctrlKey || event.metaKey || !state.task) return;
-    const extra = keys[event.key.toLowerCase()];
+    const name = event.key.toLowerCase();
+    const extra = Object.hasOwn(keys, name) ? keys[name] : null;
     if (/^[1-9]$/.test(event.key)) { pick(Number(event.key) - 1); event.preventDefault(); }
     else if (event.key === "Enter") { event.preventDefault(); commitPicked(); }
     else if (extra) { event.preventDefault(); extra(); }
