@@ -241,3 +241,27 @@ def test_fifty_annotators_finish_two_thousand_tasks(server: tuple[str, str]) -> 
     assert wrong == []
     assert any(len(r["judgements"]) > 3 for r in records)  # the split tasks did ask for more
     assert len({ids[w.index] for w in workers if w.submitted}) == ANNOTATORS
+
+
+def test_worker_processes_get_every_setting(tmp_path, monkeypatch):
+    """``cynaps serve --workers N`` hands its settings to each worker process through the
+    environment: all of them, not only the database URL (the sandbox workforce stays in the
+    parent)."""
+    from cynaps_data.server.settings import RateLimit, Settings, WorkforceSettings
+    from cynaps_data.server.workers import ENV, app_from_env
+
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'w.db'}",
+        max_batch_tasks=7,
+        rate_limit=RateLimit(per_second=3.5, burst=9),
+        workforce=WorkforceSettings(annotators=2, accuracy=(0.6, 0.7)),
+        asset_dir=str(tmp_path / "assets"),
+        assignment_ttl_seconds=12.0,
+    )
+    assert Settings.from_json(settings.to_json()) == settings
+    monkeypatch.setenv(ENV, settings.to_json())
+    app = app_from_env()
+    got = app.state.settings
+    assert got.workforce is None
+    got.workforce = settings.workforce
+    assert got == settings

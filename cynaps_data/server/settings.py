@@ -38,3 +38,23 @@ class Settings:
     asset_dir: str | None = None
     #: an Idempotency-Key whose request has run this long without an answer may be taken over
     idempotency_takeover_seconds: float = 60.0
+
+    def to_json(self) -> str:
+        """These settings as JSON (for another process; ``workforce`` included)."""
+        import json
+        from dataclasses import asdict
+
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        """The inverse of :meth:`to_json`."""
+        import json
+
+        options = json.loads(text)
+        options["rate_limit"] = RateLimit(**options["rate_limit"])
+        if options.get("workforce") is not None:
+            workforce = options["workforce"]
+            workforce["accuracy"] = tuple(workforce["accuracy"])
+            options["workforce"] = WorkforceSettings(**workforce)
+        return cls(**options)

@@ -14,7 +14,6 @@ make N times its limit), the 2-second authentication cache (a revoked key stops 
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
@@ -33,8 +32,9 @@ def app_from_env() -> FastAPI:
     """The app of one worker process (uvicorn ``factory=True``), from ``$CYNAPS_SERVE_SETTINGS``."""
     from .app import create_app
 
-    options = json.loads(os.environ[ENV])
-    return create_app(Settings(database_url=options["database_url"], workforce=None))
+    settings = Settings.from_json(os.environ[ENV])
+    settings.workforce = None  # the sandbox workforce runs once, in the parent
+    return create_app(settings)
 
 
 def serve(
@@ -55,7 +55,7 @@ def serve(
     sock.bind((host, port))
     sock.set_inheritable(True)
     base_url = f"http://{host}:{sock.getsockname()[1]}"
-    os.environ[ENV] = json.dumps({"database_url": settings.database_url})
+    os.environ[ENV] = settings.to_json()  # every setting reaches every worker
     config = uvicorn.Config(
         "cynaps_data.server.workers:app_from_env",
         factory=True,
