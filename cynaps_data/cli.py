@@ -103,7 +103,8 @@ def _upload(args: argparse.Namespace) -> int:
     print(
         f"{result.task_count} tasks sent to {project.id}: {result.created} created, "
         f"{result.duplicates} already there, {result.failed} rows skipped; "
-        f"project has {result.project_task_count} tasks ({result.rows_per_second:,.0f} rows/s)"
+        f"project has {result.project_task_count} tasks "
+        f"({result.seconds:.1f} s, {result.rows_per_second:,.0f} rows/s)"
     )
     if result.failed:
         print(result.failures.head(20).to_string(index=False))
