@@ -92,7 +92,7 @@ def read_ipc(source: Any) -> pa.Table:
         source = pa.BufferReader(pa.py_buffer(source))
     while True:
         with pa.ipc.open_stream(source) as reader:
-            batches, trailer = [], None
+            batches, trailer, last = [], None, None
             while True:
                 try:
                     batch, meta = reader.read_next_batch_with_custom_metadata()
@@ -100,9 +100,12 @@ def read_ipc(source: Any) -> pa.Table:
                     break
                 if batch.num_rows:
                     batches.append(batch)
+                last = batch
                 if meta is not None and (CURSOR_KEY in meta or RESTART_KEY in meta):
                     trailer = meta
             schema = reader.schema
+        if not batches and last is not None:  # no rows: the empty batch still has the labels
+            batches = [last]
         if trailer is None:
             raise APIConnectionError("The export stream ended early; download it again.")
         if RESTART_KEY not in trailer:
@@ -194,25 +197,6 @@ def wide_frame(table: pa.Table) -> pd.DataFrame:
     rest_df.index = index
     frame = pd.concat([data_df, rest_df], axis=1) if len(data_df.columns) else rest_df
     frame.attrs["cynaps"] = {k: v for k, v in info.items() if k != "data_columns"}
-    return _label_categories(frame, info.get("labels"))
-
-
-def _label_categories(frame: pd.DataFrame, labels: list | None) -> pd.DataFrame:
-    """The label columns as categoricals over the project's labels in declared order, also
-    when no row holds a label yet (the stream's dictionary is then empty)."""
-    import pandas as pd
-
-    if not labels or not all(isinstance(x, str) for x in labels):
-        return frame
-    for name in ("label", "gold", "expert_label"):
-        col = frame.get(name)
-        if (
-            col is not None
-            and isinstance(col.dtype, pd.CategoricalDtype)
-            and list(col.cat.categories) != labels
-            and set(col.cat.categories) <= set(labels)
-        ):
-            frame[name] = col.cat.set_categories(labels)
     return frame
 
 
@@ -220,7 +204,7 @@ def long_frame(table: pa.Table) -> pd.DataFrame:
     """The platform's long (per judgement) table as a DataFrame of the module contract."""
     frame = table.to_pandas(types_mapper=_types_mapper)
     frame.attrs["cynaps"] = project_info(table)
-    return _label_categories(frame, frame.attrs["cynaps"].get("labels"))
+    return frame
 
 
 def incremental(previous: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:

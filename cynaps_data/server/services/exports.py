@@ -932,6 +932,15 @@ def _cursor_of(table: pa.Table) -> float:
     return orjson.loads(table.schema.metadata[PROJECT_KEY])["cursor"]
 
 
+def _empty_batch(table: pa.Table) -> pa.RecordBatch:
+    """A zero-row batch of ``table`` that keeps its dictionaries (the project's labels, states):
+    a stream without rows still tells the reader every category."""
+    empty = table.slice(0, 0)
+    return pa.RecordBatch.from_arrays(
+        [column.combine_chunks() for column in empty.columns], schema=table.schema
+    )
+
+
 def ipc_stream(table: pa.Table, cursor: float | None = None) -> Iterator[bytes]:
     """``table`` as one Arrow IPC stream (record batches of at most :data:`BATCH_ROWS` rows),
     in pieces of about one batch, ending with an empty batch that carries the cursor."""
@@ -941,10 +950,7 @@ def ipc_stream(table: pa.Table, cursor: float | None = None) -> Iterator[bytes]:
             writer.write_batch(batch)
             yield sink.take()
         cursor = _cursor_of(table) if cursor is None else cursor
-        writer.write_batch(
-            pa.RecordBatch.from_pylist([], schema=table.schema),
-            custom_metadata={CURSOR_KEY: repr(cursor).encode()},
-        )
+        writer.write_batch(_empty_batch(table), custom_metadata={CURSOR_KEY: repr(cursor).encode()})
     yield sink.take()
 
 
@@ -998,10 +1004,7 @@ def _stream_chunks(db: Database, plan: _WidePlan) -> Iterator[bytes]:
             table = _assemble([first], first.data).replace_schema_metadata(_wide_meta(plan, None))
             yield from ipc_stream(table, cursor)
             return
-        writer.write_batch(
-            pa.RecordBatch.from_pylist([], schema=schema),
-            custom_metadata={CURSOR_KEY: repr(cursor).encode()},
-        )
+        writer.write_batch(_empty_batch(table), custom_metadata={CURSOR_KEY: repr(cursor).encode()})
         writer.close()
         yield sink.take()
     finally:
