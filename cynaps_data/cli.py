@@ -132,15 +132,14 @@ def _export(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    typed = fmt in ("parquet", "csv")
-    if not typed and (args.form != "wide" or args.method):
+    if fmt not in ("parquet", "csv") and (args.form != "wide" or args.method):
         print(f"error: --form and --method apply to parquet and csv, not {fmt}", file=sys.stderr)
         return 2
     options = {"form": args.form, **({"method": args.method} if args.method else {})}
     try:
         with Client() as client:
             project = client.projects.get(args.project)
-            if fmt == "json" or fmt == "label_studio":
+            if fmt in ("json", "label_studio"):
                 records = project.export(format=fmt)
                 out.write_text(json.dumps(records, ensure_ascii=False, default=str) + "\n")
                 rows = len(records)

@@ -18,17 +18,22 @@ from cynaps_data.server.settings import WorkforceSettings
 from .conftest import make_project
 
 
+def _run_small_project(client: cynaps.Client, n: int):
+    """``n`` text tasks through the seed flow on ``client``'s platform; the final status."""
+    project = make_project(client)
+    project.upload_tasks([{"text": f"item {i}"} for i in range(n)])
+    project.calculate_deposit()
+    project.pay_deposit(payment_method="credits")
+    project.start()
+    return project.wait(poll_interval=0.1, timeout=60, progress=False)
+
+
 def test_local_client_runs_a_project_with_the_sandbox_workforce_and_stops(tmp_path):
     fast = WorkforceSettings(annotators=4, experts=1, seconds_per_judgement=0.02)
     with cynaps.Client.local(tmp_path / "local.db", workforce=fast) as client:
         assert client.me()["role"] == "customer"
         assert client.settings.api_key.startswith("sk_test_")
-        project = make_project(client)
-        project.upload_tasks([{"text": f"item {i}"} for i in range(6)])
-        project.calculate_deposit()
-        project.pay_deposit(payment_method="credits")
-        project.start()
-        status = project.wait(poll_interval=0.1, timeout=60, progress=False)
+        status = _run_small_project(client, 6)
         assert (status.state, status.completed, status.total) == ("completed", 6, 6)
         base_url = client.settings.base_url
     assert (tmp_path / "local.db").exists()
@@ -49,12 +54,7 @@ def test_local_platform_ignores_proxy_environment(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     fast = WorkforceSettings(annotators=3, experts=1, seconds_per_judgement=0.02)
     with cynaps.Client.local(tmp_path / "proxied.db", workforce=fast) as client:
-        project = make_project(client)
-        project.upload_tasks([{"text": f"item {i}"} for i in range(4)])
-        project.calculate_deposit()
-        project.pay_deposit(payment_method="credits")
-        project.start()
-        status = project.wait(poll_interval=0.1, timeout=60, progress=False)
+        status = _run_small_project(client, 4)
         assert (status.state, status.completed) == ("completed", 4)
 
 

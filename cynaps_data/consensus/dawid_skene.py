@@ -132,7 +132,6 @@ def elbo_per_answer(
 
 def dawid_skene_em(
     a: sp.csr_matrix,
-    at: sp.spmatrix,
     n_workers: int,
     k: int,
     q: np.ndarray,
@@ -151,8 +150,7 @@ def dawid_skene_em(
 
     Each iteration runs on task shards (:mod:`._parallel`): a shard's E-step, softmax and its
     share of the M-step counts ``A_s.T @ q_s`` run together, on ``n_jobs`` threads; the counts
-    are added in shard order, so the result does not depend on ``n_jobs``. ``at`` is unused
-    (kept for callers that pass the cached pair)."""
+    are added in shard order, so the result does not depend on ``n_jobs``."""
     n_answers = int(a.sum()) if n_answers is None else n_answers
     shards = task_shards(a)
     n_threads = resolve_n_jobs(n_jobs, n_answers, len(shards))
@@ -255,11 +253,10 @@ def dawid_skene_arrays(
     """Dawid-Skene on integer codes; see the module docstring for the model and
     :class:`DawidSkene` for the parameters."""
     t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
-    a, at = incidence_pair(t, w, y, n_t, n_w, k, incidence)
+    a, _ = incidence_pair(t, w, y, n_t, n_w, k, incidence)
     q0 = mv_init(t, y, n_t, k, gold)
     q, log_e, log_pi, hist, it = dawid_skene_em(
         a,
-        at,
         n_w,
         k,
         q0,

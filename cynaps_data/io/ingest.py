@@ -1198,7 +1198,7 @@ class _IdKeys:
 
     def add(self, keys: np.ndarray) -> None:
         end = self.size + len(keys)
-        if self.buffer is not None and end <= len(self.buffer) and not self.parts:
+        if self.buffer is not None and end <= len(self.buffer):
             self.buffer[self.size : end] = keys
         else:  # row count unknown (or the source yielded more rows than it announced)
             if self.buffer is not None:
