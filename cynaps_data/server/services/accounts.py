@@ -101,6 +101,17 @@ AUTH_CACHE_SIZE = 10_000
 _AUTH_CACHE: dict[tuple[str, str], tuple[Principal, float]] = {}
 
 
+def cached_principal(db: Database, authorization: str | None) -> Principal | None:
+    """The principal of a key validated in the last :data:`AUTH_CACHE_SECONDS`, else ``None``."""
+    if not authorization:
+        return None
+    scheme, _, key = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        return None
+    cached = _AUTH_CACHE.get((db.url, hash_key(key.strip())))
+    return cached[0] if cached is not None and cached[1] > time.monotonic() else None
+
+
 def authenticate(db: Database, authorization: str | None) -> Principal:
     """The principal for an ``Authorization: Bearer <key>`` header, or 401."""
     if not authorization:
