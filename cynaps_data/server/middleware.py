@@ -20,8 +20,8 @@ import sqlalchemy as sa
 
 from .db import Database, IdempotencyClaim, current_claim
 from .problems import Problem
-from .settings import RateLimit
 from .services import secret_responses
+from .settings import RateLimit
 from .tables import idempotency_keys
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
