@@ -134,10 +134,8 @@ def private_sqlite_files(url: str) -> None:
         return
     path = Path(name.split("?", 1)[0])
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except FileExistsError:
-        pass
     for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         try:
             info = file.stat()

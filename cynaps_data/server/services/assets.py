@@ -12,6 +12,7 @@ owner, or of anyone for the platform pool — the same rule as task assignment).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -83,10 +84,8 @@ class UnsafeAssetDir(RuntimeError):
 def private_dir(path: Path) -> Path:
     """``path`` created 0700 (parents as needed), or checked private if it exists."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
+    with contextlib.suppress(FileExistsError):
         path.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
     info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise UnsafeAssetDir(f"asset directory {path} is not a directory (a symlink?); refusing it")
