@@ -191,3 +191,121 @@ def backend_url_platform_small_limit(backend_url: str):
     settings = Settings(database_url=backend_url, rate_limit=RateLimit(per_second=0.5, burst=5))
     with LocalPlatform(settings=settings, workforce=False) as running:
         yield running
+
+
+# -- defects 3 and 4: money after a reopen ---------------------------------------------------------
+def _api(base: str, key: str):
+    def call(method: str, path: str, **kwargs):
+        response = requests.request(
+            method, base + path, headers={"Authorization": f"Bearer {key}"}, timeout=60, **kwargs
+        )
+        assert response.status_code < 500, response.text
+        return response
+
+    return call
+
+
+def _funded_project(call, n_tasks: int, expert: bool, start: bool = True) -> str:
+    pid = call(
+        "POST",
+        "/v1/projects",
+        json={
+            "name": "money",
+            "labels": ["a", "b"],
+            "quality_settings": {"min_annotators": 1, "enable_expert_review": expert},
+        },
+    ).json()["id"]
+    tasks = [{"data": {"i": i}} for i in range(n_tasks)]
+    assert call("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": tasks}).status_code == 201
+    paid = call("POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "credits"})
+    assert paid.status_code == 200, paid.text
+    if start:
+        assert call("POST", f"/v1/projects/{pid}/start").status_code == 200
+    return pid
+
+
+def _label_one(base: str, member_key: str, pid: str) -> None:
+    member = _api(base, member_key)
+    task = member("GET", f"/v1/annotator/next?project_id={pid}")
+    assert task.status_code == 200, task.text
+    done = member(
+        "POST", f"/v1/annotator/tasks/{task.json()['task_id']}/judgements", json={"label": "a"}
+    )
+    assert done.status_code == 201, done.text
+
+
+def _ledger(platform: LocalPlatform, account: str) -> int:
+    from cynaps_data.server.services import ledger
+
+    with platform.db.read() as conn:
+        return ledger.balance(conn, account)
+
+
+def _team(call, n: int) -> list[str]:
+    return [
+        call("POST", "/v1/annotators", json={"name": f"m{i}", "role": "annotator"}).json()[
+            "api_key"
+        ]
+        for i in range(n)
+    ]
+
+
+def test_reopen_reserves_so_the_balance_never_goes_negative(
+    backend_platform: LocalPlatform,
+) -> None:
+    """Defect 3. Failed before the fix: reopen only checked the balance; spending it on another
+    deposit and then answering the reopened task left the customer at -10.00 Credits."""
+    base = backend_platform.base_url
+    key = backend_platform.create_customer()
+    call = _api(base, key)
+    account = call("GET", "/v1/me").json()["id"]
+    first, second = _team(call, 2)
+    pid = _funded_project(call, 1, expert=True)
+    _label_one(base, first, pid)
+    assert call("GET", f"/v1/projects/{pid}").json()["state"] == "completed"
+    from cynaps_data.server.tables import tasks
+
+    with backend_platform.db.read() as conn:
+        task_id = conn.execute(sa.select(tasks.c.id).where(tasks.c.project_id == pid)).scalar_one()
+    reopened = call(
+        "POST", f"/v1/projects/{pid}/tasks/reopen", json={"task_ids": [task_id], "n": 1}
+    )
+    assert reopened.status_code == 200, reopened.text
+    # spend what is available on another project's deposit (20.00 Credits a task)
+    available = _ledger(backend_platform, f"customer:{account}")
+    _funded_project(call, available // 2000, expert=True, start=False)
+    assert 0 <= _ledger(backend_platform, f"customer:{account}") < 1500
+    _label_one(base, second, pid)
+    assert _ledger(backend_platform, f"customer:{account}") >= 0
+    assert call("GET", f"/v1/projects/{pid}").json()["state"] in ("completed", "review")
+
+
+def test_cancel_after_reopen_leaves_no_money_in_escrow(backend_platform: LocalPlatform) -> None:
+    """Defect 4. Failed before the fix: finalise (charge in escrow), reopen, cancel, export left
+    15.00 Credits in escrow for good and the judgement unpaid."""
+    base = backend_platform.base_url
+    call = _api(base, backend_platform.create_customer())
+    account = call("GET", "/v1/me").json()["id"]
+    (member,) = _team(call, 1)
+    member_id = _api(base, member)("GET", "/v1/me").json()["id"]
+    pid = _funded_project(call, 2, expert=False)
+    _label_one(base, member, pid)
+    charged = _ledger(backend_platform, f"escrow:{pid}")
+    assert charged > 0
+    from cynaps_data.server.tables import tasks
+
+    with backend_platform.db.read() as conn:
+        done = (
+            conn.execute(sa.select(tasks.c.id).where(tasks.c.project_id == pid, tasks.c.charged))
+            .scalars()
+            .all()
+        )
+    assert len(done) == 1
+    reopened = call("POST", f"/v1/projects/{pid}/tasks/reopen", json={"task_ids": done, "n": 1})
+    assert reopened.status_code == 200, reopened.text
+    assert call("POST", f"/v1/projects/{pid}/cancel").status_code == 200
+    call("GET", f"/v1/projects/{pid}/export")
+    assert _ledger(backend_platform, f"escrow:{pid}") == 0
+    assert _ledger(backend_platform, f"deposit_hold:{pid}") == 0
+    assert _ledger(backend_platform, f"earnings:{member_id}") == charged
+    assert _ledger(backend_platform, f"customer:{account}") >= 0

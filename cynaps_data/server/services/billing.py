@@ -212,6 +212,66 @@ def release_escrow(conn: sa.Connection, project: Any) -> int:
     return total
 
 
+def reserve_for_reopen(conn: sa.Connection, project: Any, n_tasks: int, n: int) -> int:
+    """Hold what reopening ``n_tasks`` tasks for ``n`` more judgements can cost at most.
+
+    The worst case per task is ``n`` judgements plus the expert fee when expert review is on;
+    it moves ``customer → deposit_hold`` now (402 if the balance cannot cover it, nothing
+    changed), so spending the balance elsewhere later cannot drive it below zero when the
+    reopened tasks are charged; what is not used is refunded with the deposit on completion or
+    cancellation. Returns the amount held, in cents.
+    """
+    per_task = task_charge_cents(
+        project.annotation_type, n, bool(project.quality_settings.get("enable_expert_review"))
+    )
+    cents = n_tasks * per_task
+    ledger.move_checked(
+        conn,
+        "deposit_hold",
+        ledger.customer(project.owner_id),
+        ledger.deposit_hold(project.id),
+        cents,
+        project_id=project.id,
+    )
+    return cents
+
+
+def settle_escrow(conn: sa.Connection, project: Any) -> int:
+    """On cancellation: pay annotators every billed, unpaid judgement (work done and charged),
+    whether or not its task is final again after a reopen, so the escrow ends empty.
+
+    Anything left after that (none while the ledger holds: escrow is exactly the billed,
+    unpaid judgements) goes back to the customer. Returns the cents paid to annotators.
+    """
+    price = task_charge_cents(project.annotation_type, 1, False)
+    expert_fee = task_charge_cents(project.annotation_type, 0, True)
+    unpaid = sa.and_(judgements.c.project_id == project.id, judgements.c.billed, ~judgements.c.paid)
+    rows = conn.execute(
+        sa.select(judgements.c.annotator_id, judgements.c.role, sa.func.count())
+        .where(unpaid)
+        .group_by(judgements.c.annotator_id, judgements.c.role)
+    ).all()
+    escrow = ledger.escrow(project.id)
+    moves = [
+        (escrow, ledger.earnings(a), int(k) * (expert_fee if role == "expert" else price))
+        for a, role, k in rows
+    ]
+    total = sum(m[2] for m in moves)
+    held = ledger.balance(conn, escrow)
+    if total > held:
+        raise RuntimeError("escrow cannot cover the billed judgements; ledger invariant broken")
+    moves.append((escrow, ledger.customer(project.owner_id), held - total))
+    ledger.post(conn, "release", moves, project_id=project.id, memo="cancelled")
+    if rows:
+        conn.execute(judgements.update().where(unpaid).values(paid=True))
+    conn.execute(
+        tasks.update()
+        .where(tasks.c.project_id == project.id, tasks.c.charged, ~tasks.c.released)
+        .values(released=True)
+    )
+    return total
+
+
 def refund_deposit(conn: sa.Connection, project: Any) -> int:
     """Return what is left of the deposit hold to the customer (completion or cancellation)."""
     hold = ledger.deposit_hold(project.id)
