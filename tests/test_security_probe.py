@@ -196,6 +196,8 @@ def backend_url_platform_small_limit(backend_url: str):
 # -- defects 3 and 4: money after a reopen ---------------------------------------------------------
 def _api(base: str, key: str):
     def call(method: str, path: str, **kwargs):
+        if method == "KEY":
+            return key
         response = requests.request(
             method, base + path, headers={"Authorization": f"Bearer {key}"}, timeout=60, **kwargs
         )
@@ -309,3 +311,74 @@ def test_cancel_after_reopen_leaves_no_money_in_escrow(backend_platform: LocalPl
     assert _ledger(backend_platform, f"deposit_hold:{pid}") == 0
     assert _ledger(backend_platform, f"earnings:{member_id}") == charged
     assert _ledger(backend_platform, f"customer:{account}") >= 0
+
+
+# -- defect 2: a deeply nested task -----------------------------------------------------------------
+def _nested(depth: int):
+    value: object = "leaf"
+    for i in range(depth):
+        value = {"k": value} if i % 2 else [value]
+    return value
+
+
+def test_nesting_limit_at_upload_keeps_every_path_serialisable(
+    backend_platform: LocalPlatform,
+) -> None:
+    """Failed before the fix: 300 levels were accepted (201), then the JSON export was a 500
+    after releasing escrow and /v1/annotator/next was a 500 on every call."""
+    import io
+
+    import pyarrow as pa
+
+    from cynaps_data.server.services.limits import MAX_NESTING_DEPTH
+
+    base = backend_platform.base_url
+    call = _api(base, backend_platform.create_customer())
+    pid = call(
+        "POST",
+        "/v1/projects",
+        json={
+            "name": "deep",
+            "labels": ["a", "b"],
+            "quality_settings": {"min_annotators": 1, "enable_expert_review": False},
+        },
+    ).json()["id"]
+    deep = call(
+        "POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": [{"data": {"x": _nested(300)}}]}
+    )
+    assert deep.status_code == 422 and deep.json()["error"]["code"] == "nesting_too_deep", deep.text
+    table = pa.table({"data": [__import__("json").dumps({"x": _nested(300)})]})
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    arrow = requests.post(
+        base + f"/v1/projects/{pid}/tasks/batch",
+        headers={
+            "Authorization": f"Bearer {call('KEY', '')}",
+            "Content-Type": "application/vnd.apache.arrow.stream",
+        },
+        data=sink.getvalue(),
+        timeout=60,
+    )
+    assert arrow.status_code == 422, arrow.text
+    # the deepest accepted task goes through every path: annotator view, JSON and Arrow exports
+    ok_depth = MAX_NESTING_DEPTH - 4  # the batch wraps data in {"tasks": [{"data": {"x": ...
+    up = call(
+        "POST",
+        f"/v1/projects/{pid}/tasks/batch",
+        json={"tasks": [{"data": {"x": _nested(ok_depth)}}]},
+    )
+    assert up.status_code == 201, up.text
+    assert (
+        call(
+            "POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "credits"}
+        ).status_code
+        == 200
+    )
+    assert call("POST", f"/v1/projects/{pid}/start").status_code == 200
+    (member,) = _team(call, 1)
+    _label_one(base, member, pid)
+    assert call("GET", f"/v1/projects/{pid}/export").status_code == 200
+    exported = call("GET", f"/v1/projects/{pid}/export?format=arrow")
+    assert exported.status_code == 200
+    assert pa.ipc.open_stream(exported.content).read_all().num_rows == 1
