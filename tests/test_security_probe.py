@@ -382,3 +382,40 @@ def test_nesting_limit_at_upload_keeps_every_path_serialisable(
     exported = call("GET", f"/v1/projects/{pid}/export?format=arrow")
     assert exported.status_code == 200
     assert pa.ipc.open_stream(exported.content).read_all().num_rows == 1
+
+
+# -- also seen: cynaps serve and an existing config file ---------------------------------------
+def test_cynaps_serve_keeps_an_existing_api_key_in_the_config(tmp_path: Path) -> None:
+    """Failed before the fix: ``cynaps serve`` replaced an ``sk_live_`` key in the config."""
+    import json
+    import os
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"api_key": "sk_live_keepme", "base_url": "https://x"}))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cynaps_data.cli",
+            "serve",
+            "--db",
+            str(tmp_path / "s.db"),
+            "--port",
+            "0",
+            "--config",
+            str(config),
+            "--no-workforce",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    try:
+        proc.stdout.readline()
+        said = proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert json.loads(config.read_text())["api_key"] == "sk_live_keepme", said
+    aside = json.loads((tmp_path / "serve.json").read_text())
+    assert aside["api_key"].startswith("sk_test_") and "serve.json" in said
