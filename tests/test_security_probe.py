@@ -419,3 +419,22 @@ def test_cynaps_serve_keeps_an_existing_api_key_in_the_config(tmp_path: Path) ->
     assert json.loads(config.read_text())["api_key"] == "sk_live_keepme", said
     aside = json.loads((tmp_path / "serve.json").read_text())
     assert aside["api_key"].startswith("sk_test_") and "serve.json" in said
+
+
+def test_a_declined_payment_is_recorded(backend_platform: LocalPlatform) -> None:
+    """Failed before the fix: the declined payment's row was rolled back with the 402."""
+    from cynaps_data.server.tables import payments
+
+    call = _api(backend_platform.base_url, backend_platform.create_customer())
+    account = call("GET", "/v1/me").json()["id"]
+    r = call("POST", "/v1/billing/topups", json={"amount": 12.5, "payment_method": "test_decline"})
+    assert r.status_code == 402 and r.json()["error"]["code"] == "payment_declined"
+    with backend_platform.db.read() as conn:
+        rows = conn.execute(sa.select(payments).where(payments.c.account_id == account)).all()
+    assert [(p.status, p.amount_cents, p.method) for p in rows] == [
+        ("declined", 1250, "test_decline")
+    ]
+    assert (
+        _ledger(backend_platform, f"customer:{account}")
+        == backend_platform.settings.starting_credits_cents
+    )

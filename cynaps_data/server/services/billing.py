@@ -12,11 +12,14 @@ reported with ``livemode: false``; ``test_decline`` always declines. No real gat
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 
+from ..db import Database
 from ..ids import random_id
 from ..problems import Problem, invalid, invalid_state
 from ..tables import judgements, payments, projects, tasks
@@ -61,9 +64,9 @@ def external_payment(
         "livemode": False,
         "created_at": time.time(),
     }
+    if declined:  # recorded by payment_transaction, after this transaction rolls back
+        raise PaymentDeclined(payment)
     conn.execute(payments.insert(), payment)
-    if declined:
-        raise _Declined(payment)
     ledger.post(
         conn,
         "payment",
@@ -74,8 +77,9 @@ def external_payment(
     return payment
 
 
-class _Declined(Problem):
-    """A declined sandbox payment: the payment record must survive the 402."""
+class PaymentDeclined(Problem):
+    """A declined sandbox payment: the payment record must survive the 402
+    (:func:`payment_transaction` writes it once the request's transaction has rolled back)."""
 
     def __init__(self, payment: dict) -> None:
         super().__init__(
@@ -87,6 +91,19 @@ class _Declined(Problem):
             param="payment_method",
         )
         self.payment = payment
+
+
+@contextlib.contextmanager
+def payment_transaction(db: Database) -> Iterator[sa.Connection]:
+    """``db.write()`` for a request that may take an outside payment: a declined payment rolls
+    the request back (nothing moves) and is then recorded on its own, so it survives the 402."""
+    try:
+        with db.write() as conn:
+            yield conn
+    except PaymentDeclined as declined:
+        with db.write() as conn:
+            conn.execute(payments.insert(), declined.payment)
+        raise
 
 
 def pay_deposit(conn: sa.Connection, project: Any, method: str) -> dict:
