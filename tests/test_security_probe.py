@@ -346,7 +346,7 @@ def test_nesting_limit_at_upload_keeps_every_path_serialisable(
     deep = call(
         "POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": [{"data": {"x": _nested(300)}}]}
     )
-    assert deep.status_code == 422 and deep.json()["error"]["code"] == "nesting_too_deep", deep.text
+    assert deep.status_code == 400 and deep.json()["error"]["code"] == "nesting_too_deep", deep.text
     table = pa.table({"data": [__import__("json").dumps({"x": _nested(300)})]})
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, table.schema) as writer:
@@ -360,7 +360,7 @@ def test_nesting_limit_at_upload_keeps_every_path_serialisable(
         data=sink.getvalue(),
         timeout=60,
     )
-    assert arrow.status_code == 422, arrow.text
+    assert arrow.status_code == 400 and "nesting depth" in arrow.text, arrow.text
     # the deepest accepted task goes through every path: annotator view, JSON and Arrow exports
     ok_depth = MAX_NESTING_DEPTH - 4  # the batch wraps data in {"tasks": [{"data": {"x": ...
     up = call(
@@ -438,3 +438,18 @@ def test_a_declined_payment_is_recorded(backend_platform: LocalPlatform) -> None
         _ledger(backend_platform, f"customer:{account}")
         == backend_platform.settings.starting_credits_cents
     )
+
+
+def test_nul_in_task_data_is_refused_the_same_on_both_databases(
+    backend_platform: LocalPlatform,
+) -> None:
+    """Failed before the fix: SQLite stored the NUL (201), PostgreSQL refused it (422 without
+    naming the field)."""
+    call = _api(backend_platform.base_url, backend_platform.create_customer())
+    pid = call("POST", "/v1/projects", json={"name": "nul", "labels": ["a"]}).json()["id"]
+    r = call(
+        "POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": [{"data": {"t": "a\u0000b"}}]}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["param"] == "body.tasks[0].data.t", r.text
+    assert call("GET", f"/v1/projects/{pid}").json()["task_count"] == 0

@@ -45,18 +45,58 @@ def nesting_depth(text: bytes, limit: int = MAX_NESTING_DEPTH) -> int:
 
 def too_deep(where: str, limit: int = MAX_NESTING_DEPTH) -> Problem:
     return Problem(
-        422,
+        400,
         "nesting_too_deep",
-        f"{where}: JSON is nested more than {limit} levels deep; flatten it "
+        f"{where}: JSON nesting depth over {limit} levels; flatten it "
         f"(every export and the annotator page must be able to serialise it).",
         param=where,
     )
 
 
 def check_body(raw: bytes, where: str = "body") -> None:
-    """422 ``nesting_too_deep`` if a JSON body nests deeper than :data:`MAX_NESTING_DEPTH`."""
+    """400 ``nesting_too_deep`` (as for JSON too deep to parse at all) if a JSON body nests deeper than :data:`MAX_NESTING_DEPTH`;
+    422 ``invalid_value`` naming the field if a string holds a NUL character (PostgreSQL cannot
+    store one, so SQLite refuses it too: both backends answer the same)."""
     if nesting_depth(raw) > MAX_NESTING_DEPTH:
         raise too_deep(where)
+    if b"\\u0000" in raw or b"\x00" in raw:
+        check_nul(raw, where)
+
+
+def check_nul(raw: bytes, where: str) -> None:
+    """422 naming the first string (or key) with a NUL character in JSON ``raw``, if any."""
+    import orjson
+
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return  # the parser's own 400 follows
+    found = nul_path(value, where)
+    if found is not None:
+        raise Problem(
+            422,
+            "invalid_value",
+            f"{found}: text must not contain NUL (\\u0000) characters",
+            param=found,
+        )
+
+
+def nul_path(value: object, path: str) -> str | None:
+    """Where the first string (or object key) holding a NUL character is, if any."""
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return where
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                if "\x00" in key:
+                    return where
+                stack.append((sub, f"{where}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((sub, f"{where}[{i}]") for i, sub in enumerate(item))
+    return None
 
 
 def check_texts(texts: Iterable[str | None], field: str) -> None:
@@ -64,6 +104,8 @@ def check_texts(texts: Iterable[str | None], field: str) -> None:
     for i, text in enumerate(texts):
         if text is not None and nesting_depth(text.encode()) > MAX_NESTING_DEPTH:
             raise too_deep(f"tasks[{i}].{field}")
+        if text is not None and ("\\u0000" in text or "\x00" in text):
+            check_nul(text.encode(), f"tasks[{i}].{field}")
 
 
 def check_arrow_rows(rows: object) -> None:
@@ -72,5 +114,9 @@ def check_arrow_rows(rows: object) -> None:
         texts = getattr(rows, field, None)
         if texts:
             joined = "\n".join(t for t in texts if t is not None).encode()
-            if nesting_depth(joined) > MAX_NESTING_DEPTH:  # find the row for the message
+            if (
+                nesting_depth(joined) > MAX_NESTING_DEPTH
+                or b"\\u0000" in joined
+                or b"\x00" in joined
+            ):  # find the row for the message
                 check_texts(texts, field)
