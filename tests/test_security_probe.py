@@ -453,3 +453,21 @@ def test_nul_in_task_data_is_refused_the_same_on_both_databases(
     assert r.status_code == 422, r.text
     assert r.json()["error"]["param"] == "body.tasks[0].data.t", r.text
     assert call("GET", f"/v1/projects/{pid}").json()["task_count"] == 0
+
+
+def test_a_half_sent_body_is_answered_408_not_held_open(tmp_path: Path) -> None:
+    """Failed before the fix: no answer for as long as the client kept the connection (25 s+)."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'h.db'}", body_timeout_seconds=1.0)
+    with LocalPlatform(settings=settings, workforce=False) as platform:
+        key = platform.create_customer()
+        with socket.create_connection(("127.0.0.1", platform.port), timeout=10) as s:
+            s.sendall(
+                b"POST /v1/projects HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                + f"Authorization: Bearer {key}\r\n\r\n".encode()
+                + b'{"name": '
+            )
+            started = time.monotonic()
+            answer = s.recv(4096)
+            waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert waited < 5

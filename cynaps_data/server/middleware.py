@@ -58,16 +58,31 @@ class BodyTooLarge(Problem):
         )
 
 
+class BodyTimeout(Problem):
+    """Raised from ``receive`` when the next part of a body does not come in time."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            408,
+            "body_timeout",
+            f"The request body stopped arriving for {seconds:g} seconds; send it whole.",
+        )
+
+
 class RequestContext:
-    """Assigns ``X-Request-Id``, adds security headers, and refuses oversized bodies.
+    """Assigns ``X-Request-Id``, adds security headers, and refuses oversized or stalled bodies.
+
+    Each part of a body must arrive within ``body_timeout`` seconds of the previous one (408
+    ``body_timeout`` otherwise), so a client that sends half a body cannot hold a worker.
 
     A declared ``Content-Length`` over the limit is refused before reading; a chunked body (or
     one longer than declared) is counted as it arrives and refused once it passes the limit.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout: float = 15.0) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -90,14 +105,24 @@ class RequestContext:
 
         received = 0
         started = False
+        body_done = False
 
         async def counted_receive() -> dict:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body: waiting for a disconnect, no deadline
+                return await receive()
+            try:
+                with anyio.fail_after(self.body_timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(self.body_timeout) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise BodyTooLarge(self.max_body_bytes)
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         async def send_with_id(message: dict) -> None:
@@ -114,7 +139,7 @@ class RequestContext:
 
         try:
             await self.app(scope, counted_receive, send_with_id)
-        except BodyTooLarge as exc:
+        except (BodyTooLarge, BodyTimeout) as exc:
             if started:
                 raise
             await send_problem(send, exc, request_id)
