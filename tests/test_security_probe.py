@@ -471,3 +471,33 @@ def test_a_half_sent_body_is_answered_408_not_held_open(tmp_path: Path) -> None:
             waited = time.monotonic() - started
         assert answer.startswith(b"HTTP/1.1 408"), answer
         assert waited < 5
+
+
+def test_invite_session_keys_expire(backend_platform: LocalPlatform) -> None:
+    """Failed before the fix: a session key from an invite link never expired (no expiry kept)."""
+    from cynaps_data.server.ids import hash_key
+    from cynaps_data.server.tables import api_keys
+
+    base = backend_platform.base_url
+    call = _api(base, backend_platform.create_customer())
+    member = call("POST", "/v1/annotators", json={"name": "s", "role": "annotator"}).json()
+    token = call("POST", f"/v1/annotators/{member['id']}/invites").json()["token"]
+    session = requests.post(base + "/v1/invites/redeem", json={"token": token}, timeout=30).json()
+    key = session["api_key"]
+    assert _api(base, key)("GET", "/v1/me").status_code == 200
+    with backend_platform.db.read() as conn:
+        expires = conn.execute(
+            sa.select(api_keys.c.expires_at).where(api_keys.c.key_hash == hash_key(key))
+        ).scalar_one()
+    assert expires is not None and time.time() < expires <= time.time() + 24 * 3600
+    with backend_platform.db.write() as conn:  # the clock moves past the session's end
+        conn.execute(
+            api_keys.update()
+            .where(api_keys.c.key_hash == hash_key(key))
+            .values(expires_at=time.time() - 1)
+        )
+    time.sleep(2.1)  # the auth cache keeps a valid key for 2 s
+    assert _api(base, key)("GET", "/v1/me").status_code == 401
+    assert (
+        _api(base, member["api_key"])("GET", "/v1/me").status_code == 200
+    )  # team keys do not expire

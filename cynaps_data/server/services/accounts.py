@@ -134,6 +134,7 @@ def authenticate(db: Database, authorization: str | None) -> Principal:
             sa.select(
                 api_keys.c.key_hash,
                 api_keys.c.revoked,
+                api_keys.c.expires_at,
                 accounts.c.id,
                 accounts.c.role,
                 accounts.c.owner_id,
@@ -142,7 +143,8 @@ def authenticate(db: Database, authorization: str | None) -> Principal:
             .join(accounts, accounts.c.id == api_keys.c.account_id)
             .where(api_keys.c.key_hash == digest)
         ).first()
-    if row is None or row.revoked or not hmac.compare_digest(row.key_hash, digest):
+    expired = row is not None and row.expires_at is not None and row.expires_at <= time.time()
+    if row is None or row.revoked or expired or not hmac.compare_digest(row.key_hash, digest):
         raise Problem(401, "invalid_api_key", _UNAUTHORIZED, type="authentication_error")
     principal = Principal(row.id, row.role, row.owner_id, digest, bool(row.simulated))
     if len(_AUTH_CACHE) >= AUTH_CACHE_SIZE:

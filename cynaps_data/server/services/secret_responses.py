@@ -79,7 +79,7 @@ def reissue(db: Database, body: bytes, caller_account: str | None) -> bytes:
 
 def _rotate_key(conn: sa.Connection, old_hash: str, now: float) -> str:
     row = conn.execute(
-        sa.select(api_keys.c.account_id, accounts.c.role, accounts.c.sandbox)
+        sa.select(api_keys.c.account_id, api_keys.c.expires_at, accounts.c.role, accounts.c.sandbox)
         .join(accounts, accounts.c.id == api_keys.c.account_id)
         .where(api_keys.c.key_hash == old_hash)
     ).one()
@@ -93,6 +93,7 @@ def _rotate_key(conn: sa.Connection, old_hash: str, now: float) -> str:
             "account_id": row.account_id,
             "revoked": False,
             "created_at": now,
+            "expires_at": row.expires_at,
         },
     )
     return key
