@@ -52,8 +52,17 @@ def export(
     stream = service.wide_stream if form == "wide" else service.long_stream
     body = stream(db, caller.account_id, project_id, since=since)  # 404/400 raised here
 
-    def then_release():  # money moves only once the whole stream was produced (issue 12)
-        yield from body
+    def then_release():
+        # money moves once the whole stream was produced (issue 12): the last chunk (the closing
+        # batch with the cursor) is held back until the release committed, so a client that
+        # has read the whole export always sees the escrow released
+        last = None
+        for chunk in body:
+            if last is not None:
+                yield last
+            last = chunk
         service.release_results(db, caller.account_id, project_id)
+        if last is not None:
+            yield last
 
     return StreamingResponse(then_release(), media_type=ARROW_STREAM)
