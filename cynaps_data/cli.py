@@ -27,8 +27,9 @@ def _serve(args: argparse.Namespace) -> int:
         settings=settings, host=args.host, port=args.port, workforce=not args.no_workforce
     ).start()
     key = platform.create_customer("Sandbox customer (cynaps serve)")
+    saved = _save_serve_key(args, key, platform.base_url)  # written before the first line
     print(f"Cynaps platform (sandbox) on {platform.base_url}  database: {settings.database_url}")
-    print(_save_serve_key(args, key, platform.base_url))
+    print(saved)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -75,11 +76,12 @@ def _serve_workers(args: argparse.Namespace, settings) -> int:
             sandbox=settings.sandbox,
             starting_credits_cents=settings.starting_credits_cents,
         )
+        saved = _save_serve_key(args, key, base_url)  # written before the first line
         print(
             f"Cynaps platform (sandbox) on {base_url}  database: {settings.database_url}  workers: {args.workers}",
             flush=True,
         )
-        print(_save_serve_key(args, key, base_url), flush=True)
+        print(saved, flush=True)
 
     workers.serve(
         settings,
