@@ -37,8 +37,10 @@ def export(
     if format == "json":
         if since is not None:
             raise invalid("since is supported with format=arrow", param="since")
-        records = service.json_records(db, caller.account_id, project_id)
-        return Response(orjson.dumps(records), media_type="application/json")
+        records = service.json_records(db, caller.account_id, project_id, release=False)
+        body = orjson.dumps(records)  # money moves only once the export is serialised
+        service.release_results(db, caller.account_id, project_id)
+        return Response(body, media_type="application/json")
     if format != "arrow":
         raise invalid(
             f"Unknown export format {format!r}; the platform serves 'json' and 'arrow' "
@@ -49,5 +51,18 @@ def export(
         raise invalid(f"Unknown form {form!r}; use 'wide' or 'long'", param="form")
     stream = service.wide_stream if form == "wide" else service.long_stream
     body = stream(db, caller.account_id, project_id, since=since)  # 404/400 raised here
-    service.release_results(db, caller.account_id, project_id)
-    return StreamingResponse(body, media_type=ARROW_STREAM)
+
+    def then_release():
+        # money moves once the whole stream was produced (issue 12): the last chunk (the closing
+        # batch with the cursor) is held back until the release committed, so a client that
+        # has read the whole export always sees the escrow released
+        last = None
+        for chunk in body:
+            if last is not None:
+                yield last
+            last = chunk
+        service.release_results(db, caller.account_id, project_id)
+        if last is not None:
+            yield last
+
+    return StreamingResponse(then_release(), media_type=ARROW_STREAM)

@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 from ...wire import ARROW_STREAM, SOURCE_SCHEMA_KEY
 from ..db import Database
 from ..problems import Problem, invalid
-from . import checkpoints
+from . import checkpoints, limits
 from . import projects as project_service
 from . import tasks as rules
 
@@ -347,6 +347,7 @@ def upload(db: Database, owner_id: str, project_id: str, raw: bytes, max_tasks: 
     table, source_schema = read_table(raw, max_tasks)
     check_structure(table)
     rows = Checker(project)(table)
+    limits.check_arrow_rows(rows)  # issue 12: the same nesting limit as JSON bodies
     checkpoints.wait(db)  # the previous batch's log copied: this write starts the log over
     with db.write() as conn:
         project = project_service.load(conn, owner_id, project_id, lock=True)

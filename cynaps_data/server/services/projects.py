@@ -180,6 +180,7 @@ def transition(db: Database, owner_id: str, project_id: str, action: str) -> dic
         if action == "resume":
             target = refresh_state(conn, row.id, "active")
         if action == "cancel":
+            billing.settle_escrow(conn, row)  # escrow ends empty: billed work paid (issue 12)
             billing.refund_deposit(conn, row)
         _set_state(conn, row.id, target)
     return status(db, owner_id, project_id)

@@ -25,8 +25,8 @@ from ...types import get_type
 from ..db import Database
 from ..problems import Problem, invalid, invalid_state
 from ..tables import projects
+from . import limits, sqlite_batch
 from . import projects as project_service
-from . import sqlite_batch
 
 WIRE_KEYS = frozenset({"data", "external_id", "gold", "predictions"})
 MAX_EXTERNAL_ID = 200
@@ -128,6 +128,7 @@ def decode_body(raw: bytes) -> str:
 
 def upload(db: Database, owner_id: str, project_id: str, raw: bytes, max_tasks: int) -> dict:
     """Validate and store one batch (the raw JSON body); returns the upload summary."""
+    limits.check_body(raw)  # one nesting limit every export can serialise (issue 12)
     with db.read() as conn:
         _check_state(project_service.load(conn, owner_id, project_id))
     text = decode_body(raw) if db.is_sqlite else ""
