@@ -109,7 +109,7 @@ class Database:
             yield conn
             claim = current_claim.get()
             if claim is not None:
-                _mark_committed(conn, claim)
+                mark_committed(conn, claim)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
@@ -121,7 +121,7 @@ class Database:
         self.engine.dispose()
 
 
-def _mark_committed(conn: sa.Connection, claim: IdempotencyClaim) -> None:
+def mark_committed(conn: sa.Connection, claim: IdempotencyClaim) -> None:
     from .problems import Problem
 
     t = idempotency_keys

@@ -8,6 +8,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from ..deps import DB, Customer
 from ..problems import invalid
+from ..services import billing, export_stream
 from ..services import exports as service
 
 router = APIRouter(prefix="/v1/projects/{project_id}", tags=["exports"])
@@ -32,12 +33,13 @@ def export(
     last (empty) record batch carries the next cursor in its custom metadata
     (``cynaps.cursor``); ``since`` (seconds since the epoch, a previous export's cursor) limits
     it to what changed after. A stream that ends with a ``cynaps.restart`` batch is to be
-    discarded: the whole export follows as a second stream (services.exports.wide_stream).
+    discarded: the whole export follows as a second stream (services.export_stream.wide_stream).
     """
     if format == "json":
         if since is not None:
             raise invalid("since is supported with format=arrow", param="since")
         records = service.json_records(db, caller.account_id, project_id)
+        billing.release_on_download(db, caller.account_id, project_id)
         return Response(orjson.dumps(records), media_type="application/json")
     if format != "arrow":
         raise invalid(
@@ -47,7 +49,7 @@ def export(
         )
     if form not in FORMS:
         raise invalid(f"Unknown form {form!r}; use 'wide' or 'long'", param="form")
-    stream = service.wide_stream if form == "wide" else service.long_stream
+    stream = export_stream.wide_stream if form == "wide" else export_stream.long_stream
     body = stream(db, caller.account_id, project_id, since=since)  # 404/400 raised here
-    service.release_results(db, caller.account_id, project_id)
+    billing.release_on_download(db, caller.account_id, project_id)
     return StreamingResponse(body, media_type=ARROW_STREAM)

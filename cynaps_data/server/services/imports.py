@@ -7,8 +7,8 @@ Wire form of one item: ``{"data": {...}, "external_id": str|int|null, "gold": la
 Imported judgements are recorded with ``origin = "imported"``: they are not platform work, so
 they are never billed nor paid (``billed = paid = true`` from the start). Each task's state
 follows the project's consensus policy over its imported annotator votes: an expert verdict is
-final (``label_source = "expert"``); otherwise :func:`quality.decide` with ``min_annotators``
-gives completed / disputed / pending (a pending task gets its missing judgements on the platform
+final (``label_source = "expert"``); otherwise the type's consensus decision with ``min_annotators``
+(``votes.imported_state``, through the project's annotation type) gives completed / disputed / pending (a pending task gets its missing judgements on the platform
 once the project runs, and only those are charged). Like uploads, imports are allowed before the
 deposit is paid; a batch is validated whole and stored whole or not at all; ``external_id``
 already in the project is skipped (counted as ``duplicates``).
@@ -26,9 +26,10 @@ import sqlalchemy as sa
 from ...types import get_type
 from ..db import Database
 from ..problems import invalid
-from ..tables import VOTE_SEPARATOR, tasks
+from ..tables import tasks
 from . import projects as project_service
-from .quality import decide
+from . import votes as vote_service
+from .judgements import Judgement, store
 from .tasks import _bad, _check_state, build_rows, count_created, parse_batch
 
 ITEM_KEYS = frozenset({"data", "external_id", "gold", "predictions", "judgements"})
@@ -98,50 +99,6 @@ def _judgements(i: int, raw: Any, atype: Any, labels: list, now: float) -> list[
     return out
 
 
-def _task_state(votes: list[tuple], quality: dict) -> dict:
-    values = [orjson.loads(v[2]) for v in votes if v[1] == "annotator"]
-    experts = [v for v in votes if v[1] == "expert"]
-    needed = quality["min_annotators"]
-    decision = decide(values, quality, needed) if values else None
-    agreement = decision.agreement if decision is not None else None
-    if experts:
-        return {
-            "status": "completed",
-            "final_label": experts[-1][2],
-            "label_source": "expert",
-            "agreement": agreement,
-            "needed": max(needed, len(values)),
-        }
-    if decision is None:
-        return {
-            "status": "pending",
-            "final_label": None,
-            "label_source": None,
-            "agreement": None,
-            "needed": needed,
-        }
-    final = None if decision.final_label is None else orjson.dumps(decision.final_label).decode()
-    return {
-        "status": decision.status,
-        "final_label": final,
-        "label_source": decision.label_source,
-        "agreement": agreement,
-        "needed": max(decision.needed, len(values)),
-    }
-
-
-def _vote_summary(votes: list[tuple]) -> dict:
-    """The task's vote summary columns (see ``tables.tasks``) from its (worker, role, value, ...)."""
-    annotators = [v for v in votes if v[1] == "annotator"]
-    experts = [v for v in votes if v[1] == "expert"]
-    return {
-        "vote_values": "".join(v[2] + VOTE_SEPARATOR for v in annotators),
-        "vote_workers": "".join(v[0] + VOTE_SEPARATOR for v in annotators),
-        "expert_value": experts[-1][2] if experts else None,
-        "expert_worker": experts[-1][0] if experts else None,
-    }
-
-
 def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_tasks: int) -> dict:
     """Validate a batch of items with judgements, then insert tasks and judgements at once."""
     items = parse_batch(body, max_tasks)
@@ -169,7 +126,7 @@ def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_ta
         task_rows = []
         for idx in keep:
             pid, ext, data, gold, preds, _needed, _now = rows[idx]
-            state = _task_state(votes[idx], quality)
+            state = vote_service.imported_state(atype, votes[idx], quality)
             task_rows.append(
                 {
                     "project_id": pid,
@@ -178,7 +135,7 @@ def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_ta
                     "gold": gold,
                     "predictions": preds,
                     "n_judgements": sum(1 for v in votes[idx] if v[1] == "annotator"),
-                    **_vote_summary(votes[idx]),
+                    **vote_service.summary_columns(votes[idx]),
                     "charged": False,
                     "released": False,
                     "updated_at": now,
@@ -195,11 +152,11 @@ def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_ta
                 .all()
             )
         judgement_rows = [
-            (task_id, project_id, worker, role, value, duration, created)
+            Judgement(task_id, project_id, worker, role, value, duration, created)
             for task_id, idx in zip(ids, keep, strict=True)
             for worker, role, value, duration, created in votes[idx]
         ]
-        _insert_judgements(conn, judgement_rows)
+        store(conn, judgement_rows, origin="imported")
         if ids:
             project_service.settle(conn, project)
         total = count_created(conn, project_id, len(ids))
@@ -235,21 +192,6 @@ def _new_rows(conn: sa.Connection, project_id: str, rows: list[tuple]) -> list[i
             existing.add(ext)
         keep.append(idx)
     return keep
-
-
-def _insert_judgements(conn: sa.Connection, rows: list[tuple]) -> None:
-    if not rows:
-        return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = (
-        "INSERT INTO judgements (task_id, project_id, annotator_id, role, value, duration,"
-        f" created_at, billed, paid, origin) VALUES ({', '.join([mark] * 7)}, true, true, 'imported')"
-    )
-    cursor = conn.connection.driver_connection.cursor()
-    try:
-        cursor.executemany(sql, rows)
-    finally:
-        cursor.close()
 
 
 def check_body(body: Any) -> None:

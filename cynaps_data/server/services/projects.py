@@ -28,14 +28,15 @@ def create(db: Database, owner_id: str, body: dict[str, Any]) -> dict:
     type_name = body.get("annotation_type", "classification")
     if not isinstance(type_name, str):
         raise invalid(
-            "annotation_type must be a string such as 'classification'", param="annotation_type"
+            "annotation_type must be the name of an annotation type (a string)",
+            param="annotation_type",
         )
     try:
         atype = get_type(type_name)
     except KeyError as exc:
         raise invalid(str(exc.args[0]), param="annotation_type") from None
     try:
-        labels = atype.validate_labels(body.get("labels"))
+        labels = atype.validate_config(body.get("labels"))
     except ValueError as exc:
         raise invalid(str(exc), param="labels") from None
     instructions = body.get("instructions")
