@@ -275,11 +275,11 @@ def wide_parts(db: Database, plan: WidePlan) -> Iterator[Part]:
         for read in reads:
             read.cancel()  # (no-op for the ones read)
 
-    reader = ThreadPoolExecutor(1, thread_name_prefix="cynaps-export-read")
+    read_pool = ThreadPoolExecutor(1, thread_name_prefix="cynaps-export-read")
     builder = ThreadPoolExecutor(1, thread_name_prefix="cynaps-export-build")
     builds: list[Future] = []
     try:
-        reader.submit(read_all)
+        read_pool.submit(read_all)
         builds = [
             builder.submit(lambda r=r, read=read: _task_part(db, plan, r, read.result()))
             for r, read in zip(plan.chunks, reads, strict=True)
@@ -294,7 +294,7 @@ def wide_parts(db: Database, plan: WidePlan) -> Iterator[Part]:
             room.release()
         for build in builds:
             build.cancel()
-        reader.shutdown(wait=False)
+        read_pool.shutdown(wait=False)
         builder.shutdown(wait=False)
 
 
