@@ -199,7 +199,7 @@ class Classification:
 
     # -- workbench --------------------------------------------------------------------------
     def widget(self) -> Traversable:
-        return resources.files("cynaps_data.server.ui").joinpath("static/widgets/classification.js")
+        return resources.files(__package__).joinpath("widgets/classification.js")
 
     # -- sandbox workforce ------------------------------------------------------------------
     def pseudo_truth(self, data_json: str, config: list) -> Any:

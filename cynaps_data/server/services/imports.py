@@ -30,7 +30,7 @@ from ..tables import tasks
 from . import projects as project_service
 from . import votes as vote_service
 from .judgements import Judgement, store
-from .tasks import _bad, _check_state, build_rows, count_created, parse_batch
+from .tasks import bad_item, build_rows, check_state, count_created, parse_batch
 
 ITEM_KEYS = frozenset({"data", "external_id", "gold", "predictions", "judgements"})
 JUDGEMENT_KEYS = frozenset({"worker", "label", "role", "created_at", "duration"})
@@ -43,15 +43,15 @@ def _judgements(i: int, raw: Any, atype: Any, labels: list, now: float) -> list[
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise _bad(i, "'judgements' must be a list", "judgements")
+        raise bad_item(i, "'judgements' must be a list", "judgements")
     out, seen = [], set()
     for j, item in enumerate(raw):
         where = f"judgements[{j}]"
         if not isinstance(item, dict):
-            raise _bad(i, "each judgement must be an object", where)
+            raise bad_item(i, "each judgement must be an object", where)
         unknown = sorted(set(item) - JUDGEMENT_KEYS)
         if unknown:
-            raise _bad(
+            raise bad_item(
                 i,
                 f"unknown field {unknown[0]!r}; allowed: {sorted(JUDGEMENT_KEYS)}",
                 f"{where}.{unknown[0]}",
@@ -60,21 +60,21 @@ def _judgements(i: int, raw: Any, atype: Any, labels: list, now: float) -> list[
         if isinstance(worker, int) and not isinstance(worker, bool):
             worker = str(worker)
         if not isinstance(worker, str) or not worker or len(worker) > MAX_WORKER:
-            raise _bad(
+            raise bad_item(
                 i,
                 f"worker must be a non-empty string of at most {MAX_WORKER} characters",
                 f"{where}.worker",
             )
         if worker in seen:
-            raise _bad(i, f"worker {worker!r} judges this task twice", f"{where}.worker")
+            raise bad_item(i, f"worker {worker!r} judges this task twice", f"{where}.worker")
         seen.add(worker)
         role = item.get("role") or "annotator"
         if role not in ROLES:
-            raise _bad(i, f"role must be one of {list(ROLES)}", f"{where}.role")
+            raise bad_item(i, f"role must be one of {list(ROLES)}", f"{where}.role")
         try:
             value = atype.validate_value(item.get("label"), labels)
         except ValueError as exc:
-            raise _bad(i, str(exc), f"{where}.label") from None
+            raise bad_item(i, str(exc), f"{where}.label") from None
         stamps = []
         for key in ("duration", "created_at"):
             v = item.get(key)
@@ -84,7 +84,9 @@ def _judgements(i: int, raw: Any, atype: Any, labels: list, now: float) -> list[
                 or not math.isfinite(v)
                 or v < 0
             ):
-                raise _bad(i, f"{key} must be a non-negative number of seconds", f"{where}.{key}")
+                raise bad_item(
+                    i, f"{key} must be a non-negative number of seconds", f"{where}.{key}"
+                )
             stamps.append(None if v is None else float(v))
         duration, created = stamps
         out.append(
@@ -104,7 +106,7 @@ def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_ta
     items = parse_batch(body, max_tasks)
     with db.read() as conn:
         project = project_service.load(conn, owner_id, project_id)
-    _check_state(project)
+    check_state(project)
     atype = get_type(project.annotation_type)
     labels = project.labels
     quality = project.quality_settings
@@ -112,16 +114,18 @@ def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_ta
     plain, votes = [], []
     for i, item in enumerate(items):
         if type(item) is not dict:
-            raise _bad(i, f"each task must be an object, got {type(item).__name__}")
+            raise bad_item(i, f"each task must be an object, got {type(item).__name__}")
         unknown = sorted(set(item) - ITEM_KEYS)
         if unknown:
-            raise _bad(i, f"unknown field {unknown[0]!r}; allowed: {sorted(ITEM_KEYS)}", unknown[0])
+            raise bad_item(
+                i, f"unknown field {unknown[0]!r}; allowed: {sorted(ITEM_KEYS)}", unknown[0]
+            )
         votes.append(_judgements(i, item.get("judgements"), atype, labels, now))
         plain.append({k: v for k, v in item.items() if k != "judgements"})
     rows = build_rows(project, plain)  # validates data, external_id, gold, predictions
     with db.write() as conn:
         project = project_service.load(conn, owner_id, project_id, lock=True)
-        _check_state(project)
+        check_state(project)
         keep = _new_rows(conn, project_id, rows)
         task_rows = []
         for idx in keep:

@@ -157,7 +157,7 @@ def status(db: Database, owner_id: str, project_id: str) -> dict:
     }
 
 
-def _set_state(conn: sa.Connection, project_id: str, state: str) -> None:
+def set_state(conn: sa.Connection, project_id: str, state: str) -> None:
     conn.execute(
         projects.update()
         .where(projects.c.id == project_id)
@@ -182,7 +182,7 @@ def transition(db: Database, owner_id: str, project_id: str, action: str) -> dic
             target = refresh_state(conn, row.id, "active")
         if action == "cancel":
             billing.refund_deposit(conn, row)
-        _set_state(conn, row.id, target)
+        set_state(conn, row.id, target)
     return status(db, owner_id, project_id)
 
 
@@ -204,5 +204,5 @@ def settle(conn: sa.Connection, project: Any) -> str:
     if target != project.state:
         if target == "completed":
             billing.refund_deposit(conn, project)
-        _set_state(conn, project.id, target)
+        set_state(conn, project.id, target)
     return target
