@@ -136,7 +136,9 @@ class AnnotationType(Protocol):
         ``task`` (the assignment view: ``labels`` is the config) into the element ``box``, call
         ``onReady(ready)`` whenever the answer becomes complete (true) or incomplete (false);
         ``value()`` is the answer to send as ``label``; ``key(event)`` handles a keydown (true
-        when consumed). Only DOM APIs that cannot inject markup (no ``innerHTML``)."""
+        when consumed). It may also export ``summary(box, task)``: draw the review page's vote
+        summary (the task's ``summarize`` keys, shown to experts). Only DOM APIs that cannot
+        inject markup (no ``innerHTML``)."""
 
     # -- sandbox workforce ------------------------------------------------------------------
     def pseudo_truth(self, data_json: str, config: Any) -> Any:

@@ -18,7 +18,8 @@ export const labelText = (label) => (typeof label === "string" ? label : JSON.st
  *
  * - ``nextPath``: GET, answers the next task or null;
  * - ``progress``: ``{elementId: field}`` of ``GET /v1/annotator/progress`` to show;
- * - ``renderExtra(task)``: page-specific parts of a shown task (votes, agreement, ...);
+ * - ``renderExtra(task, widget)``: page-specific parts of a shown task (votes, agreement, ...;
+ *   ``widget`` is the type's widget module);
  * - ``commit(task, label, duration, queue)``: sends the widget's answer (Enter / the submit button);
  * - ``keys``: ``{key: action}`` for more shortcuts (e.g. ``s`` to skip);
  * - ``onError(error, queue)``: after an action failed and its message was shown.
@@ -49,7 +50,7 @@ export function taskQueue({ role, nextPath, progress, renderExtra, commit, keys 
     setText("project-name", task.project_name);
     setText("task-id", String(task.task_id));
     setText("instructions", task.instructions || "(no instructions)");
-    if (renderExtra) renderExtra(task);
+    if (renderExtra) renderExtra(task, widget);
     renderData(document.getElementById("data"), task.data);
     state.widget = widget.mount(labelsBox(), task, (ready) => {
       document.getElementById("submit").disabled = !ready;
