@@ -267,7 +267,11 @@ def browser_type_launch_args(browser_type_launch_args):
     }
 
 
-def test_annotator_answers_with_the_types_own_widget(platform: LocalPlatform, yes_no, page):
+def test_annotator_and_expert_answer_with_the_types_own_widget(
+    platform: LocalPlatform, yes_no, page
+):
+    """The annotate page draws the type's widget (question, y/n keys) and sends its bool; the
+    review page shows a disputed task's votes and decides it with the same widget."""
     pytest.importorskip("playwright")
     from playwright.sync_api import expect
 
@@ -277,32 +281,41 @@ def test_annotator_answers_with_the_types_own_widget(platform: LocalPlatform, ye
     )
     page.set_default_timeout(10_000)
     customer = platform.create_customer("Seam customer")
-    headers = {"Authorization": f"Bearer {customer}"}
 
-    def ok(method: str, path: str, **kw) -> Any:
+    def ok(method: str, path: str, key: str = customer, **kw) -> Any:
+        headers = {"Authorization": f"Bearer {key}"}
         r = requests.request(method, platform.base_url + path, headers=headers, timeout=30, **kw)
         assert r.status_code in (200, 201), r.text
         return r.json()
 
-    pid = ok(
-        "POST",
-        "/v1/projects",
-        json={
-            "name": "Browser yes/no",
-            "annotation_type": "yes_no",
-            "labels": QUESTION,
-            "quality_settings": {**QUALITY, "min_annotators": 1},
-        },
-    )["id"]
-    ok("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": [{"data": {"text": "a cat"}}]})
-    ok("POST", f"/v1/projects/{pid}/deposit/quote")
-    ok("POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "credits"})
-    ok("POST", f"/v1/projects/{pid}/start")
-    key = ok("POST", "/v1/annotators", json={"name": "Yes-no annotator"})["api_key"]
+    def project(min_annotators: int, text: str) -> str:
+        quality = {**QUALITY, "min_annotators": min_annotators}
+        body = {"name": text, "annotation_type": "yes_no", "labels": QUESTION}
+        pid = ok("POST", "/v1/projects", json={**body, "quality_settings": quality})["id"]
+        ok("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": [{"data": {"text": text}}]})
+        ok("POST", f"/v1/projects/{pid}/deposit/quote")
+        ok("POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "credits"})
+        ok("POST", f"/v1/projects/{pid}/start")
+        return pid
 
-    page.goto(platform.base_url + "/ui/")
-    page.fill("#signin-key", key)
-    page.click("#signin-form button[type=submit]")
+    def sign_in(key: str, path: str) -> None:
+        if page.url.startswith("http"):  # another role signed in before: forget its key
+            page.evaluate("sessionStorage.clear()")
+        page.goto(platform.base_url + path)
+        page.fill("#signin-key", key)
+        page.click("#signin-form button[type=submit]")
+
+    # a disputed task for the expert: one yes, one no (agreement 0.5 < 0.66)
+    disputed = project(2, "a tabby?")
+    for name, answer in (("Voter yes", True), ("Voter no", False)):
+        key = ok("POST", "/v1/annotators", json={"name": name})["api_key"]
+        task = ok("GET", "/v1/annotator/next", key)
+        ok("POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", key, json={"label": answer})
+    assert ok("GET", f"/v1/projects/{disputed}/status")["disputed"] == 1
+    single = project(1, "a cat")
+    annotator = ok("POST", "/v1/annotators", json={"name": "Yes-no annotator"})["api_key"]
+
+    sign_in(annotator, "/ui/")
     expect(page.locator("#labels .yes-no-question")).to_have_text("Is this a cat?")
     expect(page.locator("#labels button.yes-no")).to_have_count(2)
     expect(page.locator("#submit")).to_be_disabled()
@@ -314,6 +327,20 @@ def test_annotator_answers_with_the_types_own_widget(platform: LocalPlatform, ye
     page.keyboard.press("Enter")
     expect(page.locator("#status")).to_have_text(f"Saved task {task_id}: true")
     expect(page.locator("#empty")).to_be_visible()
-    records = ok("GET", f"/v1/projects/{pid}/export")
-    assert records[0]["annotations"][0]["result"]["value"] is True
-    assert orjson.loads(orjson.dumps(records[0]["consensus"]))["yes_share"] == 1.0
+    record = ok("GET", f"/v1/projects/{single}/export")[0]
+    assert record["annotations"][0]["result"]["value"] is True
+    assert record["consensus"]["yes_share"] == 1.0
+
+    expert = ok("POST", "/v1/annotators", json={"name": "Yes-no expert", "role": "expert"})
+    sign_in(expert["api_key"], "/ui/review")
+    expect(page.locator("#votes tr")).to_have_count(2)
+    expect(page.locator("#agreement")).to_have_text("50%")
+    expect(page.locator("#distribution")).to_be_empty()  # the widget draws no summary
+    expect(page.locator("#data")).to_contain_text("a tabby?")
+    page.keyboard.press("n")
+    page.keyboard.press("Enter")
+    expect(page.locator("#empty")).to_be_visible()
+    record = ok("GET", f"/v1/projects/{disputed}/export")[0]
+    assert record["annotations"][0]["result"]["value"] is False
+    assert record["consensus"]["label_source"] == "expert"
+    assert orjson.loads(orjson.dumps(record["consensus"]))["yes_share"] == 0.5

@@ -33,7 +33,7 @@ from ..db import Database
 from ..problems import invalid
 from ..tables import judgements, tasks
 from . import projects as project_service
-from . import votes as votes_service
+from . import votes as vote_service
 from .export_reader import (
     LONG_COLUMNS,
     TASK_COLUMNS,
@@ -90,7 +90,7 @@ def json_records(db: Database, owner_id: str, project_id: str) -> list[dict]:
             sa.select(tasks).where(tasks.c.project_id == project_id).order_by(tasks.c.id)
         ):
             votes = by_task.get(task.id, [])
-            consensus = votes_service.task_consensus(atype, project.labels, task, votes)
+            consensus = vote_service.task_consensus(atype, project.labels, task, votes)
             annotations = []
             if consensus["label"] is not None:
                 annotations.append(
@@ -229,15 +229,15 @@ def _task_part(
             # (a value holding a separator takes the DB-API path, in a snapshot of its own)
             mode = "rows" if isinstance(fetched, Fetched) else "auto"
             t = query("tasks", where, params, TASK_COLUMNS, mode=mode)
-    votes = votes_service.from_summary(t)
+    votes = vote_service.from_summary(t)
     if votes is None:  # a worker id holding the separator: read the judgements instead
         j_where = "project_id = ? AND task_id IN (SELECT id FROM tasks WHERE " + where + ")"
         with reader(db) as query:
             j = query("judgements", j_where, (plan.project.id, *params), VOTE_COLUMNS)
-        votes = votes_service.from_judgements(t["id"].to_numpy(), j)
+        votes = vote_service.from_judgements(t["id"].to_numpy(), j)
     texts = t["data"]
     return Part(
-        votes_service.wide_columns(atype, plan.project.labels, t, votes),
+        vote_service.wide_columns(atype, plan.project.labels, t, votes),
         parse_data(texts),
         texts,
         t["updated_us"].to_numpy() / 1e6,
