@@ -13,9 +13,9 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from ...wire import CURSOR_KEY, PROJECT_KEY, RESTART_KEY
 from ..db import Database
 from .exports import (
-    PROJECT_KEY,
     WidePlan,
     arrow_judgements,
     assemble,
@@ -27,11 +27,6 @@ from .exports import (
 )
 
 # -- IPC streams ---------------------------------------------------------------------------------
-#: Custom metadata key of the stream's last (empty) record batch: the next ``since`` cursor.
-CURSOR_KEY = b"cynaps.cursor"
-#: Custom metadata key of an empty batch that ends a stream the client must discard: the whole
-#: export follows as a second stream (a later chunk's data columns had other types).
-RESTART_KEY = b"cynaps.restart"
 BATCH_ROWS = 65_536
 
 

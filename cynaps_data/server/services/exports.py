@@ -29,6 +29,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from ...types import get_type
+from ...wire import PROJECT_KEY
 from ..db import Database
 from ..problems import invalid
 from ..tables import judgements, tasks
@@ -46,8 +47,6 @@ from .export_reader import (
 )
 from .votes import category, strings_to_codes, timestamps
 
-#: Metadata key (Arrow schema) holding the project description as JSON.
-PROJECT_KEY = b"cynaps.project"
 #: Tasks changed within this many seconds before the export started are sent again next time
 #: (a write that was in flight while we read may commit with an earlier timestamp).
 CURSOR_GRACE_SECONDS = 2.0
