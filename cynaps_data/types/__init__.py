@@ -14,6 +14,8 @@ from . import classification
 from .base import AnnotationType, Decision, VoteArrays
 
 ENTRY_POINT_GROUP = "cynaps_data.types"
+#: the type of a project that names none (``annotation_type``'s default)
+DEFAULT_TYPE = classification.TYPE.name
 REGISTRY: dict[str, AnnotationType] = {t.name: t for t in (classification.TYPE,)}
 _entry_points_loaded = False
 _guard = threading.Lock()
@@ -94,6 +96,7 @@ def get_type(name: str) -> AnnotationType:
 
 __all__ = [
     "AnnotationType",
+    "DEFAULT_TYPE",
     "Decision",
     "ENTRY_POINT_GROUP",
     "REGISTRY",
