@@ -45,6 +45,7 @@ from cynaps_data.server.db import Database, database_url
 from cynaps_data.server.problems import Problem
 from cynaps_data.server.routers import billing as billing_routes
 from cynaps_data.server.routers import projects as project_routes
+from cynaps_data.server.services import assignment, judgements, review
 from cynaps_data.server.services import billing as billing_service
 from cynaps_data.server.services import curation, work
 from cynaps_data.server.services import exports as export_service
@@ -79,6 +80,13 @@ class Response:
 
     def json(self):
         return self.body
+
+
+def download_results(db: Database, owner_id: str, project_id: str) -> list[dict]:
+    """What ``GET /v1/projects/{id}/export`` does: the records, then the escrow release."""
+    records = export_service.json_records(db, owner_id, project_id)
+    billing_service.release_on_download(db, owner_id, project_id)
+    return records
 
 
 def call(fn, *args, ok: int = 200, **kwargs) -> Response:
@@ -255,21 +263,21 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(who=st.integers(min_value=0, max_value=2), label=st.sampled_from(LABELS))
     def annotate(self, who: int, label: str) -> None:
         annotator = self.annotators[who]
-        r = call(work.next_task, self.db, annotator, TTL)
+        r = call(assignment.next_task, self.db, annotator, TTL)
         assert r.status_code == 200, r.text
         if r.body is None:  # 204: nothing to do
             return
-        s = call(work.submit, self.db, annotator, r.body["task_id"], {"label": label}, ok=201)
+        s = call(judgements.submit, self.db, annotator, r.body["task_id"], {"label": label}, ok=201)
         assert s.status_code in (201, 409), s.text
 
     @precondition(lambda self: self.projects)
     @rule(label=st.sampled_from(LABELS))
     def review(self, label: str) -> None:
-        r = call(work.next_review, self.db, self.expert, TTL)
+        r = call(review.next_review, self.db, self.expert, TTL)
         assert r.status_code == 200, r.text
         if r.body is not None:
             body = {"label": label}
-            d = call(work.decide_review, self.db, self.expert, r.body["task_id"], body, ok=201)
+            d = call(review.decide_review, self.db, self.expert, r.body["task_id"], body, ok=201)
             assert d.status_code in (201, 409), d.text
 
     @precondition(lambda self: self.projects)
@@ -302,10 +310,10 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def download(self, data) -> None:
         project = data.draw(st.sampled_from(self.projects))
-        r = call(export_service.json_records, self.db, self.account, project["id"])
+        r = call(download_results, self.db, self.account, project["id"])
         assert r.status_code == 200, r.text
         first = self._released(project["id"])
-        again = call(export_service.json_records, self.db, self.account, project["id"])
+        again = call(download_results, self.db, self.account, project["id"])
         assert again.status_code == 200 and self._released(project["id"]) == first  # once only
 
     def _released(self, pid: str) -> int:

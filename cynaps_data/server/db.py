@@ -111,7 +111,7 @@ class Database:
             yield conn
             claim = current_claim.get()
             if claim is not None:
-                _mark_committed(conn, claim)
+                mark_committed(conn, claim)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
@@ -145,7 +145,7 @@ def private_sqlite_files(url: str) -> None:
             os.chmod(file, 0o600)
 
 
-def _mark_committed(conn: sa.Connection, claim: IdempotencyClaim) -> None:
+def mark_committed(conn: sa.Connection, claim: IdempotencyClaim) -> None:
     from .problems import Problem
 
     t = idempotency_keys

@@ -27,7 +27,7 @@ def quote_deposit(db: DB, caller: Customer, project_id: str) -> dict:
                 "Upload tasks before asking for a deposit quote.", param="tasks", code="no_tasks"
             )
         if target != project.state:
-            project_service._set_state(conn, project.id, target)
+            project_service.set_state(conn, project.id, target)
     return {"object": "deposit_quote", "project_id": project_id, **q.as_dict()}
 
 

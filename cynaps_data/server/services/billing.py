@@ -314,3 +314,25 @@ def balances(conn: sa.Connection, account_id: str) -> dict:
         "currency": "Credits",
         "livemode": False,
     }
+
+
+def release_on_download(db: Any, owner_id: str, project_id: str) -> int:
+    """The seed's final payment, made by the export route when the customer downloads results:
+    escrow → annotators for every charged, unpaid judgement (:func:`release_escrow`).
+
+    A 404 for another account's project. Skipped without a write transaction when no task is
+    charged and unreleased (a reopened task is unreleased again until it is final and paid)."""
+    from .projects import load  # (projects imports billing)
+
+    with db.read() as conn:
+        owed = conn.execute(
+            sa.select(tasks.c.id)
+            .where(tasks.c.project_id == project_id, tasks.c.charged, ~tasks.c.released)
+            .limit(1)
+        ).first()
+        if owed is None:
+            load(conn, owner_id, project_id)  # still a 404 for others
+            return 0
+    with db.write() as conn:
+        project = load(conn, owner_id, project_id, lock=True)
+        return release_escrow(conn, project)
