@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cynaps_data.consensus.multilabel import (  # noqa: E402
-    BinaryRelevance,
     MultiLabelModel,
     encode_label_sets,
+    share_consensus,
 )
 
 DATA = Path("/work/shared/data/multilabel/crowdtruth_medical_relex/judgments.csv")
@@ -108,6 +108,12 @@ def ours(df: pd.DataFrame, label_names: pd.Index, **params) -> tuple[np.ndarray,
     return m.multi_hot_.to_numpy(), m.multi_hot_.index
 
 
+def share_rule(df: pd.DataFrame, label_names: pd.Index, tasks: pd.Index) -> np.ndarray:
+    """Per-label vote share > 0.5 (BASELINE.md's "share > 0.5"; = our BinaryRelevance("mv"))."""
+    res = share_consensus(df, labels=list(label_names), threshold=0.5, strict=True)
+    return res.shares.reindex(tasks).to_numpy() > 0.5
+
+
 def load_relex() -> pd.DataFrame:
     j = pd.read_csv(DATA).drop_duplicates(["task", "worker"], keep="first")
     return pd.DataFrame(
@@ -156,6 +162,7 @@ def real_data(seeds: int, params: dict) -> None:
         for name, fn in (
             ("ours", lambda d: ours(d, names, **params)[0]),
             ("brmv", lambda d: crowdkit_br_mv(d, names, tasks)),
+            ("share", lambda d: share_rule(d, names, tasks)),
         ):
             a, b = fn(df[h]), fn(df[~h])
             res[name] = (
@@ -163,10 +170,10 @@ def real_data(seeds: int, params: dict) -> None:
                 (a == b).all(axis=1).mean(),
                 0.5 * (a.sum(1).mean() + b.sum(1).mean()),
             )
-        rows.append([*res["ours"], *res["brmv"]])
+        rows.append([*res["ours"], *res["brmv"], *res["share"]])
         print(
             f"  seed {s:2d}: split-half Jaccard ours {res['ours'][0]:.4f}  BR(MV) "
-            f"{res['brmv'][0]:.4f}   labels/item in halves ours {res['ours'][2]:.3f} "
+            f"{res['brmv'][0]:.4f}  share>0.5 {res['share'][0]:.4f}   labels/item in halves ours {res['ours'][2]:.3f} "
             f"BR(MV) {res['brmv'][2]:.3f}",
             flush=True,
         )
@@ -180,6 +187,10 @@ def real_data(seeds: int, params: dict) -> None:
     print(
         f"    exact match   ours {m[1]:.4f} (sd {sd[1]:.4f}) | crowd-kit BR(MV) {m[4]:.4f} "
         f"(sd {sd[4]:.4f})  ratio {m[1] / m[4]:.3f}"
+    )
+    print(
+        f"    share > 0.5 (= our BinaryRelevance('mv')): Jaccard {m[6]:.4f} (sd {sd[6]:.4f}), "
+        f"exact {m[7]:.4f}, labels/item {m[8]:.3f}; ratio ours/it {m[0] / m[6]:.3f}"
     )
     print(
         f"    labels/item   ours {m[2]:.3f} | crowd-kit BR(MV) {m[5]:.3f}; full pool ours "

@@ -288,10 +288,8 @@ def krippendorff_alpha_sets(
     if not keep.any():
         raise ValidationError("no task has two or more answers; alpha is undefined", param="task")
     c, n_t = c[keep], n_t[keep]
-    if distance == "nominal":
-        d = 1.0 - np.eye(h.shape[0])
-    else:
-        d = 1.0 - _set_similarity(h, distance)
+    sim = np.eye(h.shape[0]) if distance == "nominal" else _set_similarity(h, distance)
+    d = 1.0 - sim
     w = 1.0 / (n_t - 1.0)
     cw = c.multiply(w[:, None]).tocsr()
     d_o = float(cw.multiply(c @ d).sum())
