@@ -66,7 +66,7 @@ def test_binary_relevance_mv_by_hand_and_tie_is_absent():
 
 def test_binary_relevance_mv_equals_crowdkit():
     ck = pytest.importorskip("crowdkit.aggregation")
-    df, _ = synthetic_crowd(n_items=200, n_labels=5, per_item=5, n_workers=20, seed=1)
+    df, _ = synthetic_crowd(n_items=100, n_labels=5, per_item=5, n_workers=20, seed=1)
     ours = BinaryRelevance("mv").fit_predict(df)
     theirs = ck.BinaryRelevance(ck.MajorityVote()).fit_predict(
         df.rename(columns={"labels": "label"})
