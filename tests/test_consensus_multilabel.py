@@ -60,8 +60,21 @@ def test_binary_relevance_mv_by_hand_and_tie_is_absent():
     assert m.labels_["t1"] == ["a"] and m.labels_["t2"] == []
     assert m.probas_.loc["t1", "b"] == 0.5 and not m.multi_hot_.loc["t1", "b"]
     assert m.multi_hot_.dtypes.unique().tolist() == [np.dtype(bool)]
-    ds = aggregate_multilabel(SMALL, "ds")
-    assert ds.probas_.shape == (2, 3) and ((ds.probas_ >= 0) & (ds.probas_ <= 1)).all().all()
+    for method in ("ds", "ebcc", "auto"):
+        fit = aggregate_multilabel(SMALL, method)
+        assert fit.probas_.shape == (2, 3), method
+        assert ((fit.probas_ >= 0) & (fit.probas_ <= 1)).all().all(), method
+        assert fit.labels_["t1"][:1] == ["a"], method  # 3 of 4 votes for a
+
+
+def test_results_survive_parquet(tmp_path):
+    m = MultiLabelModel().fit(SMALL)
+    out = m.probas_.add_prefix("p_").assign(labels=m.labels_)
+    out.index = out.index.astype(str)
+    out.to_parquet(tmp_path / "x.parquet")
+    back = pd.read_parquet(tmp_path / "x.parquet")
+    assert [list(v) for v in back["labels"]] == m.labels_.tolist()
+    assert np.allclose(back.filter(like="p_").to_numpy(), m.probas_.to_numpy())
 
 
 def test_binary_relevance_mv_equals_crowdkit():
