@@ -72,9 +72,11 @@ def normalised(df: pd.DataFrame) -> pd.DataFrame:
 
 def random_worker(df: pd.DataFrame, ref: pd.Series) -> tuple[float, float]:
     """Exact expectation of picking one answer per task uniformly."""
-    rw = dict(zip(ref.index, WORDS.many(ref.tolist())))
+    rw = dict(zip(ref.index, WORDS.many(ref.tolist()), strict=True))
     hw = WORDS.many(df["text"].tolist())
-    e = np.array([word_edit_distance(rw[t], h) for t, h in zip(df["task"], hw)], dtype=float)
+    e = np.array(
+        [word_edit_distance(rw[t], h) for t, h in zip(df["task"], hw, strict=True)], dtype=float
+    )
     n = np.array([len(rw[t]) for t in df["task"]], dtype=float)
     per_task = pd.DataFrame({"task": df["task"].to_numpy(), "e": e, "n": n}).groupby("task")
     m = per_task.mean()
@@ -139,13 +141,13 @@ def main() -> None:
         ck_time = None
         if not args.no_crowdkit:
             ck_time, ck = timed(
-                lambda: ROVER(tokenizer=str.split, detokenizer=" ".join).fit_predict(dfn)
+                lambda d=dfn: ROVER(tokenizer=str.split, detokenizer=" ".join).fit_predict(d)
             )
             c, m = word_error_rate(ck, ref, WORDS)
             rows.append(("crowd-kit ROVER (file order)", c, m, ck_time))
         our_time = None
         for name, make in methods.items():
-            t, out = timed(lambda make=make: make().fit_predict(dfn))
+            t, out = timed(lambda make=make, d=dfn: make().fit_predict(d))
             c, m = word_error_rate(out, ref, WORDS)
             rows.append((name, c, m, t))
             if name == default:

@@ -368,41 +368,40 @@ def _ranked(p: _Prepared, g: int, c: np.ndarray, v_rows: np.ndarray) -> list[int
 def _align_merge(
     slots: list[dict[str, float]], hyp: Sequence[str], wt: float, total: float
 ) -> list[dict[str, float]]:
-    """Align ``hyp`` (weight ``wt``) into the network ``slots`` (previous weight ``total``)."""
+    """Align ``hyp`` (weight ``wt``) into the network ``slots`` (previous weight ``total``).
+
+    DP rows are kept whole and the path is read back from them with the forward tie order
+    (match/substitution, then deletion, then insertion), so the inner loop stores no pointers."""
     n, m = len(hyp), len(slots)
     delc = [0 if "" in s else 1 for s in slots]
-    prev = [0] * (m + 1)
+    row = [0] * (m + 1)
     for j in range(m):
-        prev[j + 1] = prev[j] + delc[j]
-    back = [bytes([1]) * (m + 1)]  # row 0: deletions only; 0 diag, 1 deletion, 2 insertion
-    for i in range(1, n + 1):
-        word = hyp[i - 1]
-        cur = [prev[0] + 1] + [0] * m
-        bk = bytearray(m + 1)
-        bk[0] = 2
-        left = cur[0]
-        for j in range(1, m + 1):
-            d = prev[j - 1] + (0 if word in slots[j - 1] else 1)
-            b = 0
-            x = left + delc[j - 1]
+        row[j + 1] = row[j] + delc[j]
+    rows = [row]
+    for word in hyp:
+        prev = row
+        left = prev[0] + 1
+        row = [left]
+        for dg, up, slot, dc in zip(prev, prev[1:], slots, delc, strict=False):  # prev: m + 1
+            d = dg if word in slot else dg + 1
+            x = left + dc
             if x < d:
-                d, b = x, 1
-            x = prev[j] + 1
+                d = x
+            x = up + 1
             if x < d:
-                d, b = x, 2
-            cur[j] = left = d
-            bk[j] = b
-        back.append(bytes(bk))
-        prev = cur
+                d = x
+            row.append(d)
+            left = d
+        rows.append(row)
     out: list[dict[str, float]] = []
     i, j = n, m
     while i or j:
-        b = back[i][j]
-        if b == 0:
+        d = rows[i][j]
+        if i and j and rows[i - 1][j - 1] + (hyp[i - 1] not in slots[j - 1]) == d:
             slot = slots[j - 1]
             slot[hyp[i - 1]] = slot.get(hyp[i - 1], 0.0) + wt
             i, j = i - 1, j - 1
-        elif b == 1:
+        elif j and rows[i][j - 1] + delc[j - 1] == d:
             slot = slots[j - 1]
             slot[""] = slot.get("", 0.0) + wt
             j -= 1
@@ -424,7 +423,7 @@ def rover_words(
     wts = [1.0] * len(hyps) if weights is None else [float(w) for w in weights]
     slots: list[dict[str, float]] = [{w: wts[0]} for w in hyps[0]]
     total = wts[0]
-    for h, wt in zip(hyps[1:], wts[1:]):
+    for h, wt in zip(hyps[1:], wts[1:], strict=True):
         slots = _align_merge(slots, h, wt, total)
         total += wt
     out = []
@@ -487,7 +486,8 @@ class _TextAggregator(BaseAggregator):
 class TextMedoid(_TextAggregator):
     """Per task, the answer with the largest summed similarity to the others (as given: case
     and punctuation kept; NaN -> ""), optionally with reliability-weighted similarities.
-    Ties: the smaller normalised text. Parameters as :class:`TextROVER`."""
+    Ties: the smaller normalised text, then the smaller raw text. Parameters as
+    :class:`TextROVER`."""
 
     weighted: bool = False
     n_iter: int = 3
@@ -525,7 +525,7 @@ class TextROVER(_TextAggregator):
 
     weighted: bool = True
     n_iter: int = 3
-    gamma: float = 1.0
+    gamma: float = 6.0
     kappa: float = 1.0
     normalizer: TextNormalizer = DEFAULT_NORMALIZER
 
@@ -559,7 +559,9 @@ def word_error_rate(
     reference scores 0 if the hypothesis is empty too, else 1)."""
     hyp = hyp.reindex(ref.index)
     hw, rw = normalizer.many(hyp.tolist()), normalizer.many(ref.tolist())
-    edits = np.array([word_edit_distance(r, h) for h, r in zip(hw, rw)], dtype=np.float64)
+    edits = np.array(
+        [word_edit_distance(r, h) for h, r in zip(hw, rw, strict=True)], dtype=np.float64
+    )
     n = np.array([len(r) for r in rw], dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         per = np.where(n > 0, edits / np.where(n > 0, n, 1), (edits > 0).astype(np.float64))
