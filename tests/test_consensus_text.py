@@ -19,6 +19,7 @@ from cynaps_data.consensus.text import (
     pairwise_similarity,
     rover_words,
     text_agreement,
+    text_alpha,
     text_consensus,
     word_edit_distance,
     word_error_rate,
@@ -210,3 +211,23 @@ def test_real_subset_wer_below_random_worker():
     medoid = word_error_rate(TextMedoid().fit_predict(df), ref)
     assert rover[0] < 0.6 * random_corpus, (rover, random_corpus)
     assert medoid[0] < 0.7 * random_corpus, (medoid, random_corpus)
+
+
+def test_text_alpha_equals_nominal_alpha_on_one_word_answers():
+    # one-word answers: similarity is 1 if equal else 0, so the text alpha is the nominal alpha
+    from cynaps_data.consensus import krippendorff_alpha
+
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 4, 40)
+    rows = []
+    for t in range(40):
+        for w in rng.choice(8, size=rng.integers(1, 5), replace=False):
+            y = truth[t] if rng.random() < 0.7 else rng.integers(0, 4)
+            rows.append((t, int(w), f"word{y}"))
+    df = pd.DataFrame(rows, columns=["task", "worker", "text"])
+    nominal = krippendorff_alpha(df.rename(columns={"text": "label"}), "nominal")
+    assert np.isclose(text_alpha(df, n_pairs=10**6), nominal, atol=1e-12)
+    # sampled expected disagreement: close to the exact one
+    assert abs(text_alpha(df, n_pairs=4000, random_state=0) - nominal) < 0.05
+    same = frame({"a": ["x y", "x y"], "b": ["z", "z"]})
+    assert text_alpha(same) == 1.0

@@ -59,7 +59,9 @@ __all__ = [
     "TextROVER",
     "edit_similarity",
     "pairwise_similarity",
+    "rover_words",
     "text_agreement",
+    "text_alpha",
     "text_consensus",
     "word_edit_distance",
     "word_error_rate",
@@ -548,6 +550,43 @@ def text_agreement(
     """Per task (index ``task``, name "agreement"): mean pairwise :func:`edit_similarity` of
     its answers; NaN for a task with one answer. ``data``: columns task, worker, text."""
     return TextMedoid(normalizer=normalizer, n_iter=1).fit(data).agreement_
+
+
+def text_alpha(
+    data: pd.DataFrame,
+    *,
+    n_pairs: int = 20000,
+    random_state: Any = 0,
+    normalizer: TextNormalizer = DEFAULT_NORMALIZER,
+) -> float:
+    r"""Krippendorff's alpha for free text with the distance :math:`\delta = 1 - s` (word edit
+    similarity): :math:`\alpha = 1 - D_o / D_e`. Over tasks with 2+ answers (:math:`n` answers in
+    all), :math:`D_o = n^{-1} \sum_t (m_t - 1)^{-1} \sum_{i \ne j \in t} \delta_{ij}` and
+    :math:`D_e` is the mean :math:`\delta` over pairs of distinct answers pooled across tasks:
+    exact when there are at most ``n_pairs`` such pairs, else estimated from ``n_pairs`` pairs
+    drawn uniformly (seeded by ``random_state``). 1 = perfect agreement, 0 = chance level."""
+    p = _prepare(data, normalizer)
+    sizes = np.diff(p.starts)
+    m_row = np.empty(len(p.words), dtype=np.float64)
+    m_row[p.order] = np.repeat(sizes, sizes)
+    pool = np.flatnonzero(m_row >= 2)
+    n = pool.size
+    if n < 2:
+        raise ValidationError("alpha needs a task with at least 2 answers", param="data")
+    d_o = float(((1.0 - p.ps) / (m_row[p.pi] - 1.0)).sum() / n)
+    if n * (n - 1) // 2 <= n_pairs:
+        a, b = np.triu_indices(n, 1)
+    else:
+        rng = np.random.default_rng(random_state)
+        a = rng.integers(0, n, n_pairs)
+        b = (a + rng.integers(1, n, n_pairs)) % n
+    words = [p.words[r] for r in pool]
+    sims = [
+        1.0 - word_edit_distance(words[i], words[j]) / max(len(words[i]), len(words[j]), 1)
+        for i, j in zip(a.tolist(), b.tolist(), strict=True)
+    ]
+    d_e = 1.0 - float(np.mean(sims))
+    return 1.0 if d_e == 0 else 1.0 - d_o / d_e
 
 
 def word_error_rate(
