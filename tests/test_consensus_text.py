@@ -150,6 +150,11 @@ def test_empty_and_nan_answers():
         out = model.fit_predict(df)
         assert out.to_dict() == {"a": "", "b": "x y", "c": "z"}, model
     assert text_agreement(df)["a"] == 1.0
+    # pandas' nullable string dtype: missing answers are pd.NA
+    nullable = df.astype({"text": "string"})
+    assert nullable["text"].isna().sum() == 3
+    assert TextROVER().fit_predict(nullable).to_dict() == {"a": "", "b": "x y", "c": "z"}
+    assert text_consensus(pd.array(["x", None, "x"], dtype="string")).text == "x"
 
 
 def test_bad_input_is_a_clear_error():

@@ -75,7 +75,7 @@ class TextNormalizer:
     """Configurable text normalisation; ``normalizer(text)`` -> tuple of words.
 
     ``lowercase``: fold case (``str.lower``). ``punctuation``: what happens to a character that is
-    not a letter, digit, underscore-free word character, whitespace or in ``keep``: ``"space"``
+    not a letter, digit, whitespace or in ``keep`` (the underscore counts as punctuation): ``"space"``
     (default: it separates words), ``"remove"`` (deleted: "air-tight" -> "airtight") or
     ``"keep"`` (left in the word). ``keep``: characters always kept (default ``"'"``, so "don't"
     stays one word). Whitespace (spaces, tabs, newlines) always separates words. NaN/None -> ().
@@ -106,10 +106,10 @@ class TextNormalizer:
         repl = " " if self.punctuation == "space" else ""
         out = []
         for t in texts:
-            if t is None or (isinstance(t, float) and t != t):
-                out.append(())
-                continue
             if not isinstance(t, str):
+                if _missing(t):
+                    out.append(())
+                    continue
                 raise ValidationError(f"text answers must be strings, got {type(t).__name__}")
             if self.lowercase:
                 t = t.lower()
@@ -122,8 +122,13 @@ class TextNormalizer:
 DEFAULT_NORMALIZER = TextNormalizer()
 
 
+def _missing(t: Any) -> bool:
+    """None, NaN (float or numpy) or pandas' NA: the empty answer."""
+    return t is None or t is pd.NA or (isinstance(t, (float, np.floating)) and t != t)
+
+
 def _words(x: str | Sequence[Hashable] | None, normalizer: TextNormalizer) -> Sequence[Hashable]:
-    if x is None or isinstance(x, (str, float)):
+    if isinstance(x, str) or _missing(x):
         return normalizer(x)
     return x
 
@@ -290,9 +295,7 @@ def _prepare(data: Any, normalizer: TextNormalizer) -> _Prepared:
                 param=c,
             )
     raw = data["text"].tolist()
-    bad = next(
-        (i for i, t in enumerate(raw) if not (isinstance(t, str) or t is None or t != t)), None
-    )
+    bad = next((i for i, t in enumerate(raw) if not (isinstance(t, str) or _missing(t))), None)
     if bad is not None:
         raise ValidationError(
             f"column 'text' must hold strings (NaN/None = empty answer); index "
