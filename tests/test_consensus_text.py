@@ -172,6 +172,34 @@ def test_bad_input_is_a_clear_error():
         TextROVER().fit(bad)
     with pytest.raises(ValidationError, match="empty"):
         TextROVER().fit(df.iloc[:0])
+    with pytest.raises(ValidationError, match="gamma") as e:
+        TextROVER(gamma=-1).fit(df)
+    assert e.value.param == "gamma"
+
+
+def test_reliability_downweights_noisy_workers_and_their_words():
+    # 3 careful workers (a word dropped now and then) and 2 careless ones who skip half the words:
+    # plain ROVER loses a word when both careless ones and one careful one skip it
+    rng = random.Random(5)
+    vocab = [f"w{i}" for i in range(50)]
+    rows, truth = [], {}
+    for t in range(60):
+        ref = [rng.choice(vocab) for _ in range(8)]
+        truth[t] = " ".join(ref)
+        for w in ("good1", "good2", "good3"):
+            ans = [x for x in ref if rng.random() > 0.1]
+            rows.append((t, w, " ".join(ans)))
+        for w in ("noisy1", "noisy2"):
+            ans = [x for x in ref if rng.random() > 0.5]
+            rows.append((t, w, " ".join(ans)))
+    df = pd.DataFrame(rows, columns=["task", "worker", "text"])
+    model = TextROVER().fit(df)
+    skills = model.skills_
+    assert skills[["good1", "good2", "good3"]].min() > skills[["noisy1", "noisy2"]].max()
+    ref = pd.Series(truth)
+    weighted = word_error_rate(model.texts_, ref)[0]
+    uniform = word_error_rate(TextROVER(weighted=False).fit_predict(df), ref)[0]
+    assert weighted < 0.5 * uniform, (weighted, uniform)  # ~0.01 vs ~0.05 with this seed
 
 
 # ---- order independence and real data -----------------------------------------------------------

@@ -341,7 +341,6 @@ def _reliability(
     n_rows, n_w = len(p.words), len(p.worker_names)
     v = np.ones(n_w)
     q = np.full(n_w, np.nan)
-    n_by_w = np.bincount(p.worker, minlength=n_w).astype(np.float64)
     for _ in range(max(int(n_iter), 1)):
         vj = v[p.worker[p.pj]]
         num = np.bincount(p.pi, weights=vj * p.ps, minlength=n_rows)
@@ -355,7 +354,6 @@ def _reliability(
         q = (tot + kappa * mean_u) / (cnt + kappa) if kappa > 0 else tot / np.maximum(cnt, 1)
         q = np.where(cnt > 0, q, mean_u)
         v = np.clip(q, 1e-6, None) ** gamma
-    del n_by_w
     return q, v
 
 
@@ -460,6 +458,10 @@ class _TextAggregator(BaseAggregator):
     def fit(self, data: pd.DataFrame, gold: Any = None) -> _TextAggregator:
         """Fit on a long DataFrame with columns ``task``, ``worker``, ``text``. ``gold`` is
         accepted for API symmetry and ignored (these methods use no gold)."""
+        for name, lo in (("n_iter", 1), ("gamma", 0), ("kappa", 0)):
+            val = getattr(self, name)
+            if not (isinstance(val, (int, float, np.number)) and val >= lo):
+                raise ValidationError(f"{name} must be a number >= {lo}, got {val!r}", param=name)
         p = _prepare(data, self.normalizer)
         q, v = _reliability(p, self.n_iter, self.gamma, self.kappa)
         if not self._weighted():
