@@ -199,7 +199,7 @@ def test_reliability_downweights_noisy_workers_and_their_words():
     ref = pd.Series(truth)
     weighted = word_error_rate(model.texts_, ref)[0]
     uniform = word_error_rate(TextROVER(weighted=False).fit_predict(df), ref)[0]
-    assert weighted < 0.5 * uniform, (weighted, uniform)  # ~0.01 vs ~0.05 with this seed
+    assert weighted < 0.5 * uniform, (weighted, uniform)  # 0.035 vs 0.129 with this seed
 
 
 # ---- order independence and real data -----------------------------------------------------------
