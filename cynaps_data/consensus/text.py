@@ -34,9 +34,11 @@ substitution 1 unless the word is already in the slot, insertion 1 (a new slot w
 :math:`\varepsilon` carries the weight of the answers already aligned), deletion 1 unless the
 slot already holds :math:`\varepsilon`; each slot then outputs its heaviest entry. crowd-kit
 uses the input order, so its output depends on it; here the answers are aligned in order of
-decreasing weighted centrality :math:`v_{w_i} \sum_j s_{ij}` (ties by text), which makes the
-skeleton the medoid and the result independent of row order. Slot ties go to a word over
-:math:`\varepsilon`, then the longer word, then the greater string (crowd-kit's rule).
+decreasing weighted centrality :math:`c_i = \sum_{j \ne i} v_{w_j} s_{ij}` (ties by text),
+which makes the skeleton the medoid and the result independent of row order. Slot ties go to a
+word over :math:`\varepsilon`, then the longer word, then the greater string (crowd-kit's rule).
+Leading deletions of slots holding :math:`\varepsilon` are free here (crowd-kit charges them),
+so given the same order the two can pick different equal-cost alignments.
 """
 
 from __future__ import annotations
