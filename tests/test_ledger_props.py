@@ -45,9 +45,8 @@ from cynaps_data.server.db import Database, database_url
 from cynaps_data.server.problems import Problem
 from cynaps_data.server.routers import billing as billing_routes
 from cynaps_data.server.routers import projects as project_routes
-from cynaps_data.server.services import assignment, judgements, review
+from cynaps_data.server.services import assignment, curation, judgements, review
 from cynaps_data.server.services import billing as billing_service
-from cynaps_data.server.services import curation, work
 from cynaps_data.server.services import exports as export_service
 from cynaps_data.server.services import projects as project_service
 from cynaps_data.server.services import tasks as task_service
