@@ -4,6 +4,11 @@ Expected calibration error (Guo et al., 2017) with ``n_bins`` equal-width confid
 :math:`\mathrm{ECE} = \sum_b \frac{|B_b|}{n} \, |\mathrm{acc}(B_b) - \mathrm{conf}(B_b)|`,
 where the confidence of a task is its top posterior probability and its accuracy is whether the
 arg-max class equals the gold label.
+
+:func:`resampled_confidence` calibrates a posterior without gold: the confidence of each task's
+label is its average posterior over Poisson(1) re-weightings of the task's answers (a vote
+bootstrap, no refit), each answer scored by a leave-this-task-out confusion model built from the
+posterior itself; the row is then tempered to that confidence, so the arg-max never changes.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ValidationError
+from ._base import rng_from
 
-__all__ = ["expected_calibration_error", "reliability_table"]
+__all__ = ["expected_calibration_error", "reliability_table", "resampled_confidence", "temper_to"]
 
 
 def reliability_table(probas: pd.DataFrame, gold: pd.Series, n_bins: int = 10) -> pd.DataFrame:
@@ -58,3 +64,89 @@ def expected_calibration_error(probas: pd.DataFrame, gold: pd.Series, n_bins: in
     used = tab["count"] > 0
     w = tab.loc[used, "count"] / tab["count"].sum()
     return float((w * (tab.loc[used, "accuracy"] - tab.loc[used, "confidence"]).abs()).sum())
+
+
+def temper_to(q: np.ndarray, target: np.ndarray, n_steps: int = 40) -> np.ndarray:
+    r"""Temper each row of ``q`` (``(n, k)``, rows sum to 1) to the top probability ``target``
+    (``(n,)``): :math:`q_c^{1/T} / \sum_j q_j^{1/T}` with the row's :math:`T \ge 1` found by
+    bisection on :math:`\log T \in [0, 8]`. A monotone map: the order of the classes, hence the
+    arg-max, is kept; ``target`` is clipped to ``[1/k, max q]`` (tempering only lowers it)."""
+    n, k = q.shape
+    if n == 0 or k < 2:
+        return q.copy()
+    lq = np.log(np.clip(q, 1e-300, 1.0))
+    goal = np.clip(target, 1.0 / k + 1e-12, q.max(axis=1))
+    lo, hi = np.zeros(n), np.full(n, 8.0)
+
+    def tempered(log_t: np.ndarray) -> np.ndarray:
+        a = lq / np.exp(log_t)[:, None]
+        a -= a.max(axis=1, keepdims=True)
+        e = np.exp(a)
+        return e / e.sum(axis=1, keepdims=True)
+
+    for _ in range(n_steps):
+        mid = 0.5 * (lo + hi)
+        above = tempered(mid).max(axis=1) > goal
+        lo = np.where(above, mid, lo)
+        hi = np.where(above, hi, mid)
+    out = tempered(hi)
+    exact = goal >= q.max(axis=1)  # nothing to lower: keep the row bit for bit
+    out[exact] = q[exact]
+    return out
+
+
+def resampled_confidence(
+    task: np.ndarray,
+    worker: np.ndarray,
+    label: np.ndarray,
+    q: np.ndarray,
+    n_workers: int,
+    *,
+    n_draws: int = 40,
+    alpha: float = 1.0,
+    random_state: object = 0,
+) -> np.ndarray:
+    r"""Gold-free calibration of a posterior ``q`` (``(n_tasks, k)``) from the answers it came from
+    (integer codes ``task``, ``worker``, ``label``); returns the calibrated ``(n_tasks, k)`` array,
+    rows summing to 1, same arg-max as ``q``.
+
+    1. Leave-this-task-out confusions from ``q`` itself: with :math:`N_{wyc} = \sum q_{tc}` over
+       w's answers y, answer (t, w, y) scores class c by
+       :math:`\ell_{c} = \log \frac{N_{wyc} - q_{tc} + \alpha}{\sum_{y'} N_{wy'c} - q_{tc} + k\alpha}`
+       (the task's own answers do not vouch for themselves).
+    2. ``n_draws`` vote bootstraps: weights :math:`W \sim \mathrm{Poisson}(1)` per answer,
+       :math:`p^{(b)}_t = \mathrm{softmax}(\log \bar\pi + \sum W \ell)`; the confidence of the
+       label :math:`\hat z_t = \arg\max q_t` is :math:`\frac1B \sum_b p^{(b)}_{t \hat z_t}`.
+    3. :func:`temper_to` that confidence (only ever lowers it).
+
+    Cost: ``n_draws`` scatter-adds over the answers (no refit of the model).
+    """
+    t = np.asarray(task, dtype=np.int64)
+    w = np.asarray(worker, dtype=np.int64)
+    y = np.asarray(label, dtype=np.int64)
+    n_t, k = q.shape
+    if k < 2 or t.size == 0:
+        return q.copy()
+    qt = q[t]
+    cell = ((w * k + y)[:, None] * k + np.arange(k)).ravel()
+    counts = np.bincount(cell, weights=qt.ravel(), minlength=n_workers * k * k)
+    counts = counts.reshape(n_workers, k, k)
+    totals = counts.sum(axis=1)  # [w, c]
+    ell = np.log(np.maximum(counts[w, y, :] - qt, 0.0) + alpha) - np.log(
+        np.maximum(totals[w, :] - qt, 0.0) + k * alpha
+    )
+    log_prior = np.log(np.clip(q.mean(axis=0), 1e-300, 1.0))
+    z = q.argmax(axis=1)
+    rows = np.arange(n_t)
+    rng = rng_from(random_state)
+    conf = np.zeros(n_t)
+    flat = (t[:, None] * k + np.arange(k)).ravel()
+    for _ in range(int(n_draws)):
+        wts = rng.poisson(1.0, t.size).astype(np.float64)
+        s = np.bincount(flat, weights=(ell * wts[:, None]).ravel(), minlength=n_t * k)
+        a = s.reshape(n_t, k) + log_prior
+        a -= a.max(axis=1, keepdims=True)
+        np.exp(a, out=a)
+        conf += a[rows, z] / a.sum(axis=1)
+    conf /= n_draws
+    return temper_to(q, conf)
