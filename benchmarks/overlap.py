@@ -1,0 +1,237 @@
+"""Adaptive overlap replay on the 14 real crowd datasets: judgements per task vs accuracy on gold.
+
+Run from the repo root (the datasets are in ../shared/data/crowd, or set CYNAPS_CROWD_DIR):
+
+    python benchmarks/overlap.py            # 5 seeds, all policies (several minutes)
+    python benchmarks/overlap.py --quick    # 2 seeds, fewer policies (~1-2 min)
+    python benchmarks/overlap.py --figure docs/img/overlap_curve.png
+
+Replay: for each seed, each task's real judgements are put in a random order and revealed one at
+a time, only when a policy asks for one. Policies:
+
+* ``fixed k`` (k = 1..5) and ``all``: the first k judgements of every task, aggregated by
+  Dawid-Skene (``ds``) and by the default (``auto``);
+* ``agree>=θ``: dynamic overlap on raw agreement (after at least 2 judgements, stop when the top
+  answer's share reaches θ; at most 5), labels by Dawid-Skene;
+* ``ours@target``: rounds of :func:`cynaps_data.consensus.next_judgements` (Dawid-Skene refit on
+  everything revealed; ask one more judgement for every task whose posterior is below the target,
+  at most 5 per task), final labels by the default ``auto``.
+
+Cost = mean judgements per task over all tasks of a dataset (a task cannot get more than it has
+in the data); accuracy on the gold tasks. Every row prints its ratio to ``fixed 3 (ds)``
+measured in the same run. Targets (mean over the 14 sets, against fixed k=3 + Dawid-Skene):
+the same accuracy with >= 30% fewer judgements, and >= 3 points more accuracy at the same cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import consensus_data  # noqa: E402
+
+import cynaps_data.consensus as C  # noqa: E402
+
+if not consensus_data.CROWD_DIR.is_dir() and Path("/work/shared/data/crowd").is_dir():
+    consensus_data.CROWD_DIR = Path("/work/shared/data/crowd")
+
+MAX_K = 5
+
+
+class Replay:
+    """One dataset under one seed: judgements in a random order within each task."""
+
+    def __init__(self, df: pd.DataFrame, gold: pd.Series, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        df = df.iloc[rng.permutation(len(df))].reset_index(drop=True)
+        df = df.iloc[np.argsort(df["task"].to_numpy(), kind="stable")].reset_index(drop=True)
+        df["rank"] = df.groupby("task", sort=False).cumcount()
+        self.df = df
+        self.gold = gold
+        self.tasks = pd.Index(df["task"].unique())
+        self.avail = df.groupby("task", sort=False).size().reindex(self.tasks).to_numpy()
+        self.seed = seed
+
+    def revealed(self, n: np.ndarray) -> pd.DataFrame:
+        lim = pd.Series(n, index=self.tasks)
+        return self.df[self.df["rank"].to_numpy() < lim.reindex(self.df["task"]).to_numpy()]
+
+    def score(self, sub: pd.DataFrame, method: str) -> float:
+        model = C.get_aggregator(method, random_state=self.seed).fit(sub[["task", "worker", "label"]])
+        return consensus_data.accuracy(model.labels_, self.gold)
+
+    def fixed(self, k: int | None, method: str) -> tuple[float, float]:
+        n = self.avail if k is None else np.minimum(self.avail, k)
+        return float(n.mean()), self.score(self.revealed(n), method)
+
+    def agreement(self, theta: float, method: str = "ds", k_min: int = 2) -> tuple[float, float]:
+        first = self.df[self.df["rank"] < MAX_K]
+        codes = pd.Series(pd.factorize(first["label"])[0], index=first.index)
+        lab = (
+            pd.DataFrame({"task": first["task"], "rank": first["rank"], "code": codes})
+            .pivot(index="task", columns="rank", values="code")
+            .reindex(self.tasks)
+            .fillna(-1)
+            .to_numpy(dtype=np.int64)
+        )
+        n_cls = int(lab.max()) + 1
+        n = np.minimum(self.avail, MAX_K).copy()
+        stopped = np.zeros(len(self.tasks), dtype=bool)
+        for j in range(k_min, MAX_K + 1):
+            top = np.max([(lab[:, :j] == c).sum(axis=1) for c in range(n_cls)], axis=0)
+            ok = (~stopped) & (self.avail >= j) & (top / j >= theta)
+            n[ok] = j
+            stopped |= ok
+        return float(n.mean()), self.score(self.revealed(n), method)
+
+    def adaptive(
+        self, target: float, final: str = "auto", k_min: int = 1, model: str = "ds"
+    ) -> tuple[float, float]:
+        n = np.minimum(self.avail, k_min)
+        pos = pd.Series(np.arange(len(self.tasks)), index=self.tasks)
+        for _ in range(MAX_K):
+            sub = self.revealed(n)[["task", "worker", "label"]]
+            plan = C.next_judgements(
+                sub,
+                target_confidence=target,
+                max_judgements=MAX_K,
+                min_judgements=k_min,
+                method=model,
+            )
+            ask = pos.reindex(plan.index[plan["need_more"].to_numpy()]).to_numpy()
+            ask = ask[n[ask] < self.avail[ask]]
+            if ask.size == 0:
+                break
+            n[ask] += 1
+        return float(n.mean()), self.score(self.revealed(n), final)
+
+
+def run(seeds: list[int], quick: bool) -> pd.DataFrame:
+    """One row per (policy, dataset, seed): ``cost``, ``acc``."""
+    rows = []
+    targets = [0.9, 0.99] if quick else [0.8, 0.9, 0.95, 0.99, 0.999]
+    thetas = [0.7, 1.0] if quick else [0.6, 0.7, 0.8, 1.0]
+    for d in consensus_data.DATASETS:
+        df, gold = consensus_data.load(d)
+        t0 = time.perf_counter()
+        for s in seeds:
+            r = Replay(df, gold, s)
+            for k in (1, 2, 3, 4, 5, None):
+                name = "all" if k is None else f"fixed {k}"
+                rows.append((f"{name} (ds)", d, s, *r.fixed(k, "ds")))
+                if k in (3, None) or not quick:
+                    rows.append((f"{name} (auto)", d, s, *r.fixed(k, "auto")))
+            for th in thetas:
+                rows.append((f"agree>={th:g} (ds)", d, s, *r.agreement(th)))
+            for tg in targets:
+                rows.append((f"ours@{tg:g}", d, s, *r.adaptive(tg)))
+        print(f"  {d:<20} {time.perf_counter() - t0:6.1f} s", flush=True)
+    return pd.DataFrame(rows, columns=["policy", "dataset", "seed", "cost", "acc"])
+
+
+def report(res: pd.DataFrame) -> pd.DataFrame:
+    per_seed = res.groupby(["policy", "seed"])[["cost", "acc"]].mean()  # mean over 14 sets
+    summ = per_seed.groupby("policy").agg(["mean", "std"])
+    base_cost = summ.loc["fixed 3 (ds)", ("cost", "mean")]
+    base_acc = summ.loc["fixed 3 (ds)", ("acc", "mean")]
+    summ = summ.sort_values(("cost", "mean"))
+    print("\n== Mean over the 14 sets (± std over seeds); ratios to fixed 3 (ds) of the same run ==")
+    print(f"  {'policy':<20} {'judgements/task':>18} {'accuracy':>16} {'cost ratio':>11} {'Δacc':>8}")
+    for pol, r in summ.iterrows():
+        c, cs = r[("cost", "mean")], r[("cost", "std")]
+        a, as_ = r[("acc", "mean")], r[("acc", "std")]
+        print(
+            f"  {pol:<20} {c:10.3f} ± {cs:5.3f} {a:9.4f} ± {as_:5.4f}"
+            f" {c / base_cost:10.2f}x {100 * (a - base_acc):+7.2f}"
+        )
+    ours = summ[summ.index.str.startswith("ours")]
+    eq = ours[ours[("acc", "mean")] >= base_acc]
+    if len(eq):
+        best = eq[("cost", "mean")].idxmin()
+        saving = 1 - eq.loc[best, ("cost", "mean")] / base_cost
+        print(f"\n  same accuracy, fewer judgements: {best} saves {100 * saving:.1f}% (target >= 30%)")
+    else:
+        print("\n  same accuracy, fewer judgements: no target reached fixed-3 accuracy")
+    cheap = ours[ours[("cost", "mean")] <= base_cost * 1.0001]
+    if len(cheap):
+        best = cheap[("acc", "mean")].idxmax()
+        gain = cheap.loc[best, ("acc", "mean")] - base_acc
+        print(f"  same cost, more accuracy: {best} {100 * gain:+.2f} points (target >= +3)")
+    print("\n== Per dataset (mean over seeds): accuracy / judgements per task ==")
+    piv = res.groupby(["dataset", "policy"])[["acc", "cost"]].mean().unstack("policy")
+    keep = [p for p in summ.index if p.startswith(("fixed 3", "all", "ours"))]
+    print(
+        "  "
+        + f"{'dataset':<20}"
+        + "".join(f"{p:>20}" for p in keep)
+    )
+    for d, r in piv.iterrows():
+        cells = "".join(f"{r[('acc', p)]:>12.4f}/{r[('cost', p)]:<7.2f}" for p in keep)
+        print(f"  {d:<20}{cells}")
+    return summ
+
+
+def figure(summ: pd.DataFrame, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups = {
+        "fixed k (Dawid-Skene)": summ.index.str.match(r"fixed \d \(ds\)"),
+        "fixed k (auto)": summ.index.str.match(r"fixed \d \(auto\)"),
+        "agreement threshold (DS)": summ.index.str.startswith("agree"),
+        "ours (next_judgements + auto)": summ.index.str.startswith("ours"),
+    }
+    for (name, m), mk in zip(groups.items(), "osD^"):
+        sub = summ[m].sort_values(("cost", "mean"))
+        if len(sub):
+            ax.errorbar(
+                sub[("cost", "mean")],
+                sub[("acc", "mean")],
+                yerr=sub[("acc", "std")],
+                marker=mk,
+                label=name,
+                capsize=2,
+            )
+    for pol in ("all (ds)", "all (auto)"):
+        if pol in summ.index:
+            ax.scatter(summ.loc[pol, ("cost", "mean")], summ.loc[pol, ("acc", "mean")], marker="*", s=80)
+            ax.annotate(pol, (summ.loc[pol, ("cost", "mean")], summ.loc[pol, ("acc", "mean")]))
+    ax.set_xlabel("mean judgements per task (14 real crowd datasets)")
+    ax.set_ylabel("mean accuracy on gold")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"\nfigure written to {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="2 seeds, fewer policies")
+    ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 2)")
+    ap.add_argument("--figure", default=None, help="write the cost/accuracy curve PNG here")
+    args = ap.parse_args()
+    n_seeds = args.seeds or (2 if args.quick else 5)
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}")
+    t0 = time.perf_counter()
+    res = run(list(range(n_seeds)), args.quick)
+    summ = report(res)
+    if args.figure:
+        figure(summ, args.figure)
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
