@@ -29,6 +29,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -94,9 +95,18 @@ class Replay:
         return float(n.mean()), self.score(self.revealed(n), method)
 
     def adaptive(
-        self, target: float, final: str = "auto", k_min: int = 1, model: str = "ds"
+        self,
+        target: float,
+        final: str = "auto",
+        k_min: int = 2,
+        model: Any = None,
+        explore: float = 0.0,
     ) -> tuple[float, float]:
         n = np.minimum(self.avail, k_min)
+        if explore > 0:  # a random share of the tasks starts with one more judgement
+            rng = np.random.default_rng(self.seed + 1000)
+            more = rng.random(n.size) < explore
+            n = np.minimum(self.avail, n + more)
         pos = pd.Series(np.arange(len(self.tasks)), index=self.tasks)
         for _ in range(MAX_K):
             sub = self.revealed(n)[["task", "worker", "label"]]
@@ -104,7 +114,7 @@ class Replay:
                 sub,
                 target_confidence=target,
                 max_judgements=MAX_K,
-                min_judgements=k_min,
+                min_judgements=1,
                 method=model,
             )
             ask = pos.reindex(plan.index[plan["need_more"].to_numpy()]).to_numpy()

@@ -7,7 +7,8 @@ r"""Adaptive overlap, offline: which tasks need another judgement, and what it i
 ``label``          current consensus label
 ``confidence``     posterior probability of ``label`` (calibrated for ``method="auto"``)
 ``n_judgements``   judgements so far (int64)
-``expected_gain``  expected rise of P(label is right) from one more judgement (float64)
+``expected_gain``  expected information (bits) one more judgement gives about the task's
+                   true class (float64; NaN for a task without judgements)
 ``need_more``      whether the stopping rule asks for another judgement (bool)
 ``stop_reason``    why not: ``"confident"``, ``"max_judgements"``, ``"no_gain"``; ``""``
                    when ``need_more``
@@ -19,12 +20,13 @@ rows sorted by ``need_more`` then ``expected_gain`` (the most valuable judgement
 it has fewer than ``min_judgements``, or while its confidence is below ``target_confidence``,
 it has fewer than ``max_judgements`` and its expected gain is above ``min_gain``.
 
-**Expected gain** (one-step value of information): the next answer comes from a typical
-annotator of the crowd, the confusion :math:`\bar e_{yc}` averaged over workers weighted by
-their answers. With posterior :math:`q` and answer y,
-:math:`q'_c \propto q_c \bar e_{yc}` and
-:math:`\mathrm{gain} = \sum_y \big(\sum_c q_c \bar e_{yc}\big) \max_c q'_c - \max_c q_c
-= \sum_y \max_c q_c \bar e_{yc} - \max_c q_c \ge 0`.
+**Expected gain**: the mutual information between the task's true class and its next answer,
+the answer coming from a typical annotator of the crowd (confusion :math:`\bar e_{yc}`, the
+workers' confusions averaged with their numbers of answers as weights):
+:math:`\mathrm{gain} = \sum_{y,c} q_c \bar e_{yc} \log_2 \frac{\bar e_{yc}}{\sum_{c'} q_{c'}
+\bar e_{yc'}}`. Unlike the one-step rise of P(label is right), which is 0 whenever a single
+answer cannot flip the label, it is positive for every unsettled task, so tasks that need two
+more answers are not mistaken for settled ones.
 """
 
 from __future__ import annotations
@@ -43,13 +45,17 @@ STOP_REASONS = ("", "confident", "max_judgements", "no_gain")
 
 
 def expected_gain(q: np.ndarray, confusion: np.ndarray) -> np.ndarray:
-    """Expected rise of the top posterior after one more answer: ``q`` ``(n, k)`` posteriors,
-    ``confusion`` ``(k, k)`` with ``confusion[y, c] = P(answer y | true class c)``; ``(n,)``."""
-    # sum_y max_c q_c e_yc  -  max_c q_c
-    best = np.zeros(q.shape[0])
-    for yy in range(confusion.shape[0]):
-        best += (q * confusion[yy][None, :]).max(axis=1)
-    return np.maximum(best - q.max(axis=1), 0.0)
+    """Expected information (bits) one more answer gives about each task's true class: ``q``
+    ``(n, k)`` posteriors, ``confusion`` ``(k, k)`` with ``confusion[y, c] = P(answer y | true
+    class c)``; returns ``(n,)``, 0 for a settled task or an uninformative annotator."""
+    e = np.clip(confusion, 1e-12, None)
+    gain = np.zeros(q.shape[0])
+    for yy in range(e.shape[0]):
+        joint = q * e[yy][None, :]  # P(z = c, y)
+        p_y = joint.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain += np.where(joint > 0, joint * np.log(e[yy][None, :] / p_y), 0.0).sum(axis=1)
+    return np.maximum(gain, 0.0) / np.log(2.0)
 
 
 def _typical_confusion(model: Any, k: int, counts: pd.Series) -> np.ndarray:
@@ -76,7 +82,7 @@ def next_judgements(
     max_judgements: int = 5,
     min_judgements: int = 1,
     min_gain: float = 0.0,
-    method: Any = "ds",
+    method: Any = None,
     tasks: Sequence[Hashable] | None = None,
     labels: Sequence[Hashable] | None = None,
     gold: Any = None,
@@ -85,8 +91,10 @@ def next_judgements(
     """Which tasks need another judgement (see the module docstring for the columns and rule).
 
     ``df``: long frame ``task``, ``worker``, ``label``. ``method``: any name accepted by
-    :func:`cynaps_data.consensus.aggregate` or an aggregator instance (default ``"ds"``:
-    Dawid-Skene refit on everything so far; fast enough to call after every batch).
+    :func:`cynaps_data.consensus.aggregate` or an aggregator instance. Default (``None``):
+    Dawid-Skene refit on everything so far with a Dirichlet prior of 4 correct : 1 wrong
+    pseudo-answers per class (EBCC's prior), so a worker seen on two tasks is not taken for
+    perfect; fast enough to call after every batch.
     ``tasks``: every task of the job, so tasks without a judgement yet are listed too (they need
     one; gain NaN). ``gold``: Series of known answers (fixes those tasks, teaches the skills).
     Extra keyword arguments go to the aggregator.
@@ -107,6 +115,9 @@ def next_judgements(
             raise ValidationError(f"missing column {col!r}", param=col)
     if labels is not None:
         params["labels"] = labels
+    if method is None:
+        params = {"alpha_correct": 4.0, "alpha_wrong": 1.0, **params}
+        method = "ds"
     model = get_aggregator(method, **params)
     if df["worker"].nunique() >= 2:
         model.fit(df, gold=gold)
