@@ -74,8 +74,10 @@ class Replay:
         n = self.avail if k is None else np.minimum(self.avail, k)
         return float(n.mean()), self.score(self.revealed(n), method)
 
-    def agreement(self, theta: float, method: str = "ds", k_min: int = 2) -> tuple[float, float]:
-        first = self.df[self.df["rank"] < MAX_K]
+    def agreement(
+        self, theta: float, method: str = "ds", k_min: int = 2, max_k: int = MAX_K
+    ) -> tuple[float, float]:
+        first = self.df[self.df["rank"] < max_k]
         codes = pd.Series(pd.factorize(first["label"])[0], index=first.index)
         lab = (
             pd.DataFrame({"task": first["task"], "rank": first["rank"], "code": codes})
@@ -85,9 +87,9 @@ class Replay:
             .to_numpy(dtype=np.int64)
         )
         n_cls = int(lab.max()) + 1
-        n = np.minimum(self.avail, MAX_K).copy()
+        n = np.minimum(self.avail, max_k).copy()
         stopped = np.zeros(len(self.tasks), dtype=bool)
-        for j in range(k_min, MAX_K + 1):
+        for j in range(k_min, max_k + 1):
             top = np.max([(lab[:, :j] == c).sum(axis=1) for c in range(n_cls)], axis=0)
             ok = (~stopped) & (self.avail >= j) & (top / j >= theta)
             n[ok] = j
@@ -101,6 +103,7 @@ class Replay:
         k_min: int = 2,
         model: Any = None,
         explore: float = 0.0,
+        max_k: int = MAX_K,
     ) -> tuple[float, float]:
         n = np.minimum(self.avail, k_min)
         if explore > 0:  # a random share of the tasks starts with one more judgement
@@ -108,12 +111,12 @@ class Replay:
             more = rng.random(n.size) < explore
             n = np.minimum(self.avail, n + more)
         pos = pd.Series(np.arange(len(self.tasks)), index=self.tasks)
-        for _ in range(MAX_K):
+        for _ in range(max_k):
             sub = self.revealed(n)[["task", "worker", "label"]]
             plan = C.next_judgements(
                 sub,
                 target_confidence=target,
-                max_judgements=MAX_K,
+                max_judgements=max_k,
                 min_judgements=1,
                 method=model,
             )

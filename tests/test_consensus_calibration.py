@@ -89,3 +89,19 @@ def test_calibration_on_real_crowds():
         raws.append(expected_calibration_error(raw, gold, 15))
     assert np.mean(eces) <= 0.045
     assert np.mean(eces) < 0.5 * np.mean(raws)
+
+
+def test_reliability_diagram_draws_one_curve_per_posterior():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from cynaps_data import plots
+
+    df, truth = hard_crowd(300)
+    raw = ConsensusEnsemble(calibration="none").fit(df).probas_
+    cal = ConsensusEnsemble().fit(df).probas_
+    ax = plots.reliability_diagram({"raw": raw, "calibrated": cal}, truth)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0] == "perfect" and labels[1].startswith("raw (ECE ")
+    assert len(ax.lines) == 3
