@@ -61,9 +61,7 @@ def test_columns_order_and_stop_reasons():
 
 
 def test_min_judgements_and_unjudged_tasks():
-    df = pd.DataFrame(
-        {"task": [1, 1, 2, 2], "worker": ["u", "v", "u", "v"], "label": [0, 0, 1, 1]}
-    )
+    df = pd.DataFrame({"task": [1, 1, 2, 2], "worker": ["u", "v", "u", "v"], "label": [0, 0, 1, 1]})
     plan = next_judgements(df, target_confidence=0.5, min_judgements=3, tasks=[1, 2, 3])
     assert plan["need_more"].all()
     assert plan.loc[3, "n_judgements"] == 0 and np.isnan(plan.loc[3, "confidence"])

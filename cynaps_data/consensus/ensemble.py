@@ -41,8 +41,8 @@ from ._base import (
     fix_gold,
     rng_from,
 )
-from .calibration import resampled_confidence
 from ._encode import Encoded
+from .calibration import resampled_confidence
 from .dawid_skene import dawid_skene_arrays
 from .ebcc import ebcc_arrays
 from .mace import mace_arrays
