@@ -113,3 +113,19 @@ def test_loop_beats_fixed_overlap_on_a_simulated_crowd():
     acc = (final["label"].sort_index() == crowd.truth).mean()
     assert len(got) <= 1.05 * len(fixed)
     assert acc >= acc_fixed + 0.03
+
+
+def test_small_start_does_not_collapse_the_class_prior():
+    """Three tasks, all leaning "x": without a prior on the class shares Dawid-Skene drove
+    P(y) to 1e-10 and called the 1-1 task "confident" at 1.000 (seen before the fix)."""
+    df = pd.DataFrame(
+        {
+            "task": ["a"] * 4 + ["b"] * 2 + ["c"] * 4,
+            "worker": ["w1", "w2", "w3", "w4", "w1", "w2", "w1", "w2", "w3", "w4"],
+            "label": ["x"] * 4 + ["x", "y"] + ["x", "y", "x", "y"],
+        }
+    )
+    plan = next_judgements(df, gold=pd.Series({"a": "x"}))
+    assert plan.loc["a", "stop_reason"] == "confident"
+    assert plan.loc[["b", "c"], "need_more"].all()
+    assert (plan.loc[["b", "c"], "confidence"] < 0.9).all()

@@ -99,7 +99,8 @@ def next_judgements(
     :func:`cynaps_data.consensus.aggregate` or an aggregator instance. Default (``None``):
     Dawid-Skene refit on everything so far with a Dirichlet prior of 4 correct : 1 wrong
     pseudo-answers per class (EBCC's prior), so a worker seen on two tasks is not taken for
-    perfect; fast enough to call after every batch.
+    perfect, and one pseudo-task per class on the class prior, so a class nobody has voted for
+    yet keeps a chance; fast enough to call after every batch.
     ``tasks``: every task of the job, so tasks without a judgement yet are listed too (they need
     one; gain NaN). ``gold``: Series of known answers (fixes those tasks, teaches the skills).
     ``calibrate``: temper the model's posterior with
@@ -125,7 +126,7 @@ def next_judgements(
     if labels is not None:
         params["labels"] = labels
     if method is None:
-        params = {"alpha_correct": 4.0, "alpha_wrong": 1.0, **params}
+        params = {"alpha_correct": 4.0, "alpha_wrong": 1.0, "alpha_prior": 1.0, **params}
         method = "ds"
     model = get_aggregator(method, **params)
     if df["worker"].nunique() >= 2:
