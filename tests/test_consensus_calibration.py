@@ -81,9 +81,7 @@ def test_calibration_on_real_crowds():
     for name in ("rte", "zencrowd_in"):
         df, gold = load(name)
         cal = ConsensusEnsemble().fit(df)
-        raw = pd.DataFrame(
-            cal.members_["uncalibrated"], index=cal.probas_.index, columns=cal.probas_.columns
-        )
+        raw = cal.uncalibrated_probas_
         assert (cal.probas_.to_numpy().argmax(1) == raw.to_numpy().argmax(1)).all()
         eces.append(expected_calibration_error(cal.probas_, gold, 15))
         raws.append(expected_calibration_error(raw, gold, 15))

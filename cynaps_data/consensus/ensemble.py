@@ -30,6 +30,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ._base import (
     ArrayResult,
@@ -87,8 +88,8 @@ def ensemble_arrays(
         skills, errors, hist = ds.skills, ds.errors, ds.loss_history
         n_iter = ds.n_iter + ma.n_iter
     q /= q.sum(axis=1, keepdims=True)
+    raw = q
     if calibration == "resample":
-        members["uncalibrated"] = q
         n_w = int(n_workers) if n_workers is not None else int(np.max(worker)) + 1
         q = fix_gold(resampled_confidence(task, worker, label, q, n_w, random_state=rng), gold)
     labels = argmax_rows(q, rng)
@@ -100,6 +101,7 @@ def ensemble_arrays(
         errors=errors,
         loss_history=list(hist),
         n_iter=n_iter,
+        extra={"uncalibrated": raw},
     )
     return res, members
 
@@ -115,8 +117,9 @@ class ConsensusEnsemble(BaseAggregator):
 
     Fitted: ``labels_``, ``probas_`` (the pooled posterior), ``priors_``, ``skills_`` and
     ``errors_`` (EBCC's class-level confusion for 2 classes, DS's for >= 3), ``loss_history_``,
-    ``n_iter_`` (summed over members), ``members_`` (dict of member ``probas`` arrays, plus
-    ``"uncalibrated"``: the pooled posterior before calibration).
+    ``n_iter_`` (summed over members), ``members_`` (dict of member ``probas`` arrays),
+    ``uncalibrated_probas_`` (DataFrame task x label: the pooled posterior before calibration;
+    equal to ``probas_`` with ``calibration="none"``).
     """
 
     _arrays = staticmethod(ensemble_arrays)
@@ -131,4 +134,7 @@ class ConsensusEnsemble(BaseAggregator):
         self, enc: Encoded, out: tuple[ArrayResult, dict[str, np.ndarray]]
     ) -> ArrayResult:
         res, self.members_ = out
+        self.uncalibrated_probas_ = pd.DataFrame(
+            res.extra["uncalibrated"], index=enc.task_names, columns=enc.label_names
+        )
         return res
