@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from ..ids import random_id
 from ..problems import Problem, invalid, invalid_state
 from ..tables import judgements, payments, projects, tasks
-from . import ledger
+from . import ledger, outbox
 from .fastsql import Raw
 from .pricing import quote, task_charge_cents
 
@@ -107,6 +107,7 @@ def pay_deposit(conn: sa.Connection, project: Any, method: str) -> dict:
         q.total_cents,
         project_id=project.id,
     )
+    outbox.deposit_paid(conn, project, q.total_cents, payment["id"] if payment else None)
     conn.execute(
         projects.update()
         .where(projects.c.id == project.id)
@@ -203,6 +204,7 @@ def release_escrow(conn: sa.Connection, project: Any) -> int:
         raise RuntimeError("escrow cannot cover the release; ledger invariant broken")
     ledger.post(conn, "release", moves, project_id=project.id)
     if rows:
+        outbox.results_released(conn, project, total, sum(int(r[2]) for r in rows))
         conn.execute(judgements.update().where(unpaid).values(paid=True))
     conn.execute(
         tasks.update()
@@ -217,6 +219,7 @@ def refund_deposit(conn: sa.Connection, project: Any) -> int:
     hold = ledger.deposit_hold(project.id)
     cents = ledger.balance(conn, hold)
     if cents > 0:
+        outbox.deposit_refunded(conn, project, cents)  # webhook event, same transaction
         ledger.post(
             conn,
             "deposit_refund",

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from ..db import Database
 from ..problems import Problem, insufficient_credits, invalid, invalid_state
 from ..tables import projects, tasks
-from . import ledger
+from . import ledger, outbox
 from . import projects as project_service
 from .pricing import task_charge_cents
 
@@ -107,6 +107,7 @@ def reopen(db: Database, owner_id: str, project_id: str, body: Any) -> dict:
         state = project.state
         if state in ("review", "completed"):
             state = "active"
+            outbox.state_changing(conn, project_id, state)  # webhook event, same transaction
             conn.execute(
                 projects.update()
                 .where(projects.c.id == project_id)

@@ -38,7 +38,7 @@ from ..db import Database, current_claim
 from ..db import _mark_committed as mark_committed
 from ..problems import Problem, forbidden, invalid, not_found
 from ..tables import VOTE_SEPARATOR, assignments, judgements, projects, skips, tasks
-from . import billing
+from . import billing, outbox
 from . import projects as project_service
 from .accounts import Principal
 from .fastsql import Raw, json_value
@@ -604,6 +604,7 @@ def submit(
             },
         )
         if decision.status != "pending":
+            outbox.task_decided(raw.conn, owner, task_project, task_id, decision.status)
             if decision.status == "completed":
                 charged = _ChargedProject(task_project, owner, annotation_type)
                 billing.charge_task(raw.conn, charged, task_id, n_votes, expert=False)
@@ -855,6 +856,7 @@ def decide_review(db: Database, principal: Principal, task_id: int, body: Any) -
             )
         )
         billing.charge_task(conn, project, task_id, task.n_judgements, expert=True)
+        outbox.task_decided(conn, project.owner_id, project.id, task_id, "completed")
         project_service.settle(conn, project)
     return {
         "object": "review_decision",
