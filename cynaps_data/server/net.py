@@ -248,7 +248,7 @@ class Sender:
                 raise TimeoutError(f"no complete answer within {self.timeout:g} s")
             if conn.sock is not None:
                 conn.sock.settimeout(remaining)
-            chunk = response.read1(min(65536, self.max_bytes + 1 - size))
+            chunk = response.read(min(65536, self.max_bytes + 1 - size))
             if not chunk:
                 break
             chunks.append(chunk)
