@@ -248,8 +248,10 @@ class Sender:
                 raise TimeoutError(f"no complete answer within {self.timeout:g} s")
             if conn.sock is not None:
                 conn.sock.settimeout(remaining)
-            chunk = response.read(min(65536, self.max_bytes + 1 - size))
+            # read1: whatever has arrived (a trickling answer still meets the deadline)
+            chunk = response.read1(min(65536, self.max_bytes + 1 - size))
             if not chunk:
+                response.read()  # b"" here; marks the answer finished so the connection is reusable
                 break
             chunks.append(chunk)
             size += len(chunk)
