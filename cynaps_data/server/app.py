@@ -20,6 +20,7 @@ from .routers import (
     api_keys,
     assets,
     billing,
+    console,
     exports,
     imports,
     projects,
@@ -97,7 +98,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     api_schema.install(app, _problem_response)
     for module in (accounts, projects, tasks, assets, billing, exports, imports, annotator, ui):
         app.include_router(module.router)
-    for module in (api_keys, webhooks):
+    for module in (api_keys, webhooks, console):
         app.include_router(module.router)
 
     @app.exception_handler(Problem)
