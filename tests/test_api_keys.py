@@ -87,7 +87,9 @@ def test_annotators_cannot_manage_keys(platform, annotator_key):
 
 def test_cynaps_keys_command(platform, client, tmp_path, capsys):
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"api_key": client.settings.api_key, "base_url": platform.base_url}))
+    config.write_text(
+        json.dumps({"api_key": client.settings.api_key, "base_url": platform.base_url})
+    )
     assert main(["keys", "create", "--name", "from cli", "--config", str(config), "--json"]) == 0
     created = json.loads(capsys.readouterr().out)
     assert created["secret"].startswith("sk_test_")

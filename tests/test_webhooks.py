@@ -38,7 +38,9 @@ def hooks(tmp_path_factory):
 
 @pytest.fixture
 def hclient(hooks):
-    with cynaps.Client(api_key=hooks.create_customer(), base_url=hooks.base_url, max_retries=0) as c:
+    with cynaps.Client(
+        api_key=hooks.create_customer(), base_url=hooks.base_url, max_retries=0
+    ) as c:
         yield c
 
 
@@ -103,7 +105,6 @@ def test_500_twice_then_200_is_three_deliveries_with_one_id(hclient):
         assert len({h["webhook-id"] for _, h, _ in got}) == 1
         log = hclient.webhooks.attempts(endpoint["id"])
         assert [(a["attempt"], a["status_code"]) for a in reversed(log)] == [  # noqa
-
             (1, 500),
             (2, 500),
             (3, 200),
@@ -132,7 +133,9 @@ def test_retry_after_is_honoured(hclient):
 def test_410_disables_the_endpoint_and_says_so(hclient, receiver):
     gone = Receiver([(410, {})])
     try:
-        watcher = hclient.webhooks.create_endpoint(receiver.url, events=["webhook.endpoint_disabled"])
+        watcher = hclient.webhooks.create_endpoint(
+            receiver.url, events=["webhook.endpoint_disabled"]
+        )
         endpoint = hclient.webhooks.create_endpoint(gone.url)
         hclient.webhooks.send_test(endpoint["id"])
         gone.wait_for(1)
@@ -156,9 +159,10 @@ def test_exhausting_the_schedule_disables(tmp_path):
         webhook_poll_seconds=0.01,
     )
     dead = Receiver([(500, {})] * 20)
-    with LocalPlatform(settings=settings, workforce=False) as p, cynaps.Client(
-        api_key=p.create_customer(), base_url=p.base_url, max_retries=0
-    ) as c:
+    with (
+        LocalPlatform(settings=settings, workforce=False) as p,
+        cynaps.Client(api_key=p.create_customer(), base_url=p.base_url, max_retries=0) as c,
+    ):
         try:
             endpoint = c.webhooks.create_endpoint(dead.url)
             c.webhooks.send_test(endpoint["id"])
@@ -216,7 +220,11 @@ def test_project_events_and_batched_task_events(hooks, hclient, receiver):
     while True:
         got = events(receiver.received)
         ids = [i for e in got if e["type"] == "tasks.finalised" for i in e["data"]["task_ids"]]
-        states = [(e["data"]["old_state"], e["data"]["new_state"]) for e in got if e["type"] == "project.state_changed"]
+        states = [
+            (e["data"]["old_state"], e["data"]["new_state"])
+            for e in got
+            if e["type"] == "project.state_changed"
+        ]
         kinds = {e["type"] for e in got}
         if len(ids) >= 40 and ("active", "completed") in states and "results.released" in kinds:
             break
@@ -266,7 +274,9 @@ def test_an_event_of_a_rolled_back_change_is_never_sent(hooks, hclient, receiver
 
 def test_endpoints_are_scoped_to_their_account(hooks, hclient, receiver):
     endpoint = hclient.webhooks.create_endpoint(receiver.url)
-    with cynaps.Client(api_key=hooks.create_customer(), base_url=hooks.base_url, max_retries=0) as other:
+    with cynaps.Client(
+        api_key=hooks.create_customer(), base_url=hooks.base_url, max_retries=0
+    ) as other:
         for call in (
             lambda: other.webhooks.get_endpoint(endpoint["id"]),
             lambda: other.webhooks.send_test(endpoint["id"]),

@@ -78,7 +78,9 @@ def test_malformed_urls_are_refused(url):
 def test_live_mode_wants_https_and_public_addresses_pass():
     with pytest.raises(net.Refused, match="https"):
         net.check_url("http://93.184.216.34/", https_only=True, allow_loopback=False)
-    target = net.check_url("https://93.184.216.34:8443/h?a=1", https_only=True, allow_loopback=False)
+    target = net.check_url(
+        "https://93.184.216.34:8443/h?a=1", https_only=True, allow_loopback=False
+    )
     assert (target.port, target.path) == (8443, "/h?a=1")
     net.check_address(ipaddress.ip_address("2606:4700::1111"), False)
 
@@ -99,9 +101,9 @@ def _name_for_loopback() -> str | None:
             infos = socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)
         except OSError:
             continue
-        if infos and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos):
-            if name.lower() != "localhost":
-                return name
+        loopback = infos and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+        if loopback and name.lower() != "localhost":
+            return name
     return None
 
 
@@ -112,9 +114,10 @@ def test_a_name_resolving_to_loopback_is_refused_when_connecting(tmp_path):
         pytest.skip("no host name on this machine resolves to loopback")
     receiver = Receiver()
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'c.db'}", webhook_poll_seconds=0.02)
-    with LocalPlatform(settings=settings, workforce=False) as p, cynaps.Client(
-        api_key=p.create_customer(), base_url=p.base_url, max_retries=0
-    ) as c:
+    with (
+        LocalPlatform(settings=settings, workforce=False) as p,
+        cynaps.Client(api_key=p.create_customer(), base_url=p.base_url, max_retries=0) as c,
+    ):
         try:
             port = receiver.url.split(":")[2].split("/")[0]
             endpoint = c.webhooks.create_endpoint(f"http://{name}:{port}/hook")  # accepted
@@ -146,9 +149,10 @@ def test_redirects_are_not_followed_and_answers_are_capped(tmp_path):
         webhook_poll_seconds=0.02,
         webhook_retry_scale=1.0,
     )
-    with LocalPlatform(settings=settings, workforce=False) as p, cynaps.Client(
-        api_key=p.create_customer(), base_url=p.base_url, max_retries=0
-    ) as c:
+    with (
+        LocalPlatform(settings=settings, workforce=False) as p,
+        cynaps.Client(api_key=p.create_customer(), base_url=p.base_url, max_retries=0) as c,
+    ):
         try:
             endpoint = c.webhooks.create_endpoint(redirect.url)
             c.webhooks.send_test(endpoint["id"])
