@@ -99,9 +99,9 @@ def baseline(url: str, n: int, concurrency: int) -> float:
 
 
 def run_phase(platform, account, receiver, start_seq, n, per_txn, rate) -> dict:
-    from cynaps_data.server.services import outbox
-
     import resource
+
+    from cynaps_data.server.services import outbox
 
     commits: dict[int, float] = {}
     before = len(receiver.lines)

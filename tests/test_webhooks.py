@@ -322,3 +322,49 @@ def test_the_local_setting_is_visible_in_the_api(hclient, client):
 def test_http_api_answers_401_before_reading_bodies(hooks):
     r = requests.post(hooks.base_url + "/v1/webhooks/endpoints", data=b"{not json", timeout=10)
     assert r.status_code == 401
+
+
+def test_the_example_receiver_verifies_and_dedupes(hclient, tmp_path, capsys):
+    """docs/examples/webhook_receiver.py: a retried message (same webhook-id) is handled once."""
+    import importlib.util
+    import sqlite3
+    import threading
+    from http.server import ThreadingHTTPServer
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "examples" / "webhook_receiver.py"
+    spec = importlib.util.spec_from_file_location("webhook_receiver_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    handled: list[dict] = []
+    example.handle = handled.append
+    store = sqlite3.connect(tmp_path / "seen.db", check_same_thread=False)
+    store.execute("CREATE TABLE seen (id TEXT PRIMARY KEY)")
+    endpoint_secret = cynaps.webhooks.new_secret()
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), example.make_handler(endpoint_secret, store, threading.Lock())
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        endpoint = hclient.webhooks.create_endpoint(url)
+        # the platform signs with its own secret: the receiver refuses it (400) …
+        hclient.webhooks.send_test(endpoint["id"])
+        deadline = time.monotonic() + 10
+        while not (log := hclient.webhooks.attempts(endpoint["id"])):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert log[0]["status_code"] == 400 and handled == []
+        # … and with the right secret, twice the same id is processed once
+        body = json.dumps({"type": "ping", "timestamp": "t", "data": {"n": 1}}).encode()
+        stamp = int(time.time())
+        headers = {
+            "webhook-id": "msg_same",
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": cynaps.webhooks.sign("msg_same", stamp, body, endpoint_secret),
+        }
+        for _ in range(2):
+            assert requests.post(url, data=body, headers=headers, timeout=10).status_code == 200
+        assert [e["data"] for e in handled] == [{"n": 1}]
+    finally:
+        server.shutdown()
