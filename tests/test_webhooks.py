@@ -368,3 +368,52 @@ def test_the_example_receiver_verifies_and_dedupes(hclient, tmp_path, capsys):
         assert [e["data"] for e in handled] == [{"n": 1}]
     finally:
         server.shutdown()
+
+
+def test_postgresql_two_platforms_deliver_each_message_once_per_attempt(tmp_path):
+    """Two platforms (own engines, own workers) on one PostgreSQL database: every event is
+    delivered, retries keep their id, and the two workers never both send one attempt."""
+    from cynaps_data.server.db import database_url
+
+    from .conftest import fresh_postgres_database
+
+    r = Receiver([(500, {})])
+    with fresh_postgres_database("cynaps_hooks") as raw_url:
+        url = database_url(raw_url)
+
+        def settings() -> Settings:
+            return Settings(
+                database_url=url,
+                webhook_allow_loopback=True,
+                webhook_retry_scale=0.001,
+                webhook_poll_seconds=0.01,
+                platform_key_file=str(tmp_path / "platform.key"),  # shared by both
+            )
+
+        try:
+            with (
+                LocalPlatform(settings=settings(), workforce=False) as one,
+                LocalPlatform(settings=settings(), workforce=False) as two,
+            ):
+                key = one.create_customer()
+                c = cynaps.Client(api_key=key, base_url=two.base_url, max_retries=0)
+                endpoint = c.webhooks.create_endpoint(r.url)
+                first = c.webhooks.send_test(endpoint["id"])["message_id"]
+                project = make_project(c)
+                project.upload_tasks([{"text": "a"}])
+                project.calculate_deposit()
+                project.pay_deposit(payment_method="credits")
+                got = r.wait_for(4)  # ping twice (500, then 200), state change, deposit.paid
+                time.sleep(0.5)
+                ids = [h["webhook-id"] for _, h, _ in r.received]
+                assert ids.count(first) == 2 and len(r.received) == 4
+                assert sorted(e["type"] for e in events(got)) == [
+                    "deposit.paid",
+                    "ping",
+                    "ping",
+                    "project.state_changed",
+                ]
+                for _, headers, body in got:
+                    standardwebhooks.Webhook(endpoint["secret"]).verify(body, headers)
+        finally:
+            r.close()
