@@ -83,7 +83,10 @@ class WebhookWorker:
         jobs = delivery.claim(self.db, CLAIM_BATCH, self.settings.webhook_lease_seconds)
         if jobs:
             assert self._pool is not None
-            outcomes = list(self._pool.map(self._attempt, jobs))
+            # one task per sending thread (round robin), not one per job: fewer futures
+            n = max(1, min(self.settings.webhook_concurrency, len(jobs)))
+            chunks = [jobs[i::n] for i in range(n)]
+            outcomes = [o for part in self._pool.map(self._attempt_all, chunks) for o in part]
             delivery.record(self.db, outcomes, self.settings.webhook_retry_scale)
         return bool(relayed or jobs)
 
@@ -106,6 +109,9 @@ class WebhookWorker:
                 self._secrets.clear()
             secret = self._secrets[key] = box(self.settings).open(sealed, endpoint_id)
         return secret
+
+    def _attempt_all(self, jobs: list[delivery.Job]) -> list[delivery.Outcome]:
+        return [self._attempt(job) for job in jobs]
 
     def _attempt(self, job: delivery.Job) -> delivery.Outcome:
         started = time.monotonic()

@@ -27,7 +27,7 @@ from ..tables import (
     webhook_outbox,
 )
 from .outbox import BATCHED, emit
-from .webhooks import SCHEDULE, new_message
+from .webhooks import SCHEDULE, message_row
 
 RELAY_BATCH = 5000
 MAX_TASK_IDS = 1000  # task ids per tasks.finalised / tasks.disputed message
@@ -75,10 +75,12 @@ def relay(db: Database) -> int:
                 data = {"project_id": project, "task_ids": chunk, "count": len(chunk)}
                 singles.append((account, kind, data, project, first))
         now = time.time()
-        deliveries = []
+        messages, deliveries = [], []
         for account, kind, data, project, created in sorted(singles, key=lambda s: s[4]):
             targets = [x.id for x in by_account[account] if _wants(x, kind, project)]
-            message_id = new_message(conn, account, kind, data, project, created)
+            message = message_row(account, kind, data, project, created)
+            messages.append(message)
+            message_id = message["id"]
             deliveries += [
                 {
                     "message_id": message_id,
@@ -90,7 +92,8 @@ def relay(db: Database) -> int:
                 }
                 for target in targets
             ]
-        if deliveries:
+        if messages:
+            conn.execute(webhook_messages.insert(), messages)
             conn.execute(webhook_deliveries.insert(), deliveries)
         ids = [r.id for r in rows]
         for i in range(0, len(ids), 500):

@@ -7,6 +7,7 @@ stored only encrypted (:mod:`..secretbox`). Delivery itself is in :mod:`.webhook
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
@@ -266,6 +267,23 @@ def rotate_secret(
         return {**view(load(conn, owner_id, endpoint_id), now), "secret": secret}
 
 
+def message_row(
+    account_id: str, event_type: str, data: dict, project_id: str | None, created_at: float
+) -> dict:
+    """One ``webhook_messages`` row: a new ``msg_`` id and the exact body that is signed."""
+    from datetime import datetime, timezone
+
+    stamp = datetime.fromtimestamp(created_at, timezone.utc).isoformat().replace("+00:00", "Z")
+    return {
+        "id": "msg_" + secrets.token_hex(12),
+        "account_id": account_id,
+        "event_type": event_type,
+        "project_id": project_id,
+        "body": orjson.dumps({"type": event_type, "timestamp": stamp, "data": data}).decode(),
+        "created_at": created_at,
+    }
+
+
 def new_message(
     conn: sa.Connection,
     account_id: str,
@@ -274,24 +292,10 @@ def new_message(
     project_id: str | None,
     created_at: float,
 ) -> str:
-    """Store one message (the exact body that is signed); returns its ``msg_`` id."""
-    from datetime import datetime, timezone
-
-    message_id = random_id("msg", 20)
-    stamp = datetime.fromtimestamp(created_at, timezone.utc).isoformat().replace("+00:00", "Z")
-    body = orjson.dumps({"type": event_type, "timestamp": stamp, "data": data}).decode()
-    conn.execute(
-        webhook_messages.insert(),
-        {
-            "id": message_id,
-            "account_id": account_id,
-            "event_type": event_type,
-            "project_id": project_id,
-            "body": body,
-            "created_at": created_at,
-        },
-    )
-    return message_id
+    """Store one message; returns its ``msg_`` id."""
+    row = message_row(account_id, event_type, data, project_id, created_at)
+    conn.execute(webhook_messages.insert(), row)
+    return row["id"]
 
 
 def send_test(db: Database, owner_id: str, endpoint_id: str) -> dict:
