@@ -100,3 +100,24 @@ def test_cynaps_keys_command(platform, client, tmp_path, capsys):
     assert f"Revoked {created['id']}" in capsys.readouterr().out
     with pytest.raises(errors.AuthenticationError, match="revoked"):
         cynaps.Client(api_key=created["secret"], base_url=platform.base_url, max_retries=0).me()
+
+
+def test_secrets_in_answers_are_not_kept_by_the_idempotency_store(platform, client):
+    """The client sends an Idempotency-Key with every POST; answers that carry a secret (a new
+    API key, a webhook secret) must not be stored in clear to replay them."""
+    import sqlite3
+
+    from .conftest import make_project
+
+    make_project(client)  # an answer the store keeps
+    key = client.api_keys.create("stored?")
+    endpoint = client.webhooks.create_endpoint("https://93.184.216.34/hook")
+    rotated = client.webhooks.rotate_secret(endpoint["id"])
+    db = sqlite3.connect(platform.db.url.removeprefix("sqlite:///"))
+    dump = "\n".join(db.iterdump()).encode()
+    stored = b"\n".join(
+        bytes(r[0] or b"") for r in db.execute("SELECT response_body FROM idempotency_keys")
+    )
+    assert b'"object":"project"' in stored  # the store is in use
+    for secret in (key.secret, endpoint["secret"], rotated["secret"]):
+        assert secret.split("_", 2)[-1].encode() not in dump + stored

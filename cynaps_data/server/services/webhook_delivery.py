@@ -43,6 +43,9 @@ def _wants(endpoint: Any, event_type: str, project_id: str | None) -> bool:
 def relay(db: Database) -> int:
     """Turn committed outbox events into messages and deliveries; returns events consumed."""
     o, e = webhook_outbox, webhook_endpoints
+    with db.read() as conn:  # idle passes never take the write lock
+        if conn.execute(sa.select(o.c.id).limit(1)).first() is None:
+            return 0
     with db.write() as conn:
         query = sa.select(o).order_by(o.c.id).limit(RELAY_BATCH)
         if conn.dialect.name == "postgresql":
@@ -121,6 +124,12 @@ def claim(db: Database, limit: int, lease: float) -> list[Job]:
     """Due deliveries to enabled endpoints, leased to this worker for ``lease`` seconds."""
     d, m, e = webhook_deliveries, webhook_messages, webhook_endpoints
     now = time.time()
+    with db.read() as conn:  # idle passes never take the write lock
+        due = conn.execute(
+            sa.select(d.c.id).where(d.c.status == "pending", d.c.next_attempt_at <= now).limit(1)
+        ).first()
+        if due is None:
+            return []
     with db.write() as conn:
         query = (
             sa.select(d.c.id)
