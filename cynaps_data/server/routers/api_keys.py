@@ -9,8 +9,25 @@ from ..services import api_keys as service
 
 router = APIRouter(prefix="/v1", tags=["api_keys"])
 
+_TEXT = {"type": "string", "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$", "maxLength": 200}
+_CREATE = {
+    "type": "object",
+    "properties": {
+        "name": _TEXT,
+        "expires_in_days": {"type": "number", "exclusiveMinimum": 0, "maximum": 3650},
+    },
+    "required": ["name"],
+    "additionalProperties": False,
+}
 
-@router.post("/api_keys", status_code=201)
+
+@router.post(
+    "/api_keys",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _CREATE}}}
+    },
+)
 def create_key(db: DB, caller: Customer, body: Body) -> dict:
     """A new key (``name``, optional ``expires_at`` or ``expires_in_days``); ``secret`` is shown
     only in this answer."""

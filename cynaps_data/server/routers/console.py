@@ -18,7 +18,11 @@ def billing_history(db: DB, caller: Customer, limit: int = 1000) -> dict:
     return console.history(db, caller.account_id, limit)
 
 
-@router.get("/v1/billing/history.csv")
+@router.get(
+    "/v1/billing/history.csv",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
 def billing_history_csv(db: DB, caller: Customer, limit: int = console.MAX_ROWS) -> Response:
     """The same as CSV (oldest first; text cells escaped against spreadsheet formulas)."""
     return Response(

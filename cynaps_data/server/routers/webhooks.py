@@ -6,8 +6,35 @@ from fastapi import APIRouter
 
 from ..deps import DB, AppSettings, Body, Customer
 from ..services import webhooks as service
+from ..services.outbox import EVENT_TYPES
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+
+_ENDPOINT = {
+    "url": {"type": "string", "maxLength": 2048},
+    "events": {
+        "type": ["array", "null"],
+        "items": {"type": "string", "enum": list(EVENT_TYPES)},
+    },
+    "project_id": {"type": ["string", "null"], "maxLength": 40},
+    "description": {"type": "string", "maxLength": 500, "pattern": r"^[^\u0000]*$"},
+    "disabled": {"type": "boolean"},
+}
+
+
+def _body(properties: dict, required: list[str], body_required: bool = True) -> dict:
+    schema = {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+    return {
+        "requestBody": {
+            "required": body_required,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
 
 
 @router.get("/settings")
@@ -16,7 +43,7 @@ def delivery_settings(settings: AppSettings, caller: Customer) -> dict:
     return service.public_settings(settings)
 
 
-@router.post("/endpoints", status_code=201)
+@router.post("/endpoints", status_code=201, openapi_extra=_body(_ENDPOINT, ["url"]))
 def create_endpoint(db: DB, settings: AppSettings, caller: Customer, body: Body) -> dict:
     """A new endpoint (``url``, optional ``events``, ``project_id``, ``description``); its
     ``secret`` (``whsec_…``) is shown only in this answer."""
@@ -33,7 +60,7 @@ def get_endpoint(db: DB, caller: Customer, endpoint_id: str) -> dict:
     return service.get(db, caller.account_id, endpoint_id)
 
 
-@router.patch("/endpoints/{endpoint_id}")
+@router.patch("/endpoints/{endpoint_id}", openapi_extra=_body(_ENDPOINT, [], False))
 def update_endpoint(
     db: DB, settings: AppSettings, caller: Customer, endpoint_id: str, body: Body
 ) -> dict:
@@ -46,7 +73,12 @@ def delete_endpoint(db: DB, caller: Customer, endpoint_id: str) -> dict:
     return service.delete(db, caller.account_id, endpoint_id)
 
 
-@router.post("/endpoints/{endpoint_id}/rotate_secret")
+@router.post(
+    "/endpoints/{endpoint_id}/rotate_secret",
+    openapi_extra=_body(
+        {"grace_seconds": {"type": "number", "minimum": 0, "maximum": 604800}}, [], False
+    ),
+)
 def rotate_secret(
     db: DB, settings: AppSettings, caller: Customer, endpoint_id: str, body: Body
 ) -> dict:

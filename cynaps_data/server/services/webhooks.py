@@ -197,7 +197,7 @@ def get(db: Database, owner_id: str, endpoint_id: str) -> dict:
 
 def update(db: Database, settings: Settings, owner_id: str, endpoint_id: str, body: Any) -> dict:
     """Change url/events/project_id/description, or ``disabled`` (re-enabling resumes delivery)."""
-    body = _check_body(body)
+    body = _check_body({} if body is None else body)
     values: dict[str, Any] = {"updated_at": time.time()}
     if "url" in body:
         values["url"] = check_url(settings, body["url"])
@@ -241,7 +241,8 @@ def rotate_secret(
     db: Database, settings: Settings, owner_id: str, endpoint_id: str, body: Any
 ) -> dict:
     """A new secret (shown once); the old one keeps signing too for ``grace_seconds``."""
-    grace = (body or {}).get("grace_seconds", DEFAULT_GRACE) if isinstance(body, dict) else None
+    body = {} if body is None else body
+    grace = body.get("grace_seconds", DEFAULT_GRACE) if isinstance(body, dict) else None
     if (
         isinstance(grace, bool)
         or not isinstance(grace, (int, float))
