@@ -15,6 +15,7 @@ _CREATE = {
     "properties": {
         "name": _TEXT,
         "expires_in_days": {"type": "number", "exclusiveMinimum": 0, "maximum": 3650},
+        "expires_at": {"type": "number"},  # Unix seconds, in the future
     },
     "required": ["name"],
     "additionalProperties": False,

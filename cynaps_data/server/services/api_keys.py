@@ -11,7 +11,6 @@ effect at once in this process and within ``accounts.AUTH_CACHE_SECONDS`` in oth
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -61,16 +60,8 @@ def _expiry(body: dict, now: float) -> float | None:
     at = body.get("expires_at")
     if at is None:
         return None
-    if isinstance(at, str):
-        try:
-            at = datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            raise invalid(
-                f"expires_at must be Unix seconds or an ISO 8601 time, got {at!r}",
-                param="expires_at",
-            ) from None
     if isinstance(at, bool) or not isinstance(at, (int, float)):
-        raise invalid("expires_at must be Unix seconds or an ISO 8601 time", param="expires_at")
+        raise invalid("expires_at must be a time in Unix seconds", param="expires_at")
     if at <= now:
         raise invalid("expires_at must be in the future", param="expires_at")
     return float(at)
