@@ -25,7 +25,7 @@ from ..db import Database
 from ..ids import random_id
 from ..problems import Problem, invalid, invalid_state
 from ..tables import judgements, payments, projects, tasks
-from . import ledger
+from . import ledger, outbox
 from .fastsql import Raw
 from .pricing import quote, task_charge_cents
 
@@ -121,6 +121,7 @@ def pay_deposit(conn: sa.Connection, project: Any, method: str) -> dict:
         q.total_cents,
         project_id=project.id,
     )
+    outbox.deposit_paid(conn, project, q.total_cents, payment["id"] if payment else None)
     conn.execute(
         projects.update()
         .where(projects.c.id == project.id)
@@ -217,6 +218,7 @@ def release_escrow(conn: sa.Connection, project: Any) -> int:
         raise RuntimeError("escrow cannot cover the release; ledger invariant broken")
     ledger.post(conn, "release", moves, project_id=project.id)
     if rows:
+        outbox.results_released(conn, project, total, sum(int(r[2]) for r in rows))
         conn.execute(judgements.update().where(unpaid).values(paid=True))
     conn.execute(
         tasks.update()
@@ -291,6 +293,7 @@ def refund_deposit(conn: sa.Connection, project: Any) -> int:
     hold = ledger.deposit_hold(project.id)
     cents = ledger.balance(conn, hold)
     if cents > 0:
+        outbox.deposit_refunded(conn, project, cents)  # webhook event, same transaction
         ledger.post(
             conn,
             "deposit_refund",

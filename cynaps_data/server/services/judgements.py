@@ -19,7 +19,7 @@ from .. import lanes
 from ..db import Database
 from ..problems import Problem, invalid
 from ..tables import projects
-from . import billing
+from . import billing, outbox
 from . import projects as project_service
 from . import votes as vote_service
 from .accounts import Principal
@@ -268,6 +268,7 @@ def submit(
             },
         )
         if decision.status != "pending":
+            outbox.task_decided(raw.conn, owner, task_project, task_id, decision.status)
             if decision.status == "completed":
                 charged = ChargedProject(task_project, owner, annotation_type)
                 billing.charge_task(raw.conn, charged, task_id, n_votes, expert=False)

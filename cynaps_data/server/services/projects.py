@@ -12,7 +12,7 @@ from ..db import Database
 from ..ids import random_id
 from ..problems import invalid, invalid_state, not_found
 from ..tables import projects, tasks
-from . import billing, states
+from . import billing, outbox, states
 from .quality import validate_quality
 
 MAX_NAME = 500
@@ -158,6 +158,7 @@ def status(db: Database, owner_id: str, project_id: str) -> dict:
 
 
 def set_state(conn: sa.Connection, project_id: str, state: str) -> None:
+    outbox.state_changing(conn, project_id, state)  # webhook event, same transaction
     conn.execute(
         projects.update()
         .where(projects.c.id == project_id)
