@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ...types import get_type
+from ...types import DEFAULT_TYPE, get_type
 from ..db import Database
 from ..ids import random_id
 from ..problems import invalid, invalid_state, not_found
@@ -25,7 +25,7 @@ def create(db: Database, owner_id: str, body: dict[str, Any]) -> dict:
         raise invalid("name must be a non-empty string", param="name")
     if len(name) > MAX_NAME:
         raise invalid(f"name is longer than {MAX_NAME} characters", param="name")
-    type_name = body.get("annotation_type", "classification")
+    type_name = body.get("annotation_type", DEFAULT_TYPE)
     if not isinstance(type_name, str):
         raise invalid(
             "annotation_type must be the name of an annotation type (a string)",
