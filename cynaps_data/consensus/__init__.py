@@ -33,6 +33,7 @@ from .agreement import (
     percent_agreement,
 )
 from .calibration import expected_calibration_error
+from .dask import fit_dask
 from .dawid_skene import DawidSkene, OneCoinDawidSkene
 from .ebcc import EBCC
 from .ensemble import ConsensusEnsemble
@@ -56,6 +57,7 @@ __all__ = [
     "cohen_kappa",
     "cohen_kappa_matrix",
     "expected_calibration_error",
+    "fit_dask",
     "fleiss_kappa",
     "get_aggregator",
     "krippendorff_alpha",
