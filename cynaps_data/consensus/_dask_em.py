@@ -15,8 +15,15 @@ import numpy as np
 import pandas as pd
 from scipy.special import digamma
 
-from ._base import argmax_rows, check_choice, check_positive_count, fix_gold, mv_init
-from ._base import rng_from, softmax_rows
+from ._base import (
+    argmax_rows,
+    check_choice,
+    check_positive_count,
+    fix_gold,
+    mv_init,
+    rng_from,
+    softmax_rows,
+)
 from .dask import Cluster, Part, outputs, part_rng
 from .dawid_skene import confusion_from_counts, elbo_per_answer, spmm_add
 
@@ -287,8 +294,7 @@ class _MACE:
                 return (
                     digamma(know_w + beta) - tot,
                     digamma(spam_w + alpha) - tot,
-                    digamma(strat + prior)
-                    - digamma(strat.sum(axis=1, keepdims=True) + k * prior),
+                    digamma(strat + prior) - digamma(strat.sum(axis=1, keepdims=True) + k * prior),
                 )
             tot = np.log(n_by_w + 2 * smooth)
             return (
@@ -320,12 +326,10 @@ class _MACE:
             if best is None or ll > best[0]:
                 best = (ll, params, hist, it, used_log_pi)
         _, params, hist, it, log_pi[0] = best
-        _, _, gain = gain_of(*params)
-        safe = cl.max_per_task * float(gain.max()) < 600.0 and float(log_pi[0].min()) > -600.0
-        # the in-memory fit breaks final ties with the generator the restarts advanced
-        probas, labels = cl.finish(
-            _mace_final, gain, log_pi[0].copy(), safe, cl.label_names, cl.random_state
-        )
+        # the best restart's posteriors under its own class prior; the E-step then re-learns
+        # the prior (``priors_``), as in memory
+        _, _, used = e_step(params)
+        probas, labels = cl.finish(_mace_final, *used, cl.label_names, cl.random_state)
         know = np.exp(params[0])
         know = know / (know + np.exp(params[1]))
         strategy = pd.DataFrame(np.exp(params[2]), index=cl.worker_names, columns=cl.label_names)

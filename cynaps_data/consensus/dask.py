@@ -243,6 +243,8 @@ def _prepare(
     import dask
 
     cols = list(ddf.columns)
+    if ddf.index.name == "task" and "task" not in cols:
+        cols.append("task")
     missing = [c for c in REQUIRED_COLUMNS if c not in cols]
     if missing:
         raise ValidationError(
@@ -252,7 +254,7 @@ def _prepare(
         )
     if partitioned_by_task is None:
         partitioned_by_task = ddf.index.name == "task" and bool(ddf.known_divisions)
-    if ddf.index.name == "task" and "task" not in cols:
+    if "task" not in ddf.columns:
         ddf = ddf.reset_index()
     ddf = ddf[list(REQUIRED_COLUMNS)]
     surveys = dask.compute(*[dask.delayed(_survey)(d) for d in ddf.to_delayed()])
@@ -391,4 +393,3 @@ def fit_dask(
     for name, value in res.extra.items():
         setattr(model, name, value)
     return model
-
