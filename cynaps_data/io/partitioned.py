@@ -201,13 +201,12 @@ def write_export(
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValidationError(f"{name} must be a positive int, got {value!r}", param=name)
     directory = Path(directory)
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        if not overwrite:
-            raise ValidationError(
-                f"{directory} exists and is not an empty directory; pass overwrite=True to "
-                "replace it",
-                param="path",
-            )
+    taken = directory.exists() and (not directory.is_dir() or any(directory.iterdir()))
+    if taken and not overwrite:
+        raise ValidationError(
+            f"{directory} exists and is not an empty directory; pass overwrite=True to replace it",
+            param="path",
+        )
     tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
 
     def convert(table: pa.Table) -> pa.Table:
