@@ -35,6 +35,7 @@ from .errors import (
     ServerError,
     ValidationError,
 )
+from .wire import IDEMPOTENCY_HEADER, REQUEST_ID_HEADER
 
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 8.0
@@ -73,7 +74,7 @@ def error_from_response(response: requests.Response) -> APIError | ValidationErr
     This is the only place that knows how HTTP statuses become exception classes.
     """
     status = response.status_code
-    request_id = response.headers.get("X-Request-Id")
+    request_id = response.headers.get(REQUEST_ID_HEADER)
     try:
         body = response.json()
         error = body.get("error", {}) if isinstance(body, dict) else {}
@@ -170,7 +171,7 @@ class Transport:
         if content_type:
             send_headers["Content-Type"] = content_type
         if method == "POST":
-            send_headers["Idempotency-Key"] = idempotency_key or f"idk_{uuid.uuid4().hex}"
+            send_headers[IDEMPOTENCY_HEADER] = idempotency_key or f"idk_{uuid.uuid4().hex}"
         url = f"{self.base_url}/{path.lstrip('/')}"
         attempt = 0
         while True:

@@ -7,6 +7,8 @@ import signal
 import sys
 import threading
 
+from .wire import DEFAULT_BATCH_SIZE
+
 
 def _quickstart(args: argparse.Namespace) -> int:
     from .quickstart import run
@@ -74,7 +76,7 @@ def _serve_workers(args: argparse.Namespace, settings) -> int:
 def _upload(args: argparse.Namespace) -> int:
     from . import Client
     from .errors import CynapsError
-    from .io.ingest import IngestError
+    from .io.uploader import IngestError
 
     def names(text: str | None) -> list[str] | None:
         return [c.strip() for c in text.split(",") if c.strip()] if text else None
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--image-columns", default=None, help="comma-separated columns of image paths/bytes"
     )
-    up.add_argument("--batch-size", type=int, default=50_000)
+    up.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     up.add_argument("--on-error", choices=["raise", "warn", "skip"], default="raise")
     up.add_argument("--no-progress", action="store_true")
     up.set_defaults(func=_upload)

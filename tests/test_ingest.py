@@ -18,7 +18,7 @@ import requests
 
 from cynaps_data.errors import ValidationError
 from cynaps_data.io import features_from, restore_frame, table_from_wire
-from cynaps_data.io.ingest import IngestError
+from cynaps_data.io.uploader import IngestError
 
 from .conftest import make_project
 

@@ -184,6 +184,7 @@ class Driver:
         self.expert: dict = {}
         self.stop = threading.Event()
         self.errors: list[str] = []
+        self.steps = 0  # operations finished (the kills wait for progress, not for a clock)
 
     def send(self, method: str, path: str, body=None, headers=None) -> requests.Response | None:
         """Send until a definite answer (the server may be dead or restarting)."""
@@ -275,6 +276,14 @@ class Driver:
     def run(self) -> None:
         while not self.stop.is_set():
             self.step()
+            self.steps += 1
+
+    def wait_for_steps(self, n: int, timeout: float = 120.0) -> None:
+        """Block until ``n`` more operations finished (however slow the machine is)."""
+        target = self.steps + n
+        deadline = time.monotonic() + timeout
+        while self.steps < target and time.monotonic() < deadline and not self.errors:
+            time.sleep(0.02)
 
 
 def _lost(r: requests.Response) -> bool:
@@ -290,12 +299,15 @@ def test_ledger_survives_sigkill_mid_operation(server: Server) -> None:
     worker = threading.Thread(target=driver.run)
     worker.start()
     try:
+        # a kill lands after a few finished operations and part-way into the next ones, so the
+        # driver does the same amount of work on a loaded machine as on a quiet one
         for _ in range(KILLS):
-            time.sleep(rng.uniform(0.2, 1.0))
+            driver.wait_for_steps(rng.randint(2, 4))
+            time.sleep(rng.uniform(0.0, 0.3))
             server.kill()
             time.sleep(rng.uniform(0.0, 0.2))
             server.start()
-        time.sleep(1.0)
+        driver.wait_for_steps(5)
     finally:
         driver.stop.set()
         worker.join(timeout=120)

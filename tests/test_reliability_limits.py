@@ -48,9 +48,11 @@ def test_rate_limit_is_per_key_with_retry_after_and_ratelimit_headers(tmp_path) 
 
 def test_client_backoff_completes_100k_upload_under_tight_limit(tmp_path) -> None:
     n = 100_000
+    # one token every 2 s and no burst: every batch after the first meets a 429 unless it took
+    # over 2 s to send, so the limit pushes back on a loaded machine too
     settings = Settings(
         database_url=database_url(tmp_path / "rl100k.db"),
-        rate_limit=RateLimit(per_second=2, burst=2),
+        rate_limit=RateLimit(per_second=0.5, burst=1),
     )
     with LocalPlatform(settings=settings, workforce=False) as p:
         key = p.create_customer()
@@ -61,7 +63,7 @@ def test_client_backoff_completes_100k_upload_under_tight_limit(tmp_path) -> Non
             )
             project = client.projects.create(name="limits", labels=["a", "b"])
             items = [{"data": {"i": i}, "external_id": str(i)} for i in range(n)]
-            result = project.upload_tasks(items, batch_size=4_000)
+            result = project.upload_tasks(items, batch_size=10_000)
             assert result.created == n and result.project_task_count == n
             assert statuses.count(429) >= 5, "the limit never pushed back; the test proves nothing"
             status = project.get_status()

@@ -15,14 +15,23 @@ platform's task id), columns in this order:
 * ``agreement`` (float64: the top answer's share of the annotators' votes, the platform's policy);
 * ``confidence`` (float64: share of the annotators' votes that agree with ``label``);
 * ``n_annotations`` (int64: annotator judgements);
-* ``vote_distribution`` (Arrow struct, one float64 share per label, in declared order);
-* ``annotator_ids`` (Arrow list<string>, in judgement order);
+* ``vote_distribution.<label>`` (float64, one column per label in declared order: the label's
+  share of the annotators' votes; NaN before any vote). :func:`soft_labels` gives them as one
+  (n_tasks, n_labels) float frame;
+* ``annotator_ids`` (object: a Python list of str per row, in judgement order);
 * ``expert_label`` (category) and ``expert_id`` (str): the expert's verdict where reviewed;
 * ``updated_at`` (datetime64[us, UTC]).
 
 With ``method=`` (client-side re-aggregation by :mod:`cynaps_data.consensus`) three more:
 ``<method>_label`` (category), ``<method>_confidence`` (float64, the top posterior) and
-``<method>_proba`` (Arrow struct of float64 posteriors per label: soft labels for training).
+``<method>_proba.<label>`` (float64 posterior per label, one column each: soft labels for
+training; ``soft_labels(frame, method)``).
+
+Every column is a numpy dtype, a pandas categorical or an object column of plain Python values,
+so a frame survives ``to_parquet``/``read_parquet``, ``to_feather``/``read_feather``, pickle,
+``to_csv``/``read_csv`` and ``datasets.Dataset.from_pandas`` with default arguments (nested
+``pd.ArrowDtype`` columns do not: pandas-dev/pandas#53011). Nested *data* columns hold dicts and
+lists.
 
 Long form (:func:`long_frame`), one row per judgement, RangeIndex: ``task`` (int64), ``worker``
 (str), ``label`` (category), ``role`` (category: annotator | expert), ``origin`` (category:
@@ -47,13 +56,13 @@ import orjson
 import pyarrow as pa
 
 from ..errors import ValidationError
+from ..wire import CURSOR_KEY, PROJECT_KEY, RESTART_KEY
 from .schema import nested_as_python
 
 if TYPE_CHECKING:
     import datasets
     import pandas as pd
 
-PROJECT_KEY = b"cynaps.project"
 METADATA_COLUMNS = (
     "external_id",
     "gold",
@@ -73,8 +82,6 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 # -- Arrow ----------------------------------------------------------------------------------
-CURSOR_KEY = b"cynaps.cursor"
-RESTART_KEY = b"cynaps.restart"
 
 
 def read_ipc(source: Any) -> pa.Table:
@@ -163,17 +170,20 @@ def wide_table(table: pa.Table, *, fetch_asset: Callable[[str], bytes] | None = 
     return out.replace_schema_metadata(meta)
 
 
-def _types_mapper(t: pa.DataType) -> Any:
-    import pandas as pd
-
-    if (
-        pa.types.is_struct(t)
-        or pa.types.is_list(t)
-        or pa.types.is_large_list(t)
-        or pa.types.is_map(t)
-    ):
-        return pd.ArrowDtype(t)
-    return None
+def flatten_structs(table: pa.Table) -> pa.Table:
+    """``table`` with each struct column replaced, in place, by one column per field named
+    ``<column>.<field>`` (a null struct row is null in every field)."""
+    names: list[str] = []
+    columns: list[Any] = []
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_struct(column.type):
+            for field, child in zip(column.type, column.flatten(), strict=True):
+                names.append(f"{name}.{field.name}")
+                columns.append(child)
+        else:
+            names.append(name)
+            columns.append(column)
+    return pa.table(columns, names=names).replace_schema_metadata(table.schema.metadata)
 
 
 def wide_frame(table: pa.Table) -> pd.DataFrame:
@@ -187,11 +197,9 @@ def wide_frame(table: pa.Table) -> pd.DataFrame:
     pandas_meta = meta.get(b"cynaps.pandas_data")
     if pandas_meta is not None:
         data_part = data_part.replace_schema_metadata({b"pandas": pandas_meta})
-        data_df = nested_as_python(data_part, data_part.to_pandas())
-    else:
-        data_df = data_part.to_pandas(types_mapper=_types_mapper)
-    rest = table.drop_columns(data_names)
-    rest_df = rest.to_pandas(types_mapper=_types_mapper)
+    data_df = nested_as_python(data_part, data_part.to_pandas())
+    rest = flatten_structs(table.drop_columns(data_names))
+    rest_df = nested_as_python(rest, rest.to_pandas())
     index = pd.Index(rest_df.pop("task").to_numpy(dtype="int64"), name="task")
     data_df.index = index
     rest_df.index = index
@@ -202,7 +210,7 @@ def wide_frame(table: pa.Table) -> pd.DataFrame:
 
 def long_frame(table: pa.Table) -> pd.DataFrame:
     """The platform's long (per judgement) table as a DataFrame of the module contract."""
-    frame = table.to_pandas(types_mapper=_types_mapper)
+    frame = nested_as_python(table, table.to_pandas())
     frame.attrs["cynaps"] = project_info(table)
     return frame
 
@@ -224,16 +232,16 @@ def incremental(previous: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
 def add_reaggregation(
     frame: pd.DataFrame, judgements: pd.DataFrame, method: Any, labels: list, **params: Any
 ) -> pd.DataFrame:
-    """Add ``<method>_label``, ``<method>_confidence`` and ``<method>_proba`` (soft labels) from
-    the annotators' judgements re-aggregated client-side (experts' verdicts are not votes)."""
+    """Add ``<method>_label``, ``<method>_confidence`` and ``<method>_proba.<label>`` (soft
+    labels, one float64 column per label) from the annotators' judgements re-aggregated
+    client-side (experts' verdicts are not votes)."""
     import pandas as pd
 
     from ..consensus import aggregate, get_aggregator
 
     get_aggregator(method, **params)  # an unknown method or parameter fails even with no votes
     votes = judgements[judgements["role"] == "annotator"]
-    name = method if isinstance(method, str) else type(method).__name__.lower()
-    name = name.strip().lower().replace("-", "_")
+    name = method_name(method)
     if votes.empty:
         probas = pd.DataFrame(np.nan, index=frame.index, columns=labels)
     else:
@@ -254,13 +262,49 @@ def add_reaggregation(
     frame[f"{name}_confidence"] = np.where(
         missing, np.nan, np.nanmax(np.where(missing[:, None], 0, values), axis=1)
     )
-    struct = pa.StructArray.from_arrays(
-        [pa.array(values[:, i], pa.float64(), mask=missing) for i in range(len(labels))],
-        names=[str(x) for x in labels],
-        mask=pa.array(missing),
+    proba = pd.DataFrame(
+        values, index=frame.index, columns=[f"{name}_proba.{label}" for label in labels]
     )
-    frame[f"{name}_proba"] = pd.Series(pd.arrays.ArrowExtensionArray(struct), index=frame.index)
-    return frame
+    out = pd.concat([frame, proba], axis=1)
+    out.attrs = frame.attrs
+    return out
+
+
+def method_name(method: Any) -> str:
+    """The column prefix of a re-aggregation method (a name or an aggregator instance)."""
+    name = method if isinstance(method, str) else type(method).__name__.lower()
+    return name.strip().lower().replace("-", "_")
+
+
+def soft_labels(frame: pd.DataFrame, method: Any = None) -> pd.DataFrame:
+    """Soft labels of a wide export as an (n_tasks, n_labels) float64 DataFrame.
+
+    Index: ``frame``'s (``task``); columns: the labels in the project's order (``name="label"``).
+    ``method=None``: the platform's vote shares (``vote_distribution.<label>``); a method name
+    (e.g. ``"dawid_skene"``, exported with ``to_pandas(method=...)``): its posteriors
+    (``<method>_proba.<label>``). NaN where a task has no vote. ``.to_numpy()`` gives the matrix
+    cleanlab and most trainers take. Works on a frame read back from Parquet, feather or CSV.
+    """
+    import pandas as pd
+
+    prefix = "vote_distribution." if method is None else f"{method_name(method)}_proba."
+    columns = [c for c in frame.columns if isinstance(c, str) and c.startswith(prefix)]
+    if not columns:
+        how = (
+            "project.to_pandas()"
+            if method is None
+            else (f"project.to_pandas(method={method_name(method)!r})")
+        )
+        raise ValidationError(
+            f"no {prefix}<label> columns in the frame; export it with {how}", param="method"
+        )
+    out = frame[columns].astype("float64")
+    names = [c[len(prefix) :] for c in columns]
+    labels = (frame.attrs.get("cynaps") or {}).get("labels")
+    if labels is not None and [str(x) for x in labels] == names:
+        names = list(labels)
+    out.columns = pd.Index(names, name="label")
+    return out
 
 
 # -- Parquet -----------------------------------------------------------------------------------
@@ -300,7 +344,7 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    frame = table.to_pandas(types_mapper=_types_mapper)
+    frame = nested_as_python(table, table.to_pandas())
     info = (table.schema.metadata or {}).get(PROJECT_KEY)
     if info:
         frame.attrs["cynaps"] = orjson.loads(info)
@@ -319,8 +363,7 @@ def to_csv(frame: pd.DataFrame, path: str | Path | None = None) -> str | Path:
     """CSV of a typed export, safe to open in a spreadsheet.
 
     Text cells starting with ``= + - @`` tab or CR are prefixed with ``'`` (formula injection);
-    ``vote_distribution``/``*_proba`` become one ``<column>.<label>`` share column per label;
-    lists are written as JSON text.
+    lists and dicts are written as JSON text.
     """
     import pandas as pd
 
@@ -328,12 +371,6 @@ def to_csv(frame: pd.DataFrame, path: str | Path | None = None) -> str | Path:
     for name in frame.columns:
         col = frame[name]
         dtype = col.dtype
-        if isinstance(dtype, pd.ArrowDtype) and pa.types.is_struct(dtype.pyarrow_dtype):
-            arr = pa.array(col.array)
-            for i in range(dtype.pyarrow_dtype.num_fields):
-                field = dtype.pyarrow_dtype.field(i)
-                out[f"{name}.{field.name}"] = arr.field(i).to_pandas()
-            continue
         if isinstance(dtype, pd.ArrowDtype) or pd.api.types.is_object_dtype(dtype):
             values = [
                 None

@@ -12,13 +12,13 @@ import orjson
 import urllib3
 
 from ..errors import APIConnectionError, APITimeoutError, ValidationError
+from ..wire import CONTENT_SHA256_HEADER, DEFAULT_BATCH_SIZE, DEFAULT_IMPORT_BATCH_SIZE, JSON
 from .models import Deposit, Payment, ProjectStatus, UploadResult
 
 if TYPE_CHECKING:
     from .._http import Transport
 
 WIRE_KEYS = frozenset({"data", "external_id", "gold", "predictions"})
-DEFAULT_BATCH_SIZE = 50_000
 
 
 def to_wire(task: Any, index: int) -> dict:
@@ -157,7 +157,7 @@ class Project:
                     "POST",
                     f"/v1/projects/{self.id}/tasks/batch",
                     content=body,
-                    content_type="application/json",
+                    content_type=JSON,
                 )
                 sent += count
                 created += result["created"]
@@ -168,7 +168,7 @@ class Project:
         self.task_count = project_total
         return UploadResult(sent, created, duplicates, project_total, batches)
 
-    # -- typed uploads (conversions live in cynaps_data.io.ingest; the HTTP stays here) ------
+    # -- typed uploads (conversions live in cynaps_data.io; the HTTP stays here) -------------------
     def upload_dataframe(
         self,
         df: Any,
@@ -178,7 +178,7 @@ class Project:
         gold_column: str | None = None,
         prediction_column: str | None = None,
         image_columns: list[str] | None = None,
-        batch_size: int = 50_000,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         on_error: str = "raise",
         progress: bool = True,
         **options: Any,
@@ -192,9 +192,9 @@ class Project:
         for PIL images and image bytes). Every row is checked before anything is sent; bad
         rows raise (``on_error="raise"``), or are skipped with a warning (``"warn"``) or
         silently (``"skip"``). Re-running an interrupted upload creates no duplicates.
-        Returns an :class:`~cynaps_data.io.ingest.IngestResult`. See docs/preparing-data.md.
+        Returns an :class:`~cynaps_data.io.uploader.IngestResult`. See docs/preparing-data.md.
         """
-        from ..io import ingest
+        from ..io import sources
 
         roles = dict(
             data_columns=data_columns,
@@ -208,7 +208,7 @@ class Project:
         )
         columns = list(df.columns) if hasattr(df, "columns") else None
         return self._ingest(
-            lambda cols: ingest.from_dataframe(df, cols), columns, **roles, **options
+            lambda cols: sources.from_dataframe(df, cols), columns, **roles, **options
         )
 
     def upload_dataset(
@@ -220,7 +220,7 @@ class Project:
         gold_column: str | None = None,
         prediction_column: str | None = None,
         image_columns: list[str] | None = None,
-        batch_size: int = 50_000,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         on_error: str = "raise",
         progress: bool = True,
         **options: Any,
@@ -228,7 +228,7 @@ class Project:
         """Upload a ``datasets.Dataset`` or ``IterableDataset`` (options as in
         :meth:`upload_dataframe`); ``Image`` columns are uploaded as assets, ``ClassLabel`` gold
         and prediction columns are sent as label names, and the Features are kept for export."""
-        from ..io import ingest
+        from ..io import sources
 
         roles = dict(
             data_columns=data_columns,
@@ -240,7 +240,7 @@ class Project:
             on_error=on_error,
             progress=progress,
         )
-        return self._ingest(lambda cols: ingest.from_dataset(ds, cols), None, **roles, **options)
+        return self._ingest(lambda cols: sources.from_dataset(ds, cols), None, **roles, **options)
 
     def upload_parquet(
         self,
@@ -251,14 +251,14 @@ class Project:
         gold_column: str | None = None,
         prediction_column: str | None = None,
         image_columns: list[str] | None = None,
-        batch_size: int = 50_000,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         on_error: str = "raise",
         progress: bool = True,
         **options: Any,
     ) -> Any:
         """Stream a Parquet file (or a directory of them) in record batches (options as in
         :meth:`upload_dataframe`); memory stays bounded by a few batches."""
-        from ..io import ingest
+        from ..io import sources
 
         roles = dict(
             data_columns=data_columns,
@@ -270,17 +270,17 @@ class Project:
             on_error=on_error,
             progress=progress,
         )
-        return self._ingest(lambda cols: ingest.from_parquet(path, cols), None, **roles, **options)
+        return self._ingest(lambda cols: sources.from_parquet(path, cols), None, **roles, **options)
 
     def upload_file(self, path: Any, **options: Any) -> Any:
         """Upload a ``.parquet`` file or directory, ``.csv`` or ``.jsonl`` file (options as in
         :meth:`upload_dataframe`); what ``cynaps upload FILE --project ID`` runs."""
-        from ..io import ingest
+        from ..io import sources
 
-        return self._ingest(lambda cols: ingest.from_file(path, cols), None, **options)
+        return self._ingest(lambda cols: sources.from_file(path, cols), None, **options)
 
     def _ingest(self, make_source: Any, columns: list | None, **options: Any) -> Any:
-        from ..io import ingest
+        from ..io import uploader
 
         roles = ("data_columns", "id_column", "gold_column", "prediction_column")
         wanted = None
@@ -307,10 +307,10 @@ class Project:
                 f"{path}/assets",
                 content=data,
                 content_type=content_type,
-                headers={"X-Content-SHA256": sha256},
+                headers={CONTENT_SHA256_HEADER: sha256},
             )
 
-        result = ingest.upload(
+        result = uploader.upload(
             source,
             project_id=self.id,
             annotation_type=self.annotation_type,
@@ -531,7 +531,8 @@ class Project:
         created_at, duration``), as crowd-kit and :mod:`cynaps_data.consensus` take it.
         ``method="dawid_skene"`` (any :mod:`cynaps_data.consensus` method) re-aggregates the
         judgements here and adds ``<method>_label``, ``<method>_confidence`` and
-        ``<method>_proba`` (soft labels) beside the platform's label. ``since``: only what
+        ``<method>_proba.<label>`` (soft labels: one float64 column per label; as a matrix:
+        :func:`cynaps_data.io.soft_labels`) beside the platform's label. ``since``: only what
         changed after a cursor (``frame.attrs["cynaps"]["cursor"]``) or timestamp; combine with
         :func:`cynaps_data.io.export.incremental`.
         """
@@ -675,7 +676,9 @@ class Project:
         self.state = body.get("project_state", self.state)
         return body
 
-    def import_label_studio(self, records: Any, *, batch_size: int = 20_000) -> dict:
+    def import_label_studio(
+        self, records: Any, *, batch_size: int = DEFAULT_IMPORT_BATCH_SIZE
+    ) -> dict:
         """Create tasks *with their judgements* from Label Studio's JSON export (a list of task
         dicts, or a path to the file). Judgements are recorded as imported (not platform work,
         not billed); each task's final label follows the project's consensus policy."""
@@ -684,7 +687,9 @@ class Project:
         items = label_studio.to_import_items(label_studio.load(records), self._body)
         return self.import_tasks(items, batch_size=batch_size)
 
-    def import_tasks(self, items: list[dict], *, batch_size: int = 20_000) -> dict:
+    def import_tasks(
+        self, items: list[dict], *, batch_size: int = DEFAULT_IMPORT_BATCH_SIZE
+    ) -> dict:
         """Create tasks with judgements: each item ``{"data", "external_id"?, "gold"?,
         "judgements": [{"worker", "label", "role"?, "created_at"?, "duration"?}]}``."""
         totals = {"created": 0, "duplicates": 0, "judgements": 0}

@@ -21,10 +21,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from ..types import REGISTRY
+from ..wire import MAX_ANNOTATORS, MIN_ANNOTATORS, SIMULATED_PAYMENT_METHODS
 from .problems import Problem
 
 _TEXT = {"type": "string", "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$"}  # non-blank, no NUL
-_PAYMENT_METHODS = ["bank_transfer", "card", "paypal", "razorpay", "stripe", "upi"]
+_PAYMENT_METHODS = sorted(SIMULATED_PAYMENT_METHODS)
 
 
 def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict:
@@ -38,7 +39,7 @@ def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict:
 
 _QUALITY = _obj(
     {
-        "min_annotators": {"type": "integer", "minimum": 1, "maximum": 50},
+        "min_annotators": {"type": "integer", "minimum": MIN_ANNOTATORS, "maximum": MAX_ANNOTATORS},
         "consensus_threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
         "enable_expert_review": {"type": "boolean"},
     }

@@ -18,6 +18,7 @@ import anyio
 import orjson
 import sqlalchemy as sa
 
+from ..wire import MAX_IDEMPOTENCY_KEY
 from .db import Database, IdempotencyClaim, current_claim
 from .ids import hash_key
 from .problems import Problem
@@ -233,11 +234,13 @@ class Idempotency:
             await self.app(scope, receive, send)
             return
         request_id = scope["state"]["request_id"]
-        if len(key) > 255:
+        if len(key) > MAX_IDEMPOTENCY_KEY:
             await send_problem(
                 send,
                 Problem(
-                    400, "idempotency_key_invalid", "Idempotency-Key is longer than 255 characters."
+                    400,
+                    "idempotency_key_invalid",
+                    f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters.",
                 ),
                 request_id,
             )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..wire import MAX_BATCH_TASKS, MAX_BODY_BYTES
+
 
 @dataclass
 class WorkforceSettings:
@@ -30,8 +32,8 @@ class Settings:
     database_url: str
     sandbox: bool = True
     starting_credits_cents: int = 1_000_000  # 10,000.00 Credits for a new sandbox customer
-    max_batch_tasks: int = 100_000
-    max_body_bytes: int = 256 * 1024 * 1024
+    max_batch_tasks: int = MAX_BATCH_TASKS
+    max_body_bytes: int = MAX_BODY_BYTES
     assignment_ttl_seconds: float = 600.0
     rate_limit: RateLimit = field(default_factory=RateLimit)
     workforce: WorkforceSettings | None = field(default_factory=WorkforceSettings)

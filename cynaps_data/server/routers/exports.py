@@ -6,13 +6,13 @@ import orjson
 from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
 
+from ...wire import ARROW_STREAM
 from ..deps import DB, Customer
 from ..problems import invalid
 from ..services import exports as service
 
 router = APIRouter(prefix="/v1/projects/{project_id}", tags=["exports"])
 
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
 FORMS = ("wide", "long")
 
 

@@ -36,15 +36,16 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ...wire import ARROW_STREAM, SOURCE_SCHEMA_KEY
 from ..db import Database
 from ..problems import Problem, invalid
 from . import checkpoints
 from . import projects as project_service
 from . import tasks as rules
 
-CONTENT_TYPE = "application/vnd.apache.arrow.stream"
+CONTENT_TYPE = ARROW_STREAM
 COLUMNS = frozenset({"data", "external_id", "gold", "predictions"})
-SCHEMA_KEY = b"cynaps.source_schema"
+SCHEMA_KEY = SOURCE_SCHEMA_KEY
 
 
 MAX_DECODED_BYTES = 512 * 1024 * 1024  # a batch's buffers after decompression, at most

@@ -17,17 +17,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ...wire import CREDITS_METHOD, PAYMENT_METHODS
+from ...wire import DECLINING_PAYMENT_METHODS as DECLINING_METHODS
 from ..ids import random_id
 from ..problems import Problem, invalid, invalid_state
 from ..tables import judgements, payments, projects, tasks
 from . import ledger
 from .fastsql import Raw
 from .pricing import quote, task_charge_cents
-
-SIMULATED_METHODS = frozenset({"razorpay", "card", "stripe", "bank_transfer", "upi", "paypal"})
-CREDITS_METHOD = "credits"
-DECLINING_METHODS = frozenset({"test_decline"})
-PAYMENT_METHODS = SIMULATED_METHODS | DECLINING_METHODS | {CREDITS_METHOD}
 
 
 def task_count(conn: sa.Connection, project_id: str) -> int:

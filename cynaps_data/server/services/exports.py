@@ -29,14 +29,13 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import sqlalchemy as sa
 
+from ...wire import CURSOR_KEY, PROJECT_KEY, RESTART_KEY
 from ..db import Database
 from ..problems import invalid
 from ..tables import VOTE_SEPARATOR, judgements, tasks
 from . import billing
 from . import projects as project_service
 
-#: Metadata key (Arrow schema) holding the project description as JSON.
-PROJECT_KEY = b"cynaps.project"
 #: Tasks changed within this many seconds before the export started are sent again next time
 #: (a write that was in flight while we read may commit with an earlier timestamp).
 CURSOR_GRACE_SECONDS = 2.0
@@ -896,11 +895,6 @@ def arrow_judgements(
 
 
 # -- IPC streams ---------------------------------------------------------------------------------
-#: Custom metadata key of the stream's last (empty) record batch: the next ``since`` cursor.
-CURSOR_KEY = b"cynaps.cursor"
-#: Custom metadata key of an empty batch that ends a stream the client must discard: the whole
-#: export follows as a second stream (a later chunk's data columns had other types).
-RESTART_KEY = b"cynaps.restart"
 BATCH_ROWS = 65_536
 
 

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from ...wire import MAX_ANNOTATORS, MIN_ANNOTATORS
 from ..problems import invalid
 
 DEFAULTS = {
@@ -38,9 +39,9 @@ def validate_quality(raw: Any) -> dict:
         )
     q = {**DEFAULTS, **raw}
     m = q["min_annotators"]
-    if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= 50:
+    if isinstance(m, bool) or not isinstance(m, int) or not MIN_ANNOTATORS <= m <= MAX_ANNOTATORS:
         raise invalid(
-            f"min_annotators must be an integer from 1 to 50, got {m!r}",
+            f"min_annotators must be an integer from {MIN_ANNOTATORS} to {MAX_ANNOTATORS}, got {m!r}",
             param="quality_settings.min_annotators",
         )
     t = q["consensus_threshold"]
@@ -56,10 +57,10 @@ def validate_quality(raw: Any) -> dict:
         )
     mx = q["max_annotators"]
     if mx is None:
-        mx = min(m + 2, 50)
-    if isinstance(mx, bool) or not isinstance(mx, int) or not m <= mx <= 50:
+        mx = min(m + 2, MAX_ANNOTATORS)
+    if isinstance(mx, bool) or not isinstance(mx, int) or not m <= mx <= MAX_ANNOTATORS:
         raise invalid(
-            f"max_annotators must be an integer from min_annotators to 50, got {mx!r}",
+            f"max_annotators must be an integer from min_annotators to {MAX_ANNOTATORS}, got {mx!r}",
             param="quality_settings.max_annotators",
         )
     q["max_annotators"] = mx
