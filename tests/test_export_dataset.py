@@ -180,3 +180,33 @@ def test_cut_stream_and_existing_directory_write_nothing(platform, client, tmp_p
         sorted(p.name for p in long.iterdir()),
         ["_common_metadata", "_metadata", "part-00000.parquet"],
     )
+
+
+def test_uploads_from_a_dataset_directory_and_a_dask_frame(exported, client) -> None:
+    """The exported dataset uploads back with upload_parquet(directory); a Dask DataFrame
+    uploads partition by partition, and re-running it creates nothing new."""
+    dd = pytest.importorskip("dask.dataframe")
+    frame, directory = exported
+    project = make_project(client, labels=LABELS)
+    res = project.upload_parquet(
+        str(directory), data_columns=["text", "n", "score"], id_column="task"
+    )
+    assert res.created == N_TASKS
+    back = project.to_pandas()
+    assert back["n"].tolist() == frame["n"].tolist() and back["n"].dtype == frame["n"].dtype
+    df = pd.DataFrame(
+        {
+            "text": [f"row {i}" for i in range(1_000)],
+            "k": np.arange(1_000),
+            "x": np.linspace(0, 1, 1_000),
+        }
+    )
+    ddf = dd.from_pandas(df, npartitions=4)
+    other = make_project(client, labels=LABELS)
+    first = other.upload_dataframe(ddf, id_column="k", batch_size=300, progress=False)
+    assert (first.created, first.duplicates) == (1_000, 0)
+    again = other.upload_dataframe(ddf, id_column="k", batch_size=300, progress=False)
+    assert (again.created, again.duplicates) == (0, 1_000)
+    got = other.to_pandas()
+    assert got["text"].tolist() == df["text"].tolist()
+    assert got["x"].tolist() == df["x"].tolist() and got["x"].dtype == np.float64

@@ -260,3 +260,55 @@ def read_dataset(directory: str | Path) -> Any:
                 if col in frame.columns:
                     frame[col] = frame[col].astype(pd.CategoricalDtype(labels))
     return frame
+
+
+def is_dask_frame(data: Any) -> bool:
+    """True for a Dask DataFrame, tested without importing Dask."""
+    return type(data).__module__.split(".")[0] in ("dask", "dask_expr") and hasattr(
+        data, "npartitions"
+    )
+
+
+def from_dask(ddf: Any, columns: Any) -> Any:
+    """An upload source over a Dask DataFrame, one partition at a time: the client computes and
+    holds one partition (as a pandas frame and its Arrow batches), never the whole frame.
+
+    Every partition goes through :func:`cynaps_data.io.sources.from_dataframe` (the same
+    conversion and checks as a pandas upload) and is cast to the types of the frame's
+    metadata; a partition whose values do not convert raises
+    :class:`~cynaps_data.errors.ValidationError` naming the partition, column and row. The
+    upload is resumable like any other: re-running it skips the ids already uploaded."""
+    from .sources import Source, from_dataframe
+
+    meta = from_dataframe(ddf._meta, columns)  # dask's empty frame of the right dtypes
+    schema = meta.schema
+    starts: list[int] = []
+
+    def batches(size: int) -> Iterator[pa.RecordBatch]:
+        offset = 0
+        for i in range(ddf.npartitions):
+            part = ddf.get_partition(i).compute()
+            src = from_dataframe(part, columns)
+            if src.failures:
+                first = src.failures[0]
+                raise ValidationError(
+                    f"partition {i}: column {first['column']!r}, row {offset + first['row']}: "
+                    f"{first['error']}",
+                    param=first["column"],
+                )
+            if len(starts) <= i:
+                starts.append(offset)
+            for batch in src.batches(size):
+                if batch.schema != schema:
+                    try:
+                        batch = pa.Table.from_batches([batch]).cast(schema).to_batches()[0]
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                        raise ValidationError(
+                            f"partition {i} has other column types than the frame's "
+                            f"metadata ({exc}); fix the dtypes (ddf.astype) first",
+                            param="df",
+                        ) from exc
+                yield batch
+            offset += len(part)
+
+    return Source(schema, batches, None, None, meta.image_columns, [], meta.categories)

@@ -207,9 +207,10 @@ class Project:
             progress=progress,
         )
         columns = list(df.columns) if hasattr(df, "columns") else None
-        return self._ingest(
-            lambda cols: sources.from_dataframe(df, cols), columns, **roles, **options
-        )
+        from ..io import partitioned  # a Dask DataFrame: partition by partition
+
+        make = partitioned.from_dask if partitioned.is_dask_frame(df) else sources.from_dataframe
+        return self._ingest(lambda cols: make(df, cols), columns, **roles, **options)
 
     def upload_dataset(
         self,
