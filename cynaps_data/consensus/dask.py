@@ -125,22 +125,57 @@ def _label_names(uniques: np.ndarray, labels: Sequence[Hashable] | None) -> pd.I
 # ---- pass 2: coded, persisted partitions ----------------------------------------------------
 
 
-def _build_part(
-    df: pd.DataFrame,
-    index: int,
+@dataclass
+class _Local:
+    """A partition coded on its own (before the global worker and class codes are known):
+    local codes into its own first-appearance uniques."""
+
+    index: int
+    t: np.ndarray
+    task_names: pd.Index
+    w: np.ndarray
+    workers: Any
+    y: np.ndarray
+    labels: Any
+    rows: int
+    nulls: dict[str, int]
+
+
+def _local_part(df: pd.DataFrame, index: int) -> _Local:
+    nulls = {c: int(df[c].isna().sum()) for c in REQUIRED_COLUMNS}
+    t, t_names = pd.factorize(df["task"], sort=False)
+    w, workers = pd.factorize(df["worker"], sort=False)
+    y, labels = pd.factorize(df["label"], sort=False)
+    return _Local(
+        index,
+        np.asarray(t, dtype=np.int32),
+        pd.Index(t_names, name="task"),
+        np.asarray(w, dtype=np.int32),
+        np.asarray(workers),
+        np.asarray(y, dtype=np.int32),
+        np.asarray(labels),
+        len(df),
+        nulls,
+    )
+
+
+def _local_survey(lp: _Local) -> tuple[int, dict[str, int], np.ndarray, np.ndarray]:
+    """The same summary as :func:`_survey`, from a coded partition."""
+    return lp.rows, lp.nulls, lp.workers, lp.labels
+
+
+def _finish_part(
+    lp: _Local,
     worker_names: pd.Index,
     label_names: pd.Index,
     gold: pd.Series | None,
     with_incidence: bool,
 ) -> Part:
-    t, t_names = pd.factorize(df["task"], sort=False)
-    w = worker_names.get_indexer(df["worker"])
-    y = label_names.get_indexer(df["label"])
+    """Map a partition's local codes onto the global ones and build its :class:`Part`."""
+    w32 = worker_names.get_indexer(lp.workers).astype(np.int32)[lp.w]
+    y32 = label_names.get_indexer(lp.labels).astype(np.int32)[lp.y]
     n_w, k = len(worker_names), len(label_names)
-    t32 = np.asarray(t, dtype=np.int32)
-    w32 = np.asarray(w, dtype=np.int32)
-    y32 = np.asarray(y, dtype=np.int32)
-    task_names = pd.Index(t_names, name="task")
+    task_names = lp.task_names
     g = None
     if gold is not None:
         pos = gold.index.get_indexer(task_names)
@@ -149,11 +184,22 @@ def _build_part(
         g[has] = gold.to_numpy()[pos[has]]
         if not has.any():
             g = None
-    part = Part(index, t32, w32, y32, task_names, n_w, k, g)
+    part = Part(lp.index, lp.t, w32, y32, task_names, n_w, k, g)
     if with_incidence:
-        part.a = incidence_matrix(t32, w32.astype(np.int64), y32, len(task_names), n_w, k)
+        part.a = incidence_matrix(lp.t, w32.astype(np.int64), y32, len(task_names), n_w, k)
         part.at = part.a.T
     return part
+
+
+def _build_part(
+    df: pd.DataFrame,
+    index: int,
+    worker_names: pd.Index,
+    label_names: pd.Index,
+    gold: pd.Series | None,
+    with_incidence: bool,
+) -> Part:
+    return _finish_part(_local_part(df, index), worker_names, label_names, gold, with_incidence)
 
 
 def _part_summary(p: Part) -> tuple[int, int, np.ndarray]:
@@ -257,7 +303,14 @@ def _prepare(
     if "task" not in ddf.columns:
         ddf = ddf.reset_index()
     ddf = ddf[list(REQUIRED_COLUMNS)]
-    surveys = dask.compute(*[dask.delayed(_survey)(d) for d in ddf.to_delayed()])
+    local: list[Any] = []
+    if partitioned_by_task:  # read the input once: code each partition now, map codes later
+        local = list(
+            dask.persist(*[dask.delayed(_local_part)(d, i) for i, d in enumerate(ddf.to_delayed())])
+        )
+        surveys = dask.compute(*[dask.delayed(_local_survey)(lp) for lp in local])
+    else:  # worker order is first appearance in the frame's order: survey before the shuffle
+        surveys = dask.compute(*[dask.delayed(_survey)(d) for d in ddf.to_delayed()])
     n_rows = sum(s[0] for s in surveys)
     if n_rows == 0:
         raise ValidationError("empty input: the DataFrame has no rows", param="data")
@@ -286,16 +339,18 @@ def _prepare(
     if labels is None:
         label_names = label_names.astype(ddf["label"].dtype, copy=False)
     gold_codes = _gold_codes(gold, label_names)
-    if not partitioned_by_task:
-        ddf = ddf.shuffle(on="task")
     wn = dask.delayed(worker_names, pure=True, traverse=False)
     ln = dask.delayed(label_names, pure=True, traverse=False)
     gd = dask.delayed(gold_codes, pure=True, traverse=False)
-    parts = [
-        dask.delayed(_build_part, pure=True)(d, i, wn, ln, gd, with_incidence)
-        for i, d in enumerate(ddf.to_delayed())
-    ]
+    if partitioned_by_task:
+        parts = [dask.delayed(_finish_part)(lp, wn, ln, gd, with_incidence) for lp in local]
+    else:
+        parts = [
+            dask.delayed(_build_part)(d, i, wn, ln, gd, with_incidence)
+            for i, d in enumerate(ddf.shuffle(on="task").to_delayed())
+        ]
     parts = list(dask.persist(*parts))
+    del local  # the locally coded partitions are released once the parts exist
     sums = dask.compute(*[dask.delayed(_part_summary)(p) for p in parts])
     return Cluster(
         parts=parts,
