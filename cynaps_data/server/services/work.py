@@ -34,6 +34,7 @@ import orjson
 import sqlalchemy as sa
 
 from ...types import get_type
+from .. import pg_assign
 from ..db import Database, current_claim
 from ..db import _mark_committed as mark_committed
 from ..problems import Problem, forbidden, invalid, not_found
@@ -399,7 +400,11 @@ def _assign_next(
         return _view(row[0], (row[1], *row[4:]), row[2], row[3], held[1])
     _sweep(db, now)
     for project in db.run(active_sql, params).fetchall():
-        task = db.run(_CANDIDATE_SQL, {"pid": project[0], "me": me, "now": now}).fetchone()
+        task = (  # PostgreSQL: SKIP LOCKED and a re-check, safe across processes (pg_assign.py)
+            pg_assign.candidate(db, project[0], me, now)
+            if db.pg
+            else db.run(_CANDIDATE_SQL, {"pid": project[0], "me": me, "now": now}).fetchone()
+        )
         if task is not None:
             expires_at = now + ttl
             db.run(
