@@ -66,10 +66,13 @@ def raw_copy(url: str, df: pd.DataFrame, project_id: str) -> float:
         conn.execute("CREATE TABLE bench_copy (LIKE tasks INCLUDING ALL)")
         conn.commit()
         start = time.perf_counter()
-        with conn.cursor() as cur, cur.copy(
-            "COPY bench_copy (project_id, external_id, data, needed, updated_at, status,"
-            " n_judgements, charged, released) FROM STDIN"
-        ) as copy:
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY bench_copy (project_id, external_id, data, needed, updated_at, status,"
+                " n_judgements, charged, released) FROM STDIN"
+            ) as copy,
+        ):
             for ext, d in zip(df["id"], data, strict=True):
                 copy.write_row((project_id, ext, d, 1, now, "pending", 0, False, False))
         conn.commit()
@@ -101,7 +104,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     if not args.url:
-        sys.exit("pass --database-url postgresql://... (a server where the role may CREATE DATABASE)")
+        sys.exit(
+            "pass --database-url postgresql://... (a server where the role may CREATE DATABASE)"
+        )
     import psycopg
 
     df = frame(args.tasks)
