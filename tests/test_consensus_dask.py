@@ -70,8 +70,7 @@ def test_core_never_imports_dask() -> None:
 def test_real_datasets_equal_in_memory(client, name) -> None:
     df, _ = load(name)
     ddf = dd.from_pandas(df, npartitions=3)
-    for make in (
-        C.MajorityVote,
+    for make in (  # (MajorityVote: in the synthetic test, with gold and declared labels)
         lambda: C.DawidSkene(n_iter=5),  # a few iterations each: every one is compared
         lambda: C.OneCoinDawidSkene(n_iter=3),
     ):
