@@ -18,7 +18,6 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from . import config
     from .server.db import database_url
     from .server.platform import LocalPlatform
     from .server.settings import Settings
@@ -30,9 +29,9 @@ def _serve(args: argparse.Namespace) -> int:
         settings=settings, host=args.host, port=args.port, workforce=not args.no_workforce
     ).start()
     key = platform.create_customer("Sandbox customer (cynaps serve)")
-    path = config.write_config_file({"api_key": key, "base_url": platform.base_url}, args.config)
+    saved = _save_serve_key(args, key, platform.base_url)  # written before the first line
     print(f"Cynaps platform (sandbox) on {platform.base_url}  database: {settings.database_url}")
-    print(f"Customer API key written to {path}; cynaps_data.Client() will use it.")
+    print(saved)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -41,9 +40,33 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_serve_key(args: argparse.Namespace, key: str, base_url: str) -> str:
+    """Write the sandbox key to the config file, never replacing another key there.
+
+    A config file that already holds a different ``api_key`` (perhaps an ``sk_live_`` one) is
+    kept unless ``--overwrite-config``; the sandbox key then goes to ``serve.json`` beside it
+    (0600). Returns the line to print.
+    """
+    from pathlib import Path
+
+    from . import config
+
+    target = Path(args.config).expanduser() if args.config else config.config_path()
+    existing = config.read_config_file(target, required=False) if target.exists() else {}
+    if existing.get("api_key") and not args.overwrite_config:
+        aside = target.with_name("serve.json")
+        config.write_config_file({"api_key": key, "base_url": base_url}, aside)
+        return (
+            f"{target} already holds an API key: kept as it is. The sandbox key is in {aside}; "
+            f"use cynaps_data.Client.from_config({str(aside)!r}), or restart with "
+            "--overwrite-config to replace it."
+        )
+    path = config.write_config_file({"api_key": key, "base_url": base_url}, target)
+    return f"Customer API key written to {path}; cynaps_data.Client() will use it."
+
+
 def _serve_workers(args: argparse.Namespace, settings) -> int:
     """``cynaps serve --workers N``: N server processes on one database (server/workers.py)."""
-    from . import config
     from .server import workers
     from .server.services.accounts import create_account
 
@@ -55,12 +78,12 @@ def _serve_workers(args: argparse.Namespace, settings) -> int:
             sandbox=settings.sandbox,
             starting_credits_cents=settings.starting_credits_cents,
         )
-        path = config.write_config_file({"api_key": key, "base_url": base_url}, args.config)
+        saved = _save_serve_key(args, key, base_url)  # written before the first line
         print(
             f"Cynaps platform (sandbox) on {base_url}  database: {settings.database_url}  workers: {args.workers}",
             flush=True,
         )
-        print(f"Customer API key written to {path}; cynaps_data.Client() will use it.", flush=True)
+        print(saved, flush=True)
 
     workers.serve(
         settings,
@@ -212,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--config", default=None, help="config file to write the key to")
     serve.add_argument("--no-workforce", action="store_true", help="no simulated annotators")
+    serve.add_argument(
+        "--overwrite-config",
+        action="store_true",
+        help="replace an api_key already in the config file (kept by default)",
+    )
     serve.add_argument(
         "--workers",
         type=int,

@@ -336,7 +336,7 @@ def test_vote_summary_matches_judgements(platform, client, finished, monkeypatch
     """The wide export reads each task's vote summary (kept by submit, expert decision and
     import); it equals the export recomputed from the judgement rows, also for worker ids
     holding the summary's separator (which take the judgement path)."""
-    from cynaps_data.server.services import exports
+    from cynaps_data.server.services import votes
 
     project, plan = finished
     expert = platform.create_member("expert", "Expert", owner_key=client.settings.api_key)
@@ -378,7 +378,7 @@ def test_vote_summary_matches_judgements(platform, client, finished, monkeypatch
     )
     summary = {p.id: p.to_pandas() for p in (project, imported, odd)}
     used = []
-    monkeypatch.setattr(exports, "_votes_from_summary", lambda t, labels: used.append(1) or None)
+    monkeypatch.setattr(votes, "from_summary", lambda t: used.append(1) or None)
     for p in (project, imported, odd):
         recomputed = p.to_pandas()
         pd.testing.assert_frame_equal(summary[p.id], recomputed)
@@ -451,7 +451,7 @@ def test_vote_summary_on_each_backend(backend_platform, monkeypatch):
     """Imported votes come back the same from the summary and from the judgements (SQLite and
     PostgreSQL)."""
     import cynaps_data as cynaps
-    from cynaps_data.server.services import exports
+    from cynaps_data.server.services import votes
 
     with cynaps.Client(
         api_key=backend_platform.create_customer(),
@@ -473,7 +473,7 @@ def test_vote_summary_on_each_backend(backend_platform, monkeypatch):
             ]
         )
         summary = project.to_pandas()
-        monkeypatch.setattr(exports, "_votes_from_summary", lambda t, labels: None)
+        monkeypatch.setattr(votes, "from_summary", lambda t: None)
         pd.testing.assert_frame_equal(summary, project.to_pandas())
         assert summary["n_annotations"].tolist() == [i % 4 for i in range(30)]
         long = project.to_pandas("long")

@@ -4,8 +4,8 @@ Each program is a fresh customer with a team (annotators and an expert, who see 
 customer's projects) driving the platform's own endpoint and service functions (the code
 the HTTP routes call, minus the HTTP plumbing other tests cover; real SQLite file) through random
 sequences of: top-up, create + upload, quote, pay (credits, a simulated method, or a declining
-one), start, pause/resume, annotators labelling (agreeing or not), expert review, download,
-and cancel. After every step the invariants are checked on the stored ledger:
+one), start, pause/resume, annotators labelling (agreeing or not), expert review, reopen (tasks
+sent back for more judgements), download, and cancel. After every step the invariants are checked on the stored ledger:
 
 - every transaction sums to zero, so the ledger total is zero (money is conserved);
 - the customer's money is conserved: balance + deposit holds + escrow + team earnings equals
@@ -13,6 +13,9 @@ and cancel. After every step the invariants are checked on the stored ledger:
 - no deposit hold, escrow or earnings account is ever negative, nor the customer's balance
   while every project pays for expert review (the deposit then covers every charge);
 - a deposit is refunded at most once, and entirely once the project is completed/cancelled;
+- available >= 0: the customer's balance never goes negative while every project pays for
+  expert review, whatever the sequence (reopen included);
+- escrow is empty once a project is cancelled (terminal): billed work paid, the rest returned;
 - escrow is released to annotators at most what was charged, and only on download;
 - a refused request (402, 409, 422) changes nothing.
 
@@ -42,17 +45,17 @@ from cynaps_data.server.db import Database, database_url
 from cynaps_data.server.problems import Problem
 from cynaps_data.server.routers import billing as billing_routes
 from cynaps_data.server.routers import projects as project_routes
+from cynaps_data.server.services import assignment, curation, judgements, review
 from cynaps_data.server.services import billing as billing_service
 from cynaps_data.server.services import exports as export_service
 from cynaps_data.server.services import projects as project_service
 from cynaps_data.server.services import tasks as task_service
-from cynaps_data.server.services import work
 from cynaps_data.server.services.accounts import authenticate, create_account
-from cynaps_data.server.tables import ledger_entries, payments, projects
+from cynaps_data.server.tables import ledger_entries, payments, projects, tasks
 
 LEDGER_PROGRAMS = int(os.environ.get("CYNAPS_LEDGER_PROGRAMS", "1000"))
 LABELS = ["cat", "dog", "bird"]
-STARTING = 1_000_000
+STARTING = 20_000  # 200.00 Credits: small, so programs drain the balance
 
 
 TTL = 600.0
@@ -76,6 +79,13 @@ class Response:
 
     def json(self):
         return self.body
+
+
+def download_results(db: Database, owner_id: str, project_id: str) -> list[dict]:
+    """What ``GET /v1/projects/{id}/export`` does: the records, then the escrow release."""
+    records = export_service.json_records(db, owner_id, project_id)
+    billing_service.release_on_download(db, owner_id, project_id)
+    return records
 
 
 def call(fn, *args, ok: int = 200, **kwargs) -> Response:
@@ -252,31 +262,57 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(who=st.integers(min_value=0, max_value=2), label=st.sampled_from(LABELS))
     def annotate(self, who: int, label: str) -> None:
         annotator = self.annotators[who]
-        r = call(work.next_task, self.db, annotator, TTL)
+        r = call(assignment.next_task, self.db, annotator, TTL)
         assert r.status_code == 200, r.text
         if r.body is None:  # 204: nothing to do
             return
-        s = call(work.submit, self.db, annotator, r.body["task_id"], {"label": label}, ok=201)
+        s = call(judgements.submit, self.db, annotator, r.body["task_id"], {"label": label}, ok=201)
         assert s.status_code in (201, 409), s.text
 
     @precondition(lambda self: self.projects)
     @rule(label=st.sampled_from(LABELS))
     def review(self, label: str) -> None:
-        r = call(work.next_review, self.db, self.expert, TTL)
+        r = call(review.next_review, self.db, self.expert, TTL)
         assert r.status_code == 200, r.text
         if r.body is not None:
             body = {"label": label}
-            d = call(work.decide_review, self.db, self.expert, r.body["task_id"], body, ok=201)
+            d = call(review.decide_review, self.db, self.expert, r.body["task_id"], body, ok=201)
             assert d.status_code in (201, 409), d.text
+
+    @precondition(lambda self: self.projects)
+    @rule(data=st.data(), n=st.integers(min_value=1, max_value=2))
+    def reopen(self, data, n: int) -> None:
+        """Send some of a project's tasks back for more judgements (issue 12)."""
+        project = data.draw(st.sampled_from(self.projects))
+        with self.db.read() as conn:
+            ids = (
+                conn.execute(
+                    sa.select(tasks.c.id)
+                    .where(tasks.c.project_id == project["id"])
+                    .order_by(tasks.c.id)
+                )
+                .scalars()
+                .all()
+            )
+        chosen = data.draw(
+            st.lists(st.sampled_from(ids), min_size=1, max_size=len(ids), unique=True)
+        )
+        before = self._snapshot()
+        body = {"task_ids": chosen, "n": n}
+        r = call(curation.reopen, self.db, self.account, project["id"], body)
+        if self._refused(r, 402, 409, 422):
+            assert self._snapshot() == before, r.text
+            return
+        assert r.status_code == 200, r.text
 
     @precondition(lambda self: self.projects)
     @rule(data=st.data())
     def download(self, data) -> None:
         project = data.draw(st.sampled_from(self.projects))
-        r = call(export_service.json_records, self.db, self.account, project["id"])
+        r = call(download_results, self.db, self.account, project["id"])
         assert r.status_code == 200, r.text
         first = self._released(project["id"])
-        again = call(export_service.json_records, self.db, self.account, project["id"])
+        again = call(download_results, self.db, self.account, project["id"])
         assert again.status_code == 200 and self._released(project["id"]) == first  # once only
 
     def _released(self, pid: str) -> int:
@@ -361,13 +397,17 @@ class LedgerMachine(RuleBasedStateMachine):
             if account != "external" and not account.startswith("customer:"):
                 assert cents >= 0, f"{account} is negative: {cents}"
         if all(p["expert"] for p in self.projects):
-            assert customer >= 0
+            # available >= 0 under every sequence (reopen included) while every project pays for
+            # expert review; without it, escalation past min_annotators is not in the deposit
+            assert customer >= 0, f"available balance went negative: {customer}"
         for project in self.projects:
             pid = project["id"]
             assert len(refunds[pid]) <= 1, f"deposit of {pid} refunded twice"
             assert released[pid] <= charged[pid]
             if states[pid] in ("completed", "cancelled"):
                 assert balances[f"deposit_hold:{pid}"] == 0, f"{pid} ended with money still held"
+            if states[pid] == "cancelled":  # terminal: escrow empty (issue 12)
+                assert balances[f"escrow:{pid}"] == 0, f"{pid} cancelled with money in escrow"
 
     def teardown(self) -> None:
         if hasattr(self, "account"):

@@ -1,8 +1,11 @@
-"""The per-task consensus policy (server/services/quality.py), on its own."""
+"""The per-task consensus policy (quality settings and the classification type's decision)."""
 
 from __future__ import annotations
 
-from cynaps_data.server.services.quality import decide, validate_quality
+from cynaps_data.server.services.quality import validate_quality
+from cynaps_data.types import get_type
+
+decide = get_type("classification").decide
 
 LABELS = [str(d) for d in range(10)]
 

@@ -30,7 +30,9 @@ from .agreement import (
     cohen_kappa_matrix,
     fleiss_kappa,
     krippendorff_alpha,
+    krippendorff_alpha_sets,
     percent_agreement,
+    set_agreement,
 )
 from .calibration import expected_calibration_error
 from .dask import fit_dask
@@ -41,6 +43,15 @@ from .glad import GLAD
 from .mace import MACE
 from .majority_vote import MajorityVote
 from .metadata import annotator_table, task_metadata
+from .multilabel import BinaryRelevance, MultiLabelModel, aggregate_multilabel, share_consensus
+from .rating import (
+    RaterModel,
+    RatingMean,
+    RatingMedian,
+    aggregate_ratings,
+    rating_alpha,
+    rating_consensus,
+)
 
 __all__ = [
     "AggregateResult",
@@ -63,6 +74,19 @@ __all__ = [
     "krippendorff_alpha",
     "percent_agreement",
     "task_metadata",
+    # multi-label and rating aggregation (issue 13)
+    "BinaryRelevance",
+    "MultiLabelModel",
+    "aggregate_multilabel",
+    "share_consensus",
+    "RaterModel",
+    "RatingMean",
+    "RatingMedian",
+    "aggregate_ratings",
+    "rating_alpha",
+    "rating_consensus",
+    "krippendorff_alpha_sets",
+    "set_agreement",
 ]
 
 #: method name -> aggregator class (names are case-insensitive; "-" and "_" are equivalent)

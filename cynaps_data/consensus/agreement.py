@@ -18,6 +18,20 @@ task x worker matrix. Let :math:`n_{tc}` be the number of answers of class :math
   coincidence matrix :math:`o_{ck}=\sum_t (n_{tc}n_{tk}-[c=k]n_{tc})/(n_t-1)`, with nominal,
   ordinal or interval distance; identical to the ``krippendorff`` package.
 
+Set-valued (multi-label) answers, a ``labels`` column of list-likes (see
+:mod:`~cynaps_data.consensus.multilabel`):
+
+* :func:`set_agreement`: per task, the mean over answer pairs of the Jaccard similarity
+  :math:`|A\cap B|/|A\cup B|` (1 for two empty sets) and of the MASI similarity
+  :math:`J\cdot M` (Passonneau, 2006; :math:`M` = 1 if :math:`A=B`, 2/3 if one contains the
+  other, 1/3 if they only overlap, 0 if disjoint).
+* :func:`krippendorff_alpha_sets`: Krippendorff's alpha with each distinct label set as a value
+  and distance :math:`1 - \mathrm{MASI}`, :math:`1 - J` or nominal (whole-set equality):
+  :math:`\alpha = 1 - D_o/D_e` as above with :math:`D_o = \frac1N\sum_t
+  \frac{1}{n_t-1}\sum_{v,v'} n_{tv}n_{tv'}d_{vv'}`, :math:`D_e = \frac{1}{N(N-1)}
+  \sum_{v,v'} n_v n_{v'} d_{vv'}` (tasks with one answer drop out) -- the same quantity as
+  nltk's ``AnnotationTask(distance=masi_distance).alpha()``.
+
 Repeated ``(task, worker)`` rows: :func:`cohen_kappa_matrix` and :func:`krippendorff_alpha`
 keep the first answer of each pair (a coder has one value per unit); the others use all rows.
 """
@@ -39,6 +53,8 @@ __all__ = [
     "krippendorff_alpha",
     "percent_agreement",
     "count_table",
+    "krippendorff_alpha_sets",
+    "set_agreement",
 ]
 
 
@@ -193,3 +209,93 @@ def krippendorff_alpha(
     if de == 0.0:
         return float("nan")
     return float(1.0 - (o * d).sum() / de)
+
+
+_SET_DISTANCES = ("masi", "jaccard", "nominal")
+
+
+def _distinct_sets(
+    df: pd.DataFrame, labels: Sequence[Hashable] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.Index]:
+    """``(task codes, value codes, H, task_names)``: each answer's distinct-set code and the
+    multi-hot matrix ``H`` (bool, distinct sets x labels)."""
+    from .multilabel import encode_label_sets
+
+    enc = encode_label_sets(df, labels)
+    packed = np.packbits(enc.Y, axis=1)
+    _, first, inv = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    return enc.task, np.asarray(inv).ravel().astype(np.int64), enc.Y[first], enc.task_names
+
+
+def _set_similarity(h: np.ndarray, kind: str) -> np.ndarray:
+    """Similarity matrix between the distinct sets ``h`` (bool V x L): Jaccard or MASI."""
+    hf = h.astype(np.float64)
+    inter = hf @ hf.T
+    size = hf.sum(axis=1)
+    union = size[:, None] + size[None, :] - inter
+    jac = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 1.0)
+    if kind == "jaccard":
+        return jac
+    same = (inter == size[:, None]) & (inter == size[None, :])
+    subset = inter == np.minimum.outer(size, size)
+    m = np.where(same, 1.0, np.where(subset, 2.0 / 3.0, np.where(inter > 0, 1.0 / 3.0, 0.0)))
+    return jac * m
+
+
+def _task_value_counts(t: np.ndarray, v: np.ndarray, n_t: int, n_v: int) -> np.ndarray:
+    import scipy.sparse as sp
+
+    c = sp.csr_matrix((np.ones(t.size), (t, v)), shape=(n_t, n_v))
+    c.sum_duplicates()
+    return c
+
+
+def set_agreement(df: pd.DataFrame, labels: Sequence[Hashable] | None = None) -> pd.DataFrame:
+    """Per-task agreement of multi-label answers: DataFrame indexed by task with ``jaccard`` and
+    ``masi`` (mean pairwise similarity over the task's answer pairs, float64; NaN for a task with
+    one answer) and ``n`` (answers). Vectorised: distinct label sets are coded once and the pair
+    sums come from a sparse task x set count matrix (see the module docstring)."""
+    data = _dedup(df) if isinstance(df, pd.DataFrame) else df
+    t, v, h, names = _distinct_sets(data, labels)
+    c = _task_value_counts(t, v, len(names), h.shape[0])
+    n = np.asarray(c.sum(axis=1)).ravel()
+    out = {}
+    for kind in ("jaccard", "masi"):
+        s = _set_similarity(h, kind)
+        pair = np.asarray(c.multiply(c @ s).sum(axis=1)).ravel()
+        self_ = np.asarray(c @ np.diag(s)).ravel()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[kind] = np.where(n >= 2, (pair - self_) / (n * (n - 1)), np.nan)
+    out["n"] = n.astype(np.int64)
+    return pd.DataFrame(out, index=names)
+
+
+def krippendorff_alpha_sets(
+    df: pd.DataFrame, distance: str = "masi", labels: Sequence[Hashable] | None = None
+) -> float:
+    """Krippendorff's alpha of multi-label answers with ``distance`` ``"masi"`` (1 - MASI),
+    ``"jaccard"`` (1 - Jaccard) or ``"nominal"`` (sets equal or not); see the module docstring.
+    Repeated ``(task, worker)`` rows keep the first answer. NaN if expected disagreement is 0."""
+    if distance not in _SET_DISTANCES:
+        raise ValidationError(
+            f"distance must be one of {_SET_DISTANCES}, got {distance!r}", param="distance"
+        )
+    data = _dedup(df) if isinstance(df, pd.DataFrame) else df
+    t, v, h, names = _distinct_sets(data, labels)
+    c = _task_value_counts(t, v, len(names), h.shape[0])
+    n_t = np.asarray(c.sum(axis=1)).ravel()
+    keep = n_t >= 2
+    if not keep.any():
+        raise ValidationError("no task has two or more answers; alpha is undefined", param="task")
+    c, n_t = c[keep], n_t[keep]
+    sim = np.eye(h.shape[0]) if distance == "nominal" else _set_similarity(h, distance)
+    d = 1.0 - sim
+    w = 1.0 / (n_t - 1.0)
+    cw = c.multiply(w[:, None]).tocsr()
+    d_o = float(cw.multiply(c @ d).sum())
+    n_v = np.asarray(c.sum(axis=0)).ravel()
+    n = n_v.sum()
+    d_e = float(n_v @ d @ n_v) / (n - 1.0)
+    if d_e == 0.0:
+        return float("nan")
+    return float(1.0 - d_o / d_e)

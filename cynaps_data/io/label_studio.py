@@ -2,7 +2,8 @@
 
 :func:`from_records` turns our seed-shaped JSON export into Label Studio tasks: one task per
 record with ``data``, one ``annotation`` per judgement (``completed_by`` = our worker id,
-``result`` = one ``choices`` region, ``ground_truth`` for the expert's verdict, ``lead_time`` =
+``result`` = one region in the shape of the project's annotation type (its ``to_label_studio``,
+``from_label_studio`` hooks), ``ground_truth`` for the expert's verdict, ``lead_time`` =
 duration, ISO ``created_at``), the platform's final label as a ``prediction``
 (``model_version = "cynaps-consensus"``) and the consensus metadata under ``meta.cynaps``.
 
@@ -50,16 +51,17 @@ def _to_name(data: dict) -> str:
     return next(iter(data), "text")
 
 
-def _region(value: Any, to_name: str, from_name: str) -> list[dict]:
-    choices = value if isinstance(value, list) else [value]
-    return [
-        {
-            "from_name": from_name,
-            "to_name": to_name,
-            "type": "choices",
-            "value": {"choices": choices},
-        }
-    ]
+def _type(project: dict | None) -> tuple[Any, Any]:
+    """The project's annotation type and label config (the default type without a project)."""
+    from ..types import DEFAULT_TYPE, get_type
+
+    project = project or {}
+    return get_type(project.get("annotation_type") or DEFAULT_TYPE), project.get("labels")
+
+
+def _region(value: Any, to_name: str, from_name: str, atype: Any, config: Any) -> list[dict]:
+    """One result region for ``value``, in the shape its annotation type gives."""
+    return [{"from_name": from_name, "to_name": to_name, **atype.to_label_studio(value, config)}]
 
 
 def from_records(
@@ -67,6 +69,7 @@ def from_records(
 ) -> list[dict]:
     """Our seed-shaped JSON export as Label Studio's JSON export (list of task dicts)."""
     project_ref = (project or {}).get("id")
+    atype, config = _type(project)
     out = []
     annotation_id = 0
     for record in records:
@@ -80,7 +83,7 @@ def from_records(
                 {
                     "id": annotation_id,
                     "completed_by": j["annotator_id"],
-                    "result": _region(j["label"], to_name, from_name),
+                    "result": _region(j["label"], to_name, from_name, atype, config),
                     "was_cancelled": False,
                     "ground_truth": j.get("role") == "expert",
                     "created_at": created,
@@ -98,7 +101,7 @@ def from_records(
                 {
                     "model_version": PREDICTION_MODEL,
                     "score": final.get("agreement"),
-                    "result": _region(final["value"], to_name, from_name),
+                    "result": _region(final["value"], to_name, from_name, atype, config),
                 }
             )
         out.append(
@@ -138,15 +141,16 @@ def load(records: Any) -> list[dict]:
     return records
 
 
-def _choice(annotation: dict, i: int, j: int) -> Any:
+def _choice(annotation: dict, i: int, j: int, atype: Any, config: Any) -> Any:
+    """The value of the first result region of the project's annotation type."""
     for region in annotation.get("result") or []:
-        if isinstance(region, dict) and region.get("type") == "choices":
-            choices = (region.get("value") or {}).get("choices")
-            if isinstance(choices, list) and len(choices) == 1:
-                return choices[0]
-            return choices
+        if isinstance(region, dict):
+            try:
+                return atype.from_label_studio(region, config)
+            except ValueError:
+                continue
     raise ValidationError(
-        f"records[{i}].annotations[{j}] has no 'choices' result to import",
+        f"records[{i}].annotations[{j}] has no {atype.name} result (e.g. 'choices') to import",
         param=f"records[{i}].annotations[{j}]",
     )
 
@@ -157,6 +161,7 @@ def to_import_items(records: list[dict], project: dict | None = None) -> list[di
     ``external_id`` is our own ``meta.cynaps.external_id`` when the file came from us, else the
     Label Studio task id; ``gold`` likewise comes back from ``meta.cynaps.gold``.
     """
+    atype, config = _type(project)
     items = []
     for i, task in enumerate(records):
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
@@ -177,7 +182,7 @@ def to_import_items(records: list[dict], project: dict | None = None) -> list[di
             judgements.append(
                 {
                     "worker": str(worker),
-                    "label": _choice(annotation, i, j),
+                    "label": _choice(annotation, i, j, atype, config),
                     "role": "expert" if annotation.get("ground_truth") else "annotator",
                     "created_at": _seconds(annotation.get("created_at")),
                     "duration": annotation.get("lead_time"),

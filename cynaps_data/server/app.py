@@ -143,6 +143,12 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
 
     app.add_middleware(HotRoutes, routes=annotator.hot_routes)  # innermost: after the checks above
     app.add_middleware(Idempotency, db=lambda: app.state.db)
-    app.add_middleware(RateLimiter, limit=lambda: app.state.settings.rate_limit)
-    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RateLimiter, limit=lambda: app.state.settings.rate_limit, db=lambda: app.state.db
+    )
+    app.add_middleware(
+        RequestContext,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.body_timeout_seconds,
+    )
     return app

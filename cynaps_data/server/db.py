@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self.is_postgresql = url.startswith("postgresql")
         if self.is_sqlite:
+            private_sqlite_files(url)
             self.engine = sa.create_engine(
                 url,
                 connect_args={"check_same_thread": False, "timeout": 30},
@@ -109,7 +111,7 @@ class Database:
             yield conn
             claim = current_claim.get()
             if claim is not None:
-                _mark_committed(conn, claim)
+                mark_committed(conn, claim)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
@@ -121,7 +123,29 @@ class Database:
         self.engine.dispose()
 
 
-def _mark_committed(conn: sa.Connection, claim: IdempotencyClaim) -> None:
+def private_sqlite_files(url: str) -> None:
+    """Create the SQLite file private to the platform's user (0600) before SQLite opens it.
+
+    SQLite gives its ``-wal`` and ``-shm`` files the database file's mode, so they are private
+    too. An existing database (and its WAL/SHM) of ours is tightened to 0600.
+    """
+    name = url.split(":///", 1)[1] if ":///" in url else ""
+    if not name or name.startswith(":memory:") or "mode=memory" in url:
+        return
+    path = Path(name.split("?", 1)[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            info = file.stat()
+        except OSError:
+            continue
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            os.chmod(file, 0o600)
+
+
+def mark_committed(conn: sa.Connection, claim: IdempotencyClaim) -> None:
     from .problems import Problem
 
     t = idempotency_keys

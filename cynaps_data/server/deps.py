@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from .db import Database
 from .problems import Problem, forbidden
+from .services import limits
 from .services.accounts import Principal, authenticate
 from .settings import Settings
 
@@ -47,6 +48,7 @@ def parse_json_body(raw: bytes) -> Any:
     """``None`` for no body, 400 ``invalid_json`` for invalid JSON, 422 for NUL in text."""
     if not raw:
         return None
+    limits.check_body(raw)  # issue 12: one nesting limit, enforced before parsing
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

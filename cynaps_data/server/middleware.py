@@ -20,8 +20,8 @@ import sqlalchemy as sa
 
 from ..wire import MAX_IDEMPOTENCY_KEY
 from .db import Database, IdempotencyClaim, current_claim
-from .ids import hash_key
 from .problems import Problem
+from .services import secret_responses
 from .settings import RateLimit
 from .tables import idempotency_keys
 
@@ -37,14 +37,6 @@ def header(scope: dict, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
-
-
-def _bearer_hash(scope: dict) -> str | None:
-    auth = header(scope, b"authorization")
-    if not auth:
-        return None
-    _, _, key = auth.partition(" ")
-    return hash_key(key.strip()) if key.strip() else None
 
 
 async def send_problem(send: Callable, problem: Problem, request_id: str) -> None:
@@ -67,16 +59,31 @@ class BodyTooLarge(Problem):
         )
 
 
+class BodyTimeout(Problem):
+    """Raised from ``receive`` when the next part of a body does not come in time."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            408,
+            "body_timeout",
+            f"The request body stopped arriving for {seconds:g} seconds; send it whole.",
+        )
+
+
 class RequestContext:
-    """Assigns ``X-Request-Id``, adds security headers, and refuses oversized bodies.
+    """Assigns ``X-Request-Id``, adds security headers, and refuses oversized or stalled bodies.
+
+    Each part of a body must arrive within ``body_timeout`` seconds of the previous one (408
+    ``body_timeout`` otherwise), so a client that sends half a body cannot hold a worker.
 
     A declared ``Content-Length`` over the limit is refused before reading; a chunked body (or
     one longer than declared) is counted as it arrives and refused once it passes the limit.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout: float = 15.0) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -99,14 +106,24 @@ class RequestContext:
 
         received = 0
         started = False
+        body_done = False
 
         async def counted_receive() -> dict:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body: waiting for a disconnect, no deadline
+                return await receive()
+            try:
+                with anyio.fail_after(self.body_timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(self.body_timeout) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise BodyTooLarge(self.max_body_bytes)
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         async def send_with_id(message: dict) -> None:
@@ -123,22 +140,42 @@ class RequestContext:
 
         try:
             await self.app(scope, counted_receive, send_with_id)
-        except BodyTooLarge as exc:
+        except (BodyTooLarge, BodyTimeout) as exc:
             if started:
                 raise
             await send_problem(send, exc, request_id)
 
 
+#: ``/v1/`` requests answered without an API key (everything else is authenticated first)
+PUBLIC_PATHS = frozenset({("POST", "/v1/invites/redeem")})
+
+
+def client_address(scope: dict) -> str:
+    return f"ip:{(scope.get('client') or ('?', 0))[0]}"
+
+
 class RateLimiter:
-    """Token bucket per API key (per client address when anonymous), answering 429.
+    """Authenticates ``/v1/`` requests, then a token bucket per API key, answering 429.
+
+    Authentication comes first, before any byte of the body is read and before anything is
+    stored (issue 12): a missing or unknown key is a 401 straight away (except
+    :data:`PUBLIC_PATHS`), counted against a bucket per *client address*, so rotating made-up
+    keys does not escape the limit. Valid keys get a bucket of their own. The principal is left
+    in ``scope["state"]["principal"]`` for the idempotency middleware.
 
     Responses carry ``RateLimit-Policy`` and ``RateLimit`` headers (IETF draft) and a 429 has
     ``Retry-After`` in whole seconds. State is per process.
     """
 
-    def __init__(self, app: ASGIApp, limit: Callable[[], RateLimit]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: Callable[[], RateLimit],
+        db: Callable[[], Database] | None = None,
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.db = db
         self.buckets: dict[str, tuple[float, float]] = {}
         self.lock = threading.Lock()
 
@@ -147,6 +184,8 @@ class RateLimiter:
         limit = self.limit()
         now = time.monotonic()
         with self.lock:
+            if len(self.buckets) > 100_000:  # bounded: forget idle buckets (they refill anyway)
+                self.buckets.clear()
             tokens, last = self.buckets.get(who, (float(limit.burst), now))
             tokens = min(float(limit.burst), tokens + (now - last) * limit.per_second)
             allowed = tokens >= 1.0
@@ -156,11 +195,33 @@ class RateLimiter:
         wait = 0.0 if allowed else (1.0 - tokens) / limit.per_second
         return allowed, tokens, wait
 
+    async def _principal(self, scope: dict) -> Any:
+        """The caller's principal, or the 401 :class:`Problem` to answer with."""
+        from .services.accounts import authenticate, cached_principal
+
+        authorization = header(scope, b"authorization")
+        db = self.db()
+        principal = cached_principal(db, authorization)
+        if principal is not None:
+            return principal
+        try:
+            return await anyio.to_thread.run_sync(authenticate, db, authorization)
+        except Problem as exc:
+            return exc
+
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
-        who = _bearer_hash(scope) or f"ip:{(scope.get('client') or ('?', 0))[0]}"
+        refusal: Problem | None = None
+        who = client_address(scope)
+        if self.db is not None and (scope["method"], scope["path"]) not in PUBLIC_PATHS:
+            found = await self._principal(scope)
+            if isinstance(found, Problem):
+                refusal = found
+            else:
+                scope["state"]["principal"] = found
+                who = found.key_hash
         allowed, tokens, wait = self.take(who)
         limit = self.limit()
         window = max(1, math.ceil(limit.burst / limit.per_second))
@@ -183,6 +244,9 @@ class RateLimiter:
                 ),
                 scope["state"]["request_id"],
             )
+            return
+        if refusal is not None:  # answered without reading the body
+            await send_problem(send, refusal, scope["state"]["request_id"])
             return
 
         async def send_with_headers(message: dict) -> None:
@@ -229,7 +293,8 @@ class Idempotency:
         key = header(scope, b"idempotency-key") if scope["type"] == "http" else None
         if key and self.NATURALLY_IDEMPOTENT.fullmatch(scope["path"]):
             key = None
-        owner = _bearer_hash(scope) if key else None
+        principal = scope.get("state", {}).get("principal") if key else None
+        owner = principal.key_hash if principal is not None else None
         if scope["type"] != "http" or scope["method"] != "POST" or not key or not owner:
             await self.app(scope, receive, send)
             return
@@ -303,6 +368,11 @@ class Idempotency:
                     request_id,
                 )
                 return
+            if secret_responses.is_redacted(stored):
+                # a secret is never stored: the replay carries a freshly issued one
+                stored = await anyio.to_thread.run_sync(
+                    secret_responses.reissue, self.db(), stored, principal.account_id
+                )
             await send(
                 {
                     "type": "http.response.start",
@@ -330,7 +400,7 @@ class Idempotency:
         async def store() -> None:
             if not captured["stored"]:
                 captured["stored"] = True
-                stored_body = b"".join(captured["body"])
+                stored_body, _ = secret_responses.redact(b"".join(captured["body"]))
                 await anyio.to_thread.run_sync(
                     self._finish, owner, key, token, captured["status"], stored_body
                 )

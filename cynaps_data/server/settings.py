@@ -34,6 +34,8 @@ class Settings:
     starting_credits_cents: int = 1_000_000  # 10,000.00 Credits for a new sandbox customer
     max_batch_tasks: int = MAX_BATCH_TASKS
     max_body_bytes: int = MAX_BODY_BYTES
+    #: each part of a request body must arrive within this many seconds (408 otherwise)
+    body_timeout_seconds: float = 15.0
     assignment_ttl_seconds: float = 600.0
     rate_limit: RateLimit = field(default_factory=RateLimit)
     workforce: WorkforceSettings | None = field(default_factory=WorkforceSettings)

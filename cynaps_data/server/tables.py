@@ -26,6 +26,8 @@ api_keys = sa.Table(
     sa.Column("account_id", sa.String(40), sa.ForeignKey("accounts.id"), nullable=False),
     sa.Column("revoked", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # invite session keys expire (migration 0007); null: the key does not expire
+    sa.Column("expires_at", sa.Float, nullable=True),
 )
 
 projects = sa.Table(

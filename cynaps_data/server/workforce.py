@@ -2,26 +2,28 @@
 
 SANDBOX FEATURE. Each member is a real annotator/expert account (``simulated: true``) that
 works through the same HTTP annotator API a person's browser uses: ask for the next task,
-think for ``seconds_per_judgement``, submit a label. What it answers is simulated: the task's
-gold label when one was uploaded, otherwise a deterministic pseudo-truth (a hash of the task
-data), kept with probability equal to the member's accuracy and otherwise swapped for another
-label. The oracle reads the truth from the database because a simulated person has to know
-what the right answer is; the API never shows gold to anyone.
+think for ``seconds_per_judgement``, submit an answer. What it answers is simulated by the
+project's annotation type (``simulate``): from the task's gold value when one was uploaded,
+otherwise from the type's deterministic pseudo-truth (``pseudo_truth``, from the task data),
+kept with probability equal to the member's accuracy, else a plausible wrong value. The oracle
+reads the truth from the database because a simulated person has to know what the right answer
+is; the API never shows gold to anyone.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import requests
 import sqlalchemy as sa
 
+from ..types import AnnotationType, get_type
 from .db import Database
 from .ids import hash_key, key_prefix, new_api_key
 from .settings import WorkforceSettings
@@ -36,12 +38,6 @@ class Member:
     role: str
     key: str
     accuracy: float
-
-
-def pseudo_truth(data_json: str, labels: list) -> object:
-    """A deterministic 'true' label for a task without gold: a hash of its data."""
-    digest = hashlib.sha256(data_json.encode()).digest()
-    return labels[int.from_bytes(digest[:8], "big") % len(labels)]
 
 
 def enlist(db: Database, settings: WorkforceSettings, sandbox: bool) -> list[Member]:
@@ -116,20 +112,20 @@ class Workforce:
         for thread in self._threads:
             thread.join(timeout=5)
 
-    def _truth(self, task_id: int, labels: list) -> object:
+    def _truth(self, task_id: int, atype: AnnotationType, config: Any) -> Any:
         with self.db.read() as conn:
             row = conn.execute(
                 sa.select(tasks.c.gold, tasks.c.data).where(tasks.c.id == task_id)
             ).one()
-        return orjson.loads(row.gold) if row.gold else pseudo_truth(row.data, labels)
+        return orjson.loads(row.gold) if row.gold else atype.pseudo_truth(row.data, config)
 
-    def _answer(self, index: int, member: Member, task: dict) -> object:
-        labels = task["labels"]
-        truth = self._truth(task["task_id"], labels)
+    def _answer(self, index: int, member: Member, task: dict) -> Any:
+        """``task``: the assignment view (``annotation_type``, ``labels``: the config)."""
+        atype = get_type(task["annotation_type"])
+        config = task["labels"]
+        truth = self._truth(task["task_id"], atype, config)
         rng = random.Random(f"{self.settings.seed}:{index}:{task['task_id']}")
-        if rng.random() < member.accuracy or len(labels) == 1:
-            return truth
-        return rng.choice([label for label in labels if label != truth])
+        return atype.simulate(truth, config, member.accuracy, rng)
 
     def _run(self, index: int, member: Member) -> None:
         session = requests.Session()

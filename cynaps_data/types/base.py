@@ -1,17 +1,150 @@
-"""The interface every annotation type implements."""
+"""The interface every annotation type implements: the seam of the whole system (DESIGN §4).
+
+Nothing outside ``cynaps_data/types/<name>.py`` knows what a type's values look like; the
+platform, the exports, the workbench and the sandbox workforce ask the project's type through
+the hooks below. A type is one object (usually a class instance in its own module) registered
+by name (:func:`cynaps_data.types.register`, or the entry point group ``cynaps_data.types``).
+
+Data contracts shared by every hook:
+
+- **config**: the project's label config as stored in ``projects.labels`` (any JSON value the
+  type accepts: a list of class names, a rating scale ``{"min": 1, "max": 5}``, ...), always as
+  :meth:`AnnotationType.validate_config` returned it.
+- **value**: one judgement's answer as JSON (str, number, bool, list, dict — whatever the type
+  defines), always as :meth:`AnnotationType.validate_value` returned it. Values are stored as
+  their ``orjson.dumps`` text; two values are the same answer when their texts are equal.
+- **votes**: a task's annotator values in the order they were made (expert verdicts apart).
+
+Hooks that build export columns work on Arrow arrays of the values' JSON texts, one per vote
+or per task, so that a bulk export never builds a Python object per row unless the type does.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import random
+from dataclasses import dataclass
+from importlib.resources.abc import Traversable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+import pyarrow as pa
 
 
+@dataclass(frozen=True)
+class Decision:
+    """The platform's consensus decision for one task after a judgement.
+
+    ``status``: pending | disputed | completed. ``needed``: annotator judgements wanted now
+    (a type may raise it to ask for one more vote). ``final_label``: the final value (a
+    *value*, see above) when completed, else ``None``. ``label_source``: consensus | majority
+    (or another word the type documents) when completed. ``agreement``: float in [0, 1], the
+    type's agreement among the votes (``None`` when it has no meaning yet).
+    """
+
+    status: str
+    needed: int
+    final_label: Any = None
+    label_source: str | None = None
+    agreement: float | None = None
+
+
+class VoteArrays(NamedTuple):
+    """The votes of ``n_tasks`` tasks, in task then judgement order, for the bulk exports.
+
+    - ``pos``: int64 numpy array, the task position (0 … n_tasks-1) of each annotator vote;
+    - ``values``: Arrow string array, each vote's JSON text (aligned with ``pos``);
+    - ``n_votes``: int64 numpy array per task, the number of its annotator votes;
+    - ``final``: Arrow string array per task, the final value's JSON text (``""``: none yet);
+    - ``gold``: Arrow string array per task, the gold value's JSON text (``""``: none);
+    - ``expert``: Arrow string array per task, the expert verdict's JSON text (``""``: none).
+    """
+
+    n_tasks: int
+    pos: np.ndarray
+    values: pa.Array
+    n_votes: np.ndarray
+    final: pa.Array
+    gold: pa.Array
+    expert: pa.Array
+
+
+@runtime_checkable
 class AnnotationType(Protocol):
+    """What an annotation type provides. Attributes first, then hooks by concern."""
+
+    #: registry name, the project's ``annotation_type`` (lower-case word, e.g. "classification")
     name: str
     #: price of one judgement in cents (the published price table, docs/configuration.md)
     price_per_judgement_cents: int
+    #: the client-side aggregation methods of ``cynaps_data.consensus`` that apply (names of
+    #: ``consensus.METHODS``), and the one used by default
+    aggregation_methods: tuple[str, ...]
+    default_method: str
+    #: the agreement metrics that apply (names of ``consensus.agreement`` functions)
+    agreement_metrics: tuple[str, ...]
 
-    def validate_labels(self, labels: Any) -> list[Any]:
-        """Check a project's label config; return it normalised or raise ``ValueError``."""
+    # -- config and values ------------------------------------------------------------------
+    def validate_config(self, config: Any) -> Any:
+        """Check a project's label config; return it normalised or raise ``ValueError`` (its
+        message names the offending entry, e.g. ``labels[2]``)."""
 
-    def validate_value(self, value: Any, labels: list[Any]) -> Any:
-        """Check one judgement's value; return it normalised or raise ``ValueError``."""
+    def validate_value(self, value: Any, config: Any) -> Any:
+        """Check one judgement's value (also accepting the type's Label Studio ``value``
+        shape); return it normalised (JSON-serialisable) or raise ``ValueError``."""
+
+    def to_label_studio(self, value: Any, config: Any) -> dict:
+        """Label Studio's result region for ``value``: ``{"type": ..., "value": {...}}``
+        (``from_name``/``to_name`` are added by the caller)."""
+
+    def from_label_studio(self, region: dict, config: Any) -> Any:
+        """The value of one Label Studio result region of this type (not yet validated), or
+        raise ``ValueError`` when the region is not of this type."""
+
+    # -- platform consensus -----------------------------------------------------------------
+    def decide(self, votes: list[Any], quality: dict, needed: int) -> Decision:
+        """The consensus decision for one task from its annotator ``votes`` (values, in order)
+        under the project's validated ``quality_settings`` and ``needed`` judgements."""
+
+    def summarize(self, votes: list[Any], config: Any | None) -> dict[str, Any]:
+        """The task's vote summary beyond agreement and counts, as JSON: keys and values the
+        type documents (classification: ``{"vote_distribution": {label: share}}``). Kept in the
+        JSON export's ``consensus`` object; shown to experts in review with ``config=None``
+        (then only what was voted, not the whole value space of the config)."""
+
+    # -- export -----------------------------------------------------------------------------
+    def wide_columns(self, votes: VoteArrays, config: Any) -> dict[str, pa.Array]:
+        """The type's columns of the wide (one row per task) export, each ``n_tasks`` long.
+
+        Must hold ``gold``, ``label``, ``expert_label`` (the values in the type's Arrow type,
+        null where none), ``agreement`` and ``confidence`` (float64, null where none); may add
+        more (e.g. ``vote_distribution``), placed after ``n_annotations`` in their order.
+        """
+
+    def long_label(self, values: pa.Array, config: Any) -> pa.Array:
+        """The ``label`` column of the long (one row per judgement) export from the values'
+        JSON texts (same length; the type's Arrow type)."""
+
+    def features(self, config: Any) -> dict[str, Any]:
+        """``datasets`` features of the value columns (``label``, ``gold``, ``expert_label``),
+        e.g. ``ClassLabel(names=...)``; imports ``datasets`` inside."""
+
+    # -- workbench --------------------------------------------------------------------------
+    def widget(self) -> Traversable:
+        """The JavaScript module (an ES module file) the workbench pages load for this type,
+        served at ``/ui/widgets/<name>.js``. Contract: it exports
+        ``mount(box, task, onReady) -> {value(), key(event)}``: draw the answer controls for
+        ``task`` (the assignment view: ``labels`` is the config) into the element ``box``, call
+        ``onReady(ready)`` whenever the answer becomes complete (true) or incomplete (false);
+        ``value()`` is the answer to send as ``label``; ``key(event)`` handles a keydown (true
+        when consumed). It may also export ``summary(box, task)``: draw the review page's vote
+        summary (the task's ``summarize`` keys, shown to experts). Only DOM APIs that cannot
+        inject markup (no ``innerHTML``)."""
+
+    # -- sandbox workforce ------------------------------------------------------------------
+    def pseudo_truth(self, data_json: str, config: Any) -> Any:
+        """A deterministic 'true' value for a task without gold (from its data's JSON text)."""
+
+    def simulate(self, truth: Any, config: Any, accuracy: float, rng: random.Random) -> Any:
+        """A simulated annotator's answer: ``truth`` kept with probability ``accuracy`` (the
+        member's own, so noise differs per annotator), else a plausible wrong value; random
+        draws only from ``rng`` (seeded per member and task)."""

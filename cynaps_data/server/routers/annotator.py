@@ -19,11 +19,12 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from .. import lanes
 from ..deps import DB, AppSettings, Body, Customer, parse_json_body
 from ..middleware import HotHandler, handle_error, header, send_json
 from ..problems import invalid
 from ..services import accounts as account_service
-from ..services import work
+from ..services import assignment, judgements, review
 from ..services.accounts import authenticate
 from ..tables import accounts
 from ..ui import invites
@@ -61,7 +62,7 @@ def _ttl(request: Request) -> float:
 @router.get("/annotator/next", response_model=None)
 async def next_task(request: Request, project_id: str | None = None) -> dict | Response:
     """The caller's next task (its live assignment first); 204 when there is nothing to do."""
-    task = await _as_caller(request, work.next_task, _ttl(request), project_id)
+    task = await _as_caller(request, assignment.next_task, _ttl(request), project_id)
     return task if task is not None else Response(status_code=204)
 
 
@@ -76,32 +77,32 @@ async def submit_judgement(
     ttl = _ttl(request) if next else None
     retry = request.headers.get("idempotency-key") is not None
     return await _as_caller(
-        request, work.submit, task_id, body, next_ttl=ttl, project_id=project_id, retry=retry
+        request, judgements.submit, task_id, body, next_ttl=ttl, project_id=project_id, retry=retry
     )
 
 
 @router.post("/annotator/tasks/{task_id}/skip")
 async def skip_task(request: Request, task_id: int) -> dict:
     """Give an assigned task back; it is not offered to the caller again."""
-    return await _as_caller(request, work.skip, task_id)
+    return await _as_caller(request, assignment.skip, task_id)
 
 
 @router.get("/annotator/progress")
 async def progress(request: Request) -> dict:
     """The caller's own counts (judgements, skips, tasks left for it)."""
-    return await _as_caller(request, work.progress)
+    return await _as_caller(request, assignment.progress)
 
 
 @router.get("/review/next", response_model=None)
 async def next_review(request: Request) -> dict | Response:
     """The next disputed task with every vote; 204 when none is waiting."""
-    task = await _as_caller(request, work.next_review, _ttl(request))
+    task = await _as_caller(request, review.next_review, _ttl(request))
     return task if task is not None else Response(status_code=204)
 
 
 @router.post("/review/tasks/{task_id}/decision", status_code=201)
 async def decide(request: Request, task_id: int, body: Body) -> dict:
-    return await _as_caller(request, work.decide_review, task_id, body)
+    return await _as_caller(request, review.decide_review, task_id, body)
 
 
 @router.post("/annotators/{account_id}/invites", status_code=201)
@@ -188,7 +189,7 @@ async def _hot_call(scope: dict, call: Callable[..., Any], *args: Any, **kwargs:
         for pause in INLINE_RETRY_PAUSES:
             try:
                 return call(db, principal, *args, inline=True, **kwargs)
-            except work.WouldBlock:  # another writer holds it: a transaction is ~0.3 ms
+            except lanes.WouldBlock:  # another writer holds it: a transaction is ~0.3 ms
                 await anyio.sleep(pause)
 
     def run() -> Any:
@@ -215,7 +216,7 @@ async def _hot_submit(scope: dict, receive: Callable, send: Callable, match: re.
         retry = header(scope, b"idempotency-key") is not None
         result = await _hot_call(
             scope,
-            work.submit,
+            judgements.submit,
             task_id,
             body,
             next_ttl=ttl,
@@ -235,7 +236,7 @@ async def _hot_next(scope: dict, receive: Callable, send: Callable, match: re.Ma
         return False
     try:
         ttl = scope["app"].state.settings.assignment_ttl_seconds
-        task = await _hot_call(scope, work.next_task, ttl, query.get("project_id"))
+        task = await _hot_call(scope, assignment.next_task, ttl, query.get("project_id"))
     except Exception as exc:
         await handle_error(scope, receive, send, exc)
         return True

@@ -27,7 +27,7 @@ def quote_deposit(db: DB, caller: Customer, project_id: str) -> dict:
                 "Upload tasks before asking for a deposit quote.", param="tasks", code="no_tasks"
             )
         if target != project.state:
-            project_service._set_state(conn, project.id, target)
+            project_service.set_state(conn, project.id, target)
     return {"object": "deposit_quote", "project_id": project_id, **q.as_dict()}
 
 
@@ -39,7 +39,7 @@ def pay_deposit(db: DB, caller: Customer, project_id: str, body: Body) -> dict:
             "payment_method is required, e.g. 'razorpay', 'card' or 'credits'",
             param="payment_method",
         )
-    with db.write() as conn:
+    with service.payment_transaction(db) as conn:  # a declined payment is kept
         project = project_service.load(conn, caller.account_id, project_id, lock=True)
         states.check("pay", project.state)
         return service.pay_deposit(conn, project, method)
@@ -74,7 +74,7 @@ def topup(db: DB, caller: Customer, body: Body) -> dict:
     method = body.get("payment_method", "card")
     if not isinstance(method, str):
         raise invalid("payment_method must be a string such as 'card'", param="payment_method")
-    with db.write() as conn:
+    with service.payment_transaction(db) as conn:  # a declined payment is kept
         payment = service.topup(conn, caller.account_id, method, cents)
         return {**payment, "object": "topup", **service.balances(conn, caller.account_id)}
 

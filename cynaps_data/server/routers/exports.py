@@ -9,6 +9,7 @@ from fastapi.responses import Response, StreamingResponse
 from ...wire import ARROW_STREAM
 from ..deps import DB, Customer
 from ..problems import invalid
+from ..services import billing, export_stream
 from ..services import exports as service
 
 router = APIRouter(prefix="/v1/projects/{project_id}", tags=["exports"])
@@ -32,13 +33,15 @@ def export(
     last (empty) record batch carries the next cursor in its custom metadata
     (``cynaps.cursor``); ``since`` (seconds since the epoch, a previous export's cursor) limits
     it to what changed after. A stream that ends with a ``cynaps.restart`` batch is to be
-    discarded: the whole export follows as a second stream (services.exports.wide_stream).
+    discarded: the whole export follows as a second stream (services.export_stream.wide_stream).
     """
     if format == "json":
         if since is not None:
             raise invalid("since is supported with format=arrow", param="since")
         records = service.json_records(db, caller.account_id, project_id)
-        return Response(orjson.dumps(records), media_type="application/json")
+        body = orjson.dumps(records)  # money moves only once the export is serialised (issue 12)
+        billing.release_on_download(db, caller.account_id, project_id)
+        return Response(body, media_type="application/json")
     if format != "arrow":
         raise invalid(
             f"Unknown export format {format!r}; the platform serves 'json' and 'arrow' "
@@ -47,7 +50,20 @@ def export(
         )
     if form not in FORMS:
         raise invalid(f"Unknown form {form!r}; use 'wide' or 'long'", param="form")
-    stream = service.wide_stream if form == "wide" else service.long_stream
+    stream = export_stream.wide_stream if form == "wide" else export_stream.long_stream
     body = stream(db, caller.account_id, project_id, since=since)  # 404/400 raised here
-    service.release_results(db, caller.account_id, project_id)
-    return StreamingResponse(body, media_type=ARROW_STREAM)
+
+    def then_release():
+        # money moves once the whole stream was produced (issue 12): the last chunk (the closing
+        # batch with the cursor) is held back until the release committed, so a client that
+        # has read the whole export always sees the escrow released
+        last = None
+        for chunk in body:
+            if last is not None:
+                yield last
+            last = chunk
+        billing.release_on_download(db, caller.account_id, project_id)
+        if last is not None:
+            yield last
+
+    return StreamingResponse(then_release(), media_type=ARROW_STREAM)

@@ -1,6 +1,7 @@
 """The workbench pages (``/ui/…``) and the customer's read-only project dashboard API.
 
-Pages are static files from ``cynaps_data/server/ui/static`` served with a strict
+Pages are static files from ``cynaps_data/server/ui/static`` (and each annotation type's widget
+module at ``/ui/widgets/<type>.js``) served with a strict
 Content-Security-Policy: scripts only from this origin (no inline script, no eval), images from
 this origin, http(s) URLs or ``blob:`` (asset bytes the page read with the session key), API calls only to this origin, no framing, no plugins.
 """
@@ -13,6 +14,7 @@ from importlib import resources
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
 
+from ...types import get_type
 from ..deps import DB, Customer
 from ..problems import not_found
 from ..ui import dashboard
@@ -73,6 +75,16 @@ def annotate_page() -> Response:
 @router.get("/ui/static/{name}", include_in_schema=False)
 def static_file(name: str) -> Response:
     return _file(name)
+
+
+@router.get("/ui/widgets/{name}.js", include_in_schema=False)
+def widget(name: str) -> Response:
+    """The workbench widget module of the annotation type ``name`` (its ``widget()`` file)."""
+    try:
+        source = get_type(name).widget()
+    except KeyError:
+        raise not_found("widget", name) from None
+    return Response(source.read_bytes(), media_type=MEDIA_TYPES[".js"], headers=SECURITY_HEADERS)
 
 
 @router.get("/ui/{page}", include_in_schema=False)

@@ -101,6 +101,17 @@ AUTH_CACHE_SIZE = 10_000
 _AUTH_CACHE: dict[tuple[str, str], tuple[Principal, float]] = {}
 
 
+def cached_principal(db: Database, authorization: str | None) -> Principal | None:
+    """The principal of a key validated in the last :data:`AUTH_CACHE_SECONDS`, else ``None``."""
+    if not authorization:
+        return None
+    scheme, _, key = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        return None
+    cached = _AUTH_CACHE.get((db.url, hash_key(key.strip())))
+    return cached[0] if cached is not None and cached[1] > time.monotonic() else None
+
+
 def authenticate(db: Database, authorization: str | None) -> Principal:
     """The principal for an ``Authorization: Bearer <key>`` header, or 401."""
     if not authorization:
@@ -123,6 +134,7 @@ def authenticate(db: Database, authorization: str | None) -> Principal:
             sa.select(
                 api_keys.c.key_hash,
                 api_keys.c.revoked,
+                api_keys.c.expires_at,
                 accounts.c.id,
                 accounts.c.role,
                 accounts.c.owner_id,
@@ -131,7 +143,8 @@ def authenticate(db: Database, authorization: str | None) -> Principal:
             .join(accounts, accounts.c.id == api_keys.c.account_id)
             .where(api_keys.c.key_hash == digest)
         ).first()
-    if row is None or row.revoked or not hmac.compare_digest(row.key_hash, digest):
+    expired = row is not None and row.expires_at is not None and row.expires_at <= time.time()
+    if row is None or row.revoked or expired or not hmac.compare_digest(row.key_hash, digest):
         raise Problem(401, "invalid_api_key", _UNAUTHORIZED, type="authentication_error")
     principal = Principal(row.id, row.role, row.owner_id, digest, bool(row.simulated))
     if len(_AUTH_CACHE) >= AUTH_CACHE_SIZE:

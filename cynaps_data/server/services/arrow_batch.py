@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 from ...wire import ARROW_STREAM, SOURCE_SCHEMA_KEY
 from ..db import Database
 from ..problems import Problem, invalid
-from . import checkpoints
+from . import checkpoints, limits
 from . import projects as project_service
 from . import tasks as rules
 
@@ -214,7 +214,7 @@ def check_data(data: pa.ChunkedArray, offset: int = 0) -> list[str]:
     ``offset`` is the batch row number of the first row (for error messages)."""
     if data.null_count:
         i = int(pc.index(pc.is_null(data), True).as_py())
-        raise rules._bad(offset + i, "'data' must be an object of task fields", "data")
+        raise rules.bad_item(offset + i, "'data' must be an object of task fields", "data")
     simple = _flags(pc.match_substring_regex(data, FLAT_OBJECT))
     texts = data.to_pylist()
     loads = orjson.loads
@@ -224,7 +224,7 @@ def check_data(data: pa.ChunkedArray, offset: int = 0) -> list[str]:
         except orjson.JSONDecodeError:
             ok = False
         if not ok:
-            raise rules._bad(
+            raise rules.bad_item(
                 offset + i, "'data' must be an object of task fields (valid JSON)", "data"
             )
     return texts
@@ -243,7 +243,7 @@ def check_ids(table: pa.Table, offset: int = 0) -> list[str | None] | None:
     bad = pc.fill_null(pc.or_(pc.less(length, 1), pc.greater(length, rules.MAX_EXTERNAL_ID)), False)
     if pc.any(bad).as_py():
         i = int(pc.index(bad, True).as_py())
-        raise rules._bad(
+        raise rules.bad_item(
             offset + i,
             f"must be a non-empty string of at most {rules.MAX_EXTERNAL_ID} characters",
             "external_id",
@@ -286,7 +286,7 @@ def check_values(
         try:
             value = orjson.loads(values[i])
         except orjson.JSONDecodeError:
-            raise rules._bad(offset + i, "must be JSON text", name) from None
+            raise rules.bad_item(offset + i, "must be JSON text", name) from None
         values[i] = check(offset + i, value)
     return values
 
@@ -343,18 +343,19 @@ def upload(db: Database, owner_id: str, project_id: str, raw: bytes, max_tasks: 
     """
     with db.read() as conn:
         project = project_service.load(conn, owner_id, project_id)
-    rules._check_state(project)
+    rules.check_state(project)
     table, source_schema = read_table(raw, max_tasks)
     check_structure(table)
     rows = Checker(project)(table)
+    limits.check_arrow_rows(rows)  # issue 12: the same nesting limit as JSON bodies
     checkpoints.wait(db)  # the previous batch's log copied: this write starts the log over
     with db.write() as conn:
         project = project_service.load(conn, owner_id, project_id, lock=True)
-        rules._check_state(project)  # re-checked inside the write lock
+        rules.check_state(project)  # re-checked inside the write lock
         checkpoints.defer(db, conn)
         created = rules.insert_rows(
             conn, project, rows.external_ids, rows.data, rows.gold, rows.predictions
         )
-        summary = rules._finish(conn, project_id, len(rows), created, source_schema)
+        summary = rules.finish_batch(conn, project_id, len(rows), created, source_schema)
     checkpoints.start(db)  # copies this batch into the database file during the next request
     return summary

@@ -12,9 +12,11 @@ owner, or of anyone for the platform pool — the same rule as task assignment).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -50,16 +52,55 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+def default_data_dir() -> Path:
+    """The per-user data directory: ``$XDG_DATA_HOME/cynaps``, else ``~/.local/share/cynaps``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "cynaps"
+
+
 def asset_dir(settings: Settings) -> Path:
     """Where asset files live: ``settings.asset_dir``, else ``assets/`` beside a SQLite file,
-    else a per-process temporary directory."""
+    else ``assets/`` in the per-user data directory (:func:`default_data_dir`).
+
+    The directory is created private (0700); an existing one must be a real directory (not a
+    symlink) owned by the platform's user and not writable by group or others, else the
+    platform refuses it (a 500 naming the directory, and a log line), since files planted
+    there would be served as a customer's images. A private one of ours with looser read bits
+    is tightened to 0700.
+    """
     if settings.asset_dir:
         path = Path(settings.asset_dir)
     elif settings.database_url.startswith("sqlite:///") and ":memory:" not in settings.database_url:
         path = Path(settings.database_url[len("sqlite:///") :]).parent / "assets"
     else:
-        path = Path(tempfile.gettempdir()) / f"cynaps-assets-{os.getpid()}"
-    path.mkdir(parents=True, exist_ok=True)
+        path = default_data_dir() / "assets"
+    return private_dir(path)
+
+
+class UnsafeAssetDir(RuntimeError):
+    """The asset directory is not private to the platform's user."""
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` created 0700 (parents as needed), or checked private if it exists."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise UnsafeAssetDir(f"asset directory {path} is not a directory (a symlink?); refusing it")
+    if info.st_uid != os.getuid():
+        raise UnsafeAssetDir(
+            f"asset directory {path} is owned by uid {info.st_uid}, not by the platform's user "
+            f"(uid {os.getuid()}); refusing it. Remove it or set Settings.asset_dir."
+        )
+    if info.st_mode & 0o022:
+        raise UnsafeAssetDir(
+            f"asset directory {path} is writable by group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):o}); refusing it. Remove it or chmod 700."
+        )
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
     return path
 
 
@@ -108,7 +149,7 @@ def store(
         )
     path = _file(settings, sha)
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -164,6 +205,14 @@ def _may_read(conn: sa.Connection, principal: Principal, project_id: str) -> boo
     return False
 
 
+def _plain_file(path: Path) -> bool:
+    """A regular file reached without any symlink (the file and its shard directory)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode) and stat.S_ISDIR(os.lstat(path.parent).st_mode)
+    except OSError:
+        return False
+
+
 def open_for(
     db: Database, settings: Settings, principal: Principal, project_id: str, sha: str
 ) -> tuple[Path, Any]:
@@ -180,7 +229,7 @@ def open_for(
     if row is None:
         raise missing
     path = _file(settings, sha)
-    if not path.is_file():
+    if not _plain_file(path):
         raise Problem(
             404,
             "resource_missing",

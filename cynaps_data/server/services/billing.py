@@ -12,13 +12,16 @@ reported with ``livemode: false``; ``test_decline`` always declines. No real gat
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 
 from ...wire import CREDITS_METHOD, PAYMENT_METHODS
 from ...wire import DECLINING_PAYMENT_METHODS as DECLINING_METHODS
+from ..db import Database
 from ..ids import random_id
 from ..problems import Problem, invalid, invalid_state
 from ..tables import judgements, payments, projects, tasks
@@ -58,9 +61,9 @@ def external_payment(
         "livemode": False,
         "created_at": time.time(),
     }
+    if declined:  # recorded by payment_transaction, after this transaction rolls back
+        raise PaymentDeclined(payment)
     conn.execute(payments.insert(), payment)
-    if declined:
-        raise _Declined(payment)
     ledger.post(
         conn,
         "payment",
@@ -71,8 +74,9 @@ def external_payment(
     return payment
 
 
-class _Declined(Problem):
-    """A declined sandbox payment: the payment record must survive the 402."""
+class PaymentDeclined(Problem):
+    """A declined sandbox payment: the payment record must survive the 402
+    (:func:`payment_transaction` writes it once the request's transaction has rolled back)."""
 
     def __init__(self, payment: dict) -> None:
         super().__init__(
@@ -84,6 +88,19 @@ class _Declined(Problem):
             param="payment_method",
         )
         self.payment = payment
+
+
+@contextlib.contextmanager
+def payment_transaction(db: Database) -> Iterator[sa.Connection]:
+    """``db.write()`` for a request that may take an outside payment: a declined payment rolls
+    the request back (nothing moves) and is then recorded on its own, so it survives the 402."""
+    try:
+        with db.write() as conn:
+            yield conn
+    except PaymentDeclined as declined:
+        with db.write() as conn:
+            conn.execute(payments.insert(), declined.payment)
+        raise
 
 
 def pay_deposit(conn: sa.Connection, project: Any, method: str) -> dict:
@@ -209,6 +226,66 @@ def release_escrow(conn: sa.Connection, project: Any) -> int:
     return total
 
 
+def reserve_for_reopen(conn: sa.Connection, project: Any, n_tasks: int, n: int) -> int:
+    """Hold what reopening ``n_tasks`` tasks for ``n`` more judgements can cost at most.
+
+    The worst case per task is ``n`` judgements plus the expert fee when expert review is on;
+    it moves ``customer → deposit_hold`` now (402 if the balance cannot cover it, nothing
+    changed), so spending the balance elsewhere later cannot drive it below zero when the
+    reopened tasks are charged; what is not used is refunded with the deposit on completion or
+    cancellation. Returns the amount held, in cents.
+    """
+    per_task = task_charge_cents(
+        project.annotation_type, n, bool(project.quality_settings.get("enable_expert_review"))
+    )
+    cents = n_tasks * per_task
+    ledger.move_checked(
+        conn,
+        "deposit_hold",
+        ledger.customer(project.owner_id),
+        ledger.deposit_hold(project.id),
+        cents,
+        project_id=project.id,
+    )
+    return cents
+
+
+def settle_escrow(conn: sa.Connection, project: Any) -> int:
+    """On cancellation: pay annotators every billed, unpaid judgement (work done and charged),
+    whether or not its task is final again after a reopen, so the escrow ends empty.
+
+    Anything left after that (none while the ledger holds: escrow is exactly the billed,
+    unpaid judgements) goes back to the customer. Returns the cents paid to annotators.
+    """
+    price = task_charge_cents(project.annotation_type, 1, False)
+    expert_fee = task_charge_cents(project.annotation_type, 0, True)
+    unpaid = sa.and_(judgements.c.project_id == project.id, judgements.c.billed, ~judgements.c.paid)
+    rows = conn.execute(
+        sa.select(judgements.c.annotator_id, judgements.c.role, sa.func.count())
+        .where(unpaid)
+        .group_by(judgements.c.annotator_id, judgements.c.role)
+    ).all()
+    escrow = ledger.escrow(project.id)
+    moves = [
+        (escrow, ledger.earnings(a), int(k) * (expert_fee if role == "expert" else price))
+        for a, role, k in rows
+    ]
+    total = sum(m[2] for m in moves)
+    held = ledger.balance(conn, escrow)
+    if total > held:
+        raise RuntimeError("escrow cannot cover the billed judgements; ledger invariant broken")
+    moves.append((escrow, ledger.customer(project.owner_id), held - total))
+    ledger.post(conn, "release", moves, project_id=project.id, memo="cancelled")
+    if rows:
+        conn.execute(judgements.update().where(unpaid).values(paid=True))
+    conn.execute(
+        tasks.update()
+        .where(tasks.c.project_id == project.id, tasks.c.charged, ~tasks.c.released)
+        .values(released=True)
+    )
+    return total
+
+
 def refund_deposit(conn: sa.Connection, project: Any) -> int:
     """Return what is left of the deposit hold to the customer (completion or cancellation)."""
     hold = ledger.deposit_hold(project.id)
@@ -237,3 +314,25 @@ def balances(conn: sa.Connection, account_id: str) -> dict:
         "currency": "Credits",
         "livemode": False,
     }
+
+
+def release_on_download(db: Any, owner_id: str, project_id: str) -> int:
+    """The seed's final payment, made by the export route when the customer downloads results:
+    escrow → annotators for every charged, unpaid judgement (:func:`release_escrow`).
+
+    A 404 for another account's project. Skipped without a write transaction when no task is
+    charged and unreleased (a reopened task is unreleased again until it is final and paid)."""
+    from .projects import load  # (projects imports billing)
+
+    with db.read() as conn:
+        owed = conn.execute(
+            sa.select(tasks.c.id)
+            .where(tasks.c.project_id == project_id, tasks.c.charged, ~tasks.c.released)
+            .limit(1)
+        ).first()
+        if owed is None:
+            load(conn, owner_id, project_id)  # still a 404 for others
+            return 0
+    with db.write() as conn:
+        project = load(conn, owner_id, project_id, lock=True)
+        return release_escrow(conn, project)

@@ -5,8 +5,10 @@
 in-review project becomes ``active`` again (a paused one stays paused). Billing: the task is
 un-charged until it is final again; at finalisation only its judgements not billed before are
 charged (``billing.charge_task``), so the customer pays for the extra judgements once and each
-annotator is paid once per judgement. The customer's balance (plus any deposit still held) must
-cover the extra judgements up front, or the call fails with 402 and changes nothing.
+annotator is paid once per judgement. The worst-case cost of the extra judgements (plus the
+expert fee when expert review is on) is moved from the customer's balance to the project's
+deposit hold up front (``billing.reserve_for_reopen``), or the call fails with 402 and changes
+nothing; the unused part is refunded with the deposit.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..db import Database
-from ..problems import Problem, insufficient_credits, invalid, invalid_state
+from ..problems import Problem, invalid, invalid_state
 from ..tables import projects, tasks
-from . import ledger
+from . import billing
 from . import projects as project_service
-from .pricing import task_charge_cents
 
 MAX_TASKS = 100_000
 MAX_JUDGEMENTS_PER_TASK = 50
@@ -83,12 +84,7 @@ def reopen(db: Database, owner_id: str, project_id: str, body: Any) -> dict:
                 f"task {too_many[0]} would need more than {MAX_JUDGEMENTS_PER_TASK} judgements",
                 param="n",
             )
-        cost = len(ids) * n * task_charge_cents(project.annotation_type, 1, False)
-        available = ledger.balance(conn, ledger.customer(owner_id)) + ledger.balance(
-            conn, ledger.deposit_hold(project_id)
-        )
-        if available < cost:
-            raise insufficient_credits(cost, available)
+        cost = billing.reserve_for_reopen(conn, project, len(ids), n)  # 402 if not covered
         for start in range(0, len(ids), 5000):
             chunk = ids[start : start + 5000]
             conn.execute(

@@ -7,8 +7,8 @@ Wire form of one item: ``{"data": {...}, "external_id": str|int|null, "gold": la
 Imported judgements are recorded with ``origin = "imported"``: they are not platform work, so
 they are never billed nor paid (``billed = paid = true`` from the start). Each task's state
 follows the project's consensus policy over its imported annotator votes: an expert verdict is
-final (``label_source = "expert"``); otherwise :func:`quality.decide` with ``min_annotators``
-gives completed / disputed / pending (a pending task gets its missing judgements on the platform
+final (``label_source = "expert"``); otherwise the type's consensus decision with ``min_annotators``
+(``votes.imported_state``, through the project's annotation type) gives completed / disputed / pending (a pending task gets its missing judgements on the platform
 once the project runs, and only those are charged). Like uploads, imports are allowed before the
 deposit is paid; a batch is validated whole and stored whole or not at all; ``external_id``
 already in the project is skipped (counted as ``duplicates``).
@@ -26,10 +26,11 @@ import sqlalchemy as sa
 from ...types import get_type
 from ..db import Database
 from ..problems import invalid
-from ..tables import VOTE_SEPARATOR, tasks
+from ..tables import tasks
 from . import projects as project_service
-from .quality import decide
-from .tasks import _bad, _check_state, build_rows, count_created, parse_batch
+from . import votes as vote_service
+from .judgements import Judgement, store
+from .tasks import bad_item, build_rows, check_state, count_created, parse_batch
 
 ITEM_KEYS = frozenset({"data", "external_id", "gold", "predictions", "judgements"})
 JUDGEMENT_KEYS = frozenset({"worker", "label", "role", "created_at", "duration"})
@@ -42,15 +43,15 @@ def _judgements(i: int, raw: Any, atype: Any, labels: list, now: float) -> list[
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise _bad(i, "'judgements' must be a list", "judgements")
+        raise bad_item(i, "'judgements' must be a list", "judgements")
     out, seen = [], set()
     for j, item in enumerate(raw):
         where = f"judgements[{j}]"
         if not isinstance(item, dict):
-            raise _bad(i, "each judgement must be an object", where)
+            raise bad_item(i, "each judgement must be an object", where)
         unknown = sorted(set(item) - JUDGEMENT_KEYS)
         if unknown:
-            raise _bad(
+            raise bad_item(
                 i,
                 f"unknown field {unknown[0]!r}; allowed: {sorted(JUDGEMENT_KEYS)}",
                 f"{where}.{unknown[0]}",
@@ -59,21 +60,21 @@ def _judgements(i: int, raw: Any, atype: Any, labels: list, now: float) -> list[
         if isinstance(worker, int) and not isinstance(worker, bool):
             worker = str(worker)
         if not isinstance(worker, str) or not worker or len(worker) > MAX_WORKER:
-            raise _bad(
+            raise bad_item(
                 i,
                 f"worker must be a non-empty string of at most {MAX_WORKER} characters",
                 f"{where}.worker",
             )
         if worker in seen:
-            raise _bad(i, f"worker {worker!r} judges this task twice", f"{where}.worker")
+            raise bad_item(i, f"worker {worker!r} judges this task twice", f"{where}.worker")
         seen.add(worker)
         role = item.get("role") or "annotator"
         if role not in ROLES:
-            raise _bad(i, f"role must be one of {list(ROLES)}", f"{where}.role")
+            raise bad_item(i, f"role must be one of {list(ROLES)}", f"{where}.role")
         try:
             value = atype.validate_value(item.get("label"), labels)
         except ValueError as exc:
-            raise _bad(i, str(exc), f"{where}.label") from None
+            raise bad_item(i, str(exc), f"{where}.label") from None
         stamps = []
         for key in ("duration", "created_at"):
             v = item.get(key)
@@ -83,7 +84,9 @@ def _judgements(i: int, raw: Any, atype: Any, labels: list, now: float) -> list[
                 or not math.isfinite(v)
                 or v < 0
             ):
-                raise _bad(i, f"{key} must be a non-negative number of seconds", f"{where}.{key}")
+                raise bad_item(
+                    i, f"{key} must be a non-negative number of seconds", f"{where}.{key}"
+                )
             stamps.append(None if v is None else float(v))
         duration, created = stamps
         out.append(
@@ -98,56 +101,12 @@ def _judgements(i: int, raw: Any, atype: Any, labels: list, now: float) -> list[
     return out
 
 
-def _task_state(votes: list[tuple], quality: dict) -> dict:
-    values = [orjson.loads(v[2]) for v in votes if v[1] == "annotator"]
-    experts = [v for v in votes if v[1] == "expert"]
-    needed = quality["min_annotators"]
-    decision = decide(values, quality, needed) if values else None
-    agreement = decision.agreement if decision is not None else None
-    if experts:
-        return {
-            "status": "completed",
-            "final_label": experts[-1][2],
-            "label_source": "expert",
-            "agreement": agreement,
-            "needed": max(needed, len(values)),
-        }
-    if decision is None:
-        return {
-            "status": "pending",
-            "final_label": None,
-            "label_source": None,
-            "agreement": None,
-            "needed": needed,
-        }
-    final = None if decision.final_label is None else orjson.dumps(decision.final_label).decode()
-    return {
-        "status": decision.status,
-        "final_label": final,
-        "label_source": decision.label_source,
-        "agreement": agreement,
-        "needed": max(decision.needed, len(values)),
-    }
-
-
-def _vote_summary(votes: list[tuple]) -> dict:
-    """The task's vote summary columns (see ``tables.tasks``) from its (worker, role, value, ...)."""
-    annotators = [v for v in votes if v[1] == "annotator"]
-    experts = [v for v in votes if v[1] == "expert"]
-    return {
-        "vote_values": "".join(v[2] + VOTE_SEPARATOR for v in annotators),
-        "vote_workers": "".join(v[0] + VOTE_SEPARATOR for v in annotators),
-        "expert_value": experts[-1][2] if experts else None,
-        "expert_worker": experts[-1][0] if experts else None,
-    }
-
-
 def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_tasks: int) -> dict:
     """Validate a batch of items with judgements, then insert tasks and judgements at once."""
     items = parse_batch(body, max_tasks)
     with db.read() as conn:
         project = project_service.load(conn, owner_id, project_id)
-    _check_state(project)
+    check_state(project)
     atype = get_type(project.annotation_type)
     labels = project.labels
     quality = project.quality_settings
@@ -155,21 +114,23 @@ def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_ta
     plain, votes = [], []
     for i, item in enumerate(items):
         if type(item) is not dict:
-            raise _bad(i, f"each task must be an object, got {type(item).__name__}")
+            raise bad_item(i, f"each task must be an object, got {type(item).__name__}")
         unknown = sorted(set(item) - ITEM_KEYS)
         if unknown:
-            raise _bad(i, f"unknown field {unknown[0]!r}; allowed: {sorted(ITEM_KEYS)}", unknown[0])
+            raise bad_item(
+                i, f"unknown field {unknown[0]!r}; allowed: {sorted(ITEM_KEYS)}", unknown[0]
+            )
         votes.append(_judgements(i, item.get("judgements"), atype, labels, now))
         plain.append({k: v for k, v in item.items() if k != "judgements"})
     rows = build_rows(project, plain)  # validates data, external_id, gold, predictions
     with db.write() as conn:
         project = project_service.load(conn, owner_id, project_id, lock=True)
-        _check_state(project)
+        check_state(project)
         keep = _new_rows(conn, project_id, rows)
         task_rows = []
         for idx in keep:
             pid, ext, data, gold, preds, _needed, _now = rows[idx]
-            state = _task_state(votes[idx], quality)
+            state = vote_service.imported_state(atype, votes[idx], quality)
             task_rows.append(
                 {
                     "project_id": pid,
@@ -178,7 +139,7 @@ def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_ta
                     "gold": gold,
                     "predictions": preds,
                     "n_judgements": sum(1 for v in votes[idx] if v[1] == "annotator"),
-                    **_vote_summary(votes[idx]),
+                    **vote_service.summary_columns(votes[idx]),
                     "charged": False,
                     "released": False,
                     "updated_at": now,
@@ -195,11 +156,11 @@ def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_ta
                 .all()
             )
         judgement_rows = [
-            (task_id, project_id, worker, role, value, duration, created)
+            Judgement(task_id, project_id, worker, role, value, duration, created)
             for task_id, idx in zip(ids, keep, strict=True)
             for worker, role, value, duration, created in votes[idx]
         ]
-        _insert_judgements(conn, judgement_rows)
+        store(conn, judgement_rows, origin="imported")
         if ids:
             project_service.settle(conn, project)
         total = count_created(conn, project_id, len(ids))
@@ -235,21 +196,6 @@ def _new_rows(conn: sa.Connection, project_id: str, rows: list[tuple]) -> list[i
             existing.add(ext)
         keep.append(idx)
     return keep
-
-
-def _insert_judgements(conn: sa.Connection, rows: list[tuple]) -> None:
-    if not rows:
-        return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = (
-        "INSERT INTO judgements (task_id, project_id, annotator_id, role, value, duration,"
-        f" created_at, billed, paid, origin) VALUES ({', '.join([mark] * 7)}, true, true, 'imported')"
-    )
-    cursor = conn.connection.driver_connection.cursor()
-    try:
-        cursor.executemany(sql, rows)
-    finally:
-        cursor.close()
 
 
 def check_body(body: Any) -> None:

@@ -1,9 +1,9 @@
 """The published price table (docs/configuration.md) and deposit quotes.
 
-Per judgement, by annotation type (``classification``: 15.00 Credits), plus an expert-review
+Per judgement, by annotation type (each type's ``price_per_judgement_cents``), plus an expert-review
 reserve of 5.00 Credits per task when ``enable_expert_review`` is on. The security deposit covers
 the expected cost: ``tasks × (min_annotators × judgement price + expert reserve)``. The seed's
-example (3 tasks, 3 annotators, expert review on) is ``3 × (3 × 15.00 + 5.00) = 150.00``.
+example (3 tasks at 15.00, 3 annotators, expert review on) is ``3 × (3 × 15.00 + 5.00) = 150.00``.
 """
 
 from __future__ import annotations

@@ -28,14 +28,15 @@ def create(db: Database, owner_id: str, body: dict[str, Any]) -> dict:
     type_name = body.get("annotation_type", "classification")
     if not isinstance(type_name, str):
         raise invalid(
-            "annotation_type must be a string such as 'classification'", param="annotation_type"
+            "annotation_type must be the name of an annotation type (a string)",
+            param="annotation_type",
         )
     try:
         atype = get_type(type_name)
     except KeyError as exc:
         raise invalid(str(exc.args[0]), param="annotation_type") from None
     try:
-        labels = atype.validate_labels(body.get("labels"))
+        labels = atype.validate_config(body.get("labels"))
     except ValueError as exc:
         raise invalid(str(exc), param="labels") from None
     instructions = body.get("instructions")
@@ -156,7 +157,7 @@ def status(db: Database, owner_id: str, project_id: str) -> dict:
     }
 
 
-def _set_state(conn: sa.Connection, project_id: str, state: str) -> None:
+def set_state(conn: sa.Connection, project_id: str, state: str) -> None:
     conn.execute(
         projects.update()
         .where(projects.c.id == project_id)
@@ -180,8 +181,9 @@ def transition(db: Database, owner_id: str, project_id: str, action: str) -> dic
         if action == "resume":
             target = refresh_state(conn, row.id, "active")
         if action == "cancel":
+            billing.settle_escrow(conn, row)  # escrow ends empty: billed work paid (issue 12)
             billing.refund_deposit(conn, row)
-        _set_state(conn, row.id, target)
+        set_state(conn, row.id, target)
     return status(db, owner_id, project_id)
 
 
@@ -203,5 +205,5 @@ def settle(conn: sa.Connection, project: Any) -> str:
     if target != project.state:
         if target == "completed":
             billing.refund_deposit(conn, project)
-        _set_state(conn, project.id, target)
+        set_state(conn, project.id, target)
     return target

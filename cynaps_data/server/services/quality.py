@@ -1,17 +1,14 @@
-"""Quality settings and the per-task consensus policy (DESIGN §2).
+"""Quality settings: the project's consensus policy knobs (DESIGN §2), validated.
 
-After ``min_annotators`` judgements the top answer's share is compared with
-``consensus_threshold``. At or above it (and not tied) the task is final (``consensus``). Below
-it the task is *disputed*: with ``enable_expert_review`` it waits for an expert (``expert``);
-without, it gets one more annotator at a time up to ``max_annotators`` and is then finalised with
-the plurality label (``majority``; a tie goes to the tied label voted first, which favours
-no class, unlike the first declared label would).
+``min_annotators`` judgements per task first; ``consensus_threshold`` the agreement at or above
+which the consensus is final; below it a task is *disputed* and waits for an expert when
+``enable_expert_review``, else gets one more annotator at a time up to ``max_annotators``. How a
+type measures agreement and picks the final value is its ``decide`` hook
+(``cynaps_data.types``; the decision for one task is ``services.votes.decide``).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 from ...wire import MAX_ANNOTATORS, MIN_ANNOTATORS
@@ -66,33 +63,3 @@ def validate_quality(raw: Any) -> dict:
     q["max_annotators"] = mx
     q["consensus_threshold"] = float(t)
     return q
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the policy decided for one task after a judgement."""
-
-    status: str  # pending | disputed | completed
-    needed: int
-    final_label: Any = None
-    label_source: str | None = None
-    agreement: float | None = None
-
-
-def decide(votes: list[Any], quality: dict, needed: int) -> Decision:
-    """Apply the consensus policy to a task's annotator judgements so far (``votes`` in the order
-    they were made: a final tie goes to the tied label voted first)."""
-    if len(votes) < needed:
-        return Decision("pending", needed)
-    counts = Counter(votes)  # insertion order = the order of the first vote for each label
-    ranked = sorted(counts.items(), key=lambda kv: -kv[1])  # stable: ties keep vote order
-    top_label, top_count = ranked[0]
-    share = top_count / len(votes)
-    tied = len(ranked) > 1 and ranked[1][1] == top_count
-    if share >= quality["consensus_threshold"] and not tied:
-        return Decision("completed", needed, top_label, "consensus", share)
-    if quality["enable_expert_review"]:
-        return Decision("disputed", needed, None, None, share)
-    if needed < quality["max_annotators"]:
-        return Decision("pending", needed + 1, None, None, share)
-    return Decision("completed", needed, top_label, "majority", share)

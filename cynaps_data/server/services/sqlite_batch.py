@@ -124,7 +124,7 @@ def _explain(db: sqlite3.Connection, params: dict, index: int, validate: Any) ->
         validate(index, item)
     except Problem as problem:
         return problem
-    return rules._bad(index, "invalid task")
+    return rules.bad_item(index, "invalid task")
 
 
 def handles(text: str) -> bool:

@@ -26,15 +26,15 @@ from .. import pg_copy
 from ..db import Database
 from ..problems import Problem, invalid, invalid_state
 from ..tables import projects
+from . import limits, sqlite_batch
 from . import projects as project_service
-from . import sqlite_batch
 
 WIRE_KEYS = frozenset({"data", "external_id", "gold", "predictions"})
 MAX_EXTERNAL_ID = 200
 UPLOAD_STATES = frozenset({"draft", "pending_deposit"})
 
 
-def _bad(i: int, message: str, field: str | None = None) -> Problem:
+def bad_item(i: int, message: str, field: str | None = None) -> Problem:
     where = f"tasks[{i}]" + (f".{field}" if field else "")
     return invalid(f"{where}: {message}", param=where)
 
@@ -71,7 +71,7 @@ class ItemValidator:
         try:
             return orjson.dumps(self.atype.validate_value(gold, self.labels)).decode()
         except ValueError as exc:
-            raise _bad(i, str(exc), "gold") from None
+            raise bad_item(i, str(exc), "gold") from None
 
     def predictions(self, i: int, preds: Any) -> str | None:
         if preds is None:
@@ -81,25 +81,25 @@ class ItemValidator:
             try:
                 self.atype.validate_value(label, self.labels)
             except ValueError as exc:
-                raise _bad(i, str(exc), "predictions") from None
+                raise bad_item(i, str(exc), "predictions") from None
         return orjson.dumps(preds).decode()
 
     def __call__(self, i: int, item: Any) -> tuple[str | None, str, str | None, str | None]:
         """``(external_id, data_json, gold_json, predictions_json)`` or a 422 naming the item."""
         if type(item) is not dict:
-            raise _bad(i, f"each task must be an object, got {type(item).__name__}")
+            raise bad_item(i, f"each task must be an object, got {type(item).__name__}")
         data = item.get("data")
         if type(data) is not dict:
-            raise _bad(i, "'data' must be an object of task fields", "data")
+            raise bad_item(i, "'data' must be an object of task fields", "data")
         if len(item) > 1 and not item.keys() <= WIRE_KEYS:
             unknown = sorted(set(item) - WIRE_KEYS)[0]
-            raise _bad(i, f"unknown field {unknown!r}; allowed: {sorted(WIRE_KEYS)}", unknown)
+            raise bad_item(i, f"unknown field {unknown!r}; allowed: {sorted(WIRE_KEYS)}", unknown)
         ext = item.get("external_id")
         if ext is not None:
             if type(ext) is int:
                 ext = str(ext)
             elif type(ext) is not str or not ext or len(ext) > MAX_EXTERNAL_ID:
-                raise _bad(
+                raise bad_item(
                     i,
                     f"must be a non-empty string of at most {MAX_EXTERNAL_ID} characters",
                     "external_id",
@@ -129,15 +129,16 @@ def decode_body(raw: bytes) -> str:
 
 def upload(db: Database, owner_id: str, project_id: str, raw: bytes, max_tasks: int) -> dict:
     """Validate and store one batch (the raw JSON body); returns the upload summary."""
+    limits.check_body(raw)  # one nesting limit every export can serialise (issue 12)
     with db.read() as conn:
-        _check_state(project_service.load(conn, owner_id, project_id))
+        check_state(project_service.load(conn, owner_id, project_id))
     text = decode_body(raw) if db.is_sqlite else ""
     if db.is_sqlite and sqlite_batch.handles(text):
         with db.write() as conn:
             project = project_service.load(conn, owner_id, project_id, lock=True)
-            _check_state(project)  # re-checked inside the write lock
+            check_state(project)  # re-checked inside the write lock
             received, created, source_schema = sqlite_batch.insert(conn, project, text, max_tasks)
-            return _finish(conn, project_id, received, created, source_schema)
+            return finish_batch(conn, project_id, received, created, source_schema)
     try:
         body = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError as exc:
@@ -148,13 +149,13 @@ def upload(db: Database, owner_id: str, project_id: str, raw: bytes, max_tasks: 
         rows = build_rows(project_service.load(conn, owner_id, project_id), items)
     with db.write() as conn:
         project = project_service.load(conn, owner_id, project_id, lock=True)
-        _check_state(project)
+        check_state(project)
         gold = [r[3] for r in rows] if any(r[3] is not None for r in rows) else None
         preds = [r[4] for r in rows] if any(r[4] is not None for r in rows) else None
         created = insert_rows(
             conn, project, [r[1] for r in rows], [r[2] for r in rows], gold, preds
         )
-        return _finish(conn, project_id, len(rows), created, source_schema)
+        return finish_batch(conn, project_id, len(rows), created, source_schema)
 
 
 def count_created(conn: sa.Connection, project_id: str, created: int) -> int:
@@ -169,7 +170,7 @@ def count_created(conn: sa.Connection, project_id: str, created: int) -> int:
     )
 
 
-def _finish(
+def finish_batch(
     conn: sa.Connection, project_id: str, received: int, created: int, source_schema: Any
 ) -> dict:
     if source_schema is not None:
@@ -186,7 +187,7 @@ def _finish(
     }
 
 
-def _check_state(project: Any) -> None:
+def check_state(project: Any) -> None:
     if project.state not in UPLOAD_STATES or project.deposit_cents is not None:
         raise invalid_state(
             f"Tasks can be added only before the deposit is paid (project is {project.state!r}"

@@ -19,6 +19,8 @@ from ..problems import Problem, invalid, not_found
 from ..tables import accounts, api_keys, invites
 
 INVITE_TTL_SECONDS = 7 * 24 * 3600.0
+#: a session key from an invite link works this long (12 hours); then open a new invite
+SESSION_TTL_SECONDS = 12 * 3600.0
 _INVALID = (
     "This invite link is invalid, already used or expired. Ask the project owner for a new one."
 )
@@ -90,10 +92,12 @@ def redeem(db: Database, token: object, sandbox: bool) -> dict:
                 "account_id": member.id,
                 "revoked": False,
                 "created_at": now,
+                "expires_at": now + SESSION_TTL_SECONDS,
             },
         )
     return {
         "object": "session",
+        "expires_at": now + SESSION_TTL_SECONDS,
         "account_id": member.id,
         "role": member.role,
         "name": member.name,

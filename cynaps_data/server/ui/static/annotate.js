@@ -1,4 +1,4 @@
-// Annotator workbench: next task, label with 1–9, Enter submits, S skips.
+// Annotator workbench: next task, answer with the type's widget, Enter submits, S skips.
 import { api } from "./common.js";
 import { labelText, taskQueue } from "./queue.js";
 
@@ -10,7 +10,7 @@ const queue = taskQueue({
     const path = `/v1/annotator/tasks/${task.task_id}/judgements?next=true`;
     const answer = await api("POST", path, { label, duration });
     q.status(`Saved task ${task.task_id}: ${labelText(label)}`);
-    q.render(answer.next);
+    await q.render(answer.next);
     q.refreshProgress(); // not awaited: keys stay live meanwhile
   },
   keys: { s: skip },

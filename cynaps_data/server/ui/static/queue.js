@@ -1,6 +1,14 @@
-// The page both workbench pages are: one task of a queue at a time, a label picked with 1–9 or a
-// click, Enter commits it, every action guarded against double submission, progress counters.
-import { api, markSelected, renderData, renderLabels, setText, show, signIn, typing } from "./common.js";
+// The page both workbench pages are: one task of a queue at a time, answered with the widget of
+// its annotation type (loaded from /ui/widgets/<type>.js), Enter commits the answer, every action
+// guarded against double submission, progress counters.
+import { api, renderData, setText, show, signIn, typing } from "./common.js";
+
+/** The widget module of an annotation type, loaded once per page. */
+const widgets = new Map();
+function widgetOf(type) {
+  if (!widgets.has(type)) widgets.set(type, import(`/ui/widgets/${encodeURIComponent(type)}.js`));
+  return widgets.get(type);
+}
 
 /** A label as text (labels of other annotation types may be objects). */
 export const labelText = (label) => (typeof label === "string" ? label : JSON.stringify(label));
@@ -10,46 +18,44 @@ export const labelText = (label) => (typeof label === "string" ? label : JSON.st
  *
  * - ``nextPath``: GET, answers the next task or null;
  * - ``progress``: ``{elementId: field}`` of ``GET /v1/annotator/progress`` to show;
- * - ``renderExtra(task)``: page-specific parts of a shown task (votes, agreement, ...);
- * - ``commit(task, label, duration, queue)``: sends the picked label (Enter / the submit button);
+ * - ``renderExtra(task, widget)``: page-specific parts of a shown task (votes, agreement, ...;
+ *   ``widget`` is the type's widget module);
+ * - ``commit(task, label, duration, queue)``: sends the widget's answer (Enter / the submit button);
  * - ``keys``: ``{key: action}`` for more shortcuts (e.g. ``s`` to skip);
  * - ``onError(error, queue)``: after an action failed and its message was shown.
  *
- * Returns the queue: ``state`` (task, selected), ``run(action)``, ``render(task)``,
+ * Returns the queue: ``state`` (task, widget), ``run(action)``, ``render(task)`` (async),
  * ``loadNext()``, ``refreshProgress()`` and ``status(message)``.
  */
 export function taskQueue({ role, nextPath, progress, renderExtra, commit, keys = {}, onError }) {
-  const state = { task: null, selected: null, busy: false, shownAt: 0 };
+  const state = { task: null, widget: null, busy: false, shownAt: 0 };
   const labelsBox = () => document.getElementById("labels");
   const queue = { state, run, render, loadNext, refreshProgress, status };
 
   function status(message) { setText("status", message); }
 
-  function render(task) {
+  async function render(task) {
     state.task = task;
-    state.selected = null;
+    state.widget = null;
     document.getElementById("submit").disabled = true;
     if (!task) {
       show("task", false);
       show("empty", true);
       return;
     }
+    const widget = await widgetOf(task.annotation_type);
+    if (state.task !== task) return; // another task was shown meanwhile
     show("empty", false);
     show("task", true);
     setText("project-name", task.project_name);
     setText("task-id", String(task.task_id));
     setText("instructions", task.instructions || "(no instructions)");
-    if (renderExtra) renderExtra(task);
+    if (renderExtra) renderExtra(task, widget);
     renderData(document.getElementById("data"), task.data);
-    renderLabels(labelsBox(), task.labels, pick);
+    state.widget = widget.mount(labelsBox(), task, (ready) => {
+      document.getElementById("submit").disabled = !ready;
+    });
     state.shownAt = performance.now();
-  }
-
-  function pick(index) {
-    if (!state.task || index < 0 || index >= state.task.labels.length) return;
-    state.selected = index;
-    markSelected(labelsBox(), index);
-    document.getElementById("submit").disabled = false;
   }
 
   async function refreshProgress() {
@@ -69,14 +75,15 @@ export function taskQueue({ role, nextPath, progress, renderExtra, commit, keys 
   }
 
   async function loadNext() {
-    render(await api("GET", nextPath));
+    await render(await api("GET", nextPath));
     refreshProgress(); // not awaited: keys stay live meanwhile
   }
 
   function commitPicked() {
-    if (!state.task || state.selected === null) return;
+    if (!state.task || !state.widget) return;
     const task = state.task;
-    const label = task.labels[state.selected];
+    const label = state.widget.value();
+    if (label === null || label === undefined) return;
     const duration = Math.round(performance.now() - state.shownAt) / 1000;
     return run(() => commit(task, label, duration, queue));
   }
@@ -85,8 +92,8 @@ export function taskQueue({ role, nextPath, progress, renderExtra, commit, keys 
     if (typing(event) || event.altKey || event.ctrlKey || event.metaKey || !state.task) return;
     const name = event.key.toLowerCase();
     const extra = Object.hasOwn(keys, name) ? keys[name] : null;
-    if (/^[1-9]$/.test(event.key)) { pick(Number(event.key) - 1); event.preventDefault(); }
-    else if (event.key === "Enter") { event.preventDefault(); commitPicked(); }
+    if (event.key === "Enter") { event.preventDefault(); commitPicked(); }
+    else if (state.widget && state.widget.key(event)) event.preventDefault();
     else if (extra) { event.preventDefault(); extra(); }
   });
   document.getElementById("submit").addEventListener("click", () => commitPicked());

@@ -2,15 +2,14 @@
 import { api, el, setText } from "./common.js";
 import { labelText, taskQueue } from "./queue.js";
 
-function showVotes(task) {
+// The vote summary is drawn by the type's widget module (its optional ``summary(box, task)``).
+function showVotes(task, widget) {
   setText("agreement", task.agreement === null ? "–" : `${Math.round(task.agreement * 100)}%`);
   document.getElementById("votes").replaceChildren(
     ...task.votes.map((v) => el("tr", {}, el("td", { text: v.annotator_id }), el("td", { text: labelText(v.label) }))));
-  const shares = Object.entries(task.vote_distribution).sort((a, b) => b[1] - a[1]);
-  document.getElementById("distribution").replaceChildren(...shares.map(([label, share]) =>
-    el("div", { className: "share" }, el("span", { className: "share-label", text: label }),
-      el("meter", { min: "0", max: "1", value: String(share) }),
-      el("span", { className: "share-value", text: `${Math.round(share * 100)}%` }))));
+  const box = document.getElementById("distribution");
+  if (widget.summary) widget.summary(box, task);
+  else box.replaceChildren();
 }
 
 taskQueue({
