@@ -36,6 +36,7 @@ from .agreement import (
     set_agreement,
 )
 from .calibration import expected_calibration_error
+from .dask import fit_dask
 from .dawid_skene import DawidSkene, OneCoinDawidSkene
 from .ebcc import EBCC
 from .ensemble import ConsensusEnsemble
@@ -69,6 +70,7 @@ __all__ = [
     "cohen_kappa_matrix",
     "expected_calibration_error",
     "expected_gain",
+    "fit_dask",
     "fleiss_kappa",
     "get_aggregator",
     "krippendorff_alpha",

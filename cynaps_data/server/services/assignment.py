@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from .. import lanes
+from .. import lanes, pg_assign
 from ..db import Database
 from ..problems import Problem, forbidden
 from ..tables import assignments, judgements, projects, skips, tasks
@@ -195,7 +195,11 @@ def assign_next(
         return _view(row[0], (row[1], *row[4:]), row[2], row[3], held[1])
     _sweep(db, now)
     for project in db.run(active_sql, params).fetchall():
-        task = db.run(_CANDIDATE_SQL, {"pid": project[0], "me": me, "now": now}).fetchone()
+        task = (  # PostgreSQL: SKIP LOCKED and a re-check, safe across processes (pg_assign.py)
+            pg_assign.candidate(db, project[0], me, now)
+            if db.pg
+            else db.run(_CANDIDATE_SQL, {"pid": project[0], "me": me, "now": now}).fetchone()
+        )
         if task is not None:
             expires_at = now + ttl
             db.run(
