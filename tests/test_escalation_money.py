@@ -65,14 +65,16 @@ def _ledger(platform: LocalPlatform) -> tuple[dict[str, int], list[str]]:
     return balances, [t for t, total in per_txn.items() if total]
 
 
-def _check(platform: LocalPlatform, account: str, start: int, pids: list[str]) -> int:
+def _check(
+    platform: LocalPlatform, account: str, start: int, pids: list[str], team: list[str] = ()
+) -> int:
     """Assert the customer's balance is >= 0 and its money is conserved; return the balance."""
     balances, unbalanced = _ledger(platform)
     assert not unbalanced, f"transactions {unbalanced} do not sum to zero"
     customer = balances[f"customer:{account}"]
     assert customer >= 0, f"available balance went negative: {customer}"
     held = sum(balances[f"{kind}:{p}"] for p in pids for kind in ("deposit_hold", "escrow"))
-    earned = sum(v for k, v in balances.items() if k.startswith("earnings:"))
+    earned = sum(balances[f"earnings:{member}"] for member in team)
     assert customer + held + earned == start, "the customer's money is not conserved"
     for name, cents in balances.items():
         if not name.startswith(("customer:", "external")):
@@ -93,12 +95,14 @@ def test_escalation_without_expert_review_never_drives_the_balance_negative(
         _api(base, call("POST", "/v1/annotators", json={"name": f"m{i}"}).json()["api_key"])
         for i in range(3)
     ]
+    team_ids = [member("GET", "/v1/me").json()["id"] for member in team]
     pid = _project(call, 1, 2, ["a", "b", "c"], start=True)  # deposit: 2 judgements
     # spend the balance on another deposit so that one more judgement (15.00) is covered, not two
     available = call("GET", "/v1/billing/balance").json()["available_cents"]
     other = _project(call, (available - PRICE) // PRICE, 1, ["a", "b"], start=False)
     pids = [pid, other]
-    left = _check(backend_platform, account, start, pids)
+    check = lambda: _check(backend_platform, account, start, pids, team_ids)  # noqa: E731
+    left = check()
     assert PRICE <= left < 2 * PRICE
     hold_before = _ledger(backend_platform)[0][f"deposit_hold:{pid}"]
 
@@ -108,7 +112,7 @@ def test_escalation_without_expert_review_never_drives_the_balance_negative(
         task_id = got.json()["task_id"]
         done = member("POST", f"/v1/annotator/tasks/{task_id}/judgements", json={"label": label})
         assert done.status_code == 201, done.text
-        _check(backend_platform, account, start, pids)
+        check()
         with backend_platform.db.read() as conn:
             return conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).one()._asdict()
 
@@ -127,9 +131,9 @@ def test_escalation_without_expert_review_never_drives_the_balance_negative(
     balances = _ledger(backend_platform)[0]
     assert balances[f"escrow:{pid}"] == 3 * PRICE
     assert balances[f"deposit_hold:{pid}"] == 0
-    assert _check(backend_platform, account, start, pids) == left - PRICE
+    assert check() == left - PRICE
     assert call("GET", f"/v1/projects/{pid}/export").status_code == 200
-    _check(backend_platform, account, start, pids)
+    check()
     # cancelling the other project refunds its whole deposit
     assert call("POST", f"/v1/projects/{other}/cancel").status_code == 200
-    assert _check(backend_platform, account, start, pids) == start - 3 * PRICE
+    assert check() == start - 3 * PRICE
