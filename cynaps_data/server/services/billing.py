@@ -252,6 +252,34 @@ def reserve_for_reopen(conn: sa.Connection, project: Any, n_tasks: int, n: int) 
     return cents
 
 
+def reserve_escalation(conn: sa.Connection, project: Any, task_id: int, extra: int) -> bool:
+    """Hold the price of ``extra`` more judgements of a task escalated past what is covered.
+
+    The deposit covers ``min_annotators`` judgements per task (a reopen reserves its own); a
+    disputed task without expert review gets one more annotator at a time, each beyond that
+    cover. In the escalation's transaction the price moves ``customer → deposit_hold`` if the
+    balance covers it (``True``); otherwise nothing moves (``False``) and the caller finalises
+    the task instead (plurality label, ``majority``), so the charges never exceed what is held
+    and the balance never goes below zero. What is not spent is refunded with the deposit on
+    completion or cancellation (:func:`refund_deposit`). ``project``: ``id``, ``owner_id``,
+    ``annotation_type``.
+    """
+    cents = task_charge_cents(project.annotation_type, extra, False)
+    customer = ledger.customer(project.owner_id)
+    if cents <= 0:
+        return True
+    if ledger.balance(conn, customer) < cents:
+        return False
+    ledger.post(
+        conn,
+        "deposit_hold",
+        [(customer, ledger.deposit_hold(project.id), cents)],
+        project_id=project.id,
+        memo=f"task {task_id} escalated",
+    )
+    return True
+
+
 def settle_escrow(conn: sa.Connection, project: Any) -> int:
     """On cancellation: pay annotators every billed, unpaid judgement (work done and charged),
     whether or not its task is final again after a reopen, so the escrow ends empty.

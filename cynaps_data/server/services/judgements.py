@@ -250,7 +250,19 @@ def submit(
         else:
             votes = [orjson.loads(v[0]) for v in raw.run(_VOTES_SQL, {"task": task_id}).fetchall()]
             n_votes = len(votes)
-            decision = vote_service.decide(atype, votes, json_value(quality), needed)
+            quality = json_value(quality)
+            decision = vote_service.decide(atype, votes, quality, needed)
+            if (
+                decision.status == "pending"
+                and decision.needed > needed
+                and not billing.reserve_escalation(
+                    raw.conn,
+                    ChargedProject(task_project, owner, annotation_type),
+                    task_id,
+                    decision.needed - needed,
+                )
+            ):  # escalated past the deposit and the balance cannot pay: finalise instead
+                decision = vote_service.without_escalation(atype, votes, quality, needed)
         raw.run(
             _UPDATE_TASK_SQL,
             {

@@ -36,6 +36,15 @@ def decide(atype: AnnotationType, votes: list[Any], quality: dict, needed: int) 
     return atype.decide(votes, quality, needed)
 
 
+def without_escalation(
+    atype: AnnotationType, votes: list[Any], quality: dict, needed: int
+) -> Decision:
+    """The decision when a disputed task may not get another annotator (the customer's balance
+    cannot pay for one): as if ``max_annotators`` were reached, the type's plurality label
+    (``majority``) is final."""
+    return atype.decide(votes, {**quality, "max_annotators": needed}, needed)
+
+
 def appended(value_json: str, worker: str) -> dict[str, str]:
     """What one more annotator vote appends to the task's vote summary columns."""
     return {"vote_value": value_json + VOTE_SEPARATOR, "vote_worker": worker + VOTE_SEPARATOR}
