@@ -53,13 +53,9 @@ REQUEST_BODIES: dict[tuple[str, str], dict] = {
         {
             "name": {**_TEXT, "maxLength": 500},
             "annotation_type": {"type": "string", "enum": sorted(REGISTRY)},
-            "labels": {
-                "type": "array",
-                "items": {**_TEXT, "maxLength": 200},
-                "minItems": 1,
-                "maxItems": 1000,
-                "uniqueItems": True,
-            },
+            # the annotation type's label config: a list of class names, a rating scale, a
+            # text type's options... (docs/annotation-types.md); each type validates its own
+            "labels": {},
             "instructions": {  # null: none
                 "anyOf": [
                     {"type": "string", "maxLength": 100_000, "pattern": r"^[^\u0000]*$"},
@@ -68,7 +64,7 @@ REQUEST_BODIES: dict[tuple[str, str], dict] = {
             },
             "quality_settings": {"anyOf": [_QUALITY, {"type": "null"}]},  # null: defaults
         },
-        ["name", "labels"],
+        ["name"],
     ),
     ("post", "/v1/projects/{project_id}/tasks/batch"): _obj(
         {

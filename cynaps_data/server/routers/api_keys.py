@@ -14,8 +14,14 @@ _CREATE = {
     "type": "object",
     "properties": {
         "name": _TEXT,
-        "expires_in_days": {"type": "number", "exclusiveMinimum": 0, "maximum": 3650},
-        "expires_at": {"type": "number"},  # Unix seconds, in the future
+        # null: the key does not expire (as when the field is left out)
+        "expires_in_days": {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": 3650},
+                {"type": "null"},
+            ]
+        },
+        "expires_at": {"anyOf": [{"type": "number"}, {"type": "null"}]},  # Unix s, future
     },
     "required": ["name"],
     "additionalProperties": False,
