@@ -9,9 +9,11 @@ re-aggregation), and bad judgements refused with a 422 that names the field, not
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pandas as pd
@@ -324,3 +326,139 @@ def test_bad_judgements_are_refused_and_nothing_is_stored(platform, client, anno
     assert orjson.loads(orjson.dumps(record["consensus"]))["answers"] == [
         {"text": "four", "count": 1}
     ]
+
+
+# -- the widget in a real browser (as tests/test_types_seam.py) -----------------------------------
+CHROMIUM = os.environ.get("CYNAPS_CHROMIUM", "/usr/bin/chromium")
+AUDIO_URL = "https://audio.example/clip.wav"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": ["--no-sandbox", "--disable-gpu", "--no-first-run"],
+    }
+
+
+def wav(seconds: float = 0.2, rate: int = 8000) -> bytes:
+    """A silent mono 16-bit WAV file (what the stand-in audio host serves)."""
+    import struct
+
+    n = int(seconds * rate)
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + 2 * n,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        rate,
+        2 * rate,
+        2,
+        16,
+        b"data",
+        2 * n,
+    )
+    return header + b"\x00\x00" * n
+
+
+def test_text_widget_by_keyboard_annotate_and_review(platform: LocalPlatform, page) -> None:
+    """The annotate page shows the configured field's audio (an <audio controls> element with the
+    task's URL as its src) and a text box: typing, Shift+Enter for a new line, Enter submits.
+    The review page lists the normalised answers of a disputed task and decides it the same way.
+    The audio host cannot exist here: the browser's request to it is answered by the test."""
+    pytest.importorskip("playwright")
+    from playwright.sync_api import expect
+
+    def route(r) -> None:
+        if r.request.url.startswith(platform.base_url):
+            r.continue_()
+        elif r.request.url == AUDIO_URL:
+            r.fulfill(status=200, body=wav(), headers={"Content-Type": "audio/wav"})
+        else:
+            r.abort()
+
+    page.route("**/*", route)
+    page.set_default_timeout(10_000)
+    customer = platform.create_customer("Text customer")
+
+    def ok(method: str, path: str, key: str = customer, **kw) -> Any:
+        headers = {"Authorization": f"Bearer {key}"}
+        r = requests.request(method, platform.base_url + path, headers=headers, timeout=30, **kw)
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+    def project(min_annotators: int, data: dict) -> str:
+        body = {
+            "name": "Transcribe",
+            "annotation_type": "text",
+            "labels": {"max_length": 200, "field": "audio", "placeholder": "Type what you hear"},
+            "quality_settings": {**QUALITY, "min_annotators": min_annotators},
+        }
+        pid = ok("POST", "/v1/projects", json=body)["id"]
+        ok("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": [{"data": data}]})
+        ok("POST", f"/v1/projects/{pid}/deposit/quote")
+        ok("POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "credits"})
+        ok("POST", f"/v1/projects/{pid}/start")
+        return pid
+
+    def sign_in(key: str, path: str) -> None:
+        if page.url.startswith("http"):
+            page.evaluate("sessionStorage.clear()")
+        page.goto(platform.base_url + path)
+        page.fill("#signin-key", key)
+        page.click("#signin-form button[type=submit]")
+
+    # a disputed task for the expert: two answers far apart (agreement 0 < 0.66)
+    disputed = project(2, {"audio": AUDIO_URL, "speaker": "<b>two</b>"})
+    for name, answer in (("Voter A", "The cat sat."), ("Voter B", "a dog ran off")):
+        key = ok("POST", "/v1/annotators", json={"name": name})["api_key"]
+        task = ok("GET", "/v1/annotator/next", key)
+        ok("POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", key, json={"label": answer})
+    assert ok("GET", f"/v1/projects/{disputed}/status")["disputed"] == 1
+    single = project(1, {"audio": AUDIO_URL, "speaker": "<img src=x onerror=alert(1)>"})
+    annotator = ok("POST", "/v1/annotators", json={"name": "Transcriber"})["api_key"]
+
+    sign_in(annotator, "/ui/")
+    audio = page.locator("#labels audio")
+    expect(audio).to_have_count(1)
+    assert audio.evaluate("a => [a.src, a.controls]") == [AUDIO_URL, True]
+    box = page.locator("#labels textarea")
+    expect(box).to_be_focused()
+    expect(box).to_have_attribute("placeholder", "Type what you hear")
+    assert box.evaluate("t => t.maxLength") == 200
+    expect(page.locator("#data")).to_contain_text("<img src=x onerror=alert(1)>")  # as text
+    expect(page.locator("#submit")).to_be_disabled()
+    task_id = page.locator("#task-id").inner_text()
+    page.keyboard.type("Hello there,")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("General Kenobi")
+    expect(box).to_have_value("Hello there,\nGeneral Kenobi")
+    expect(page.locator("#labels .text-count")).to_have_text("27 / 200")
+    expect(page.locator("#submit")).to_be_enabled()
+    if os.environ.get("CYNAPS_WIDGET_SCREENSHOT"):  # docs/img/widget-text.png is taken so
+        page.set_viewport_size({"width": 900, "height": 700})
+        page.screenshot(path=os.environ["CYNAPS_WIDGET_SCREENSHOT"], full_page=True)
+    page.keyboard.press("Enter")
+    expect(page.locator("#status")).to_contain_text(f"Saved task {task_id}")
+    expect(page.locator("#empty")).to_be_visible()
+    record = ok("GET", f"/v1/projects/{single}/export")[0]
+    assert record["annotations"][0]["result"]["value"] == "Hello there,\nGeneral Kenobi"
+
+    expert = ok("POST", "/v1/annotators", json={"name": "Text expert", "role": "expert"})
+    sign_in(expert["api_key"], "/ui/review")
+    expect(page.locator("#votes tr")).to_have_count(2)
+    expect(page.locator("#agreement")).to_have_text("0%")
+    expect(page.locator("#distribution .share")).to_have_count(2)
+    expect(page.locator("#distribution")).to_contain_text("the cat sat")
+    expect(page.locator("#labels textarea")).to_be_focused()
+    page.keyboard.type("The cat sat.")
+    page.keyboard.press("Enter")
+    expect(page.locator("#empty")).to_be_visible()
+    record = ok("GET", f"/v1/projects/{disputed}/export")[0]
+    assert record["annotations"][0]["result"]["value"] == "The cat sat."
+    assert record["consensus"]["label_source"] == "expert"

@@ -82,7 +82,9 @@ export function mount(box, task, onReady) {
     if (submit && !submit.disabled) submit.click();
   });
 
-  box.replaceChildren(...parts, area, counter, hint);
+  const wrap = el("div", { className: "text-widget" }, ...parts, area, counter, hint);
+  wrap.style.flex = "1 1 100%"; // one item of the page's flex row of labels, full width
+  box.replaceChildren(wrap);
   changed();
   area.focus();
   return {
