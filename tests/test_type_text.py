@@ -229,6 +229,8 @@ def test_text_project_end_to_end(crowd: LocalPlatform, tmp_path) -> None:
             assert ds.features[name] == datasets.Value("string"), name
         assert ds.features["candidates"].feature == datasets.Value("string")
         assert ds["label"] == frame["label"].tolist()
+        csv_text = project.export(format="csv")
+        assert len(pd.read_csv(io.StringIO(csv_text))) == 8  # the lists as text, readable
         path = project.to_parquet(str(tmp_path / "p.parquet"))
         assert pd.read_parquet(path)["label"].tolist() == frame["label"].tolist()
 
@@ -281,7 +283,9 @@ def test_text_project_end_to_end(crowd: LocalPlatform, tmp_path) -> None:
 
 
 # -- bad judgements: a 422 naming the field, nothing stored ---------------------------------------
-def test_bad_judgements_are_refused_and_nothing_is_stored(platform, client, annotator_key) -> None:
+def test_bad_judgements_are_refused_and_nothing_is_stored(platform) -> None:
+    customer = platform.create_customer("Text 422 customer")
+    client = cynaps.Client(api_key=customer, base_url=platform.base_url, max_retries=0)
     project = client.projects.create(
         name="Short answers",
         annotation_type="text",
@@ -295,7 +299,12 @@ def test_bad_judgements_are_refused_and_nothing_is_stored(platform, client, anno
     assert project.upload_tasks([{"data": {"q": "2+2?"}}]).created == 1  # nothing half-written
     project.pay_deposit(payment_method="credits")
     project.start()
-    key = annotator_key("Text annotator")
+    key = requests.post(  # the customer's own annotator: sees this customer's tasks only
+        f"{platform.base_url}/v1/annotators",
+        headers={"Authorization": f"Bearer {customer}"},
+        json={"name": "Text annotator"},
+        timeout=10,
+    ).json()["api_key"]
     headers = {"Authorization": f"Bearer {key}"}
     task = requests.get(f"{platform.base_url}/v1/annotator/next", headers=headers, timeout=10)
     task_id = task.json()["task_id"]
@@ -326,6 +335,7 @@ def test_bad_judgements_are_refused_and_nothing_is_stored(platform, client, anno
     assert orjson.loads(orjson.dumps(record["consensus"]))["answers"] == [
         {"text": "four", "count": 1}
     ]
+    client.close()
 
 
 # -- the widget in a real browser (as tests/test_types_seam.py) -----------------------------------
