@@ -17,13 +17,12 @@ from typing import Any
 
 import orjson
 import pandas as pd
-import pyarrow as pa
 import pytest
 import requests
 
 import cynaps_data as cynaps
 from cynaps_data import errors
-from cynaps_data.consensus.text import DEFAULT_NORMALIZER
+from cynaps_data.consensus.text import DEFAULT_NORMALIZER, TextROVER
 from cynaps_data.server.platform import LocalPlatform
 from cynaps_data.server.settings import WorkforceSettings
 from cynaps_data.types import get_type
@@ -243,20 +242,24 @@ def test_text_project_end_to_end(crowd: LocalPlatform, tmp_path) -> None:
 
         # client re-aggregation through the type: ROVER (the default) and the medoid
         votes = long[long["role"] == "annotator"][["task", "worker", "label"]]
-        rover = TEXT.aggregate(votes, "auto", CONFIG)
-        assert list(rover.columns) == ["auto_label", "auto_agreement", "auto_confidence"]
-        assert set(rover.index) == set(frame.index)
-        assert all(isinstance(x, str) for x in rover["auto_label"])
-        medoid = TEXT.aggregate(votes, "medoid", CONFIG)
+        rover = project.to_pandas(method="auto")
+        added = ["auto_label", "auto_agreement", "auto_confidence"]
+        assert list(rover.columns[-3:]) == added
+        assert rover["auto_label"].dtype == "str" and rover["auto_confidence"].dtype == "float64"
+        direct = TEXT.aggregate(votes, "auto", CONFIG)
+        assert rover["auto_label"].tolist() == direct["auto_label"].reindex(frame.index).tolist()
+        round_trips(rover, tmp_path)
+        medoid = project.to_pandas(method="medoid")
         for task, text in medoid["medoid_label"].items():
             assert text in frame.loc[task, "candidates"]
+        own = project.to_pandas(method=TextROVER(weighted=False))
+        assert own["textrover_label"].notna().all()
         with pytest.raises(errors.ValidationError, match="gamma"):
             TEXT.aggregate(votes, "rover", CONFIG, gamma=-1)
         with pytest.raises(errors.ValidationError, match="method"):
-            TEXT.aggregate(votes, "ds", CONFIG)
+            project.to_pandas(method="ds")
         with pytest.raises(errors.ValidationError, match="bad parameters"):
-            TEXT.aggregate(votes, "rover", CONFIG, nope=1)
-        pa.Table.from_pandas(rover).to_pandas()  # plain Arrow types
+            project.to_pandas(method="rover", nope=1)
 
         # Label Studio out and back in: the same judgements, the same decisions
         ls = project.export(format="label_studio")

@@ -40,7 +40,7 @@ import pyarrow as pa
 
 from ..consensus.text import DEFAULT_NORMALIZER, edit_similarity, text_consensus
 from ..errors import ValidationError
-from .base import Decision, VoteArrays
+from .base import Decision, VoteArrays, method_prefix
 
 DEFAULT_MAX_LENGTH = 2000
 MAX_MAX_LENGTH = 100_000
@@ -274,23 +274,27 @@ class Text:
         ``medoid`` = :class:`~cynaps_data.consensus.text.TextMedoid`; ``params`` go to it."""
         from ..consensus.text import TextMedoid, TextROVER
 
-        key = str(method).strip().lower().replace("-", "_")
+        key = method_prefix(method)
         classes = {"auto": TextROVER, "rover": TextROVER, "medoid": TextMedoid}
-        if key not in classes:
+        if isinstance(method, (TextROVER, TextMedoid)):
+            model = method.set_params(**params) if params else method
+        elif key not in classes:
             raise ValidationError(
-                f"unknown method {method!r} for text; choose one of {list(classes)}",
+                f"unknown method {method!r} for text; choose one of {list(classes)} "
+                "or a TextROVER / TextMedoid object",
                 param="method",
             )
-        try:
-            model = classes[key](**params)
-        except TypeError as exc:
-            raise ValidationError(
-                f"bad parameters for {classes[key].__name__}: {exc}", param="method"
-            ) from None
+        else:
+            try:
+                model = classes[key](**params)
+            except TypeError as exc:
+                raise ValidationError(
+                    f"bad parameters for {classes[key].__name__}: {exc}", param="method"
+                ) from None
         columns = [f"{key}_label", f"{key}_agreement", f"{key}_confidence"]
         if votes.empty:
             out = pd.DataFrame(
-                {c: pd.Series(dtype=object if c.endswith("label") else "float64") for c in columns}
+                {c: pd.Series(dtype="str" if c.endswith("label") else "float64") for c in columns}
             )
             out.index.name = "task"
             return out
@@ -310,7 +314,7 @@ class Text:
         ]
         out = pd.DataFrame(
             {
-                columns[0]: texts.astype(object),
+                columns[0]: texts.astype("str"),
                 columns[1]: model.agreement_.astype("float64"),
                 columns[2]: pd.Series(confidence, index=grouped.index, dtype="float64"),
             }
