@@ -31,16 +31,17 @@ import random
 from collections import Counter
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import pandas as pd
 import pyarrow as pa
 
-from ..consensus.text import DEFAULT_NORMALIZER, edit_similarity, text_consensus
 from ..errors import ValidationError
 from .base import Decision, VoteArrays, method_prefix
+
+if TYPE_CHECKING:  # pandas and consensus.text load when a hook needs them, not with the server
+    import pandas as pd
 
 DEFAULT_MAX_LENGTH = 2000
 MAX_MAX_LENGTH = 100_000
@@ -197,6 +198,8 @@ class Text:
         (``consensus``). Else the medoid, final when the agreement (mean pairwise word-edit
         similarity) reaches the threshold. Else disputed (expert review) or one more annotator
         up to ``max_annotators``, then the medoid (``majority``)."""
+        from ..consensus.text import DEFAULT_NORMALIZER, text_consensus
+
         if len(votes) < needed:
             return Decision("pending", needed)
         threshold = quality["consensus_threshold"]
@@ -220,6 +223,8 @@ class Text:
         """``{"answers": [{"text": <normalised answer>, "count": n}, ...], "n_distinct": k}``:
         the distinct normalised answers (words joined by single spaces), most voted first (ties
         in first-vote order), at most ten. The agreement is the task's own ``agreement``."""
+        from ..consensus.text import DEFAULT_NORMALIZER
+
         counts = Counter(" ".join(w) for w in DEFAULT_NORMALIZER.many(votes))
         top = counts.most_common(SUMMARY_TOP)
         return {
@@ -232,6 +237,8 @@ class Text:
         """``gold``, ``label``, ``expert_label`` strings; ``agreement`` (mean pairwise
         similarity, 1.0 for one vote) and ``confidence`` (mean similarity of the final text to
         the votes), float64, null without votes; ``candidates`` list<string> of the votes."""
+        from ..consensus.text import edit_similarity, text_consensus
+
         n = votes.n_tasks
         texts = _strings(votes.values)
         finals = _strings(votes.final)
@@ -272,7 +279,9 @@ class Text:
         per task from the annotators' ``votes`` (columns task, worker, label): ``auto`` and
         ``rover`` = :class:`~cynaps_data.consensus.text.TextROVER` (reliability-weighted),
         ``medoid`` = :class:`~cynaps_data.consensus.text.TextMedoid`; ``params`` go to it."""
-        from ..consensus.text import TextMedoid, TextROVER
+        import pandas as pd
+
+        from ..consensus.text import TextMedoid, TextROVER, edit_similarity
 
         key = method_prefix(method)
         classes = {"auto": TextROVER, "rover": TextROVER, "medoid": TextMedoid}
@@ -325,6 +334,8 @@ class Text:
     def to_pandas_columns(self, frame: pd.DataFrame, config: Any) -> pd.DataFrame:
         """``label``, ``gold``, ``expert_label``: pandas' string dtype (``str``, NaN where
         none); ``candidates``: Python lists of ``str`` (``[]`` without votes)."""
+        import pandas as pd
+
         for name in ("label", "gold", "expert_label"):
             if name in frame.columns:
                 frame[name] = frame[name].astype("str")
