@@ -3,7 +3,8 @@
 Pages are static files from ``cynaps_data/server/ui/static`` (and each annotation type's widget
 module at ``/ui/widgets/<type>.js``) served with a strict
 Content-Security-Policy: scripts only from this origin (no inline script, no eval), images from
-this origin, http(s) URLs or ``blob:`` (asset bytes the page read with the session key), API calls only to this origin, no framing, no plugins.
+this origin, http(s) URLs or ``blob:`` (asset bytes the page read with the session key), audio
+and video likewise (a text task's recording), API calls only to this origin, no framing, no plugins.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ router = APIRouter(tags=["ui"])
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: https: http:; "
+    "media-src 'self' blob: https: http:; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 SECURITY_HEADERS = {
