@@ -250,7 +250,9 @@ def submit(
         else:
             votes = [orjson.loads(v[0]) for v in raw.run(_VOTES_SQL, {"task": task_id}).fetchall()]
             n_votes = len(votes)
-            decision = vote_service.decide(atype, votes, json_value(quality), needed)
+            decision = vote_service.decide(
+                atype, votes, json_value(quality), needed, json_value(labels)
+            )
         raw.run(
             _UPDATE_TASK_SQL,
             {

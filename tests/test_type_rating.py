@@ -1,0 +1,308 @@
+"""The ``rating`` annotation type end to end (issue 13): a 1..5 scale with point labels and a
+tolerance of 1, a sandbox workforce rating from gold, platform consensus (median, disputes to
+the expert), typed exports (pandas Int64 / Parquet / feather / pickle / CSV / ``datasets``),
+Label Studio both ways, client re-aggregation and bad judgements refused with a 422.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import requests
+
+import cynaps_data as cynaps
+from cynaps_data.consensus import rating_alpha
+from cynaps_data.server.platform import LocalPlatform
+from cynaps_data.server.settings import WorkforceSettings
+from cynaps_data.types import get_type
+
+SCALE = {"min": 1, "max": 5, "labels": {"1": "poor", "5": "excellent"}, "tolerance": 1}
+QUALITY = {"min_annotators": 3, "consensus_threshold": 0.66, "enable_expert_review": True}
+RATING = get_type("rating")
+
+
+# -- the type on its own -----------------------------------------------------------------------
+def test_config_is_checked_and_normalised() -> None:
+    assert RATING.validate_config({"min": 0, "max": 10}) == {
+        "min": 0,
+        "max": 10,
+        "labels": {},
+        "tolerance": 1,
+    }
+    assert RATING.validate_config({"max": 5, "min": 1, "labels": {5: "top", "1": "low"}})[
+        "labels"
+    ] == {"1": "low", "5": "top"}
+    bad = [
+        (["a", "b"], "rating scale"),
+        ({"min": 1}, "labels.max is required"),
+        ({"min": 1.5, "max": 5}, "labels.min must be an integer"),
+        ({"min": True, "max": 5}, "labels.min must be an integer"),
+        ({"min": 5, "max": 5}, "below"),
+        ({"min": 0, "max": 101}, "102 points"),
+        ({"min": 1, "max": 5, "labels": {"6": "x"}}, r"labels.labels\['6'\]"),
+        ({"min": 1, "max": 5, "labels": {"one": "x"}}, r"labels.labels\['one'\]"),
+        ({"min": 1, "max": 5, "labels": {"1": ""}}, "non-empty"),
+        ({"min": 1, "max": 5, "tolerance": -1}, "tolerance"),
+        ({"min": 1, "max": 5, "scale": 3}, "labels.scale"),
+    ]
+    for config, message in bad:
+        with pytest.raises(ValueError, match=message):
+            RATING.validate_config(config)
+
+
+def test_values_are_ints_on_the_scale() -> None:
+    config = RATING.validate_config(SCALE)
+    assert [RATING.validate_value(v, config) for v in (3, np.int64(2), 4.0, {"rating": 5})] == [
+        3,
+        2,
+        4,
+        5,
+    ]
+    assert all(type(RATING.validate_value(v, config)) is int for v in (np.int32(1), 5.0))
+    for bad in (True, 3.5, 0, 6, "3", None, [3], {"rating": 6}, {"stars": 3}, float("nan")):
+        with pytest.raises(ValueError, match="rating"):
+            RATING.validate_value(bad, config)
+    # Label Studio's rating runs 1..maxRating: on a 0..10 scale its 1 is our 0
+    zero = RATING.validate_config({"min": 0, "max": 10})
+    assert RATING.validate_value({"rating": 1}, zero) == 0
+    assert RATING.to_label_studio(10, zero) == {"type": "rating", "value": {"rating": 11}}
+    assert RATING.from_label_studio(RATING.to_label_studio(7, zero), zero) == 7
+
+
+def test_decision_is_the_median_and_disputes_beyond_the_tolerance() -> None:
+    config = RATING.validate_config(SCALE)
+    q = {**QUALITY, "max_annotators": 5}
+    agreed = RATING.decide([3, 4, 3], q, 3, config=config)
+    assert (agreed.status, agreed.final_label, agreed.label_source) == ("completed", 3, "consensus")
+    assert agreed.agreement == pytest.approx(1 - (1 / 3) / 2)  # spread 1/3 over half-width 2
+    assert RATING.decide([2, 3], q, 2, config=config).final_label == 3  # 2.5 rounds half up
+    assert RATING.decide([1, 3, 3], q, 3, config=config).status == "disputed"  # range 2 > 1
+    wide = RATING.validate_config({**SCALE, "tolerance": 2})
+    assert RATING.decide([1, 3, 3], q, 3, config=wide).status == "completed"
+    no_review = {**q, "enable_expert_review": False}
+    more = RATING.decide([1, 5, 3], no_review, 3, config=config)
+    assert (more.status, more.needed) == ("pending", 4)
+    last = RATING.decide([1, 5, 3, 3, 4], no_review, 5, config=config)
+    assert (last.status, last.final_label, last.label_source) == ("completed", 3, "majority")
+
+
+def test_simulated_raters_are_biased_noisy_and_stay_on_the_scale() -> None:
+    config = RATING.validate_config(SCALE)
+    careful = [RATING.simulate(3, config, 0.95, random.Random(i)) for i in range(400)]
+    careless = [RATING.simulate(3, config, 0.6, random.Random(i)) for i in range(400)]
+    assert set(careful) | set(careless) <= {1, 2, 3, 4, 5}
+    assert np.mean(np.array(careful) == 3) > 0.8 > np.mean(np.array(careless) == 3)
+    # the bias is the annotator's own: one accuracy leans one way on every task
+    lean = [
+        np.mean([RATING.simulate(3, config, a, random.Random(i)) for i in range(300)]) - 3
+        for a in (0.61, 0.62, 0.63, 0.64)
+    ]
+    assert max(lean) - min(lean) > 0.2
+    points = {RATING.pseudo_truth(f'{{"n": {i}}}', config) for i in range(50)}
+    assert points == {1, 2, 3, 4, 5}
+    assert RATING.pseudo_truth('{"n": 1}', config) == RATING.pseudo_truth('{"n": 1}', config)
+
+
+def test_client_aggregation_methods() -> None:
+    config = RATING.validate_config(SCALE)
+    votes = pd.DataFrame(
+        {
+            "task": [1, 1, 1, 2, 2, 2, 3, 3, 3],
+            "worker": ["a", "b", "c"] * 3,
+            "label": [4, 5, 5, 1, 2, 1, 3, 3, 5],
+        }
+    )
+    auto = RATING.aggregate(votes, "auto", config)
+    assert list(auto.columns) == ["auto_score", "auto_lower", "auto_upper", "auto_label"]
+    assert (auto["auto_lower"] < auto["auto_score"]).all()
+    assert (auto["auto_score"] < auto["auto_upper"]).all()
+    assert str(auto["auto_label"].dtype) == "Int64"
+    median = RATING.aggregate(votes, "median", config)
+    assert median["median_score"].tolist() == [5.0, 1.0, 3.0]
+    assert median["median_label"].tolist() == [5, 1, 3]
+    mean = RATING.aggregate(votes, "mean", config)
+    assert mean["mean_label"].tolist() == [5, 1, 4]  # 4.67, 1.33, 3.67 rounded
+    with pytest.raises(cynaps.errors.ValidationError, match="method"):
+        RATING.aggregate(votes, "ds", config)
+    with pytest.raises(cynaps.errors.ValidationError):
+        RATING.aggregate(votes, "auto", config, no_such_param=1)
+
+
+# -- end to end --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def crowd(tmp_path_factory) -> Iterator[LocalPlatform]:
+    """A platform with a sandbox workforce: 3 annotators of accuracy 0.85-0.95 and an expert."""
+    db = tmp_path_factory.mktemp("rating") / "cynaps.db"
+    workforce = WorkforceSettings(
+        annotators=3, experts=1, seconds_per_judgement=0.02, accuracy=(0.85, 0.95), seed=11
+    )
+    with LocalPlatform(db, workforce=workforce) as running:
+        yield running
+
+
+def roundtrips(frame: pd.DataFrame, tmp_path) -> None:
+    """The frame survives Parquet, feather, pickle, CSV and Dataset.from_pandas as is."""
+    import datasets
+
+    plain = frame.reset_index()
+    plain.to_parquet(tmp_path / "f.parquet")
+    back = pd.read_parquet(tmp_path / "f.parquet")
+    assert str(back["label"].dtype) == "Int64" and back["label"].tolist() == plain["label"].tolist()
+    assert back["ratings"].map(list).tolist() == plain["ratings"].tolist()
+    plain.to_feather(tmp_path / "f.feather")
+    assert pd.read_feather(tmp_path / "f.feather")["score"].tolist() == plain["score"].tolist()
+    assert pickle.loads(pickle.dumps(plain))["label"].equals(plain["label"])
+    text = plain.to_csv(index=False)
+    assert pd.read_csv(io.StringIO(text))["label"].tolist() == plain["label"].astype(float).tolist()
+    ds = datasets.Dataset.from_pandas(plain)
+    assert ds.features["label"] == datasets.Value("int64")
+    assert ds.features["score"] == datasets.Value("float64")
+
+
+def test_a_rating_project_runs_end_to_end(crowd: LocalPlatform, tmp_path) -> None:
+    import datasets
+
+    with cynaps.Client(api_key=crowd.create_customer(), base_url=crowd.base_url) as client:
+        with pytest.raises(cynaps.errors.ValidationError, match="labels.max"):
+            client.projects.create(name="bad", annotation_type="rating", labels={"min": 1})
+        project = client.projects.create(
+            name="Quality", annotation_type="rating", labels=SCALE, quality_settings=QUALITY
+        )
+        assert project.labels == SCALE
+        gold = [1 + (i * 3) % 5 for i in range(15)]
+        df = pd.DataFrame({"text": [f"headline {i}" for i in range(15)], "gold": gold})
+        with pytest.raises(cynaps.errors.CynapsError, match="outside the scale"):
+            project.upload_dataframe(df.assign(gold=7), gold_column="gold", progress=False)
+        assert project.upload_dataframe(df, gold_column="gold", progress=False).created == 15
+        # 15 × (3 × 10.00 + 5.00 expert reserve)
+        assert project.calculate_deposit().amount == "525.00"
+        project.pay_deposit(payment_method="credits")
+        project.start()
+        project.wait(timeout=120, poll_interval=0.2, progress=False)
+        status = project.get_status()
+        assert status.is_complete and status.completed == 15
+
+        wide = project.to_arrow()
+        for column in ("label", "gold", "expert_label"):
+            assert wide.schema.field(column).type == pa.int64(), column
+        for column in ("score", "spread", "agreement", "confidence"):
+            assert wide.schema.field(column).type == pa.float64(), column
+        assert wide.schema.field("ratings").type == pa.list_(pa.int64())
+        names = wide.column_names
+        assert names[names.index("n_annotations") + 1 : names.index("n_annotations") + 4] == [
+            "score",
+            "spread",
+            "ratings",
+        ]
+        rows = wide.to_pylist()
+        assert [r["gold"] for r in rows] == gold
+        for r in rows:
+            ratings = r["ratings"]
+            assert len(ratings) == r["n_annotations"] >= 3
+            assert r["score"] == float(np.median(ratings))
+            assert r["spread"] == pytest.approx(np.mean(np.abs(np.array(ratings) - r["score"])))
+            if r["label_source"] == "consensus":
+                assert max(ratings) - min(ratings) <= 1
+                assert r["label"] == int(np.floor(r["score"] + 0.5))
+            else:
+                assert r["label_source"] == "expert" and r["label"] == r["expert_label"]
+        near = sum(abs(r["label"] - r["gold"]) <= 1 for r in rows)
+        assert near >= 13, rows
+
+        frame = project.to_pandas()
+        for column in ("label", "gold", "expert_label"):
+            assert str(frame[column].dtype) == "Int64", column
+        assert frame["score"].dtype == "float64" and frame["spread"].dtype == "float64"
+        assert frame["ratings"].tolist() == [r["ratings"] for r in rows]
+        roundtrips(frame, tmp_path)
+        project.to_parquet(tmp_path / "export.parquet")
+        assert pd.read_parquet(tmp_path / "export.parquet")["label"].tolist() == [
+            r["label"] for r in rows
+        ]
+        ds = project.to_dataset()
+        assert ds.features["label"] == datasets.Value("int64")
+        assert ds.features["gold"] == datasets.Value("int64")
+        assert ds.features["score"] == datasets.Value("float64")
+        assert ds["label"] == [r["label"] for r in rows]
+
+        again = project.to_pandas(method="auto")
+        assert {"auto_score", "auto_lower", "auto_upper", "auto_label"} <= set(again.columns)
+        assert str(again["auto_label"].dtype) == "Int64"
+
+        long = project.to_pandas("long")
+        votes = long[long["role"] == "annotator"]
+        assert votes["label"].between(1, 5).all()
+        alpha = rating_alpha(votes.rename(columns={"label": "value"}), "interval")
+        assert alpha > 0.5  # raters of 0.85-0.95 accuracy agree well
+
+        records = project.export(format="json")
+        assert records[0]["annotations"][0]["type"] == "rating"
+        assert records[0]["annotations"][0]["result"]["value"] == rows[0]["label"]
+        consensus = records[0]["consensus"]
+        assert sum(consensus["rating_counts"].values()) == rows[0]["n_annotations"]
+        assert consensus["mean"] == pytest.approx(np.mean(rows[0]["ratings"]))
+
+        # Label Studio both ways: the same judgements in a new project
+        studio = project.export(format="label_studio")
+        region = studio[0]["annotations"][0]["result"][0]
+        assert region["type"] == "rating" and set(region["value"]) == {"rating"}
+        copy = client.projects.create(
+            name="Quality copy", annotation_type="rating", labels=SCALE, quality_settings=QUALITY
+        )
+        summary = copy.import_label_studio(studio)
+        assert summary["created"] == 15
+        copied = copy.to_arrow().to_pylist()
+        assert [r["ratings"] for r in copied] == [r["ratings"] for r in rows]
+        assert [r["label"] for r in copied] == [r["label"] for r in rows]
+        assert [r["gold"] for r in copied] == gold
+
+
+def test_bad_ratings_are_a_422_naming_the_field_and_nothing_is_stored(
+    platform: LocalPlatform,
+) -> None:
+    base = platform.base_url
+    customer = platform.create_customer()
+
+    def call(method: str, path: str, key: str = customer, **kw) -> requests.Response:
+        return requests.request(
+            method, base + path, headers={"Authorization": f"Bearer {key}"}, timeout=30, **kw
+        )
+
+    body = {"name": "Bad", "annotation_type": "rating", "labels": {"min": 1, "max": 5}}
+    bad_scale = call("POST", "/v1/projects", json={**body, "labels": {"min": 3, "max": 1}})
+    assert bad_scale.status_code == 422 and "labels.min" in bad_scale.json()["error"]["message"]
+    quality = {**QUALITY, "min_annotators": 2}
+    pid = call("POST", "/v1/projects", json={**body, "quality_settings": quality}).json()["id"]
+    call("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": [{"data": {"text": "x"}}]})
+    call("POST", f"/v1/projects/{pid}/deposit/quote")
+    call("POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "credits"})
+    assert call("POST", f"/v1/projects/{pid}/start").status_code == 200
+    annotator = call("POST", "/v1/annotators", json={"name": "Rater"}).json()["api_key"]
+    task_id = call("GET", "/v1/annotator/next", annotator).json()["task_id"]
+    judge = f"/v1/annotator/tasks/{task_id}/judgements"
+    for label, words in (
+        (6, "outside the scale 1..5"),
+        (3.5, "3.5"),
+        ("3", "integer"),
+        (True, "integer"),
+        (None, "integer"),
+        ([3], "integer"),
+        ({"rating": 0}, "outside the scale"),
+    ):
+        r = call("POST", judge, annotator, json={"label": label})
+        assert r.status_code == 422, (label, r.text)
+        error = r.json()["error"]
+        assert words in error["message"], (label, error)
+        assert error.get("param") == "label" or "label" in error["message"], error
+    assert call("GET", f"/v1/projects/{pid}/export").json()[0]["judgements"] == []
+    ok = call("POST", judge, annotator, json={"label": 4.0})
+    assert ok.status_code in (200, 201), ok.text
+    stored = call("GET", f"/v1/projects/{pid}/export").json()[0]["judgements"]
+    assert [j["label"] for j in stored] == [4]
