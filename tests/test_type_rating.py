@@ -166,9 +166,9 @@ def roundtrips(frame: pd.DataFrame, tmp_path) -> None:
     assert ds.features["score"] == datasets.Value("float64")
 
 
-def test_a_rating_project_runs_end_to_end(crowd: LocalPlatform, tmp_path) -> None:
-    import datasets
-
+@pytest.fixture(scope="module")
+def finished(crowd: LocalPlatform) -> Iterator[tuple]:
+    """A 15-task 1..5 project with gold, rated by the sandbox workforce to completion."""
     with cynaps.Client(api_key=crowd.create_customer(), base_url=crowd.base_url) as client:
         with pytest.raises(cynaps.errors.ValidationError, match="labels.max"):
             client.projects.create(name="bad", annotation_type="rating", labels={"min": 1})
@@ -186,82 +186,86 @@ def test_a_rating_project_runs_end_to_end(crowd: LocalPlatform, tmp_path) -> Non
         project.pay_deposit(payment_method="credits")
         project.start()
         project.wait(timeout=120, poll_interval=0.2, progress=False)
-        status = project.get_status()
-        assert status.is_complete and status.completed == 15
+        yield client, project, project.to_arrow().to_pylist(), gold
 
-        wide = project.to_arrow()
-        for column in ("label", "gold", "expert_label"):
-            assert wide.schema.field(column).type == pa.int64(), column
-        for column in ("score", "spread", "agreement", "confidence"):
-            assert wide.schema.field(column).type == pa.float64(), column
-        assert wide.schema.field("ratings").type == pa.list_(pa.int64())
-        names = wide.column_names
-        assert names[names.index("n_annotations") + 1 : names.index("n_annotations") + 4] == [
-            "score",
-            "spread",
-            "ratings",
-        ]
-        rows = wide.to_pylist()
-        assert [r["gold"] for r in rows] == gold
-        for r in rows:
-            ratings = r["ratings"]
-            assert len(ratings) == r["n_annotations"] >= 3
-            assert r["score"] == float(np.median(ratings))
-            assert r["spread"] == pytest.approx(np.mean(np.abs(np.array(ratings) - r["score"])))
-            if r["label_source"] == "consensus":
-                assert max(ratings) - min(ratings) <= 1
-                assert r["label"] == int(np.floor(r["score"] + 0.5))
-            else:
-                assert r["label_source"] == "expert" and r["label"] == r["expert_label"]
-        near = sum(abs(r["label"] - r["gold"]) <= 1 for r in rows)
-        assert near >= 13, rows
 
-        frame = project.to_pandas()
-        for column in ("label", "gold", "expert_label"):
-            assert str(frame[column].dtype) == "Int64", column
-        assert frame["score"].dtype == "float64" and frame["spread"].dtype == "float64"
-        assert frame["ratings"].tolist() == [r["ratings"] for r in rows]
-        roundtrips(frame, tmp_path)
-        project.to_parquet(tmp_path / "export.parquet")
-        assert pd.read_parquet(tmp_path / "export.parquet")["label"].tolist() == [
-            r["label"] for r in rows
-        ]
-        ds = project.to_dataset()
-        assert ds.features["label"] == datasets.Value("int64")
-        assert ds.features["gold"] == datasets.Value("int64")
-        assert ds.features["score"] == datasets.Value("float64")
-        assert ds["label"] == [r["label"] for r in rows]
+def test_a_rating_project_runs_end_to_end(finished: tuple) -> None:
+    import datasets
 
-        again = project.to_pandas(method="auto")
-        assert {"auto_score", "auto_lower", "auto_upper", "auto_label"} <= set(again.columns)
-        assert str(again["auto_label"].dtype) == "Int64"
+    client, project, rows, gold = finished
+    status = project.get_status()
+    assert status.is_complete and status.completed == 15
+    wide = project.to_arrow()
+    for column in ("label", "gold", "expert_label"):
+        assert wide.schema.field(column).type == pa.int64(), column
+    for column in ("score", "spread", "agreement", "confidence"):
+        assert wide.schema.field(column).type == pa.float64(), column
+    assert wide.schema.field("ratings").type == pa.list_(pa.int64())
+    names = wide.column_names
+    after = names.index("n_annotations") + 1
+    assert names[after : after + 3] == ["score", "spread", "ratings"]
+    assert [r["gold"] for r in rows] == gold
+    for r in rows:
+        ratings = r["ratings"]
+        assert len(ratings) == r["n_annotations"] >= 3
+        assert r["score"] == float(np.median(ratings))
+        assert r["spread"] == pytest.approx(np.mean(np.abs(np.array(ratings) - r["score"])))
+        if r["label_source"] == "consensus":
+            assert max(ratings) - min(ratings) <= 1
+            assert r["label"] == int(np.floor(r["score"] + 0.5))
+        else:
+            assert r["label_source"] == "expert" and r["label"] == r["expert_label"]
+    near = sum(abs(r["label"] - r["gold"]) <= 1 for r in rows)
+    assert near >= 13, rows
 
-        long = project.to_pandas("long")
-        votes = long[long["role"] == "annotator"]
-        assert votes["label"].between(1, 5).all()
-        alpha = rating_alpha(votes.rename(columns={"label": "value"}), "interval")
-        assert alpha > 0.5  # raters of 0.85-0.95 accuracy agree well
+    ds = project.to_dataset()
+    assert ds.features["label"] == datasets.Value("int64")
+    assert ds.features["gold"] == datasets.Value("int64")
+    assert ds.features["score"] == datasets.Value("float64")
+    assert ds["label"] == [r["label"] for r in rows]
 
-        records = project.export(format="json")
-        assert records[0]["annotations"][0]["type"] == "rating"
-        assert records[0]["annotations"][0]["result"]["value"] == rows[0]["label"]
-        consensus = records[0]["consensus"]
-        assert sum(consensus["rating_counts"].values()) == rows[0]["n_annotations"]
-        assert consensus["mean"] == pytest.approx(np.mean(rows[0]["ratings"]))
+    long = project.to_pandas("long")
+    votes = long[long["role"] == "annotator"]
+    assert votes["label"].between(1, 5).all()
+    alpha = rating_alpha(votes.rename(columns={"label": "value"}), "interval")
+    assert alpha > 0.5  # raters of 0.85-0.95 accuracy agree well
 
-        # Label Studio both ways: the same judgements in a new project
-        studio = project.export(format="label_studio")
-        region = studio[0]["annotations"][0]["result"][0]
-        assert region["type"] == "rating" and set(region["value"]) == {"rating"}
-        copy = client.projects.create(
-            name="Quality copy", annotation_type="rating", labels=SCALE, quality_settings=QUALITY
-        )
-        summary = copy.import_label_studio(studio)
-        assert summary["created"] == 15
-        copied = copy.to_arrow().to_pylist()
-        assert [r["ratings"] for r in copied] == [r["ratings"] for r in rows]
-        assert [r["label"] for r in copied] == [r["label"] for r in rows]
-        assert [r["gold"] for r in copied] == gold
+    records = project.export(format="json")
+    assert records[0]["annotations"][0]["type"] == "rating"
+    assert records[0]["annotations"][0]["result"]["value"] == rows[0]["label"]
+    consensus = records[0]["consensus"]
+    assert sum(consensus["rating_counts"].values()) == rows[0]["n_annotations"]
+    assert consensus["mean"] == pytest.approx(np.mean(rows[0]["ratings"]))
+
+    # Label Studio both ways: the same judgements in a new project
+    studio = project.export(format="label_studio")
+    region = studio[0]["annotations"][0]["result"][0]
+    assert region["type"] == "rating" and set(region["value"]) == {"rating"}
+    copy = client.projects.create(
+        name="Quality copy", annotation_type="rating", labels=SCALE, quality_settings=QUALITY
+    )
+    assert copy.import_label_studio(studio)["created"] == 15
+    copied = copy.to_arrow().to_pylist()
+    assert [r["ratings"] for r in copied] == [r["ratings"] for r in rows]
+    assert [r["label"] for r in copied] == [r["label"] for r in rows]
+    assert [r["gold"] for r in copied] == gold
+
+
+def test_the_pandas_export_is_typed_and_survives_every_format(finished: tuple, tmp_path) -> None:
+    _client, project, rows, _gold = finished
+    frame = project.to_pandas()
+    for column in ("label", "gold", "expert_label"):
+        assert str(frame[column].dtype) == "Int64", column
+    assert frame["score"].dtype == "float64" and frame["spread"].dtype == "float64"
+    assert frame["ratings"].tolist() == [r["ratings"] for r in rows]
+    roundtrips(frame, tmp_path)
+    project.to_parquet(tmp_path / "export.parquet")
+    back = pd.read_parquet(tmp_path / "export.parquet")
+    assert back["label"].tolist() == [r["label"] for r in rows]
+    again = project.to_pandas(method="auto")
+    assert {"auto_score", "auto_lower", "auto_upper", "auto_label"} <= set(again.columns)
+    assert str(again["auto_label"].dtype) == "Int64"
+    assert (again["auto_label"] - again["label"]).abs().max() <= 1
 
 
 def test_bad_ratings_are_a_422_naming_the_field_and_nothing_is_stored(
