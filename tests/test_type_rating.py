@@ -7,9 +7,12 @@ Label Studio both ways, client re-aggregation and bad judgements refused with a 
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import random
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -282,7 +285,7 @@ def test_bad_ratings_are_a_422_naming_the_field_and_nothing_is_stored(
     body = {"name": "Bad", "annotation_type": "rating", "labels": {"min": 1, "max": 5}}
     bad_scale = call("POST", "/v1/projects", json={**body, "labels": {"min": 3, "max": 1}})
     assert bad_scale.status_code == 422 and "labels.min" in bad_scale.json()["error"]["message"]
-    quality = {**QUALITY, "min_annotators": 2}
+    quality = {**QUALITY, "min_annotators": 1}  # the good rating completes it (shared platform)
     pid = call("POST", "/v1/projects", json={**body, "quality_settings": quality}).json()["id"]
     call("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": [{"data": {"text": "x"}}]})
     call("POST", f"/v1/projects/{pid}/deposit/quote")
@@ -310,3 +313,111 @@ def test_bad_ratings_are_a_422_naming_the_field_and_nothing_is_stored(
     assert ok.status_code in (200, 201), ok.text
     stored = call("GET", f"/v1/projects/{pid}/export").json()[0]["judgements"]
     assert [j["label"] for j in stored] == [4]
+
+
+# -- the widget in a real browser (as tests/test_ui_browser.py) ---------------------------------
+CHROMIUM = os.environ.get("CYNAPS_CHROMIUM", "/usr/bin/chromium")
+#: set to write docs/img/widget-rating.png from the browser test
+SCREENSHOT_ENV = "CYNAPS_WIDGET_SCREENSHOTS"
+DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": ["--no-sandbox", "--disable-gpu", "--no-first-run"],
+    }
+
+
+def test_annotator_and_expert_rate_with_the_keyboard(platform: LocalPlatform, page) -> None:
+    """The annotate page draws the scale (point labels shown), a digit picks, Enter submits;
+    a 0..10 scale takes its digits literally; the review page shows a disputed task's rating
+    counts and the expert decides with the same keys."""
+    pytest.importorskip("playwright")
+    from playwright.sync_api import expect
+
+    page.route(
+        "**/*",
+        lambda r: r.continue_() if r.request.url.startswith(platform.base_url) else r.abort(),
+    )
+    page.set_default_timeout(10_000)
+    customer = platform.create_customer("Rating customer")
+
+    def ok(method: str, path: str, key: str = customer, **kw) -> Any:
+        headers = {"Authorization": f"Bearer {key}"}
+        r = requests.request(method, platform.base_url + path, headers=headers, timeout=30, **kw)
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+    def project(min_annotators: int, text: str, scale: dict = SCALE) -> str:
+        quality = {**QUALITY, "min_annotators": min_annotators}
+        body = {"name": text, "annotation_type": "rating", "labels": scale}
+        pid = ok("POST", "/v1/projects", json={**body, "quality_settings": quality})["id"]
+        ok("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": [{"data": {"text": text}}]})
+        ok("POST", f"/v1/projects/{pid}/deposit/quote")
+        ok("POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "credits"})
+        ok("POST", f"/v1/projects/{pid}/start")
+        return pid
+
+    def sign_in(key: str, path: str) -> None:
+        if page.url.startswith("http"):
+            page.evaluate("sessionStorage.clear()")
+        page.goto(platform.base_url + path)
+        page.fill("#signin-key", key)
+        page.click("#signin-form button[type=submit]")
+
+    # a disputed task for the expert: 1 and 5 (range 4 > tolerance 1)
+    disputed = project(2, "a headline everyone reads differently")
+    for name, rating in (("Rater low", 1), ("Rater high", 5)):
+        key = ok("POST", "/v1/annotators", json={"name": name})["api_key"]
+        task = ok("GET", "/v1/annotator/next", key)
+        ok("POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", key, json={"label": rating})
+    assert ok("GET", f"/v1/projects/{disputed}/status")["disputed"] == 1
+    single = project(1, "Stocks rally on good news")
+    annotator = ok("POST", "/v1/annotators", json={"name": "Rating annotator"})["api_key"]
+
+    sign_in(annotator, "/ui/")
+    points = page.locator("#labels button.rating-point")
+    expect(points).to_have_count(5)
+    expect(points.nth(0)).to_contain_text("poor")
+    expect(points.nth(4)).to_contain_text("excellent")
+    expect(page.locator("#submit")).to_be_disabled()
+    task_id = page.locator("#task-id").inner_text()
+    page.keyboard.press("2")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#labels button[data-point='4']")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#submit")).to_be_enabled()
+    if os.environ.get(SCREENSHOT_ENV):
+        page.set_viewport_size({"width": 900, "height": 560})
+        page.screenshot(path=str(DOCS_IMG / "widget-rating.png"))
+    page.keyboard.press("Enter")
+    expect(page.locator("#status")).to_have_text(f"Saved task {task_id}: 4")
+    record = ok("GET", f"/v1/projects/{single}/export")[0]
+    assert record["annotations"][0]["result"]["value"] == 4
+
+    # a 0..10 scale: the digit is the point itself; a click picks too
+    ten = project(1, "Rate from 0 to 10", {"min": 0, "max": 10})
+    page.reload()
+    expect(points).to_have_count(11)
+    page.keyboard.press("0")
+    expect(page.locator("#labels button[data-point='0']")).to_have_attribute("aria-pressed", "true")
+    page.locator("#labels button[data-point='10']").click()
+    page.keyboard.press("Enter")
+    expect(page.locator("#empty")).to_be_visible()
+    assert ok("GET", f"/v1/projects/{ten}/export")[0]["annotations"][0]["result"]["value"] == 10
+
+    expert = ok("POST", "/v1/annotators", json={"name": "Rating expert", "role": "expert"})
+    sign_in(expert["api_key"], "/ui/review")
+    expect(page.locator("#votes tr")).to_have_count(2)
+    expect(page.locator("#distribution meter")).to_have_count(2)  # the voted points 1 and 5
+    expect(page.locator("#distribution")).to_contain_text("mean 3.00")
+    page.keyboard.press("3")
+    page.keyboard.press("Enter")
+    expect(page.locator("#empty")).to_be_visible()
+    record = ok("GET", f"/v1/projects/{disputed}/export")[0]
+    assert record["annotations"][0]["result"]["value"] == 3
+    assert record["consensus"]["label_source"] == "expert"
+    assert record["consensus"]["rating_counts"] == {"1": 1, "2": 0, "3": 0, "4": 0, "5": 1}

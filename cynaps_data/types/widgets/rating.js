@@ -47,7 +47,10 @@ export function mount(box, task, onReady) {
   function pick(index) {
     if (index < 0 || index >= points.length) return;
     selected = index;
-    buttons.forEach((b, i) => b.setAttribute("aria-pressed", String(i === index)));
+    buttons.forEach((b, i) => {
+      b.classList.toggle("selected", i === index);
+      b.setAttribute("aria-pressed", String(i === index));
+    });
     onReady(true);
   }
 
@@ -56,7 +59,7 @@ export function mount(box, task, onReady) {
     return digit === 0 ? 9 : digit - 1; // by position: 1 = first, ..., 0 = tenth
   }
 
-  const row = el("div", { className: "rating-scale", role: "group", "aria-label": "rating" }, buttons);
+  const row = el("div", { className: "labels rating-scale", role: "group", "aria-label": "rating" }, buttons);
   box.replaceChildren(row);
   return {
     value: () => (selected === null ? null : points[selected]),
