@@ -48,7 +48,7 @@ def test_config_is_checked_and_normalised() -> None:
         ({"min": 1.5, "max": 5}, "labels.min must be an integer"),
         ({"min": True, "max": 5}, "labels.min must be an integer"),
         ({"min": 5, "max": 5}, "below"),
-        ({"min": 0, "max": 101}, "102 points"),
+        ({"min": -100, "max": 101}, "202 points"),
         ({"min": 1, "max": 5, "labels": {"6": "x"}}, r"labels.labels\['6'\]"),
         ({"min": 1, "max": 5, "labels": {"one": "x"}}, r"labels.labels\['one'\]"),
         ({"min": 1, "max": 5, "labels": {"1": ""}}, "non-empty"),

@@ -41,8 +41,8 @@ from ..consensus.rating import aggregate_ratings, rating_consensus
 from ..errors import ValidationError
 from .base import Decision, VoteArrays
 
-#: the most points a scale may have (0..100 is 101 points)
-MAX_POINTS = 101
+#: the most points a scale may have (-100..100 is 201 points: Snow et al.'s valence scale)
+MAX_POINTS = 201
 MAX_POINT_LABEL_LENGTH = 200
 DEFAULT_TOLERANCE = 1
 CONFIG_KEYS = ("min", "max", "labels", "tolerance")
