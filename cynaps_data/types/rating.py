@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 
 from ..consensus.rating import aggregate_ratings, rating_consensus
 from ..errors import ValidationError
-from .base import Decision, VoteArrays
+from .base import Decision, VoteArrays, method_prefix
 
 #: the most points a scale may have (-100..100 is 201 points: Snow et al.'s valence scale)
 MAX_POINTS = 201
@@ -280,7 +280,7 @@ class Rating:
         by task: ``<method>_score`` (float64), ``<method>_label`` (Int64, the score rounded
         half up and clipped to the scale) and, for the rater model, ``<method>_lower`` /
         ``<method>_upper`` (float64, the posterior interval; ``level`` 0.9 by default)."""
-        key = str(method).strip().lower().replace("-", "_")
+        key = method_prefix(method) if isinstance(method, str) else None
         if key not in self.aggregation_methods:
             raise ValidationError(
                 f"unknown rating method {method!r}; choose one of {list(self.aggregation_methods)}",
