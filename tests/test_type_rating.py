@@ -315,6 +315,54 @@ def test_bad_ratings_are_a_422_naming_the_field_and_nothing_is_stored(
     assert [j["label"] for j in stored] == [4]
 
 
+def test_the_projects_tolerance_and_scale_decide_on_the_platform(platform: LocalPlatform) -> None:
+    """Ratings 1 and 4 agree under a tolerance of 3 (the default 1 would dispute them), and the
+    agreement is measured on the project's 1..9 scale (1 - 1.5 / 4), through the submit path
+    and through a Label Studio import."""
+
+    def call(method: str, path: str, key: str, **kw) -> Any:
+        r = requests.request(
+            method,
+            platform.base_url + path,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+            **kw,
+        )
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+    customer = platform.create_customer()
+    scale = {"min": 1, "max": 9, "tolerance": 3}
+    body = {"name": "Wide", "annotation_type": "rating", "labels": scale}
+    quality = {**QUALITY, "min_annotators": 2}
+    pid = call("POST", "/v1/projects", customer, json={**body, "quality_settings": quality})["id"]
+    call("POST", f"/v1/projects/{pid}/tasks/batch", customer, json={"tasks": [{"data": {"t": 1}}]})
+    call("POST", f"/v1/projects/{pid}/deposit/quote", customer)
+    call("POST", f"/v1/projects/{pid}/deposit/pay", customer, json={"payment_method": "credits"})
+    call("POST", f"/v1/projects/{pid}/start", customer)
+    for name, rating in (("Tol low", 1), ("Tol high", 4)):
+        key = call("POST", "/v1/annotators", customer, json={"name": name})["api_key"]
+        task = call("GET", "/v1/annotator/next", key)
+        call(
+            "POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", key, json={"label": rating}
+        )
+    record = call("GET", f"/v1/projects/{pid}/export", customer)[0]
+    assert record["consensus"]["status"] == "completed"
+    assert record["consensus"]["label_source"] == "consensus"
+    assert record["annotations"][0]["result"]["value"] == 3  # median 2.5, rounded half up
+    assert record["consensus"]["agreement"] == pytest.approx(1 - 1.5 / 4)
+
+    with cynaps.Client(api_key=customer, base_url=platform.base_url) as client:
+        copy = client.projects.create(
+            name="Wide copy", annotation_type="rating", labels=scale, quality_settings=quality
+        )
+        studio = client.projects.get(pid).export(format="label_studio")
+        copy.import_label_studio(studio)
+        imported = copy.export(format="json")[0]
+        assert imported["consensus"]["status"] == "completed"
+        assert imported["annotations"][0]["result"]["value"] == 3
+
+
 # -- the widget in a real browser (as tests/test_ui_browser.py) ---------------------------------
 CHROMIUM = os.environ.get("CYNAPS_CHROMIUM", "/usr/bin/chromium")
 #: set to write docs/img/widget-rating.png from the browser test
