@@ -53,12 +53,17 @@ REQUEST_BODIES: dict[tuple[str, str], dict] = {
         {
             "name": {**_TEXT, "maxLength": 500},
             "annotation_type": {"type": "string", "enum": sorted(REGISTRY)},
-            "labels": {
-                "type": "array",
-                "items": {**_TEXT, "maxLength": 200},
-                "minItems": 1,
-                "maxItems": 1000,
-                "uniqueItems": True,
+            "labels": {  # the type's label config: a list of classes, or an object (a scale)
+                "anyOf": [
+                    {
+                        "type": "array",
+                        "items": {**_TEXT, "maxLength": 200},
+                        "minItems": 1,
+                        "maxItems": 1000,
+                        "uniqueItems": True,
+                    },
+                    {"type": "object"},
+                ]
             },
             "instructions": {  # null: none
                 "anyOf": [
