@@ -87,7 +87,7 @@ def run(data: dict, model_params: dict) -> pd.DataFrame:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--grid", action="store_true")
-    args, _ = ap.parse_known_args()  # the dispatcher (benchmarks/types.py) may pass --type
+    args = ap.parse_args()
     data = load()
     t0 = time.perf_counter()
     res = run(data, {})
