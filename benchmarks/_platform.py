@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -20,11 +22,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ServerProcess:
-    """``cynaps serve`` in a subprocess on a fresh SQLite file; ``.key`` is a customer key."""
+def add_database_url(parser: Any) -> None:
+    """``--database-url``: run the platform on a fresh database of this PostgreSQL server
+    (created for the run and dropped after) instead of a fresh SQLite file."""
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="PostgreSQL server URL (the role may CREATE DATABASE); default: a SQLite file",
+    )
 
-    def __init__(self, db: Path | None = None, workforce: bool = False, workers: int = 1) -> None:
+
+class ServerProcess:
+    """``cynaps serve`` in a subprocess on a fresh SQLite file, or on a fresh database of the
+    PostgreSQL server ``database_url`` (dropped at :meth:`stop`); ``.key`` is a customer key."""
+
+    def __init__(
+        self,
+        db: Path | None = None,
+        workforce: bool = False,
+        workers: int = 1,
+        database_url: str | None = None,
+    ) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="cynaps-bench-")
+        self.server_url = database_url
+        self.pg_name: str | None = None
+        if database_url:
+            import psycopg
+
+            self.pg_name = f"cynaps_bench_{secrets.token_hex(4)}"
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{self.pg_name}"')
+            db = database_url.rsplit("/", 1)[0] + "/" + self.pg_name  # type: ignore[assignment]
         self.db = db or Path(self.tmp.name) / "bench.db"
         self.port = free_port()
         self.config = Path(self.tmp.name) / "config.json"
@@ -63,6 +91,11 @@ class ServerProcess:
         self.proc.terminate()
         self.proc.wait(timeout=30)
         self.tmp.cleanup()
+        if self.pg_name and self.server_url:
+            import psycopg
+
+            with psycopg.connect(self.server_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
 
     def __enter__(self) -> ServerProcess:
         return self

@@ -33,7 +33,7 @@ import orjson
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _platform import ServerProcess  # noqa: E402
+from _platform import ServerProcess, add_database_url  # noqa: E402
 
 LABELS = ["a", "b", "c"]
 
@@ -288,10 +288,11 @@ def main() -> None:
     )
     parser.add_argument("--tasks", type=int, default=60_000)
     parser.add_argument("--min-annotators", type=int, default=3)
+    add_database_url(parser)
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
-    with ServerProcess(workers=args.workers) as server:
+    with ServerProcess(workers=args.workers, database_url=args.database_url) as server:
         t0 = time.perf_counter()
         pid, keys = setup(server, args.tasks, args.annotators, args.min_annotators)
         print(

@@ -39,9 +39,9 @@ import cynaps_data as cynaps
 from cynaps_data.io import export as io_export
 
 try:
-    from ._platform import ServerProcess
+    from ._platform import ServerProcess, add_database_url
 except ImportError:  # run as a script
-    from _platform import ServerProcess
+    from _platform import ServerProcess, add_database_url
 
 LABELS = ["Electronics", "Clothing", "Home & Garden", "Sports", "Other"]
 LABEL_STUDIO_100K_SECONDS = 197.8  # Label Studio 1.23 JSON export, 100,000 tasks (reference)
@@ -131,9 +131,10 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=100_000)
     parser.add_argument("--judgements", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=2, help="warm calls after the cold one")
+    add_database_url(parser)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cynaps-export-bench-"))
-    with ServerProcess(workforce=False) as server:
+    with ServerProcess(workforce=False, database_url=args.database_url) as server:
         pid = server.proc.pid
         client = cynaps.Client(api_key=server.key, base_url=server.base_url, timeout=600)
 

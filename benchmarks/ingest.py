@@ -37,9 +37,9 @@ from cynaps_data.io import schema as wire
 from cynaps_data.server.tables import metadata
 
 try:
-    from ._platform import ServerProcess
+    from ._platform import ServerProcess, add_database_url
 except ImportError:  # run as a script
-    from _platform import ServerProcess
+    from _platform import ServerProcess, add_database_url
 
 LABELS = ["positive", "negative"]
 
@@ -162,6 +162,7 @@ def main() -> None:
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--project", help=argparse.SUPPRESS)
     parser.add_argument("--parquet", help=argparse.SUPPRESS)
+    add_database_url(parser)
     args = parser.parse_args()
     if args.child:
         parquet_child(args)
@@ -169,7 +170,7 @@ def main() -> None:
 
     df = frame(args.rows)
     raw = raw_sqlite(df)
-    with ServerProcess() as server:
+    with ServerProcess(database_url=args.database_url) as server:
         client = cynaps.Client(api_key=server.key, base_url=server.base_url, timeout=600)
         project = client.projects.create(name="ingest bench", labels=LABELS)
         load_before = os.getloadavg()[0]
@@ -214,7 +215,7 @@ def main() -> None:
         path = Path(tmp) / "big.parquet"
         write_parquet(path, args.parquet_rows)
         size = path.stat().st_size
-        with ServerProcess() as server:
+        with ServerProcess(database_url=args.database_url) as server:
             client = cynaps.Client(api_key=server.key, base_url=server.base_url, timeout=600)
             project = client.projects.create(name="parquet bench", labels=LABELS)
             child = subprocess.run(

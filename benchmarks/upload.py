@@ -23,9 +23,9 @@ import cynaps_data as cynaps
 from cynaps_data.server.tables import metadata
 
 try:
-    from ._platform import ServerProcess
+    from ._platform import ServerProcess, add_database_url
 except ImportError:  # run as a script
-    from _platform import ServerProcess
+    from _platform import ServerProcess, add_database_url
 
 LABELS = ["Electronics", "Clothing", "Home & Garden", "Sports", "Other"]
 
@@ -65,11 +65,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=50_000)
+    add_database_url(parser)
     args = parser.parse_args()
     tasks = seed_tasks(args.n)
 
     raw = raw_sqlite(tasks)
-    with ServerProcess() as server:
+    with ServerProcess(database_url=args.database_url) as server:
         client = cynaps.Client(api_key=server.key, base_url=server.base_url, timeout=600)
         project = client.projects.create(name="bench", labels=LABELS)
         started = time.perf_counter()

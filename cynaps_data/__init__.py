@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import errors
+from . import errors, webhooks
 from .client import Client
 from .resources import Deposit, Payment, Project, ProjectStatus, UploadResult
 
@@ -21,4 +21,5 @@ __all__ = [
     "UploadResult",
     "__version__",
     "errors",
+    "webhooks",
 ]

@@ -1,4 +1,4 @@
-"""The ``cynaps`` command: ``quickstart``, ``serve``, ``annotators``, ``upload``."""
+"""The ``cynaps`` command: ``quickstart``, ``serve``, ``annotators``, ``keys``, ``upload``, ``export``."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ def _serve(args: argparse.Namespace) -> int:
     from .server.platform import LocalPlatform
     from .server.settings import Settings
 
-    settings = Settings(database_url=database_url(args.db))
+    settings = Settings(
+        database_url=database_url(args.db), webhook_allow_loopback=args.allow_loopback_webhooks
+    )
     if args.workers > 1:
         return _serve_workers(args, settings)
     platform = LocalPlatform(
@@ -221,6 +223,46 @@ def _annotators(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys(args: argparse.Namespace) -> int:
+    """``cynaps keys create|list|revoke``: API keys of the account in the config file."""
+    import json
+    from dataclasses import asdict
+    from datetime import datetime, timezone
+
+    from .client import Client
+
+    def when(t: float | None) -> str:
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M") if t else "-"
+
+    client = Client.from_config(args.config) if args.config else Client()
+    with client:
+        if args.action == "create":
+            key = client.api_keys.create(args.name, expires_in_days=args.expires_in_days)
+            if args.json:
+                print(json.dumps(asdict(key), indent=2))
+                return 0
+            print(f"Created {key.id} ({key.name!r}), expires {when(key.expires_at)} UTC.")
+            print(f"Secret (shown once, store it now): {key.secret}")
+            return 0
+        if args.action == "revoke":
+            key = client.api_keys.revoke(args.key_id)
+            print(json.dumps(asdict(key), indent=2) if args.json else f"Revoked {key.id}.")
+            return 0
+        keys = client.api_keys.list()
+        if args.json:
+            print(json.dumps([asdict(k) for k in keys], indent=2))
+            return 0
+        print(
+            f"{'id':<20}  {'prefix':<14}  {'status':<8}  {'created':<16}  {'last used':<16}  expires  name"
+        )
+        for k in keys:
+            print(
+                f"{k.id:<20}  {k.prefix:<14}  {k.status:<8}  {when(k.created_at):<16}  "
+                f"{when(k.last_used_at):<16}  {when(k.expires_at)}  {k.name or ''}"
+            )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cynaps", description="Cynaps data toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -245,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1,
         help="server processes on one database (rate limits and caches are per process)",
+    )
+    serve.add_argument(
+        "--allow-loopback-webhooks",
+        action="store_true",
+        help="let webhooks reach 127.0.0.1/::1 (local development; off by default)",
     )
     serve.set_defaults(func=_serve)
     up = sub.add_parser("upload", help="upload a CSV, Parquet or JSONL file as tasks (resumable)")
@@ -290,6 +337,19 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--config", default=None, help="config file with api_key and base_url")
         command.add_argument("--json", action="store_true", help="print JSON")
     team.set_defaults(func=_annotators)
+
+    keys = sub.add_parser("keys", help="create, list or revoke your API keys")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    create = keys_sub.add_parser("create", help="a new key; prints its secret once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--expires-in-days", type=float, default=None)
+    keys_list = keys_sub.add_parser("list", help="your keys (never their secrets)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id (key_...)")
+    revoke.add_argument("key_id")
+    for command in (create, keys_list, revoke):
+        command.add_argument("--config", default=None, help="config file with api_key and base_url")
+        command.add_argument("--json", action="store_true", help="print JSON")
+    keys.set_defaults(func=_keys)
     args = parser.parse_args(argv)
     return args.func(args)
 

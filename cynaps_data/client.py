@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 from . import config
 from ._http import Transport
 from .errors import AuthenticationError
+from .resources.api_keys import ApiKeysService
 from .resources.project import Project
+from .resources.webhooks import WebhooksService
 
 if TYPE_CHECKING:
     from .server.platform import LocalPlatform
@@ -89,6 +91,8 @@ class Client:
             max_retries=self.settings.max_retries,
         )
         self.projects = ProjectsService(self._transport)
+        self.api_keys = ApiKeysService(self._transport)
+        self.webhooks = WebhooksService(self._transport)
         self.platform: LocalPlatform | None = None
 
     @classmethod
@@ -104,6 +108,7 @@ class Client:
         path: str | os.PathLike[str] | None = None,
         *,
         workforce: Any = True,
+        webhook_allow_loopback: bool = True,
         **platform_options: Any,
     ) -> Client:
         """Start the platform in this process (SQLite, sandbox mode) and return a client for it.
@@ -111,11 +116,18 @@ class Client:
         ``path`` is the SQLite file (a temporary directory when ``None``). ``workforce=True``
         runs the default sandbox workforce (simulated annotators using the annotator API);
         pass a :class:`~cynaps_data.server.settings.WorkforceSettings` to tune it or ``False``
-        for none. The platform stops with :meth:`close`, the ``with`` block, or at exit.
+        for none. ``webhook_allow_loopback`` lets webhooks reach receivers on this machine
+        (127.0.0.1; the platform setting, visible at ``client.webhooks.settings()``). The
+        platform stops with :meth:`close`, the ``with`` block, or at exit.
         """
         from .server.platform import LocalPlatform
 
-        platform = LocalPlatform(path, workforce=workforce, **platform_options).start()
+        platform = LocalPlatform(
+            path,
+            workforce=workforce,
+            webhook_allow_loopback=webhook_allow_loopback,
+            **platform_options,
+        ).start()
         client = cls(api_key=platform.create_customer(), base_url=platform.base_url)
         # loopback only: a proxy from the environment must not carry this traffic
         client._transport.session.trust_env = False

@@ -26,6 +26,7 @@ __all__ = [
     "ServerError",
     "APIConnectionError",
     "APITimeoutError",
+    "WebhookVerificationError",
 ]
 
 
@@ -120,3 +121,8 @@ class APIConnectionError(CynapsError, ConnectionError):
 
 class APITimeoutError(APIConnectionError, TimeoutError):
     """The platform did not answer within the client's timeout."""
+
+
+class WebhookVerificationError(CynapsError, ValueError):
+    """A received webhook failed verification (``cynaps_data.webhooks.verify``): a missing
+    header, no matching signature, or a timestamp outside the tolerance. ``code`` says which."""

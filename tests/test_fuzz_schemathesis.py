@@ -25,6 +25,10 @@ RELAXED = {
     "POST /v1/projects/{project_id}/import",  # body format in docs/exports.md, not in the schema
     # JSON Schema counts 190.0 as an integer; the endpoint wants integer literals for task ids
     "POST /v1/projects/{project_id}/tasks/reopen",
+    # the URL must also pass the SSRF rules (public address, docs/webhooks.md)
+    "POST /v1/webhooks/endpoints",
+    "PATCH /v1/webhooks/endpoints/{endpoint_id}",
+    "POST /v1/api_keys",  # expires_at must be in the future
     # `labels` is the annotation type's config: its shape depends on `annotation_type` and a
     # type checks more than JSON Schema says (a rating scale's min < max, labels on the scale)
     "POST /v1/projects",

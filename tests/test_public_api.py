@@ -14,6 +14,7 @@ def test_public_names_are_pinned():
             "UploadResult",
             "__version__",
             "errors",
+            "webhooks",
         ]
     )
     for name in cynaps_data.__all__:

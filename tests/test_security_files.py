@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import socketserver
 import threading
-import zlib
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -14,6 +13,8 @@ import pytest
 import requests
 
 from cynaps_data.server.platform import LocalPlatform
+
+from .conftest import png_bytes
 
 
 class _Trap(socketserver.ThreadingTCPServer):
@@ -39,20 +40,6 @@ def trap() -> Iterator[_Trap]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def _png() -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-
-    header = (1).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00\x00"))
-        + chunk(b"IEND", b"")
-    )
 
 
 def test_platform_never_fetches_user_supplied_urls(platform: LocalPlatform, trap: _Trap) -> None:
@@ -135,7 +122,7 @@ def test_asset_and_static_serving_cannot_escape_their_store(platform: LocalPlatf
     pid = requests.post(
         base + "/v1/projects", headers=h, json={"name": "files", "labels": ["a"]}, timeout=30
     ).json()["id"]
-    png = _png()
+    png = png_bytes(1, 1)
     stored = requests.post(base + f"/v1/projects/{pid}/assets", headers=h, data=png, timeout=30)
     assert stored.status_code == 201, stored.text
     sha = stored.json()["sha256"]
@@ -237,7 +224,7 @@ def _make_every_secret(platform: LocalPlatform, tmp_path, monkeypatch, capsys) -
     stored = requests.post(
         base + f"/v1/projects/{pid}/assets",
         headers={"Authorization": f"Bearer {customer['api_key']}"},
-        data=_png(),
+        data=png_bytes(1, 1),
         timeout=30,
     )
     assert stored.status_code == 201
@@ -352,13 +339,19 @@ def test_asset_directory_not_private_is_refused_and_symlinks_not_served(tmp_path
             timeout=30,
         ).json()["id"]
         up = requests.post(
-            platform.base_url + f"/v1/projects/{pid}/assets", headers=h, data=_png(), timeout=30
+            platform.base_url + f"/v1/projects/{pid}/assets",
+            headers=h,
+            data=png_bytes(1, 1),
+            timeout=30,
         )
         assert up.status_code == 500 and not any(planted.iterdir())
         # a private directory of ours: a symlink planted as an asset file is not followed
         os.chmod(planted, 0o700)
         up = requests.post(
-            platform.base_url + f"/v1/projects/{pid}/assets", headers=h, data=_png(), timeout=30
+            platform.base_url + f"/v1/projects/{pid}/assets",
+            headers=h,
+            data=png_bytes(1, 1),
+            timeout=30,
         )
         assert up.status_code == 201, up.text
         sha = up.json()["sha256"]

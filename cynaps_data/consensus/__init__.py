@@ -25,6 +25,7 @@ import pandas as pd
 
 from ..errors import ValidationError
 from ._base import BaseAggregator
+from .adaptive import expected_gain, next_judgements
 from .agreement import (
     cohen_kappa,
     cohen_kappa_matrix,
@@ -35,6 +36,7 @@ from .agreement import (
     set_agreement,
 )
 from .calibration import expected_calibration_error
+from .dask import fit_dask
 from .dawid_skene import DawidSkene, OneCoinDawidSkene
 from .ebcc import EBCC
 from .ensemble import ConsensusEnsemble
@@ -67,9 +69,12 @@ __all__ = [
     "cohen_kappa",
     "cohen_kappa_matrix",
     "expected_calibration_error",
+    "expected_gain",
+    "fit_dask",
     "fleiss_kappa",
     "get_aggregator",
     "krippendorff_alpha",
+    "next_judgements",
     "percent_agreement",
     "task_metadata",
     # multi-label and rating aggregation (issue 13)

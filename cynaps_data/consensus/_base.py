@@ -260,6 +260,10 @@ class BaseAggregator:
         ``gold``: optional Series indexed by task with known true labels; those tasks' posteriors
         are fixed to the gold label during fitting (worker parameters learn from them).
         """
+        if type(data).__module__.split(".")[0] in ("dask", "dask_expr"):  # on the cluster
+            from .dask import fit_dask
+
+            return fit_dask(self, data, gold)
         labels = getattr(self, "labels", None)
         enc = encode(data, labels, min_workers=self._min_workers)
         g = encode_gold(gold, enc)

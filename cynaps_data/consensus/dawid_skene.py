@@ -94,7 +94,7 @@ def spmm_add(a: sp.spmatrix, x: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _confusion_from_counts(
+def confusion_from_counts(
     counts: np.ndarray, alpha_correct: float, alpha_wrong: float, variational: bool
 ) -> np.ndarray:
     """counts ``(W, K_obs, K_true)`` -> log confusion ``(W, K, K)`` (normalised over axis 1)."""
@@ -159,7 +159,7 @@ def dawid_skene_em(
     history: list[float] = []
 
     def log_params(counts: np.ndarray, q_sum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        log_e = _confusion_from_counts(
+        log_e = confusion_from_counts(
             counts.reshape(n_workers, k, k), alpha_correct, alpha_wrong, variational
         )
         pc = np.maximum(q_sum + alpha_prior, _EPS)

@@ -75,7 +75,8 @@ class Encoder:
         from ..types import get_type
 
         self.atype = get_type(annotation_type)
-        self.fast_labels = annotation_type == "classification"
+        # optional type hook: a vectorised check of a whole column of values (None: per row)
+        self.valid_values = getattr(self.atype, "valid_values", None)
         self.gold_names = _classlabel_names(source.features, roles.gold_column)
         self.pred_names = _classlabel_names(source.features, roles.prediction_column)
         self.asset_cache: dict[str, str] = {}  # sha256 -> content type (uploaded this run)
@@ -157,13 +158,9 @@ class Encoder:
         self, col: pa.Array, name: str, offset: int, *, allow_list: bool
     ) -> list[dict]:
         role = "prediction" if allow_list else "gold label"
-        if self.fast_labels and (
-            pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
-        ):
-            ok = pc.or_(
-                pc.is_null(col), pc.is_in(col, value_set=pa.array(self.labels, type=col.type))
-            )
-            bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
+        ok = self.valid_values(col, self.labels) if self.valid_values is not None else None
+        if ok is not None:
+            bad = np.flatnonzero(~ok)
             return [
                 failure(
                     offset + i,

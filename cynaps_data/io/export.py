@@ -415,7 +415,7 @@ def to_dataset(
     """A :func:`wide_table` as a ``datasets.Dataset``.
 
     The value columns (``label``, ``gold``, ``expert_label``...) take the features the project's
-    annotation type gives (classification: ``ClassLabel(names=<project labels>)``, missing is
+    annotation type gives (e.g. ``ClassLabel(names=<project labels>)``, missing is
     ``-1``); ``label_source`` and ``status`` are strings; ``vote_distribution`` is a dict of
     float64 shares; ``annotator_ids`` a sequence of strings; data columns keep their source
     features (``Image`` where images were uploaded) or the features Arrow implies.

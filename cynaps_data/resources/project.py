@@ -207,9 +207,10 @@ class Project:
             progress=progress,
         )
         columns = list(df.columns) if hasattr(df, "columns") else None
-        return self._ingest(
-            lambda cols: sources.from_dataframe(df, cols), columns, **roles, **options
-        )
+        from ..io import partitioned  # a Dask DataFrame: partition by partition
+
+        make = partitioned.from_dask if partitioned.is_dask_frame(df) else sources.from_dataframe
+        return self._ingest(lambda cols: make(df, cols), columns, **roles, **options)
 
     def upload_dataset(
         self,
@@ -556,13 +557,60 @@ class Project:
     def to_parquet(self, path: str, **options: Any) -> Any:
         """Write the wide typed export to Parquet (label set, annotation type and quality
         settings in the schema metadata); read it back with ``pandas.read_parquet`` or
-        :func:`cynaps_data.io.export.read_parquet`. Returns the path."""
+        :func:`cynaps_data.io.export.read_parquet`. Returns the path.
+
+        A ``path`` without a ``.parquet`` suffix (or ``partitioned=True``) writes a partitioned
+        dataset directory, streamed (:mod:`cynaps_data.io.partitioned`: ``form``, ``since``,
+        ``max_rows_per_file``, ``row_group_size``, ``compression``, ``overwrite``)."""
         from ..io import export as io_export
+        from ..io import partitioned
+
+        if partitioned.is_dataset_path(path, options.pop("partitioned", None)):
+            return self._write_dataset(path, **options)
 
         parquet_options = {
             k: options.pop(k) for k in ("compression", "row_group_size") if k in options
         }
         return io_export.write_parquet(self.to_pandas(**options), path, **parquet_options)
+
+    def _write_dataset(
+        self,
+        path: str,
+        form: str = "wide",
+        *,
+        since: Any = None,
+        fetch_images: bool = True,
+        **options: Any,
+    ) -> Any:
+        """``to_parquet`` into a dataset directory, written while the export streams in."""
+        from ..io import export as io_export
+        from ..io import partitioned
+
+        io_export.reject_unknown(form, ("wide", "long"), "form")
+        params: dict[str, Any] = {"format": "arrow", "form": form}
+        if since is not None:
+            params["since"] = _since_seconds(since)
+        response = self._transport.request(
+            "GET",
+            f"/v1/projects/{self.id}/export",
+            params=params,
+            timeout=max(self._transport.timeout, 600),
+            raw=True,
+            stream=True,
+        )
+        fetch = self._fetch_asset if fetch_images else None
+        with response:
+            response.raw.decode_content = True
+            try:
+                return partitioned.write_export(
+                    response.raw, path, form=form, fetch_asset=fetch, **options
+                )
+            except APIConnectionError:
+                raise
+            except (OSError, urllib3.exceptions.HTTPError) as exc:
+                raise APIConnectionError(
+                    f"The export stream broke off: {exc}; download it again."
+                ) from exc
 
     def to_dataset(self, *, since: Any = None, fetch_images: bool = True) -> Any:
         """The wide export as a ``datasets.Dataset``: ``label`` is a ``ClassLabel`` with the

@@ -14,7 +14,20 @@ from . import api_schema
 from .db import Database
 from .middleware import HotRoutes, Idempotency, RateLimiter, RequestContext
 from .problems import Problem
-from .routers import accounts, annotator, assets, billing, exports, imports, projects, tasks, ui
+from .routers import (
+    accounts,
+    annotator,
+    api_keys,
+    assets,
+    billing,
+    console,
+    exports,
+    imports,
+    projects,
+    tasks,
+    ui,
+    webhooks,
+)
 from .settings import Settings
 
 log = logging.getLogger("cynaps_data.server")
@@ -84,6 +97,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.state.settings = settings
     api_schema.install(app, _problem_response)
     for module in (accounts, projects, tasks, assets, billing, exports, imports, annotator, ui):
+        app.include_router(module.router)
+    for module in (api_keys, webhooks, console):
         app.include_router(module.router)
 
     @app.exception_handler(Problem)

@@ -284,6 +284,8 @@ class Idempotency:
     #: recorded once per (task, annotator) and a repeat answers as the first time did
     #: (``work.submit``), so a key would only add two write transactions to the hot path.
     NATURALLY_IDEMPOTENT = re.compile(r"/v1/annotator/tasks/[0-9]+/judgements")
+    #: answers carrying a secret shown once (issue 17): never stored, so never replayed
+    SECRET_ANSWERS = re.compile(r"/v1/(api_keys|webhooks/endpoints(/[^/]+/rotate_secret)?)")
 
     def __init__(self, app: ASGIApp, db: Callable[[], Database]) -> None:
         self.app = app
@@ -292,6 +294,8 @@ class Idempotency:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         key = header(scope, b"idempotency-key") if scope["type"] == "http" else None
         if key and self.NATURALLY_IDEMPOTENT.fullmatch(scope["path"]):
+            key = None
+        if key and self.SECRET_ANSWERS.fullmatch(scope["path"]):
             key = None
         principal = scope.get("state", {}).get("principal") if key else None
         owner = principal.key_hash if principal is not None else None

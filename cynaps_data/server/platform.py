@@ -18,6 +18,7 @@ from .app import create_app
 from .db import Database, database_url
 from .services.accounts import create_account
 from .settings import Settings, WorkforceSettings
+from .webhook_worker import WebhookWorker
 from .workforce import Workforce, enlist
 
 
@@ -32,6 +33,7 @@ class LocalPlatform:
         port: int = 0,
         workforce: WorkforceSettings | None | bool = True,
         settings: Settings | None = None,
+        webhook_allow_loopback: bool | None = None,
     ) -> None:
         self._tmp = None
         if db is None and settings is None:
@@ -44,6 +46,8 @@ class LocalPlatform:
         elif workforce is False:
             workforce = None
         settings.workforce = workforce
+        if webhook_allow_loopback is not None:
+            settings.webhook_allow_loopback = webhook_allow_loopback
         self.settings = settings
         self.host = host
         self.port = port
@@ -52,6 +56,7 @@ class LocalPlatform:
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
         self.workforce: Workforce | None = None
+        self.webhooks: WebhookWorker | None = None
         self.admin_key: str | None = None
 
     @property
@@ -79,6 +84,8 @@ class LocalPlatform:
         _, self.admin_key = create_account(
             self.db, role="admin", name="Local admin", sandbox=self.settings.sandbox
         )
+        if self.settings.webhook_worker:
+            self.webhooks = WebhookWorker(self.db, self.settings).start()
         if self.settings.workforce is not None:
             members = enlist(self.db, self.settings.workforce, self.settings.sandbox)
             self.workforce = Workforce(
@@ -114,6 +121,9 @@ class LocalPlatform:
         if self.workforce is not None:
             self.workforce.stop()
             self.workforce = None
+        if self.webhooks is not None:
+            self.webhooks.stop()
+            self.webhooks = None
         if self.server is not None:
             self.server.should_exit = True
             if self.thread is not None:

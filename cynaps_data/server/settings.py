@@ -42,6 +42,22 @@ class Settings:
     asset_dir: str | None = None
     #: an Idempotency-Key whose request has run this long without an answer may be taken over
     idempotency_takeover_seconds: float = 60.0
+    # -- webhooks (issue 17; docs/webhooks.md, docs/configuration.md) --
+    #: deliver to loopback addresses (127.0.0.0/8, ::1): local development only; off by default,
+    #: on in ``Client.local()``; shown at ``GET /v1/webhooks/settings``
+    webhook_allow_loopback: bool = False
+    #: the Standard Webhooks retry schedule is multiplied by this (e.g. 0.001 in tests)
+    webhook_retry_scale: float = 1.0
+    webhook_timeout_seconds: float = 10.0  # connect + send + answer, per attempt
+    webhook_max_response_bytes: int = 64 * 1024  # read at most this much of an answer
+    webhook_concurrency: int = 16  # deliveries in flight per platform process
+    webhook_poll_seconds: float = 0.1  # how often an idle worker looks for work
+    #: a claimed delivery not answered within this is taken up again (a crashed process)
+    webhook_lease_seconds: float = 60.0
+    webhook_worker: bool = True  # run the delivery worker in this process
+    #: the 32-byte key that encrypts webhook secrets at rest (created 0600 if missing);
+    #: default ``<sqlite file>-platform.key`` or ``~/.cynaps/platform.key``
+    platform_key_file: str | None = None
 
     def to_json(self) -> str:
         """These settings as JSON (for another process; ``workforce`` included)."""

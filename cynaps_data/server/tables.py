@@ -204,3 +204,86 @@ assets = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
+
+# -- API keys as a resource, webhooks (issue 17; migration 0008) ---------------------------------
+# api_keys gains: id (key_…), name, last_used_at, revoked_at (see the migration; expires_at
+# came with 0007).
+api_keys.append_column(sa.Column("id", sa.String(40), nullable=True))
+api_keys.append_column(sa.Column("name", sa.String(200), nullable=True))
+api_keys.append_column(sa.Column("last_used_at", sa.Float, nullable=True))
+api_keys.append_column(sa.Column("revoked_at", sa.Float, nullable=True))
+sa.Index("ix_api_keys_id", api_keys.c.id, unique=True)
+
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # we_…
+    sa.Column("account_id", sa.String(40), nullable=False, index=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("description", sa.String(500), nullable=False, default=""),
+    sa.Column("project_id", sa.String(40), nullable=True),  # only this project's events
+    sa.Column("event_types", sa.JSON, nullable=True),  # null: every event type
+    # whsec_ secrets, AES-GCM encrypted with the platform key (never stored in clear)
+    sa.Column("secret_enc", sa.Text, nullable=False),
+    sa.Column("old_secret_enc", sa.Text, nullable=True),  # during a rotation's grace period
+    sa.Column("old_secret_expires_at", sa.Float, nullable=True),
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False),
+    sa.Column("disabled_reason", sa.String(300), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# Events written in the same transaction as the change that causes them; the delivery worker
+# turns them into messages (batching task events) and deletes them.
+webhook_outbox = sa.Table(
+    "webhook_outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(40), nullable=False),
+    sa.Column("event_type", sa.String(60), nullable=False),
+    sa.Column("project_id", sa.String(40), nullable=True),
+    sa.Column("data", sa.Text, nullable=False),  # JSON object text
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+webhook_messages = sa.Table(
+    "webhook_messages",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # msg_… (the webhook-id header)
+    sa.Column("account_id", sa.String(40), nullable=False, index=True),
+    sa.Column("event_type", sa.String(60), nullable=False),
+    sa.Column("project_id", sa.String(40), nullable=True),
+    sa.Column("body", sa.Text, nullable=False),  # the exact JSON payload that is signed
+    sa.Column("created_at", sa.Float, nullable=False),  # commit time of its (first) event
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.String(40), nullable=False),
+    sa.Column("endpoint_id", sa.String(40), nullable=False, index=True),
+    sa.Column("status", sa.String(12), nullable=False),  # pending | succeeded | failed
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.Float, nullable=False),  # also the lease of a claimed one
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.UniqueConstraint("message_id", "endpoint_id", name="uq_delivery_once"),
+    sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+)
+
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("endpoint_id", sa.String(40), nullable=False),
+    sa.Column("message_id", sa.String(40), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),  # 1, 2, … per delivery
+    sa.Column("status_code", sa.Integer, nullable=True),  # null: no HTTP answer
+    sa.Column("error", sa.String(300), nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("response", sa.String(300), nullable=True),  # first bytes of the answer
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_attempts_endpoint", "endpoint_id", "id"),
+)

@@ -34,7 +34,12 @@ def app_from_env() -> FastAPI:
 
     settings = Settings.from_json(os.environ[ENV])
     settings.workforce = None  # the sandbox workforce runs once, in the parent
-    return create_app(settings)
+    app = create_app(settings)
+    if settings.webhook_worker:  # every process delivers (claims are safe across processes)
+        from .webhook_worker import WebhookWorker
+
+        app.state.webhooks = WebhookWorker(app.state.db, settings).start()
+    return app
 
 
 def serve(

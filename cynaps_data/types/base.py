@@ -151,6 +151,11 @@ class AnnotationType(Protocol):
         """``datasets`` features of the value columns (``label``, ``gold``, ``expert_label``),
         e.g. ``ClassLabel(names=...)``; imports ``datasets`` inside."""
 
+    # optional: ``valid_values(values: pa.Array, config) -> np.ndarray | None``: a vectorised
+    # check of a whole column of values (the client's upload of gold labels and predictions),
+    # a bool mask where null counts as valid, or ``None`` to have them checked row by row with
+    # :meth:`validate_value`.
+
     # optional: ``to_pandas_columns(frame, config) -> frame`` turns the wide frame's value
     # columns (as pandas read them from :meth:`wide_columns`' Arrow arrays) into the dtypes a
     # user expects (e.g. ``Int64`` for integer values with gaps); absent: left as read.

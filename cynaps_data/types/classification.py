@@ -191,6 +191,17 @@ class Classification:
     def long_label(self, values: pa.Array, config: list) -> pa.Array:
         return dictionary(label_codes(values, list(config)), list(config))
 
+    def valid_values(self, values: pa.Array, config: list) -> np.ndarray | None:
+        """Vectorised check of a column of values (the client's upload of gold labels): a bool
+        mask (null counts as valid) for a string column, else ``None`` (checked row by row)."""
+        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            return None
+        import pyarrow.compute as pc
+
+        allowed = pa.array([str(x) for x in config], type=values.type)
+        ok = pc.or_(pc.is_null(values), pc.is_in(values, value_set=allowed))
+        return ok.to_numpy(zero_copy_only=False)
+
     def aggregate(self, votes: Any, method: Any, config: list, **params: Any) -> Any:
         """Any :mod:`cynaps_data.consensus` method over the votes: ``<prefix>_label``
         (Categorical over the labels), ``<prefix>_confidence`` (float64, the top posterior)

@@ -40,7 +40,15 @@ MEDIA_TYPES = {
     ".svg": "image/svg+xml",
     ".png": "image/png",
 }
-PAGES = {"": "annotate.html", "review": "review.html", "dashboard": "dashboard.html"}
+PAGES = {
+    "": "annotate.html",
+    "review": "review.html",
+    "dashboard": "dashboard.html",
+    # the customer console (issue 17): Projects is the dashboard
+    "projects": "dashboard.html",
+    "billing": "billing.html",
+    "settings": "settings.html",
+}
 
 
 @cache

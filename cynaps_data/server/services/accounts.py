@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -60,6 +61,8 @@ def create_account(
             api_keys.insert(),
             {
                 "key_hash": hash_key(key),
+                "id": random_id("key"),
+                "name": "default",
                 "prefix": key_prefix(key),
                 "account_id": account["id"],
                 "revoked": False,
@@ -99,6 +102,14 @@ _UNAUTHORIZED = (
 AUTH_CACHE_SECONDS = 2.0
 AUTH_CACHE_SIZE = 10_000
 _AUTH_CACHE: dict[tuple[str, str], tuple[Principal, float]] = {}
+#: (database URL, key hash) -> time of the key's latest use; written to ``api_keys.last_used_at``
+#: by ``services.api_keys.flush_last_used`` (not on the request path)
+LAST_USED: dict[tuple[str, str], float] = {}
+
+
+def forget_key(db: Database, key_hash: str) -> None:
+    """Drop a key from this process's authentication cache (after revoking it)."""
+    _AUTH_CACHE.pop((db.url, key_hash), None)
 
 
 def cached_principal(db: Database, authorization: str | None) -> Principal | None:
@@ -128,12 +139,16 @@ def authenticate(db: Database, authorization: str | None) -> Principal:
     digest = hash_key(key)
     cached = _AUTH_CACHE.get((db.url, digest))
     if cached is not None and cached[1] > time.monotonic():
+        LAST_USED[(db.url, digest)] = time.time()
         return cached[0]
     with db.read() as conn:
         row = conn.execute(
             sa.select(
                 api_keys.c.key_hash,
                 api_keys.c.revoked,
+                api_keys.c.id.label("key_id"),
+                api_keys.c.prefix,
+                api_keys.c.revoked_at,
                 api_keys.c.expires_at,
                 accounts.c.id,
                 accounts.c.role,
@@ -143,11 +158,45 @@ def authenticate(db: Database, authorization: str | None) -> Principal:
             .join(accounts, accounts.c.id == api_keys.c.account_id)
             .where(api_keys.c.key_hash == digest)
         ).first()
-    expired = row is not None and row.expires_at is not None and row.expires_at <= time.time()
-    if row is None or row.revoked or expired or not hmac.compare_digest(row.key_hash, digest):
+    if row is None or not hmac.compare_digest(row.key_hash, digest):
         raise Problem(401, "invalid_api_key", _UNAUTHORIZED, type="authentication_error")
+    now = time.time()
+    if row.revoked or (row.expires_at is not None and row.expires_at <= now):
+        raise _dead_key(row)
     principal = Principal(row.id, row.role, row.owner_id, digest, bool(row.simulated))
     if len(_AUTH_CACHE) >= AUTH_CACHE_SIZE:
         _AUTH_CACHE.clear()
-    _AUTH_CACHE[(db.url, digest)] = (principal, time.monotonic() + AUTH_CACHE_SECONDS)
+    ttl = (
+        AUTH_CACHE_SECONDS
+        if row.expires_at is None
+        else min(AUTH_CACHE_SECONDS, row.expires_at - now)
+    )
+    _AUTH_CACHE[(db.url, digest)] = (principal, time.monotonic() + ttl)
+    LAST_USED[(db.url, digest)] = now
     return principal
+
+
+def _dead_key(row: Any) -> Problem:
+    """401 for a revoked or expired key, saying which (and when) and what to do."""
+    from datetime import datetime, timezone
+
+    def when(t: float | None) -> str:
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if t else "?"
+
+    fix = (
+        "Use another live key, or create one in Settings → API & Webhooks "
+        "(or `cynaps keys create`)."
+    )
+    if row.revoked:
+        return Problem(
+            401,
+            "api_key_revoked",
+            f"This API key ({row.prefix}…, {row.key_id}) was revoked at {when(row.revoked_at)}. {fix}",
+            type="authentication_error",
+        )
+    return Problem(
+        401,
+        "api_key_expired",
+        f"This API key ({row.prefix}…, {row.key_id}) expired at {when(row.expires_at)}. {fix}",
+        type="authentication_error",
+    )

@@ -19,6 +19,7 @@ never other annotators' labels. Judgements are ``judgements.py``, expert review 
 
 from __future__ import annotations
 
+import logging
 import time
 from functools import cache
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from .. import lanes
+from .. import lanes, pg_assign
 from ..db import Database
 from ..problems import Problem, forbidden
 from ..tables import assignments, judgements, projects, skips, tasks
@@ -175,12 +176,51 @@ def _view(
     }
 
 
+log = logging.getLogger(__name__)
+#: a task whose data and suggestions are shorter than this cannot nest deep enough to fail
+#: ``orjson.dumps`` (254 levels take 508 brackets), so only longer ones are test-rendered
+_CANNOT_NEST_TOO_DEEP = 400
+_UNRENDERABLE_SQL = (
+    "INSERT INTO skips (task_id, annotator_id, project_id, created_at)"
+    " VALUES (:task, :me, :project, :now)"
+)
+_DROP_HELD_SQL = "DELETE FROM assignments WHERE task_id = :task AND annotator_id = :me"
+
+
+def _render(
+    db: Raw,
+    me: str,
+    now: float,
+    task_id: int,
+    project: tuple,
+    data: str,
+    preds: str | None,
+    expires_at: float,
+) -> dict | None:
+    """The assignment's view, or ``None`` when the task cannot be rendered (nested deeper than
+    the response serialiser takes: stored before the upload limit of ``limits.py``).
+
+    Such a task is recorded as skipped by this annotator (never offered to it again) and
+    logged, so it cannot block the queue with a 500 on every ``next``."""
+    try:
+        view = _view(task_id, project, data, preds, expires_at)
+        if len(data) + len(preds or "") >= _CANNOT_NEST_TOO_DEEP:
+            orjson.dumps(view)
+        return view
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, TypeError, RecursionError) as exc:
+        log.warning("task %s cannot be rendered (%s); skipped for annotator %s", task_id, exc, me)
+        db.run(_DROP_HELD_SQL, {"task": task_id, "me": me})
+        db.run(_UNRENDERABLE_SQL, {"task": task_id, "me": me, "project": project[0], "now": now})
+        return None
+
+
 def assign_next(
     db: Raw, principal: Principal, ttl: float, now: float, project_id: str | None
 ) -> dict | None:
     """Inside a write transaction: the annotator's live assignment, or a new one, or ``None``.
 
-    New work comes from the oldest active project first, lowest task id first.
+    New work comes from the oldest active project first, lowest task id first. A task that
+    cannot be rendered is skipped for this annotator (:func:`_render`) and the next handed out.
     """
     me = principal.account_id
     held_sql, active_sql = _queue_sql(principal.owner_id is not None, project_id is not None)
@@ -192,17 +232,27 @@ def assign_next(
     held = db.run(held_sql, params).fetchone()
     if held is not None:
         row = db.run(_TASK_VIEW_SQL, {"task": held[0]}).fetchone()
-        return _view(row[0], (row[1], *row[4:]), row[2], row[3], held[1])
+        view = _render(db, me, now, row[0], (row[1], *row[4:]), row[2], row[3], held[1])
+        if view is not None:
+            return view
     _sweep(db, now)
     for project in db.run(active_sql, params).fetchall():
-        task = db.run(_CANDIDATE_SQL, {"pid": project[0], "me": me, "now": now}).fetchone()
-        if task is not None:
+        while True:
+            task = (  # PostgreSQL: SKIP LOCKED and a re-check, safe across processes (pg_assign.py)
+                pg_assign.candidate(db, project[0], me, now)
+                if db.pg
+                else db.run(_CANDIDATE_SQL, {"pid": project[0], "me": me, "now": now}).fetchone()
+            )
+            if task is None:
+                break
             expires_at = now + ttl
             db.run(
                 _ASSIGN_SQL,
                 {"task": task[0], "me": me, "project": project[0], "expires": expires_at},
             )
-            return _view(task[0], project, task[1], task[2], expires_at)
+            view = _render(db, me, now, task[0], project, task[1], task[2], expires_at)
+            if view is not None:
+                return view
     return None
 
 

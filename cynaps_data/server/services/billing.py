@@ -25,7 +25,7 @@ from ..db import Database
 from ..ids import random_id
 from ..problems import Problem, invalid, invalid_state
 from ..tables import judgements, payments, projects, tasks
-from . import ledger
+from . import ledger, outbox
 from .fastsql import Raw
 from .pricing import quote, task_charge_cents
 
@@ -121,6 +121,7 @@ def pay_deposit(conn: sa.Connection, project: Any, method: str) -> dict:
         q.total_cents,
         project_id=project.id,
     )
+    outbox.deposit_paid(conn, project, q.total_cents, payment["id"] if payment else None)
     conn.execute(
         projects.update()
         .where(projects.c.id == project.id)
@@ -217,6 +218,7 @@ def release_escrow(conn: sa.Connection, project: Any) -> int:
         raise RuntimeError("escrow cannot cover the release; ledger invariant broken")
     ledger.post(conn, "release", moves, project_id=project.id)
     if rows:
+        outbox.results_released(conn, project, total, sum(int(r[2]) for r in rows))
         conn.execute(judgements.update().where(unpaid).values(paid=True))
     conn.execute(
         tasks.update()
@@ -248,6 +250,34 @@ def reserve_for_reopen(conn: sa.Connection, project: Any, n_tasks: int, n: int) 
         project_id=project.id,
     )
     return cents
+
+
+def reserve_escalation(conn: sa.Connection, project: Any, task_id: int, extra: int) -> bool:
+    """Hold the price of ``extra`` more judgements of a task escalated past what is covered.
+
+    The deposit covers ``min_annotators`` judgements per task (a reopen reserves its own); a
+    disputed task without expert review gets one more annotator at a time, each beyond that
+    cover. In the escalation's transaction the price moves ``customer → deposit_hold`` if the
+    balance covers it (``True``); otherwise nothing moves (``False``) and the caller finalises
+    the task instead (plurality label, ``majority``), so the charges never exceed what is held
+    and the balance never goes below zero. What is not spent is refunded with the deposit on
+    completion or cancellation (:func:`refund_deposit`). ``project``: ``id``, ``owner_id``,
+    ``annotation_type``.
+    """
+    cents = task_charge_cents(project.annotation_type, extra, False)
+    customer = ledger.customer(project.owner_id)
+    if cents <= 0:
+        return True
+    if ledger.balance(conn, customer) < cents:
+        return False
+    ledger.post(
+        conn,
+        "deposit_hold",
+        [(customer, ledger.deposit_hold(project.id), cents)],
+        project_id=project.id,
+        memo=f"task {task_id} escalated",
+    )
+    return True
 
 
 def settle_escrow(conn: sa.Connection, project: Any) -> int:
@@ -291,6 +321,7 @@ def refund_deposit(conn: sa.Connection, project: Any) -> int:
     hold = ledger.deposit_hold(project.id)
     cents = ledger.balance(conn, hold)
     if cents > 0:
+        outbox.deposit_refunded(conn, project, cents)  # webhook event, same transaction
         ledger.post(
             conn,
             "deposit_refund",

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from ..db import Database
 from ..problems import Problem, invalid, invalid_state
 from ..tables import projects, tasks
-from . import billing
+from . import billing, outbox
 from . import projects as project_service
 
 MAX_TASKS = 100_000
@@ -103,6 +103,7 @@ def reopen(db: Database, owner_id: str, project_id: str, body: Any) -> dict:
         state = project.state
         if state in ("review", "completed"):
             state = "active"
+            outbox.state_changing(conn, project_id, state)  # webhook event, same transaction
             conn.execute(
                 projects.update()
                 .where(projects.c.id == project_id)

@@ -19,7 +19,7 @@ from .. import lanes
 from ..db import Database
 from ..problems import Problem, invalid
 from ..tables import projects
-from . import billing
+from . import billing, outbox
 from . import projects as project_service
 from . import votes as vote_service
 from .accounts import Principal
@@ -250,9 +250,20 @@ def submit(
         else:
             votes = [orjson.loads(v[0]) for v in raw.run(_VOTES_SQL, {"task": task_id}).fetchall()]
             n_votes = len(votes)
-            decision = vote_service.decide(
-                atype, votes, json_value(quality), needed, json_value(labels)
-            )
+            quality = json_value(quality)
+            config = json_value(labels)
+            decision = vote_service.decide(atype, votes, quality, needed, config)
+            if (
+                decision.status == "pending"
+                and decision.needed > needed
+                and not billing.reserve_escalation(
+                    raw.conn,
+                    ChargedProject(task_project, owner, annotation_type),
+                    task_id,
+                    decision.needed - needed,
+                )
+            ):  # escalated past the deposit and the balance cannot pay: finalise instead
+                decision = vote_service.without_escalation(atype, votes, quality, needed, config)
         raw.run(
             _UPDATE_TASK_SQL,
             {
@@ -270,6 +281,7 @@ def submit(
             },
         )
         if decision.status != "pending":
+            outbox.task_decided(raw.conn, owner, task_project, task_id, decision.status)
             if decision.status == "completed":
                 charged = ChargedProject(task_project, owner, annotation_type)
                 billing.charge_task(raw.conn, charged, task_id, n_votes, expert=False)

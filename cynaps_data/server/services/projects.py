@@ -7,12 +7,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ...types import get_type
+from ...types import DEFAULT_TYPE, get_type
 from ..db import Database
 from ..ids import random_id
 from ..problems import invalid, invalid_state, not_found
 from ..tables import projects, tasks
-from . import billing, states
+from . import billing, outbox, states
 from .quality import validate_quality
 
 MAX_NAME = 500
@@ -25,7 +25,7 @@ def create(db: Database, owner_id: str, body: dict[str, Any]) -> dict:
         raise invalid("name must be a non-empty string", param="name")
     if len(name) > MAX_NAME:
         raise invalid(f"name is longer than {MAX_NAME} characters", param="name")
-    type_name = body.get("annotation_type", "classification")
+    type_name = body.get("annotation_type", DEFAULT_TYPE)
     if not isinstance(type_name, str):
         raise invalid(
             "annotation_type must be the name of an annotation type (a string)",
@@ -158,6 +158,7 @@ def status(db: Database, owner_id: str, project_id: str) -> dict:
 
 
 def set_state(conn: sa.Connection, project_id: str, state: str) -> None:
+    outbox.state_changing(conn, project_id, state)  # webhook event, same transaction
     conn.execute(
         projects.update()
         .where(projects.c.id == project_id)

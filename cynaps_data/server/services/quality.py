@@ -2,7 +2,9 @@
 
 ``min_annotators`` judgements per task first; ``consensus_threshold`` the agreement at or above
 which the consensus is final; below it a task is *disputed* and waits for an expert when
-``enable_expert_review``, else gets one more annotator at a time up to ``max_annotators``. How a
+``enable_expert_review``, else gets one more annotator at a time up to ``max_annotators`` (each
+one reserved from the customer's balance when escalated, ``billing.reserve_escalation``; if the
+balance cannot cover it the task is finalised with the plurality label instead). How a
 type measures agreement and picks the final value is its ``decide`` hook
 (``cynaps_data.types``; the decision for one task is ``services.votes.decide``).
 """

@@ -19,7 +19,7 @@ from .. import lanes
 from ..db import Database
 from ..problems import Problem, invalid, not_found
 from ..tables import assignments, judgements, projects, tasks
-from . import billing
+from . import billing, outbox
 from . import projects as project_service
 from . import votes as vote_service
 from .accounts import Principal
@@ -162,6 +162,7 @@ def decide_review(db: Database, principal: Principal, task_id: int, body: Any) -
             )
         )
         billing.charge_task(conn, project, task_id, task.n_judgements, expert=True)
+        outbox.task_decided(conn, project.owner_id, project.id, task_id, "completed")
         project_service.settle(conn, project)
     return {
         "object": "review_decision",

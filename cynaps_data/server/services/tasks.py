@@ -22,6 +22,7 @@ import orjson
 import sqlalchemy as sa
 
 from ...types import get_type
+from .. import pg_copy
 from ..db import Database
 from ..problems import Problem, invalid, invalid_state
 from ..tables import projects
@@ -219,6 +220,8 @@ def insert_rows(
     values shared by the batch (project id, ``needed``, absent columns) are SQL literals, the
     timestamp is one parameter per statement on SQLite, so each row binds only its own values.
     """
+    if conn.dialect.name == "postgresql":  # COPY into a staging table (server/pg_copy.py)
+        return pg_copy.copy_tasks(conn, project, external_ids, data, gold, predictions)
     n = len(data)
     if not n:
         return 0

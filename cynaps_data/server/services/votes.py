@@ -43,6 +43,15 @@ def decide(
     return atype.decide(votes, quality, needed)
 
 
+def without_escalation(
+    atype: AnnotationType, votes: list[Any], quality: dict, needed: int, config: Any = None
+) -> Decision:
+    """The decision when a disputed task may not get another annotator (the customer's balance
+    cannot pay for one): as if ``max_annotators`` were reached, the type's plurality label
+    (``majority``) is final."""
+    return decide(atype, votes, {**quality, "max_annotators": needed}, needed, config)
+
+
 def takes_config(atype: AnnotationType) -> bool:
     """Whether the type's ``decide`` accepts a ``config`` keyword."""
     try:

@@ -1,0 +1,124 @@
+"""Dawid-Skene on Dask (``LocalCluster``, 2 worker processes with a memory limit) against the
+in-memory fit, per judgement, in the same run (issue 19).
+
+    python benchmarks/consensus_dask.py --judgements 10000000 --dask-judgements 100000000 --memory-limit 4GB
+
+Synthetic crowd, 5 classes, 5 judgements per task, 2,000 workers with random confusion. The
+in-memory fit runs on ``--judgements``; the Dask fit on ``--dask-judgements`` generated on the
+workers (``dask.dataframe.from_map``, partitioned by task, so nothing is shuffled and the
+client never holds the data). Both run ``--iters`` EM iterations (``tol=-inf``). Prints the
+seconds per iteration of each, the cost per judgement and their ratio (target: within 2x), the
+workers' peak memory against their limit, and the labels' agreement with the truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import pandas as pd
+
+K = 5
+PER_TASK = 5
+N_WORKERS = 2_000
+TASKS_PER_PART = 400_000
+
+
+def crowd(part: int, n_tasks: int, seed: int = 0) -> pd.DataFrame:
+    """Partition ``part``: ``n_tasks`` tasks (ids from ``part * TASKS_PER_PART``), their
+    judgements; columns task (int64), worker (int64), label (int64), truth (int64)."""
+    rng = np.random.default_rng([seed, part])
+    skill = np.random.default_rng(seed).uniform(0.5, 0.95, N_WORKERS)
+    truth = rng.integers(0, K, n_tasks)
+    task = np.repeat(np.arange(n_tasks) + part * TASKS_PER_PART, PER_TASK)
+    worker = rng.integers(0, N_WORKERS, task.size)
+    t = np.repeat(truth, PER_TASK)
+    ok = rng.random(task.size) < skill[worker]
+    label = np.where(ok, t, rng.integers(0, K, task.size))
+    return pd.DataFrame({"task": task, "worker": worker, "label": label, "truth": t})
+
+
+def sizes(judgements: int) -> list[int]:
+    tasks = judgements // PER_TASK
+    full, rest = divmod(tasks, TASKS_PER_PART)
+    return [TASKS_PER_PART] * full + ([rest] if rest else [])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--judgements", type=int, default=2_000_000, help="in-memory size")
+    parser.add_argument("--dask-judgements", type=int, default=None, help="Dask size")
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--memory-limit", default="4GB")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    dask_n = args.dask_judgements or args.judgements
+
+    import dask.dataframe as dd
+    from distributed import Client, LocalCluster
+
+    from cynaps_data.consensus import DawidSkene, fit_dask
+
+    load = os.getloadavg()[0]
+    parts = sizes(args.judgements)
+    mem_df = pd.concat([crowd(i, n) for i, n in enumerate(parts)], ignore_index=True)
+    truth = mem_df.groupby("task")["truth"].first()
+    start = time.perf_counter()
+    mem = DawidSkene(n_iter=args.iters, tol=-np.inf).fit(mem_df[["task", "worker", "label"]])
+    mem_s = time.perf_counter() - start
+    mem_acc = float((mem.labels_ == truth.loc[mem.labels_.index]).mean())
+    del mem_df, mem
+
+    with (
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            memory_limit=args.memory_limit,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        dparts = sizes(dask_n)
+        ddf = dd.from_map(crowd, list(range(len(dparts))), dparts)
+        start = time.perf_counter()
+        model = fit_dask(
+            DawidSkene(n_iter=args.iters, tol=-np.inf),
+            ddf[["task", "worker", "label"]],
+            partitioned_by_task=True,
+        )
+        fit_s = time.perf_counter() - start
+        import dask
+
+        def hits(labels: pd.Series, part: int, n_tasks: int) -> tuple[int, int]:
+            truth = crowd(part, n_tasks).groupby("task")["truth"].first()  # again, on a worker
+            return int((labels == truth.loc[labels.index]).sum()), len(labels)
+
+        counts = dask.compute(
+            *[
+                dask.delayed(hits)(lab, i, n)
+                for i, (lab, n) in enumerate(zip(model.labels_.to_delayed(), dparts, strict=True))
+            ]
+        )
+        agree = sum(c[0] for c in counts) / sum(c[1] for c in counts)
+        peak = max(
+            w["metrics"].get("memory", 0) for w in client.scheduler_info()["workers"].values()
+        )
+        limit = cluster.workers[next(iter(cluster.workers))].memory_manager.memory_limit
+    per_mem = mem_s / args.judgements
+    per_dask = fit_s / dask_n
+    print(
+        f"== Dawid-Skene, {args.iters} iterations, K={K} (load {load:.1f}) ==\n"
+        f"  in memory   {args.judgements:>12,} judgements {mem_s:8.1f} s"
+        f" ({mem_s / args.iters:.2f} s/iter, {per_mem * 1e9:.0f} ns/judgement) acc {mem_acc:.4f}\n"
+        f"  Dask {args.workers}x{args.memory_limit} {dask_n:>12,} judgements {fit_s:8.1f} s"
+        f" ({fit_s / args.iters:.2f} s/iter incl. setup, {per_dask * 1e9:.0f} ns/judgement)"
+        f" acc {agree:.4f}\n"
+        f"  per-judgement cost ratio Dask / in memory: {per_dask / per_mem:.2f}x (target <= 2x)\n"
+        f"  worker memory now {peak / 2**30:.2f} GiB of {limit / 2**30:.2f} GiB"
+    )
+
+
+if __name__ == "__main__":
+    main()
