@@ -1,5 +1,7 @@
 """Rating aggregation accuracy on Snow et al. 2008 (7 affect scales + word similarity): our
-default (RaterModel) beside the raters' mean and median, all computed in this run.
+default (the ``rating`` type's default method, ``auto`` = RaterModel, called through the type as
+``project.to_pandas(method="auto")`` does) beside the raters' mean and median, all computed in
+this run.
 
 Run from the repo root:
 
@@ -30,11 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cynaps_data.consensus.rating import (  # noqa: E402
-    RaterModel,
     RatingMean,
     RatingMedian,
     rating_alpha,
 )
+from cynaps_data.types import get_type  # noqa: E402
 
 DATA = Path("/work/shared/data/rating/snow2008_affect_wordsim")
 
@@ -56,6 +58,16 @@ def pearson(score: pd.Series, gold: pd.Series) -> float:
     return float(np.corrcoef(score.to_numpy(), gold.reindex(score.index).to_numpy())[0, 1])
 
 
+def through_type(df: pd.DataFrame, model_params: dict) -> pd.Series:
+    """The rating type's default client aggregation (``to_pandas(method="auto")``), the
+    project's config being the data's integer scale (0..100, valence -100..100, 0..10)."""
+    rating = get_type("rating")
+    config = rating.validate_config({"min": int(df["value"].min()), "max": int(df["value"].max())})
+    votes = df.rename(columns={"value": "label"}).assign(label=lambda d: d["label"].astype("int64"))
+    method = rating.default_method
+    return rating.aggregate(votes, method, config, **model_params)[f"{method}_score"]
+
+
 def run(data: dict, model_params: dict) -> pd.DataFrame:
     rows = []
     for dim, (df, gold) in data.items():
@@ -63,9 +75,9 @@ def run(data: dict, model_params: dict) -> pd.DataFrame:
         for name, model in (
             ("mean", RatingMean()),
             ("median", RatingMedian()),
-            ("ours", RaterModel(**model_params)),
+            ("ours", None),
         ):
-            s = model.fit_predict(df)
+            s = through_type(df, model_params) if model is None else model.fit_predict(df)
             row[name] = pearson(s, gold)
             row[name + "_spearman"] = float(spearmanr(s, gold.reindex(s.index)).statistic)
         rows.append(row)

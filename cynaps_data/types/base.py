@@ -110,7 +110,9 @@ class AnnotationType(Protocol):
     # -- platform consensus -----------------------------------------------------------------
     def decide(self, votes: list[Any], quality: dict, needed: int) -> Decision:
         """The consensus decision for one task from its annotator ``votes`` (values, in order)
-        under the project's validated ``quality_settings`` and ``needed`` judgements."""
+        under the project's validated ``quality_settings`` and ``needed`` judgements. A type
+        that needs its label config here (e.g. a rating's tolerance) declares a ``config``
+        keyword parameter; the platform then passes the project's config."""
 
     def summarize(self, votes: list[Any], config: Any | None) -> dict[str, Any]:
         """The task's vote summary beyond agreement and counts, as JSON: keys and values the

@@ -130,7 +130,7 @@ def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_ta
         task_rows = []
         for idx in keep:
             pid, ext, data, gold, preds, _needed, _now = rows[idx]
-            state = vote_service.imported_state(atype, votes[idx], quality)
+            state = vote_service.imported_state(atype, votes[idx], quality, labels)
             task_rows.append(
                 {
                     "project_id": pid,

@@ -251,7 +251,8 @@ def submit(
             votes = [orjson.loads(v[0]) for v in raw.run(_VOTES_SQL, {"task": task_id}).fetchall()]
             n_votes = len(votes)
             quality = json_value(quality)
-            decision = vote_service.decide(atype, votes, quality, needed)
+            config = json_value(labels)
+            decision = vote_service.decide(atype, votes, quality, needed, config)
             if (
                 decision.status == "pending"
                 and decision.needed > needed
@@ -262,7 +263,7 @@ def submit(
                     decision.needed - needed,
                 )
             ):  # escalated past the deposit and the balance cannot pay: finalise instead
-                decision = vote_service.without_escalation(atype, votes, quality, needed)
+                decision = vote_service.without_escalation(atype, votes, quality, needed, config)
         raw.run(
             _UPDATE_TASK_SQL,
             {

@@ -15,6 +15,7 @@ The consensus metadata of one task (final value, source, agreement, the type's s
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -29,20 +30,34 @@ from ..tables import VOTE_SEPARATOR
 LABEL_SOURCES = ["consensus", "majority", "expert", "imported", "none"]
 
 
-def decide(atype: AnnotationType, votes: list[Any], quality: dict, needed: int) -> Decision:
-    """The consensus decision for a task whose annotator ``votes`` (values, in order) are these."""
+def decide(
+    atype: AnnotationType, votes: list[Any], quality: dict, needed: int, config: Any = None
+) -> Decision:
+    """The consensus decision for a task whose annotator ``votes`` (values, in order) are these.
+    A type whose ``decide`` takes a ``config`` keyword (type parameters such as a rating's
+    tolerance live in the label config) is given the project's ``config``."""
     if len(votes) < needed:
         return Decision("pending", needed)
+    if config is not None and takes_config(atype):
+        return atype.decide(votes, quality, needed, config=config)
     return atype.decide(votes, quality, needed)
 
 
 def without_escalation(
-    atype: AnnotationType, votes: list[Any], quality: dict, needed: int
+    atype: AnnotationType, votes: list[Any], quality: dict, needed: int, config: Any = None
 ) -> Decision:
     """The decision when a disputed task may not get another annotator (the customer's balance
     cannot pay for one): as if ``max_annotators`` were reached, the type's plurality label
     (``majority``) is final."""
-    return atype.decide(votes, {**quality, "max_annotators": needed}, needed)
+    return decide(atype, votes, {**quality, "max_annotators": needed}, needed, config)
+
+
+def takes_config(atype: AnnotationType) -> bool:
+    """Whether the type's ``decide`` accepts a ``config`` keyword."""
+    try:
+        return "config" in inspect.signature(atype.decide).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def appended(value_json: str, worker: str) -> dict[str, str]:
@@ -62,14 +77,16 @@ def summary_columns(votes: list[tuple]) -> dict:
     }
 
 
-def imported_state(atype: AnnotationType, votes: list[tuple], quality: dict) -> dict:
+def imported_state(
+    atype: AnnotationType, votes: list[tuple], quality: dict, config: Any = None
+) -> dict:
     """The task columns (status, final value, source, agreement, needed) of an imported task
     from its ``(worker, role, value_json, ...)`` judgements: an expert verdict is final,
     otherwise the consensus policy decides over the annotator votes."""
     values = [orjson.loads(v[2]) for v in votes if v[1] == "annotator"]
     experts = [v for v in votes if v[1] == "expert"]
     needed = quality["min_annotators"]
-    decision = decide(atype, values, quality, needed) if values else None
+    decision = decide(atype, values, quality, needed, config) if values else None
     agreement = decision.agreement if decision is not None else None
     if experts:
         return {
