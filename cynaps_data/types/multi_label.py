@@ -15,6 +15,7 @@ below the threshold the task is disputed. Export: ``label``/``gold``/``expert_la
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import random
 from importlib import resources
@@ -121,6 +122,21 @@ def _jaccard_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
 
 
+def _parse_list_text(text: str, column: str, row: Any) -> list | None:
+    if not text:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = None
+    if not isinstance(value, list):
+        raise ValidationError(f"{column}[{row!r}] is not a list of labels: {text!r}", param=column)
+    return value
+
+
 def multi_hot(frame: pd.DataFrame, column: str = "label", labels: Any = None) -> pd.DataFrame:
     """A multi-label export's ``column`` (lists of labels; JSON text after a CSV round trip)
     as a float64 multi-hot DataFrame, index = ``frame``'s, columns = the labels in declared
@@ -140,8 +156,8 @@ def multi_hot(frame: pd.DataFrame, column: str = "label", labels: Any = None) ->
     position = {label: i for i, label in enumerate(labels)}
     out = np.zeros((len(frame), len(labels)), dtype="float64")
     for row, value in enumerate(frame[column].tolist()):
-        if isinstance(value, str):
-            value = orjson.loads(value) if value else None
+        if isinstance(value, str):  # CSV: JSON (io.to_csv) or a Python list's repr (pandas)
+            value = _parse_list_text(value, column, frame.index[row])
         if value is None or (isinstance(value, float) and np.isnan(value)):
             out[row] = np.nan
             continue
