@@ -8,9 +8,11 @@ annotator, and the widget in a real browser driven by the keyboard.
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -325,3 +327,108 @@ def test_bad_judgements_are_422_naming_the_field_and_store_nothing(platform: Loc
     assert r.status_code in (200, 201), r.text
     record = call("GET", f"/v1/projects/{pid}/export").json()[0]
     assert [j["label"] for j in record["judgements"]] == [["animal", "person"]]
+
+
+# -- the widget in a real browser (as tests/test_types_seam.py) ----------------------------------
+CHROMIUM = os.environ.get("CYNAPS_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "widget-multi_label.png"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": ["--no-sandbox", "--disable-gpu", "--no-first-run"],
+    }
+
+
+def test_widget_toggles_with_number_keys_and_enter_submits(platform: LocalPlatform, page) -> None:
+    """Annotators toggle labels with 1-9 (a second press removes it) and submit with Enter, the
+    empty set included; an expert decides a disputed task with the same widget and sees the
+    per-label vote shares."""
+    pytest.importorskip("playwright")
+    from playwright.sync_api import expect
+
+    page.route(
+        "**/*",
+        lambda r: r.continue_() if r.request.url.startswith(platform.base_url) else r.abort(),
+    )
+    page.set_default_timeout(10_000)
+    customer = platform.create_customer("Multi-label browser")
+
+    def ok(method: str, path: str, key: str = customer, **kw: Any) -> Any:
+        headers = {"Authorization": f"Bearer {key}"}
+        r = requests.request(method, platform.base_url + path, headers=headers, timeout=30, **kw)
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+    def project(min_annotators: int, texts: list[str]) -> str:
+        body = {"name": texts[0], "annotation_type": "multi_label", "labels": LABELS}
+        quality = {**QUALITY, "min_annotators": min_annotators}
+        pid = ok("POST", "/v1/projects", json={**body, "quality_settings": quality})["id"]
+        tasks = [{"data": {"text": t}} for t in texts]
+        ok("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": tasks})
+        ok("POST", f"/v1/projects/{pid}/deposit/quote")
+        ok("POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "credits"})
+        ok("POST", f"/v1/projects/{pid}/start")
+        return pid
+
+    def sign_in(key: str, path: str) -> None:
+        if page.url.startswith("http"):
+            page.evaluate("sessionStorage.clear()")
+        page.goto(platform.base_url + path)
+        page.fill("#signin-key", key)
+        page.click("#signin-form button[type=submit]")
+
+    disputed = project(2, ["a dog in a car"])  # answers {animal} and {vehicle}: Jaccard 0
+    for name, answer in (("Tagger A", ["animal"]), ("Tagger B", ["vehicle"])):
+        key = ok("POST", "/v1/annotators", json={"name": name})["api_key"]
+        task = ok("GET", "/v1/annotator/next", key)
+        ok("POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", key, json={"label": answer})
+    assert ok("GET", f"/v1/projects/{disputed}/status")["disputed"] == 1
+    single = project(1, ["a cyclist on a mountain road", "an empty room"])
+    annotator = ok("POST", "/v1/annotators", json={"name": "Tagger C"})["api_key"]
+
+    sign_in(annotator, "/ui/")
+    toggles = page.locator("#labels button.label")
+    expect(toggles).to_have_count(4)
+    expect(page.locator("#submit")).to_be_enabled()  # min_labels 0: the empty set is an answer
+    first = page.locator("#task-id").inner_text()
+    for key in ("1", "3", "4", "1"):  # animal on, person on, outdoor on, animal off
+        page.keyboard.press(key)
+    expect(toggles.nth(0)).to_have_attribute("aria-pressed", "false")
+    expect(toggles.nth(2)).to_have_attribute("aria-pressed", "true")
+    expect(toggles.nth(3)).to_have_attribute("aria-pressed", "true")
+    expect(page.locator(".multi-label-hint")).to_contain_text("2 selected")
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+    page.keyboard.press("Enter")
+    expect(page.locator("#status")).to_have_text(f'Saved task {first}: ["person","outdoor"]')
+    second = page.locator("#task-id").inner_text()
+    assert second != first
+    page.keyboard.press("Enter")  # nothing toggled: "none of them"
+    expect(page.locator("#status")).to_have_text(f"Saved task {second}: []")
+    expect(page.locator("#empty")).to_be_visible()
+    records = {r["id"]: r for r in ok("GET", f"/v1/projects/{single}/export")}
+    assert records[int(first)]["annotations"][0]["result"]["value"] == ["person", "outdoor"]
+    assert records[int(second)]["annotations"][0]["result"]["value"] == []
+
+    expert = ok("POST", "/v1/annotators", json={"name": "Tag expert", "role": "expert"})
+    sign_in(expert["api_key"], "/ui/review")
+    expect(page.locator("#votes tr")).to_have_count(2)
+    expect(page.locator("#distribution .share")).to_have_count(2)  # animal 50 %, vehicle 50 %
+    expect(page.locator("#distribution")).to_contain_text("50%")
+    page.keyboard.press("1")
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    expect(page.locator("#empty")).to_be_visible()
+    record = ok("GET", f"/v1/projects/{disputed}/export")[0]
+    assert record["annotations"][0]["result"]["value"] == ["animal", "vehicle"]
+    assert record["consensus"]["label_source"] == "expert"
+    assert record["consensus"]["vote_share"] == {
+        "animal": 0.5,
+        "vehicle": 0.5,
+        "person": 0.0,
+        "outdoor": 0.0,
+    }

@@ -30,7 +30,8 @@ export function mount(box, task, onReady) {
       button.classList.toggle("selected", selected);
       button.setAttribute("aria-pressed", selected ? "true" : "false");
     }
-    const limits = high < labels.length ? `${low}–${high}` : `at least ${low}`;
+    const limits = high < labels.length ? `${low}–${high}`
+      : low ? `at least ${low}` : "any number, none included";
     note.textContent = `${on.size} selected (${limits}); 1–9 toggle, Enter submits`;
     onReady(ready());
   }
