@@ -20,18 +20,18 @@ import hashlib
 import random
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import pandas as pd
 import pyarrow as pa
 
-from ..consensus.agreement import set_agreement
-from ..consensus.multilabel import BinaryRelevance, MultiLabelModel, aggregate_multilabel
 from ..errors import ValidationError
 from .base import Decision, VoteArrays
 from .classification import TYPE as CLASSIFICATION
+
+if TYPE_CHECKING:  # pandas and the consensus engine (scipy) are imported where used
+    import pandas as pd
 
 CONFIG_KEYS = ("labels", "min_labels", "max_labels")
 #: the client-side methods: the default model, and binary relevance with these binary methods
@@ -142,6 +142,8 @@ def multi_hot(frame: pd.DataFrame, column: str = "label", labels: Any = None) ->
     as a float64 multi-hot DataFrame, index = ``frame``'s, columns = the labels in declared
     order (``labels`` or the project's, from ``frame.attrs["cynaps"]``). A row without a value
     (null) is NaN everywhere. Public as :func:`cynaps_data.io.multi_hot`."""
+    import pandas as pd
+
     if labels is None:
         config = (frame.attrs.get("cynaps") or {}).get("labels")
         if config is None:
@@ -304,6 +306,10 @@ class MultiLabel:
         pairwise Jaccard, 1.0 for one answer); ``confidence`` (mean Jaccard of the answers with
         the final set); ``vote_share`` struct of float64 shares per label (null without
         votes)."""
+        import pandas as pd
+
+        from ..consensus.agreement import set_agreement
+
         labels = config["labels"]
         n, k = votes.n_tasks, len(labels)
         hot, _ = _sets_from_json(votes.values, labels)
@@ -367,6 +373,14 @@ class MultiLabel:
         (float64 posteriors P(label in the set)) per task: ``auto`` = MultiLabelModel, ``mv``/
         ``ds``/``ebcc`` = binary relevance with that method
         (:func:`cynaps_data.consensus.aggregate_multilabel`)."""
+        import pandas as pd
+
+        from ..consensus.multilabel import (
+            BinaryRelevance,
+            MultiLabelModel,
+            aggregate_multilabel,
+        )
+
         config = self.validate_config(config)
         labels = config["labels"]
         if method not in METHODS:
@@ -403,6 +417,8 @@ class MultiLabel:
     def to_pandas_columns(self, frame: pd.DataFrame, config: Any) -> pd.DataFrame:
         """``label``/``gold``/``expert_label`` as object columns of lists of str (None where
         there is no value; ``[]`` is the empty set)."""
+        import pandas as pd
+
         for column in ("label", "gold", "expert_label"):
             if column in frame.columns:
                 frame[column] = pd.Series(
