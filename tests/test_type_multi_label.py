@@ -23,10 +23,10 @@ import requests
 
 import cynaps_data as cynaps
 from cynaps_data.consensus import krippendorff_alpha_sets, set_agreement, share_consensus
+from cynaps_data.io import multi_hot
 from cynaps_data.server.platform import LocalPlatform
 from cynaps_data.server.settings import WorkforceSettings
 from cynaps_data.types import get_type
-from cynaps_data.types.multi_label import multi_hot
 
 LABELS = ["animal", "vehicle", "person", "outdoor"]
 QUALITY = {"min_annotators": 3, "consensus_threshold": 0.5, "enable_expert_review": True}
