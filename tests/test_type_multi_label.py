@@ -101,6 +101,37 @@ def test_decision_follows_the_engines_share_rule_and_jaccard() -> None:
     assert ML.decide([["person"]], {**quality, "min_annotators": 1}, 1).agreement == 1.0
 
 
+def test_wide_columns_agree_with_the_engine() -> None:
+    """The bulk export's vectorised agreement equals set_agreement's Jaccard; shares, lists and
+    nulls line up with the votes (tasks with 0-5 answers, empty answers included)."""
+    import orjson
+
+    from cynaps_data.types import VoteArrays
+
+    rng = np.random.default_rng(4)
+    counts = rng.integers(0, 6, size=300)
+    pos = np.repeat(np.arange(300), counts)
+    sets = [[lab for lab in LABELS if rng.random() < 0.3] for _ in pos]
+    texts = pa.array([orjson.dumps(x).decode() for x in sets])
+    final = pa.array(['["animal"]' if c else "" for c in counts])
+    votes = VoteArrays(300, pos, texts, counts, final, pa.array([""] * 300), final)
+    cols = ML.wide_columns(votes, CONFIG)
+    frame = pd.DataFrame({"task": pos, "worker": np.arange(len(pos)), "labels": sets})
+    ref = set_agreement(frame, labels=LABELS)
+    agreement = cols["agreement"].to_numpy(zero_copy_only=False)
+    several = ref.index[ref["n"] >= 2].to_numpy()
+    assert np.allclose(agreement[several], ref.loc[several, "jaccard"], atol=1e-12)
+    assert np.isnan(agreement[counts == 0]).all() and (agreement[counts == 1] == 1.0).all()
+    shares = cols["vote_share"].to_pylist()
+    for t in (0, 1, 2, 3):
+        mine = [s for s, p in zip(sets, pos, strict=True) if p == t]
+        expect = {lab: sum(lab in s for s in mine) / len(mine) for lab in LABELS} if mine else None
+        assert shares[t] == expect
+    assert cols["label"].to_pylist() == [["animal"] if c else None for c in counts]
+    assert cols["gold"].null_count == 300
+    assert ML.long_label(texts, CONFIG).to_pylist() == sets
+
+
 def test_simulated_annotators_miss_and_add_at_their_own_rates() -> None:
     truth = ML.pseudo_truth('{"text": "x"}', CONFIG)
     assert truth == ML.pseudo_truth('{"text": "x"}', CONFIG) and len(truth) <= 2

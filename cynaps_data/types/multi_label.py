@@ -137,6 +137,26 @@ def _parse_list_text(text: str, column: str, row: Any) -> list | None:
     return value
 
 
+def _mean_pairwise_jaccard(pos: np.ndarray, hot: np.ndarray, n_votes: np.ndarray) -> np.ndarray:
+    """Per task, the mean Jaccard over its answer pairs (``consensus.set_agreement``'s
+    ``jaccard``; 1.0 for one answer, NaN for none). ``pos`` is sorted (task, then judgement
+    order), so the pairs are the answers ``d`` rows apart within a task, d = 1 .. max - 1;
+    vectorised per d (a test checks it against set_agreement)."""
+    n = len(n_votes)
+    total = np.zeros(n)
+    for d in range(1, int(n_votes.max(initial=0))):
+        same = pos[:-d] == pos[d:]
+        if not same.any():
+            break
+        first = np.flatnonzero(same)
+        total += np.bincount(
+            pos[first], weights=_jaccard_rows(hot[first], hot[first + d]), minlength=n
+        )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pairs = n_votes * (n_votes - 1) / 2
+        return np.where(n_votes == 0, np.nan, np.where(n_votes == 1, 1.0, total / pairs))
+
+
 def multi_hot(frame: pd.DataFrame, column: str = "label", labels: Any = None) -> pd.DataFrame:
     """A multi-label export's ``column`` (lists of labels; JSON text after a CSV round trip)
     as a float64 multi-hot DataFrame, index = ``frame``'s, columns = the labels in declared
@@ -306,10 +326,6 @@ class MultiLabel:
         pairwise Jaccard, 1.0 for one answer); ``confidence`` (mean Jaccard of the answers with
         the final set); ``vote_share`` struct of float64 shares per label (null without
         votes)."""
-        import pandas as pd
-
-        from ..consensus.agreement import set_agreement
-
         labels = config["labels"]
         n, k = votes.n_tasks, len(labels)
         hot, _ = _sets_from_json(votes.values, labels)
@@ -319,20 +335,7 @@ class MultiLabel:
         np.add.at(counts, votes.pos, hot)
         with np.errstate(invalid="ignore", divide="ignore"):
             shares = counts / n_votes[:, None]
-        agreement = np.where(none, np.nan, 1.0)
-        several = np.flatnonzero(n_votes >= 2)
-        if len(several) and k:
-            keep = np.isin(votes.pos, several)
-            names = np.asarray(labels, dtype=object)
-            frame = pd.DataFrame(
-                {
-                    "task": votes.pos[keep],
-                    "worker": np.arange(int(keep.sum())),
-                    "labels": [names[row].tolist() for row in hot[keep]],
-                }
-            )
-            per_task = set_agreement(frame, labels=labels)["jaccard"]
-            agreement[per_task.index.to_numpy(dtype="int64")] = per_task.to_numpy()
+        agreement = _mean_pairwise_jaccard(votes.pos, hot, n_votes)
         final_hot, has_final = _sets_from_json(votes.final, labels)
         similarity = _jaccard_rows(hot, final_hot[votes.pos]) if len(votes.pos) else np.zeros(0)
         summed = np.bincount(votes.pos, weights=similarity, minlength=n)
