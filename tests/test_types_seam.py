@@ -79,8 +79,8 @@ class YesNo:
 
     name = "yes_no"
     price_per_judgement_cents = 500
-    aggregation_methods = ("mv",)
-    default_method = "mv"
+    aggregation_methods = ("share",)
+    default_method = "share"
     agreement_metrics = ("percent_agreement",)
 
     def __init__(self, widget_dir: Path) -> None:
@@ -149,6 +149,15 @@ class YesNo:
 
     def long_label(self, values: pa.Array, config: dict) -> pa.Array:
         return _bools(values)
+
+    def aggregate(self, votes: Any, method: Any, config: dict, **params: Any) -> Any:
+        """One client method, ``share``: the yes share and the answer it implies."""
+        import pandas as pd
+
+        if method not in ("auto", "share") or params:
+            raise cynaps.errors.ValidationError(f"unknown method {method!r}", param="method")
+        share = votes.assign(yes=votes["label"].astype(float)).groupby("task")["yes"].mean()
+        return pd.DataFrame({f"{method}_label": share > 0.5, f"{method}_share": share})
 
     def features(self, config: dict) -> dict[str, Any]:
         import datasets
@@ -239,6 +248,13 @@ def test_a_type_registered_in_the_tests_runs_end_to_end(crowd: LocalPlatform, ye
         )
         frame = project.to_pandas()
         assert frame["label"].tolist() == [r["label"] for r in rows]
+        # the type's own client aggregation (a typo fails before downloading)
+        with pytest.raises(cynaps.errors.ValidationError, match="unknown method"):
+            project.to_pandas(method="dawid_skene")
+        again = project.to_pandas(method="share")
+        assert again["share_share"].tolist() == pytest.approx([r["yes_share"] for r in rows])
+        dataset = project.to_dataset()
+        assert dataset.features["label"].dtype == "bool"
         records = project.export(format="json")
         assert records[0]["annotations"][0]["type"] == "yes_no"
         assert records[0]["annotations"][0]["result"]["value"] is rows[0]["label"]

@@ -205,6 +205,12 @@ def wide_frame(table: pa.Table) -> pd.DataFrame:
     rest_df.index = index
     frame = pd.concat([data_df, rest_df], axis=1) if len(data_df.columns) else rest_df
     frame.attrs["cynaps"] = {k: v for k, v in info.items() if k != "data_columns"}
+    atype, config = project_type(frame)
+    to_pandas_columns = getattr(atype, "to_pandas_columns", None)
+    if to_pandas_columns is not None:
+        attrs = frame.attrs
+        frame = to_pandas_columns(frame, config)
+        frame.attrs = attrs
     return frame
 
 
@@ -230,50 +236,47 @@ def incremental(previous: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
 
 # -- re-aggregation ----------------------------------------------------------------------------
 def add_reaggregation(
-    frame: pd.DataFrame, judgements: pd.DataFrame, method: Any, labels: list, **params: Any
+    frame: pd.DataFrame, judgements: pd.DataFrame, method: Any, **params: Any
 ) -> pd.DataFrame:
-    """Add ``<method>_label``, ``<method>_confidence`` and ``<method>_proba.<label>`` (soft
-    labels, one float64 column per label) from the annotators' judgements re-aggregated
-    client-side (experts' verdicts are not votes)."""
+    """Add the columns of the project type's client-side re-aggregation (``<method>_label``,
+    ``<method>_confidence``, soft labels... — see the type's ``aggregate``) from the annotators'
+    judgements (experts' verdicts are not votes). ``frame.attrs["cynaps"]`` names the type and
+    its config; tasks without votes get missing values."""
     import pandas as pd
 
-    from ..consensus import aggregate, get_aggregator
-
-    get_aggregator(method, **params)  # an unknown method or parameter fails even with no votes
+    atype, config = project_type(frame)
     votes = judgements[judgements["role"] == "annotator"]
-    name = method_name(method)
-    if votes.empty:
-        probas = pd.DataFrame(np.nan, index=frame.index, columns=labels)
-    else:
-        long = pd.DataFrame(
-            {
-                "task": votes["task"].to_numpy(),
-                "worker": votes["worker"].astype(str).to_numpy(),
-                "label": votes["label"].astype(object).to_numpy(),
-            }
-        )
-        result = aggregate(long, method, labels=labels, **params)
-        probas = result.probas.reindex(index=frame.index, columns=labels)
-    values = probas.to_numpy(dtype="float64")
-    missing = np.isnan(values).all(axis=1)
-    best = np.where(missing, -1, np.nan_to_num(values, nan=-1.0).argmax(axis=1))
-    frame = frame.copy()
-    frame[f"{name}_label"] = pd.Categorical.from_codes(best, categories=labels)
-    frame[f"{name}_confidence"] = np.where(
-        missing, np.nan, np.nanmax(np.where(missing[:, None], 0, values), axis=1)
-    )
-    proba = pd.DataFrame(
-        values, index=frame.index, columns=[f"{name}_proba.{label}" for label in labels]
-    )
-    out = pd.concat([frame, proba], axis=1)
+    added = atype.aggregate(votes, method, config, **params).reindex(frame.index)
+    out = pd.concat([frame, added], axis=1)
     out.attrs = frame.attrs
     return out
 
 
+def check_method(info: dict, method: Any, **params: Any) -> None:
+    """Fail on an unknown re-aggregation method or parameter before anything is downloaded."""
+    import pandas as pd
+
+    atype, config = _type_of(info)
+    empty = pd.DataFrame({"task": pd.Series([], dtype="int64"), "worker": [], "label": []})
+    atype.aggregate(empty, method, config, **params)
+
+
+def project_type(frame: pd.DataFrame) -> tuple[Any, Any]:
+    """The annotation type object and label config of an exported frame (``attrs``)."""
+    return _type_of(frame.attrs.get("cynaps") or {})
+
+
+def _type_of(info: dict) -> tuple[Any, Any]:
+    from ..types import DEFAULT_TYPE, get_type
+
+    return get_type(info.get("annotation_type") or DEFAULT_TYPE), info.get("labels")
+
+
 def method_name(method: Any) -> str:
     """The column prefix of a re-aggregation method (a name or an aggregator instance)."""
-    name = method if isinstance(method, str) else type(method).__name__.lower()
-    return name.strip().lower().replace("-", "_")
+    from ..types.base import method_prefix
+
+    return method_prefix(method)
 
 
 def soft_labels(frame: pd.DataFrame, method: Any = None) -> pd.DataFrame:
@@ -411,8 +414,9 @@ def to_dataset(
 ) -> datasets.Dataset:
     """A :func:`wide_table` as a ``datasets.Dataset``.
 
-    ``label``, ``gold`` and ``expert_label`` are ``ClassLabel(names=<project labels>)`` (missing
-    is ``-1``); ``label_source`` and ``status`` are strings; ``vote_distribution`` is a dict of
+    The value columns (``label``, ``gold``, ``expert_label``...) take the features the project's
+    annotation type gives (classification: ``ClassLabel(names=<project labels>)``, missing is
+    ``-1``); ``label_source`` and ``status`` are strings; ``vote_distribution`` is a dict of
     float64 shares; ``annotator_ids`` a sequence of strings; data columns keep their source
     features (``Image`` where images were uploaded) or the features Arrow implies.
     """
@@ -424,8 +428,8 @@ def to_dataset(
         from .schema import features_from
 
         features_of_data = features_from(info.get("source_schema"))
-    labels = [str(x) for x in info.get("labels") or []]
-    class_label = datasets.ClassLabel(names=labels)
+    atype, config = _type_of(info)
+    value_features = atype.features(config) if config is not None else {}
     columns: dict[str, pa.Array] = {}
     features: dict[str, Any] = {}
     data_names = set(info.get("data_columns", []))
@@ -435,12 +439,11 @@ def to_dataset(
             if table.num_rows
             else pa.array([], table.schema.field(name).type)
         )
+        if name in value_features and name not in data_names:
+            columns[name] = encode_for_feature(col, value_features[name])
+            features[name] = value_features[name]
+            continue
         if pa.types.is_dictionary(col.type):
-            if name in ("label", "gold", "expert_label") or name.endswith("_label"):
-                codes = _codes_in(col, labels)
-                columns[name] = pa.array(codes, pa.int64())
-                features[name] = class_label
-                continue
             col = pc.cast(col, col.type.value_type)
         columns[name] = col
     arrow = pa.table(columns)
@@ -457,6 +460,27 @@ def to_dataset(
     return datasets.Dataset(
         arrow, info=datasets.DatasetInfo(features=feats, description=info.get("name", ""))
     )
+
+
+def encode_for_feature(col: pa.Array, feature: Any) -> pa.Array:
+    """``col`` in the Arrow form ``feature`` stores: class names (dictionary or strings) become
+    ``ClassLabel`` codes (missing: ``-1``), also inside lists for ``Sequence``/``List`` of
+    ``ClassLabel``; anything else is left for the final cast to the features' schema."""
+    import datasets
+    import pyarrow.compute as pc
+
+    if isinstance(feature, datasets.ClassLabel):
+        if not pa.types.is_dictionary(col.type):
+            col = pc.cast(col, pa.string()).dictionary_encode()
+        return pa.array(_codes_in(col, list(feature.names)), pa.int64())
+    inner = getattr(feature, "feature", None)
+    if isinstance(inner, datasets.ClassLabel) and (
+        pa.types.is_list(col.type) or pa.types.is_large_list(col.type)
+    ):
+        codes = encode_for_feature(col.values, inner)  # offsets index the whole child array
+        offsets = pc.cast(col.offsets, pa.int32())
+        return pa.ListArray.from_arrays(offsets, codes, mask=col.is_null())
+    return col
 
 
 def _codes_in(col: pa.DictionaryArray, labels: list[str]) -> np.ndarray:

@@ -544,16 +544,13 @@ class Project:
                 raise ValidationError("method= applies to the wide form", param="method")
             return io_export.long_frame(self._arrow("long", since))
         if method is not None:  # a typo fails before anything is downloaded
-            from ..consensus import get_aggregator
-
-            get_aggregator(method, **method_params)
+            info = {"annotation_type": self.annotation_type, "labels": self.labels}
+            io_export.check_method(info, method, **method_params)
         frame = io_export.wide_frame(self.to_arrow("wide", since=since, fetch_images=fetch_images))
         if method is not None:
             long = io_export.long_frame(self._arrow("long", None))
             long = long[long["task"].isin(frame.index)]
-            frame = io_export.add_reaggregation(
-                frame, long, method, list(self.labels), **method_params
-            )
+            frame = io_export.add_reaggregation(frame, long, method, **method_params)
         return frame
 
     def to_parquet(self, path: str, **options: Any) -> Any:

@@ -35,6 +35,7 @@ REQUIRED = (
     "summarize",
     "wide_columns",
     "long_label",
+    "aggregate",
     "features",
     "widget",
     "pseudo_truth",

@@ -30,6 +30,13 @@ import numpy as np
 import pyarrow as pa
 
 
+def method_prefix(method: Any) -> str:
+    """The column prefix of a client re-aggregation method: its name, or an aggregator
+    object's lower-cased class name (``DawidSkene()`` → ``dawidskene``)."""
+    name = method if isinstance(method, str) else type(method).__name__.lower()
+    return name.strip().lower().replace("-", "_")
+
+
 @dataclass(frozen=True)
 class Decision:
     """The platform's consensus decision for one task after a judgement.
@@ -124,9 +131,27 @@ class AnnotationType(Protocol):
         """The ``label`` column of the long (one row per judgement) export from the values'
         JSON texts (same length; the type's Arrow type)."""
 
+    def aggregate(self, votes: Any, method: Any, config: Any, **params: Any) -> Any:
+        """Client-side re-aggregation for ``project.to_pandas(method=...)``.
+
+        ``votes``: a pandas DataFrame of the long export's annotator rows (columns ``task``
+        int64, ``worker`` str, ``label`` as :meth:`long_label` gives it); may be empty.
+        ``method``: a name of :attr:`aggregation_methods` (``"auto"``: the default) or an
+        aggregator object the type accepts. Returns a DataFrame indexed by ``task`` (only
+        tasks with votes need a row) with the columns to add, each named ``<prefix>_<what>``
+        where ``<prefix>`` is :func:`cynaps_data.io.export.method_name` of ``method`` (e.g.
+        ``<prefix>_label``, ``<prefix>_confidence``, ``<prefix>_proba.<class>``), every column
+        of a dtype Parquet, feather and CSV can hold (no nested ``pd.ArrowDtype``:
+        pandas-dev/pandas#53011). An unknown method or parameter is a ``ValidationError``
+        naming it, also when ``votes`` is empty (the client checks before downloading)."""
+
     def features(self, config: Any) -> dict[str, Any]:
         """``datasets`` features of the value columns (``label``, ``gold``, ``expert_label``),
         e.g. ``ClassLabel(names=...)``; imports ``datasets`` inside."""
+
+    # optional: ``to_pandas_columns(frame, config) -> frame`` turns the wide frame's value
+    # columns (as pandas read them from :meth:`wide_columns`' Arrow arrays) into the dtypes a
+    # user expects (e.g. ``Int64`` for integer values with gaps); absent: left as read.
 
     # -- workbench --------------------------------------------------------------------------
     def widget(self) -> Traversable:

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from .base import Decision, VoteArrays
+from .base import Decision, VoteArrays, method_prefix
 
 MAX_LABELS = 1000
 MAX_LABEL_LENGTH = 200
@@ -190,6 +190,41 @@ class Classification:
 
     def long_label(self, values: pa.Array, config: list) -> pa.Array:
         return dictionary(label_codes(values, list(config)), list(config))
+
+    def aggregate(self, votes: Any, method: Any, config: list, **params: Any) -> Any:
+        """Any :mod:`cynaps_data.consensus` method over the votes: ``<prefix>_label``
+        (Categorical over the labels), ``<prefix>_confidence`` (float64, the top posterior)
+        and ``<prefix>_proba.<label>`` (float64 posterior per label: soft labels)."""
+        import pandas as pd
+
+        from ..consensus import aggregate, get_aggregator
+
+        get_aggregator(method, **params)  # an unknown method or parameter fails even with no votes
+        labels = list(config)
+        if votes.empty:
+            probas = pd.DataFrame(
+                np.empty((0, len(labels))), index=pd.Index([], name="task"), columns=labels
+            )
+        else:
+            long = pd.DataFrame(
+                {
+                    "task": votes["task"].to_numpy(),
+                    "worker": votes["worker"].astype(str).to_numpy(),
+                    "label": votes["label"].astype(object).to_numpy(),
+                }
+            )
+            probas = aggregate(long, method, labels=labels, **params).probas.reindex(columns=labels)
+        values = probas.to_numpy(dtype="float64")
+        missing = np.isnan(values).all(axis=1)
+        best = np.where(missing, -1, np.nan_to_num(values, nan=-1.0).argmax(axis=1))
+        prefix = method_prefix(method)
+        out = pd.DataFrame(
+            values, index=probas.index, columns=[f"{prefix}_proba.{label}" for label in labels]
+        )
+        out.insert(0, f"{prefix}_label", pd.Categorical.from_codes(best, categories=labels))
+        top = np.fmax.reduce(np.where(missing[:, None], 0, values), axis=1, initial=0.0)
+        out.insert(1, f"{prefix}_confidence", np.where(missing, np.nan, top).astype("float64"))
+        return out
 
     def features(self, config: list) -> dict[str, Any]:
         import datasets
