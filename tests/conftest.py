@@ -1,7 +1,12 @@
-"""Shared fixtures: a real platform on 127.0.0.1 (uvicorn thread, real SQLite file).
+"""Shared fixtures and helpers: a real platform on 127.0.0.1 (uvicorn thread, real SQLite file).
 
 ``platform`` has no sandbox workforce, so tests decide who labels what; ``staffed_platform``
 runs the simulated workforce. ``client`` is a fresh customer on ``platform``.
+
+One helper per concept: :func:`make_project` / :func:`started_project` (create; create, fill,
+pay and start), :class:`Person` with :func:`label_everything` and :func:`annotate` (annotators
+and experts over the HTTP annotator API), :func:`png_bytes` (a PNG), the ``crowd_data`` fixture
+and :func:`postgres_base_url` (real data and PostgreSQL: a skip locally, a failure under CI).
 """
 
 from __future__ import annotations
@@ -9,15 +14,20 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 import cynaps_data as cynaps
 from cynaps_data.server.db import database_url
 from cynaps_data.server.platform import LocalPlatform
 from cynaps_data.server.settings import Settings, WorkforceSettings
+
+from .consensus_data import CROWD_DIR
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SEED_LABELS = ["Electronics", "Clothing", "Home & Garden", "Sports", "Other"]
@@ -66,6 +76,114 @@ def make_project(client: cynaps.Client, **overrides) -> cynaps.Project:
     }
     options.update(overrides)
     return client.projects.create(**options)
+
+
+def started_project(
+    client: cynaps.Client,
+    tasks: list | None = None,
+    *,
+    payment_method: str = "credits",
+    **overrides,
+) -> cynaps.Project:
+    """The one way the tests start a project: :func:`make_project` (``overrides``), ``tasks``
+    uploaded (default: three ``{"text": ...}`` tasks), the deposit quoted and paid, started."""
+    project = make_project(client, **overrides)
+    project.upload_tasks(tasks if tasks is not None else [{"text": f"item {i}"} for i in range(3)])
+    project.calculate_deposit()
+    project.pay_deposit(payment_method=payment_method)
+    project.start()
+    return project
+
+
+class Person:
+    """The one annotator driver: an annotator or expert using the HTTP annotator API, as the
+    workbench page does."""
+
+    def __init__(
+        self, platform: LocalPlatform, role: str = "annotator", name: str = "Person", team_of=None
+    ) -> None:
+        """A platform-pool member, or a member of ``team_of``'s team (sees only its projects)."""
+        self.base = platform.base_url
+        self.session = requests.Session()
+        owner_key = team_of.settings.api_key if team_of is not None else None
+        key = platform.create_member(role, name, owner_key=owner_key)
+        self.session.headers["Authorization"] = f"Bearer {key}"
+
+    def next(self, project_id: str | None = None) -> dict | None:
+        params = {"project_id": project_id} if project_id else None
+        r = self.session.get(f"{self.base}/v1/annotator/next", params=params)
+        r.raise_for_status()
+        return None if r.status_code == 204 else r.json()
+
+    def submit(self, task_id: int, label, **extra) -> requests.Response:
+        """Submit a judgement (``extra``: more body fields, e.g. ``duration``)."""
+        return self.session.post(
+            f"{self.base}/v1/annotator/tasks/{task_id}/judgements", json={"label": label, **extra}
+        )
+
+    def review(self, project_id: str | None = None) -> dict | None:
+        params = {"project_id": project_id} if project_id else None
+        r = self.session.get(f"{self.base}/v1/review/next", params=params)
+        r.raise_for_status()
+        return None if r.status_code == 204 else r.json()
+
+    def decide(self, task_id: int, label) -> requests.Response:
+        return self.session.post(
+            f"{self.base}/v1/review/tasks/{task_id}/decision", json={"label": label}
+        )
+
+
+def label_everything(people: list[Person], project_id: str, choose) -> None:
+    """Each person takes tasks until none is left; ``choose(person_index, task)`` gives the label."""
+    for index, person in enumerate(people):
+        while (task := person.next(project_id)) is not None:
+            assert person.submit(task["task_id"], choose(index, task)).status_code == 201
+
+
+def annotate(platform: LocalPlatform, client: cynaps.Client, project, answers: dict) -> None:
+    """Team annotators judge ``project``: the k-th answers ``answers[task_id][k]``, taking
+    ``1.5 + k`` seconds (the judgement's ``duration``)."""
+    width = max(len(v) for v in answers.values())
+    for k in range(width):
+        person = Person(platform, name=f"Annotator {k}", team_of=client)
+        while (task := person.next(project.id)) is not None:
+            label = answers[task["task_id"]][k]
+            response = person.submit(task["task_id"], label, duration=1.5 + k)
+            assert response.status_code == 201, response.text
+
+
+def png_bytes(width: int = 3, height: int = 2, rgb: tuple[int, int, int] = (255, 0, 0)) -> bytes:
+    """The one PNG maker: a solid-colour RGB PNG of ``width`` x ``height``, by zlib alone."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture
+def crowd_data() -> Path:
+    """The real crowd-labelled datasets (``../shared/data/crowd``): a skip where they are
+    missing, a failure under CI (env ``CI`` set), as for PostgreSQL."""
+    return crowd_dir_or_skip()
+
+
+def crowd_dir_or_skip() -> Path:
+    if not CROWD_DIR.is_dir():
+        message = f"crowd datasets not found at {CROWD_DIR}"
+        if os.environ.get("CI"):
+            pytest.fail(message + " (CI must provide them)")
+        pytest.skip(message)
+    return CROWD_DIR
 
 
 # -- storage backends (issue 7): SQLite always, PostgreSQL when CYNAPS_TEST_POSTGRES_URL is set --

@@ -15,16 +15,12 @@ import cynaps_data as cynaps
 from cynaps_data.errors import APIConnectionError, APITimeoutError
 from cynaps_data.server.settings import WorkforceSettings
 
-from .conftest import make_project
+from .conftest import started_project
 
 
 def _run_small_project(client: cynaps.Client, n: int):
     """``n`` text tasks through the seed flow on ``client``'s platform; the final status."""
-    project = make_project(client)
-    project.upload_tasks([{"text": f"item {i}"} for i in range(n)])
-    project.calculate_deposit()
-    project.pay_deposit(payment_method="credits")
-    project.start()
+    project = started_project(client, [{"text": f"item {i}"} for i in range(n)])
     return project.wait(poll_interval=0.1, timeout=60, progress=False)
 
 
@@ -59,11 +55,7 @@ def test_local_platform_ignores_proxy_environment(tmp_path, monkeypatch):
 
 
 def test_wait_times_out_with_a_clear_error(client):
-    project = make_project(client)
-    project.upload_tasks([{"text": "nobody will label me"}])
-    project.calculate_deposit()
-    project.pay_deposit(payment_method="credits")
-    project.start()
+    project = started_project(client, [{"text": "nobody will label me"}])
     with pytest.raises(
         APITimeoutError, match=r"not complete after .* \(0/1 tasks, state 'active'\)"
     ):

@@ -10,16 +10,14 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from consensus_data import CROWD_DIR, DATASETS, load  # noqa: E402
+from consensus_data import DATASETS, load  # noqa: E402
 
 import cynaps_data.consensus as C  # noqa: E402
 
 krippendorff = pytest.importorskip("krippendorff")
 inter_rater = pytest.importorskip("statsmodels.stats.inter_rater")
 
-needs_data = pytest.mark.skipif(
-    not CROWD_DIR.is_dir(), reason=f"crowd datasets not found at {CROWD_DIR}"
-)
+needs_data = pytest.mark.usefixtures("crowd_data")  # skip locally, fail under CI
 
 
 def _reliability(df: pd.DataFrame) -> np.ndarray:
@@ -58,7 +56,7 @@ def test_fleiss_matches_statsmodels(dataset: str) -> None:
     assert C.fleiss_kappa(sub) == pytest.approx(ref, abs=1e-12)
 
 
-def test_small_hand_computed() -> None:
+def test_percent_agreement_and_cohen_matrix_on_a_hand_computed_example() -> None:
     df = pd.DataFrame(
         {
             "task": [1, 1, 1, 2, 2, 2, 3, 3],

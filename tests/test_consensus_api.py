@@ -37,7 +37,7 @@ def synthetic(n_tasks=300, n_workers=12, k=3, per_task=5, seed=0, labels=None):
 
 
 @pytest.mark.parametrize("make", ALL)
-def test_fit_outputs_and_accuracy(make) -> None:
+def test_every_aggregator_fits_deterministically_with_sklearn_style_outputs(make) -> None:
     df, gold = synthetic(labels=["cat", "dog", "eel"])
     model = make()
     assert model.fit(df) is model
@@ -53,7 +53,7 @@ def test_fit_outputs_and_accuracy(make) -> None:
     pd.testing.assert_frame_equal(make().fit_predict_proba(df), model.probas_)
 
 
-def test_aggregate_and_methods() -> None:
+def test_aggregate_takes_every_method_alias_and_rejects_unknown_ones() -> None:
     df, _ = synthetic()
     for m in ["auto", "mv", "ds", "one_coin", "glad", "mace", "ebcc", "DawidSkene"]:
         res = C.aggregate(df, method=m)
@@ -81,7 +81,7 @@ def test_declared_labels_order_and_rejection() -> None:
         (pd.DataFrame({"task": [1, 2], "worker": ["a", "a"], "label": [1, 0]}), "worker"),
     ],
 )
-def test_input_errors(bad, param) -> None:
+def test_bad_input_is_rejected_naming_the_param_by_every_aggregator(bad, param) -> None:
     for make in (C.MajorityVote, C.DawidSkene, C.ConsensusEnsemble):
         with pytest.raises(ValidationError) as ei:
             make().fit(bad)
@@ -174,7 +174,7 @@ def test_single_worker_metadata_is_allowed_but_models_reject() -> None:
         C.fleiss_kappa(df)
 
 
-def test_array_level_api() -> None:
+def test_array_functions_aggregate_codes_and_reject_float_labels() -> None:
     from cynaps_data.consensus.dawid_skene import dawid_skene_arrays
     from cynaps_data.consensus.majority_vote import majority_vote_arrays
 

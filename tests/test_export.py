@@ -15,56 +15,21 @@ import requests
 from cynaps_data import errors
 from cynaps_data.io import export as io_export
 
-from .conftest import fresh_postgres_database, make_project
+from .conftest import Person, annotate, fresh_postgres_database, make_project, started_project
 
 LABELS = ["cat", "dog", "bird"]
-
-
-def annotate(platform, client, project, answers: dict[int, list[str]]) -> None:
-    """Team annotators judge over HTTP: the k-th annotator answers ``answers[task][k]``."""
-    width = max(len(v) for v in answers.values())
-    keys = [
-        platform.create_member("annotator", f"Annotator {k}", owner_key=client.settings.api_key)
-        for k in range(width)
-    ]
-    base = platform.base_url
-    for k, key in enumerate(keys):
-        session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {key}"
-        while True:
-            r = session.get(f"{base}/v1/annotator/next", params={"project_id": project.id})
-            if r.status_code == 204:
-                break
-            assert r.status_code == 200, r.text
-            task = r.json()
-            label = answers[task["task_id"]][k]
-            s = session.post(
-                f"{base}/v1/annotator/tasks/{task['task_id']}/judgements",
-                json={"label": label, "duration": 1.5 + k},
-            )
-            assert s.status_code == 201, s.text
-
-
-def started_project(client, tasks, **overrides):
-    project = make_project(client, labels=LABELS, **overrides)
-    project.upload_tasks(tasks)
-    project.calculate_deposit()
-    project.pay_deposit()
-    project.start()
-    return project
 
 
 @pytest.fixture
 def finished(platform, client):
     """4 tasks, 3 annotators: unanimous, 2/3, 2/3, and a 3-way split (disputed)."""
     tasks = [{"text": f"item {i}", "n": i, "score": i / 4} for i in range(4)]
-    project = make_project(
-        client, labels=LABELS, quality_settings={"min_annotators": 3, "enable_expert_review": True}
+    project = started_project(
+        client,
+        tasks,
+        labels=LABELS,
+        quality_settings={"min_annotators": 3, "enable_expert_review": True},
     )
-    project.upload_tasks(tasks)
-    project.calculate_deposit()
-    project.pay_deposit()
-    project.start()
     ids = list(project.to_pandas().index)
     plan = {
         ids[0]: ["cat", "cat", "cat"],
@@ -228,7 +193,10 @@ def test_nested_object_columns_come_back_as_the_values_uploaded(client):
 
 def test_incremental_export_and_partial_results(platform, client):
     project = started_project(
-        client, [{"text": f"t{i}"} for i in range(3)], quality_settings={"min_annotators": 1}
+        client,
+        [{"text": f"t{i}"} for i in range(3)],
+        labels=LABELS,
+        quality_settings={"min_annotators": 1},
     )
     first = project.to_pandas()
     assert set(first["status"].astype(str)) == {"pending"} and first["label"].isna().all()
@@ -339,16 +307,10 @@ def test_vote_summary_matches_judgements(platform, client, finished, monkeypatch
     from cynaps_data.server.services import votes
 
     project, plan = finished
-    expert = platform.create_member("expert", "Expert", owner_key=client.settings.api_key)
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {expert}"
-    r = session.get(f"{platform.base_url}/v1/review/next", params={"project_id": project.id})
-    assert r.status_code == 200, r.text
-    disputed = r.json()["task_id"]
-    s = session.post(
-        f"{platform.base_url}/v1/review/tasks/{disputed}/decision", json={"label": "bird"}
-    )
-    assert s.status_code == 201, s.text
+    expert = Person(platform, "expert", "Expert", team_of=client)
+    disputed = expert.review(project.id)["task_id"]
+    decided = expert.decide(disputed, "bird")
+    assert decided.status_code == 201, decided.text
     imported = make_project(client, labels=LABELS)
     imported.import_tasks(
         [

@@ -10,8 +10,8 @@ import pytest
 
 from cynaps_data import errors
 
-from .conftest import make_project
-from .test_export import LABELS, annotate, started_project
+from .conftest import annotate, make_project, started_project
+from .test_export import LABELS
 
 
 def ledger(platform, project_id: str, kind: str) -> int:
@@ -29,7 +29,7 @@ def judgement_set(long: pd.DataFrame, wide: pd.DataFrame) -> set:
 
 
 def test_label_studio_export_reimports_same_tasks_and_judgements(platform, client):
-    project = started_project(client, [{"text": f"t{i}", "n": i} for i in range(3)])
+    project = started_project(client, [{"text": f"t{i}", "n": i} for i in range(3)], labels=LABELS)
     ids = list(project.to_pandas().index)
     annotate(
         platform,
@@ -109,7 +109,7 @@ def test_import_label_studio_own_format_and_bad_input(client):
 
 
 def test_request_more_judgements_bills_extra_once(platform, client):
-    project = started_project(client, [{"text": f"t{i}"} for i in range(2)])
+    project = started_project(client, [{"text": f"t{i}"} for i in range(2)], labels=LABELS)
     ids = list(project.to_pandas().index)
     answers = {ids[0]: ["cat", "cat", "dog", "cat"], ids[1]: ["dog", "dog", "dog", "bird"]}
     keys_plan = {t: v[:3] for t, v in answers.items()}
@@ -151,6 +151,7 @@ def test_annotator_stats_agreement_and_plots(platform, client):
     project = started_project(
         client,
         [{"text": f"t{i}"} for i in range(6)],
+        labels=LABELS,
         quality_settings={"min_annotators": 3, "enable_expert_review": False},
     )
     ids = list(project.to_pandas().index)

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .conftest import make_project
-from .test_export import LABELS, annotate
+from .conftest import annotate, started_project
+from .test_export import LABELS
 
 KINDS = ["wide", "wide_before_any_vote", "wide_majority_vote", "long"]
 SINKS = ["parquet", "feather", "pickle", "csv", "datasets"]
@@ -33,11 +33,7 @@ def frames(platform, tmp_path_factory):
 
     with cynaps.Client(api_key=platform.create_customer(), base_url=platform.base_url) as client:
         tasks = [{"text": f"item {i}", "n": i, "score": i / 4} for i in range(4)]
-        project = make_project(client, labels=LABELS)
-        project.upload_tasks(tasks)
-        project.calculate_deposit()
-        project.pay_deposit()
-        project.start()
+        project = started_project(client, tasks, labels=LABELS)
         ids = list(project.to_pandas().index)
         plan = dict(
             zip(
@@ -52,11 +48,7 @@ def frames(platform, tmp_path_factory):
             )
         )
         annotate(platform, client, project, plan)
-        idle = make_project(client, labels=LABELS)
-        idle.upload_tasks(tasks[:2])
-        idle.calculate_deposit()
-        idle.pay_deposit()
-        idle.start()
+        idle = started_project(client, tasks[:2], labels=LABELS)
         out = {
             "wide": project.to_pandas(),
             "wide_before_any_vote": idle.to_pandas(method="majority_vote"),

@@ -20,7 +20,7 @@ from cynaps_data.errors import ValidationError
 from cynaps_data.io import features_from, restore_frame, table_from_wire
 from cynaps_data.io.uploader import IngestError
 
-from .conftest import make_project
+from .conftest import make_project, png_bytes
 
 LABELS = ["cat", "dog"]
 
@@ -29,14 +29,6 @@ def exported_table(project, **options) -> pa.Table:
     """The JSON export's task data as an Arrow table in the source types, in upload order."""
     records = sorted(project.export(), key=lambda r: r["id"])
     return table_from_wire([r["data"] for r in records], project.refresh().source_schema, **options)
-
-
-def png_bytes(color: str = "red", size: tuple[int, int] = (3, 2)) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def every_dtype_frame() -> pd.DataFrame:
@@ -323,7 +315,7 @@ def test_dataset_with_image_and_classlabel_uploads_assets_served_as_images(
             "tags": datasets.Sequence(datasets.Value("string")),
         }
     )
-    red = png_bytes("red")
+    red = png_bytes(rgb=(255, 0, 0))
     ds = datasets.Dataset.from_dict(
         {
             "image": [
@@ -351,7 +343,7 @@ def test_dataset_with_image_and_classlabel_uploads_assets_served_as_images(
     ref = records[1]["data"]["image"]
     assert ref["content_type"] == "image/jpeg" and ref["path"] == str(jpeg_path)
 
-    key = client._transport.session.headers["Authorization"]
+    key = f"Bearer {client.settings.api_key}"
     response = requests.get(
         platform.base_url + records[0]["data"]["image"]["url"],
         headers={"Authorization": key},
@@ -372,7 +364,9 @@ def test_assets_are_scoped_validated_and_hash_named(client, platform, annotator_
     from PIL import Image
 
     project = make_project(client, labels=LABELS)
-    frame = pd.DataFrame({"picture": [png_bytes("green")], "pil": [Image.new("L", (2, 2), 128)]})
+    frame = pd.DataFrame(
+        {"picture": [png_bytes(rgb=(0, 128, 0))], "pil": [Image.new("L", (2, 2), 128)]}
+    )
     ok = project.upload_dataframe(frame, progress=False)
     assert ok.assets_uploaded == 2  # image bytes and a PIL image (sent as PNG) are both found
     pil_ref = project.export()[0]["data"]["pil"]
@@ -385,7 +379,7 @@ def test_assets_are_scoped_validated_and_hash_named(client, platform, annotator_
     assert (
         requests.get(url, headers=annotator, timeout=10).status_code == 404
     )  # project not started
-    owner = {"Authorization": client._transport.session.headers["Authorization"]}
+    owner = {"Authorization": f"Bearer {client.settings.api_key}"}
     base = f"{platform.base_url}/v1/projects/{project.id}/assets"
     for bad in ["..%2F..%2Fcynaps.db", "A" * 64, "0" * 63]:
         assert requests.get(f"{base}/{bad}", headers=owner, timeout=10).status_code == 404
@@ -457,7 +451,7 @@ def test_arrow_batch_endpoint_validates_every_row(client, platform):
     project = make_project(client, labels=LABELS)
     url = f"{platform.base_url}/v1/projects/{project.id}/tasks/batch"
     headers = {
-        "Authorization": client._transport.session.headers["Authorization"],
+        "Authorization": f"Bearer {client.settings.api_key}",
         "Content-Type": "application/vnd.apache.arrow.stream",
     }
 
@@ -580,7 +574,7 @@ def test_compressed_arrow_bodies_are_read_and_bounded(client, platform, monkeypa
     project = make_project(client, labels=LABELS)
     url = f"{platform.base_url}/v1/projects/{project.id}/tasks/batch"
     headers = {
-        "Authorization": client._transport.session.headers["Authorization"],
+        "Authorization": f"Bearer {client.settings.api_key}",
         "Content-Type": "application/vnd.apache.arrow.stream",
     }
 

@@ -88,9 +88,7 @@ def test_killed_upload_and_restarted_server_resume_to_exactly_n(tmp_path):
 
 
 def test_cli_upload_csv_and_jsonl(client, platform, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv(
-        "CYNAPS_API_KEY", client._transport.session.headers["Authorization"].split()[1]
-    )
+    monkeypatch.setenv("CYNAPS_API_KEY", client.settings.api_key)
     monkeypatch.setenv("CYNAPS_BASE_URL", platform.base_url)
     project = make_project(client, labels=["pos", "neg"])
     frame = pd.DataFrame(
@@ -142,9 +140,7 @@ def test_cli_upload_csv_and_jsonl(client, platform, tmp_path, monkeypatch, capsy
 def test_cli_export_writes_parquet_csv_and_json(client, platform, tmp_path, monkeypatch, capsys):
     """``cynaps export``: the typed export to Parquet (reads back with its label categories),
     formula-safe CSV, the seed's JSON; the format follows the file name; bad names are refused."""
-    monkeypatch.setenv(
-        "CYNAPS_API_KEY", client._transport.session.headers["Authorization"].split()[1]
-    )
+    monkeypatch.setenv("CYNAPS_API_KEY", client.settings.api_key)
     monkeypatch.setenv("CYNAPS_BASE_URL", platform.base_url)
     project = make_project(client, labels=["pos", "neg"])
     project.upload_dataframe(

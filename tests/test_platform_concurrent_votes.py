@@ -11,18 +11,14 @@ import cynaps_data as cynaps
 from cynaps_data.server.platform import LocalPlatform
 from cynaps_data.server.settings import Settings
 
-from .conftest import make_project
+from .conftest import started_project
 
 
 def test_simultaneous_submits_on_one_task_are_all_counted(backend_platform):
     platform = backend_platform
     client = cynaps.Client(api_key=platform.create_customer(), base_url=platform.base_url)
     quality = {"min_annotators": 4, "consensus_threshold": 0.5, "enable_expert_review": False}
-    project = make_project(client, quality_settings=quality)
-    project.upload_tasks([{"n": i} for i in range(10)])
-    project.calculate_deposit()
-    project.pay_deposit(payment_method="credits")
-    project.start()
+    project = started_project(client, [{"n": i} for i in range(10)], quality_settings=quality)
     sessions = []
     for i in range(4):
         session = requests.Session()

@@ -7,48 +7,12 @@ import sqlite3
 import time
 
 import pytest
-import requests
 
 import cynaps_data as cynaps
 from cynaps_data import errors
 from cynaps_data.quickstart import run as run_quickstart
 
-from .conftest import SEED_LABELS, make_project
-
-
-class Person:
-    """An annotator or expert using the HTTP annotator API, as a browser would."""
-
-    def __init__(
-        self, platform, role: str = "annotator", name: str = "Person", team_of=None
-    ) -> None:
-        """A platform-pool member, or a member of ``team_of``'s team (sees only its projects)."""
-        self.base = platform.base_url
-        self.session = requests.Session()
-        owner_key = team_of.settings.api_key if team_of is not None else None
-        key = platform.create_member(role, name, owner_key=owner_key)
-        self.session.headers["Authorization"] = f"Bearer {key}"
-
-    def next(self, project_id: str | None = None) -> dict | None:
-        params = {"project_id": project_id} if project_id else None
-        r = self.session.get(f"{self.base}/v1/annotator/next", params=params)
-        r.raise_for_status()
-        return None if r.status_code == 204 else r.json()
-
-    def submit(self, task_id: int, label) -> requests.Response:
-        return self.session.post(
-            f"{self.base}/v1/annotator/tasks/{task_id}/judgements", json={"label": label}
-        )
-
-    def review(self) -> dict | None:
-        r = self.session.get(f"{self.base}/v1/review/next")
-        r.raise_for_status()
-        return None if r.status_code == 204 else r.json()
-
-    def decide(self, task_id: int, label) -> requests.Response:
-        return self.session.post(
-            f"{self.base}/v1/review/tasks/{task_id}/decision", json={"label": label}
-        )
+from .conftest import SEED_LABELS, Person, label_everything, make_project, started_project
 
 
 def ledger(platform) -> sqlite3.Connection:
@@ -61,26 +25,8 @@ def balance(conn: sqlite3.Connection, account: str) -> int:
     ).fetchone()[0]
 
 
-def started_project(client, n_tasks: int = 3, **quality) -> cynaps.Project:
-    settings = {
-        "min_annotators": 3,
-        "consensus_threshold": 0.66,
-        "enable_expert_review": True,
-        **quality,
-    }
-    project = make_project(client, quality_settings=settings)
-    project.upload_tasks([{"data": {"i": i}, "external_id": f"t{i}"} for i in range(n_tasks)])
-    project.calculate_deposit()
-    project.pay_deposit(payment_method="card")
-    project.start()
-    return project
-
-
-def label_everything(people: list[Person], project_id: str, choose) -> None:
-    """Each person takes tasks until none is left; ``choose(person_index, task)`` gives the label."""
-    for index, person in enumerate(people):
-        while (task := person.next(project_id)) is not None:
-            assert person.submit(task["task_id"], choose(index, task)).status_code == 201
+def numbered_tasks(n: int) -> list[dict]:
+    return [{"data": {"i": i}, "external_id": f"t{i}"} for i in range(n)]
 
 
 def test_seed_quick_start_prints_the_seed_lines(staffed_platform, capsys):
@@ -110,7 +56,7 @@ def test_seed_quick_start_prints_the_seed_lines(staffed_platform, capsys):
 
 
 def test_ledger_balances_after_a_full_run(platform, client):
-    project = started_project(client, n_tasks=4)
+    project = started_project(client, numbered_tasks(4), payment_method="card")
     # team members: the session platform is shared, so pool members could pick up other
     # tests' tasks
     people = [Person(platform, name=f"A{i}", team_of=client) for i in range(3)]
@@ -195,7 +141,12 @@ def test_ledger_balances_after_a_full_run(platform, client):
 
 
 def test_no_double_judgement_no_overfill_and_expiry(platform, client):
-    project = started_project(client, n_tasks=1, min_annotators=2, enable_expert_review=False)
+    project = started_project(
+        client,
+        numbered_tasks(1),
+        payment_method="card",
+        quality_settings={"min_annotators": 2, "enable_expert_review": False},
+    )
     a, b, c = (Person(platform, name=n) for n in "abc")
     task_a = a.next(project.id)
     assert a.next(project.id)["task_id"] == task_a["task_id"]  # same live assignment again
@@ -217,7 +168,9 @@ def test_no_double_judgement_no_overfill_and_expiry(platform, client):
 
 
 def test_abandoned_assignment_expires(platform, client):
-    project = started_project(client, n_tasks=1, min_annotators=1)
+    project = started_project(
+        client, numbered_tasks(1), payment_method="card", quality_settings={"min_annotators": 1}
+    )
     a, b = Person(platform, name="slow"), Person(platform, name="quick")
     held = a.next(project.id)
     assert b.next(project.id) is None
@@ -232,7 +185,10 @@ def test_abandoned_assignment_expires(platform, client):
 
 def test_without_expert_review_a_split_gets_more_annotators_then_majority(platform, client):
     project = started_project(
-        client, n_tasks=1, min_annotators=2, max_annotators=3, enable_expert_review=False
+        client,
+        numbered_tasks(1),
+        payment_method="card",
+        quality_settings={"min_annotators": 2, "max_annotators": 3, "enable_expert_review": False},
     )
     people = [Person(platform, name=f"p{i}") for i in range(3)]
     label_everything(people, project.id, lambda i, task: ["Sports", "Other", "Other"][i])
@@ -286,7 +242,7 @@ def test_illegal_transitions_are_409_with_next_step(platform, client):
 
 
 def test_paused_projects_hand_out_no_work_and_cancel_refunds(platform, client):
-    project = started_project(client, n_tasks=2)
+    project = started_project(client, numbered_tasks(2), payment_method="card")
     person = Person(platform, name="p")
     project.pause()
     assert person.next(project.id) is None

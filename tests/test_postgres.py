@@ -20,7 +20,7 @@ from cynaps_data.server.tables import metadata
 from .conftest import fresh_postgres_database
 
 
-def test_database_urls() -> None:
+def test_database_url_normalises_postgres_and_sqlite_forms() -> None:
     assert database_url("postgresql://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
     assert database_url("postgres://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
     assert database_url("postgresql+psycopg://h/db") == "postgresql+psycopg://h/db"

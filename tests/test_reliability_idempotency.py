@@ -84,6 +84,13 @@ def test_same_key_same_body_replays_the_stored_response_once(customer) -> None:
     assert again.status_code == 201 and again.content == first.content
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert _balance(p, h) == start + 1250 and _payments(p, api_key) == 1
+    # the client's retry of a POST (same Idempotency-Key) creates one project, not two
+    with cynaps.Client(api_key=api_key, base_url=p.base_url, max_retries=0) as client:
+        body = {"name": "once", "labels": ["a", "b"]}
+        first = client._transport.request("POST", "/v1/projects", json=body, idempotency_key="c1")
+        again = client._transport.request("POST", "/v1/projects", json=body, idempotency_key="c1")
+        assert first["id"] == again["id"]
+        assert [x.id for x in client.projects.list()].count(first["id"]) == 1
     # errors are stored too: the same refused request gives the same answer
     bad = _post(p, h, "topup-2", {"amount": -1, "payment_method": "card"})
     assert (

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import requests
 
 import cynaps_data as cynaps
@@ -44,6 +46,17 @@ def test_rate_limit_is_per_key_with_retry_after_and_ratelimit_headers(tmp_path) 
                 assert exc.retry_after is not None and exc.retry_after >= 1
             else:
                 raise AssertionError("no RateLimitError after the burst")
+        # a patient client retries the 429s, waiting as Retry-After asks
+        statuses: list[int] = []
+        with cynaps.Client(api_key=a["Authorization"][7:], base_url=p.base_url, max_retries=5) as c:
+            c._transport.session.hooks["response"].append(  # no public hook sees the retries
+                lambda r, *args, **kwargs: statuses.append(r.status_code)
+            )
+            started = time.monotonic()
+            for _ in range(4):
+                c.me()
+        assert 429 in statuses and statuses.count(200) == 4
+        assert time.monotonic() - started >= 1.0
 
 
 def test_client_backoff_completes_100k_upload_under_tight_limit(tmp_path) -> None:

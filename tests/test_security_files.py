@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import socketserver
 import threading
-import zlib
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -14,6 +13,8 @@ import pytest
 import requests
 
 from cynaps_data.server.platform import LocalPlatform
+
+from .conftest import png_bytes
 
 
 class _Trap(socketserver.ThreadingTCPServer):
@@ -39,20 +40,6 @@ def trap() -> Iterator[_Trap]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def _png() -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-
-    header = (1).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00\x00"))
-        + chunk(b"IEND", b"")
-    )
 
 
 def test_platform_never_fetches_user_supplied_urls(platform: LocalPlatform, trap: _Trap) -> None:
@@ -135,7 +122,7 @@ def test_asset_and_static_serving_cannot_escape_their_store(platform: LocalPlatf
     pid = requests.post(
         base + "/v1/projects", headers=h, json={"name": "files", "labels": ["a"]}, timeout=30
     ).json()["id"]
-    png = _png()
+    png = png_bytes(1, 1)
     stored = requests.post(base + f"/v1/projects/{pid}/assets", headers=h, data=png, timeout=30)
     assert stored.status_code == 201, stored.text
     sha = stored.json()["sha256"]

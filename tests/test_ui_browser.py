@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
 
 from cynaps_data.server.platform import LocalPlatform
 
+from .conftest import png_bytes
 from .workbench_team import Team
 
 pytest.importorskip("playwright")
@@ -75,25 +74,7 @@ def shot(page: Page, name: str) -> Path:
     return path
 
 
-def make_png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
-    """A solid-colour PNG (for an uploaded image asset)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
-
-
-OUTSIDE_PNG = make_png(240, 120, (43, 89, 195))  # served for every outside image URL
+OUTSIDE_PNG = png_bytes(240, 120, (43, 89, 195))  # served for every outside image URL
 
 
 def sign_in(page: Page, base: str, key: str, path: str = "/ui/") -> None:
@@ -107,7 +88,7 @@ def test_annotator_labels_three_tasks_with_the_keyboard(
     page: Page, platform: LocalPlatform
 ) -> None:
     team = Team(platform, LABELS)
-    png = make_png(240, 120, (46, 139, 87))
+    png = png_bytes(240, 120, (46, 139, 87))
 
     def tasks(pid: str) -> list[dict]:
         asset = team.ok(
