@@ -224,8 +224,8 @@ def test_multi_label_project_end_to_end(crowd: LocalPlatform, tmp_path) -> None:
                 sum(len(v) for v in _votes(project, r["task"]))
             )
             if r["label_source"] == "consensus":
-                assert r["label"] == [lab for lab in LABELS if shares[lab] >= 0.5]
-                assert r["agreement"] >= 0.5
+                assert r["label"] == [lab for lab in LABELS if shares[lab] >= 0.5 - 1e-12]
+                assert r["agreement"] >= 0.5 - 1e-12  # the platform's rule (floats summed)
             else:
                 assert r["label_source"] == "expert" and r["expert_label"] == r["label"]
         golden = [r for i, r in enumerate(rows) if i % 2 == 0]

@@ -286,10 +286,11 @@ class MultiLabel:
         cost ~50 ms a call in pandas, once per judgement; a test checks they agree)."""
         order = merged_order(votes)
         n = len(votes)
-        share = {label: 0 for label in order}
+        count = dict.fromkeys(order, 0)
         for vote in votes:
             for label in vote:
-                share[label] += 1 / n
+                count[label] += 1
+        share = {label: c / n for label, c in count.items()}
         chosen = {label for label in order if share[label] >= threshold - 1e-12}
         ranked = sorted(order, key=lambda lab: -share[lab])  # stable: ties keep label order
         smallest, largest = min(map(len, votes)), max(map(len, votes))
