@@ -303,6 +303,13 @@ def test_multi_label_project_end_to_end(crowd: LocalPlatform, tmp_path) -> None:
                 [a == b for a, b in zip(again[f"{method}_label"], df["label"], strict=True)]
             )
             assert agree >= 0.6, method
+            if method == "auto":  # the added columns survive Parquet and datasets too
+                again.to_parquet(tmp_path / "auto.parquet")
+                back = pd.read_parquet(tmp_path / "auto.parquet")
+                assert _same_values(back["auto_label"], again["auto_label"])
+                assert datasets.Dataset.from_pandas(again)[0]["auto_label"] == list(
+                    again["auto_label"].iloc[0]
+                )
         with pytest.raises(cynaps.errors.ValidationError):
             project.to_pandas(method="glad")
 
