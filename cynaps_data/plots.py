@@ -6,7 +6,8 @@ return, draws on ``ax`` (a new figure when ``None``) and returns the ``Axes``.
 * :func:`agreement_histogram` — distribution of per-task ``agreement`` (coloured by ``status``);
 * :func:`label_distribution` — count per label of one or more label columns, side by side;
 * :func:`annotator_quality` — each annotator's quality against their volume;
-* :func:`confusion_matrix` — the platform ``label`` against a re-aggregation or gold.
+* :func:`confusion_matrix` — the platform ``label`` against a re-aggregation or gold;
+* :func:`reliability_diagram` — accuracy against confidence of posteriors on gold tasks.
 """
 
 from __future__ import annotations
@@ -158,4 +159,36 @@ def confusion_matrix(
     agree = np.trace(table) / max(table.sum(), 1)
     ax.set_title(f"{reference} vs {other}: {agree:.1%} agree ({table.sum()} tasks)")
     ax.figure.colorbar(image, ax=ax, fraction=0.046)
+    return ax
+
+
+def reliability_diagram(
+    probas: pd.DataFrame | dict[str, pd.DataFrame],
+    gold: pd.Series,
+    *,
+    n_bins: int = 15,
+    ax: Axes | None = None,
+) -> Axes:
+    """Reliability diagram: per confidence bin, the accuracy on gold tasks against the mean top
+    posterior (the diagonal is perfect calibration); the legend gives each curve's ECE.
+
+    ``probas``: DataFrame task x label (e.g. ``aggregate(df).probas``), or a dict name ->
+    DataFrame to compare several; ``gold``: Series indexed by task. Bins with no task are skipped.
+    """
+    from .consensus.calibration import expected_calibration_error, reliability_table
+
+    ax = _axes(ax, (5, 5))
+    curves = probas if isinstance(probas, dict) else {"posterior": probas}
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect")
+    for name, frame in curves.items():
+        tab = reliability_table(frame, gold, n_bins)
+        used = tab[tab["count"] > 0]
+        ece = expected_calibration_error(frame, gold, n_bins)
+        ax.plot(used["confidence"], used["accuracy"], marker="o", label=f"{name} (ECE {ece:.3f})")
+    ax.set_xlabel("confidence (top posterior)")
+    ax.set_ylabel("accuracy on gold")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"Reliability ({n_bins} bins)")
     return ax

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-CROWD_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crowd"
+CROWD_DIR = Path(
+    os.environ.get("CYNAPS_CROWD_DIR")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crowd"
+)
 
 DATASETS = [
     "adult_s5",

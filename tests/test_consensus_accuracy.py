@@ -99,12 +99,15 @@ def test_default_method_rule_depends_only_on_number_of_classes() -> None:
     binary = C.ConsensusEnsemble().fit(df)
     assert sorted(binary.members_) == [f"ebcc{i}" for i in range(5)]
     pooled = np.mean([binary.members_[f"ebcc{i}"] for i in range(5)], axis=0)
-    np.testing.assert_allclose(binary.probas_.to_numpy(), pooled, atol=1e-12)
+    np.testing.assert_allclose(binary.uncalibrated_probas_.to_numpy(), pooled, atol=1e-12)
+    # probas_ is the pool calibrated by a monotone map (issue 18): same arg-max, lower top
+    np.testing.assert_array_equal(binary.probas_.to_numpy().argmax(1), pooled.argmax(1))
+    assert (binary.probas_.to_numpy().max(1) <= pooled.max(1) + 1e-12).all()
     # the same answers with a third class declared (never used) take the >= 3 branch
     multi = C.ConsensusEnsemble(labels=[1, 2, 3]).fit(df)
     assert sorted(multi.members_) == ["ds", "mace"]
     half = 0.5 * (multi.members_["ds"] + multi.members_["mace"])
-    np.testing.assert_allclose(multi.probas_.to_numpy(), half, atol=1e-12)
+    np.testing.assert_allclose(multi.uncalibrated_probas_.to_numpy(), half, atol=1e-12)
 
 
 def test_aggregate_auto_matches_ensemble() -> None:

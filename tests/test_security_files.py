@@ -224,7 +224,7 @@ def _make_every_secret(platform: LocalPlatform, tmp_path, monkeypatch, capsys) -
     stored = requests.post(
         base + f"/v1/projects/{pid}/assets",
         headers={"Authorization": f"Bearer {customer['api_key']}"},
-        data=_png(),
+        data=png_bytes(1, 1),
         timeout=30,
     )
     assert stored.status_code == 201
@@ -339,13 +339,19 @@ def test_asset_directory_not_private_is_refused_and_symlinks_not_served(tmp_path
             timeout=30,
         ).json()["id"]
         up = requests.post(
-            platform.base_url + f"/v1/projects/{pid}/assets", headers=h, data=_png(), timeout=30
+            platform.base_url + f"/v1/projects/{pid}/assets",
+            headers=h,
+            data=png_bytes(1, 1),
+            timeout=30,
         )
         assert up.status_code == 500 and not any(planted.iterdir())
         # a private directory of ours: a symlink planted as an asset file is not followed
         os.chmod(planted, 0o700)
         up = requests.post(
-            platform.base_url + f"/v1/projects/{pid}/assets", headers=h, data=_png(), timeout=30
+            platform.base_url + f"/v1/projects/{pid}/assets",
+            headers=h,
+            data=png_bytes(1, 1),
+            timeout=30,
         )
         assert up.status_code == 201, up.text
         sha = up.json()["sha256"]

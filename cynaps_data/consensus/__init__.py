@@ -25,6 +25,7 @@ import pandas as pd
 
 from ..errors import ValidationError
 from ._base import BaseAggregator
+from .adaptive import expected_gain, next_judgements
 from .agreement import (
     cohen_kappa,
     cohen_kappa_matrix,
@@ -67,9 +68,11 @@ __all__ = [
     "cohen_kappa",
     "cohen_kappa_matrix",
     "expected_calibration_error",
+    "expected_gain",
     "fleiss_kappa",
     "get_aggregator",
     "krippendorff_alpha",
+    "next_judgements",
     "percent_agreement",
     "task_metadata",
     # multi-label and rating aggregation (issue 13)

@@ -4,16 +4,23 @@ Expected calibration error (Guo et al., 2017) with ``n_bins`` equal-width confid
 :math:`\mathrm{ECE} = \sum_b \frac{|B_b|}{n} \, |\mathrm{acc}(B_b) - \mathrm{conf}(B_b)|`,
 where the confidence of a task is its top posterior probability and its accuracy is whether the
 arg-max class equals the gold label.
+
+:func:`resampled_confidence` calibrates a posterior without gold: the confidence of each task's
+label is its average posterior over Poisson(1) re-weightings of the task's answers (a vote
+bootstrap, no refit), each answer scored by a leave-this-task-out confusion model built from the
+posterior itself; the row is then tempered to that confidence, so the arg-max never changes.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ..errors import ValidationError
+from ._base import rng_from
 
-__all__ = ["expected_calibration_error", "reliability_table"]
+__all__ = ["expected_calibration_error", "reliability_table", "resampled_confidence", "temper_to"]
 
 
 def reliability_table(probas: pd.DataFrame, gold: pd.Series, n_bins: int = 10) -> pd.DataFrame:
@@ -58,3 +65,110 @@ def expected_calibration_error(probas: pd.DataFrame, gold: pd.Series, n_bins: in
     used = tab["count"] > 0
     w = tab.loc[used, "count"] / tab["count"].sum()
     return float((w * (tab.loc[used, "accuracy"] - tab.loc[used, "confidence"]).abs()).sum())
+
+
+def temper_to(q: np.ndarray, target: np.ndarray, n_steps: int = 12) -> np.ndarray:
+    r"""Temper each row of ``q`` (``(n, k)``, rows sum to 1) to the top probability ``target``
+    (``(n,)``): :math:`q_c^{\beta} / \sum_j q_j^{\beta}` with the row's :math:`\beta \in (0, 1]`
+    (:math:`T = 1/\beta \ge 1`). A monotone map: the order of the classes, hence the arg-max,
+    is kept; ``target`` is clipped to ``[1/k, max q]`` (tempering only lowers it).
+
+    :math:`\beta` solves :math:`-\log \sum_c e^{\beta d_c} = \log \mathrm{target}` with
+    :math:`d_c = \log q_c - \log q_{\max} \le 0`; the left side is increasing and concave in
+    :math:`\beta`, so Newton's method from :math:`\beta = 1` steps past the root once and then
+    climbs to it monotonically (``n_steps`` iterations, rows that are already there stop moving)."""
+    n, k = q.shape
+    if n == 0 or k < 2:
+        return q.copy()
+    d = np.log(np.clip(q, 1e-300, 1.0))
+    d -= d.max(axis=1, keepdims=True)
+    np.maximum(d, -700.0, out=d)
+    top = q.max(axis=1)
+    goal = np.log(np.clip(target, 1.0 / k + 1e-9, top))
+    beta = np.ones(n)
+    lower = goal < np.log(np.clip(top, 1e-300, 1.0)) - 1e-12
+    idx = np.flatnonzero(lower)
+    for _ in range(n_steps):
+        if idx.size == 0:
+            break
+        w = np.exp(d[idx] * beta[idx, None])
+        sw = w.sum(axis=1)
+        f = -np.log(sw)
+        slope = -(w * d[idx]).sum(axis=1) / sw  # >= 0
+        step = (f - goal[idx]) / np.maximum(slope, 1e-300)
+        beta[idx] = np.clip(beta[idx] - step, 1e-6, 1.0)
+        idx = idx[np.abs(step) > 1e-10 * np.maximum(beta[idx], 1e-6)]
+    out = np.exp(d * beta[:, None])
+    out /= out.sum(axis=1, keepdims=True)
+    out[~lower] = q[~lower]  # nothing to lower: keep the row bit for bit
+    return out
+
+
+# Poisson(1) weights from one random byte each: 256 slots in proportion to the probabilities
+# of 0, 1, 2, ... (quantised to 1/256; mean 1.0 within 0.004)
+_POISSON_TABLE = np.repeat(
+    np.arange(7, dtype=np.float64),
+    np.diff(
+        np.round(
+            256 * np.r_[0.0, np.cumsum(np.exp(-1.0) / np.cumprod(np.r_[1, np.arange(1, 7)]))]
+        ).astype(int)
+    ),
+)
+_POISSON_TABLE = np.r_[_POISSON_TABLE, np.full(256 - _POISSON_TABLE.size, 3.0)]
+
+
+def resampled_confidence(
+    task: np.ndarray,
+    worker: np.ndarray,
+    label: np.ndarray,
+    q: np.ndarray,
+    n_workers: int,
+    *,
+    n_draws: int = 40,
+    alpha: float = 1.0,
+    random_state: object = 0,
+) -> np.ndarray:
+    r"""Gold-free calibration of a posterior ``q`` (``(n_tasks, k)``) from the answers it came from
+    (integer codes ``task``, ``worker``, ``label``); returns the calibrated ``(n_tasks, k)`` array,
+    rows summing to 1, same arg-max as ``q``.
+
+    1. Leave-this-task-out confusions from ``q`` itself: with :math:`N_{wyc} = \sum q_{tc}` over
+       w's answers y, answer (t, w, y) scores class c by
+       :math:`\ell_{c} = \log \frac{N_{wyc} - q_{tc} + \alpha}{\sum_{y'} N_{wy'c} - q_{tc} + k\alpha}`
+       (the task's own answers do not vouch for themselves).
+    2. ``n_draws`` vote bootstraps: weights :math:`W \sim \mathrm{Poisson}(1)` per answer (one random byte each, probabilities quantised to 1/256),
+       :math:`p^{(b)}_t = \mathrm{softmax}(\log \bar\pi + \sum W \ell)`; the confidence of the
+       label :math:`\hat z_t = \arg\max q_t` is :math:`\frac1B \sum_b p^{(b)}_{t \hat z_t}`.
+    3. :func:`temper_to` that confidence (only ever lowers it).
+
+    Cost: ``n_draws`` sparse products over the answers (no refit of the model).
+    """
+    t = np.asarray(task, dtype=np.int64)
+    w = np.asarray(worker, dtype=np.int64)
+    y = np.asarray(label, dtype=np.int64)
+    n_t, k = q.shape
+    if k < 2 or t.size == 0:
+        return q.copy()
+    qt = q[t]
+    cell = ((w * k + y)[:, None] * k + np.arange(k)).ravel()
+    counts = np.bincount(cell, weights=qt.ravel(), minlength=n_workers * k * k)
+    counts = counts.reshape(n_workers, k, k)
+    totals = counts.sum(axis=1)  # [w, c]
+    ell = np.log(np.maximum(counts[w, y, :] - qt, 0.0) + alpha) - np.log(
+        np.maximum(totals[w, :] - qt, 0.0) + k * alpha
+    )
+    log_prior = np.log(np.clip(q.mean(axis=0), 1e-300, 1.0))
+    z = q.argmax(axis=1)
+    rows = np.arange(n_t)
+    rng = rng_from(random_state)
+    conf = np.zeros(n_t)
+    by_task = sp.csr_matrix((np.ones(t.size), (t, np.arange(t.size))), shape=(n_t, t.size))
+    for _ in range(int(n_draws)):
+        wts = _POISSON_TABLE[rng.integers(0, 256, t.size, dtype=np.uint8)]
+        a = by_task @ (ell * wts[:, None])
+        a += log_prior
+        a -= a.max(axis=1, keepdims=True)
+        np.exp(a, out=a)
+        conf += a[rows, z] / a.sum(axis=1)
+    conf /= n_draws
+    return temper_to(q, conf)
