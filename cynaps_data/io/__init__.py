@@ -8,6 +8,7 @@ reads a project back as a typed table.
 
 from __future__ import annotations
 
+from ..types.multi_label import multi_hot
 from .export import soft_labels
 from .schema import (
     features_from,
@@ -19,6 +20,7 @@ from .schema import (
 
 __all__ = [
     "features_from",
+    "multi_hot",
     "restore_columns",
     "restore_frame",
     "soft_labels",
