@@ -213,9 +213,9 @@ def test_fifty_annotators_finish_two_thousand_tasks(server: tuple[str, str, int]
     )  # sandbox-simulated
     # the deposit covers min_annotators; each escalation of a split task reserves one more
     # judgement from the balance (issue 12), and without the money a task is finalised by
-    # plurality instead; fund it generously so the policy, not the money, decides the counts
-    # checked below (a top-up of exactly the worst case left 8-14 tasks short: see the
-    # session's closing note, under investigation)
+    # plurality instead; charges draw on the balance before the deposit hold, so the balance
+    # must carry the charges too: fund it generously so the policy, not the money, decides
+    # the counts checked below
     extra_cents = n_tasks * (QUALITY["max_annotators"] - QUALITY["min_annotators"]) * 1500
     ok(
         "POST",
