@@ -54,7 +54,7 @@ def parse_json_body(raw: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         raise Problem(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
     if b"\\u0000" in raw:  # cheap pre-check; PostgreSQL cannot store NUL in text
-        where = _nul_path(value, "body")
+        where = limits.nul_path(value, "body")
         if where is not None:
             raise Problem(
                 422,
@@ -63,24 +63,6 @@ def parse_json_body(raw: bytes) -> Any:
                 param=where,
             )
     return value
-
-
-def _nul_path(value: Any, path: str) -> str | None:
-    """Where the first string (or object key) holding a NUL character is, if any."""
-    stack = [(value, path)]
-    while stack:
-        item, where = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return where
-        elif isinstance(item, dict):
-            for key, sub in item.items():
-                if "\x00" in key:
-                    return where
-                stack.append((sub, f"{where}.{key}"))
-        elif isinstance(item, list):
-            stack.extend((sub, f"{where}[{i}]") for i, sub in enumerate(item))
-    return None
 
 
 DB = Annotated[Database, Depends(get_db)]
