@@ -85,6 +85,9 @@ class YesNo:
 
     def __init__(self, widget_dir: Path) -> None:
         self.widget_dir = widget_dir
+        #: the task data each hook was given (the protocol passes it to both)
+        self.validated_with: list[Any] = []
+        self.simulated_with: list[Any] = []
 
     def validate_config(self, config: Any) -> dict:
         if not isinstance(config, dict) or set(config) != {"question"}:
@@ -93,7 +96,8 @@ class YesNo:
             raise ValueError("labels.question must be a non-empty string")
         return {"question": config["question"]}
 
-    def validate_value(self, value: Any, config: dict) -> bool:
+    def validate_value(self, value: Any, config: dict, data: Any = None) -> bool:
+        self.validated_with.append(data)
         if isinstance(value, dict) and "choices" in value:
             value = self.from_label_studio({"type": "choices", "value": value}, config)
         if not isinstance(value, bool):
@@ -109,7 +113,7 @@ class YesNo:
             raise ValueError("not a yes/no 'choices' result")
         return choices == ["yes"]
 
-    def decide(self, votes: list[Any], quality: dict, needed: int) -> Decision:
+    def decide(self, votes: list[Any], quality: dict, needed: int, config: Any = None) -> Decision:
         yes = sum(votes)
         top = yes * 2 >= len(votes) if yes * 2 != len(votes) else votes[0]
         share = max(yes, len(votes) - yes) / len(votes)
@@ -170,7 +174,10 @@ class YesNo:
     def pseudo_truth(self, data_json: str, config: dict) -> Any:
         return hashlib.sha256(data_json.encode()).digest()[0] % 2 == 0
 
-    def simulate(self, truth: Any, config: dict, accuracy: float, rng: random.Random) -> Any:
+    def simulate(
+        self, truth: Any, config: dict, accuracy: float, rng: random.Random, data: Any = None
+    ) -> Any:
+        self.simulated_with.append(data)
         return truth if rng.random() < accuracy else not truth
 
 
@@ -225,6 +232,12 @@ def test_a_type_registered_in_the_tests_runs_end_to_end(crowd: LocalPlatform, ye
         project.pay_deposit(payment_method="credits")
         project.start()
         project.wait(timeout=120, poll_interval=0.2, progress=False)
+
+        # the task's data reaches the hooks whose values may point into it
+        uploaded = [{"n": i} for i in range(12)]
+        assert [d for d in yes_no.simulated_with if d not in uploaded] == []
+        assert {d["n"] for d in yes_no.simulated_with} == set(range(12))
+        assert {d["n"] for d in yes_no.validated_with if d is not None} == {*range(12), 99}
 
         wide = project.to_arrow()
         assert wide.schema.field("label").type == pa.bool_()

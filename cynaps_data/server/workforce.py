@@ -112,20 +112,22 @@ class Workforce:
         for thread in self._threads:
             thread.join(timeout=5)
 
-    def _truth(self, task_id: int, atype: AnnotationType, config: Any) -> Any:
+    def _truth(self, task_id: int, atype: AnnotationType, config: Any) -> tuple[Any, dict]:
+        """The task's ``(truth, data)``: its gold, else the type's pseudo-truth."""
         with self.db.read() as conn:
             row = conn.execute(
                 sa.select(tasks.c.gold, tasks.c.data).where(tasks.c.id == task_id)
             ).one()
-        return orjson.loads(row.gold) if row.gold else atype.pseudo_truth(row.data, config)
+        truth = orjson.loads(row.gold) if row.gold else atype.pseudo_truth(row.data, config)
+        return truth, orjson.loads(row.data)
 
     def _answer(self, index: int, member: Member, task: dict) -> Any:
         """``task``: the assignment view (``annotation_type``, ``labels``: the config)."""
         atype = get_type(task["annotation_type"])
         config = task["labels"]
-        truth = self._truth(task["task_id"], atype, config)
+        truth, data = self._truth(task["task_id"], atype, config)
         rng = random.Random(f"{self.settings.seed}:{index}:{task['task_id']}")
-        return atype.simulate(truth, config, member.accuracy, rng)
+        return atype.simulate(truth, config, member.accuracy, rng, data=data)
 
     def _run(self, index: int, member: Member) -> None:
         session = requests.Session()

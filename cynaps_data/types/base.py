@@ -95,9 +95,15 @@ class AnnotationType(Protocol):
         """Check a project's label config; return it normalised or raise ``ValueError`` (its
         message names the offending entry, e.g. ``labels[2]``)."""
 
-    def validate_value(self, value: Any, config: Any) -> Any:
+    def validate_value(self, value: Any, config: Any, data: Any = None) -> Any:
         """Check one judgement's value (also accepting the type's Label Studio ``value``
-        shape); return it normalised (JSON-serialisable) or raise ``ValueError``."""
+        shape); return it normalised (JSON-serialisable) or raise ``ValueError``.
+
+        ``data``: the task's data (the uploaded ``data`` object, a dict) when the caller has
+        it — the platform always passes it for judgements, gold, predictions and imports — so
+        that a type whose values point into the task (span offsets into a text field, boxes
+        inside an image, the candidates of a pair) checks them against it; ``None`` when only
+        the value's own shape can be checked."""
 
     def to_label_studio(self, value: Any, config: Any) -> dict:
         """Label Studio's result region for ``value``: ``{"type": ..., "value": {...}}``
@@ -108,11 +114,11 @@ class AnnotationType(Protocol):
         raise ``ValueError`` when the region is not of this type."""
 
     # -- platform consensus -----------------------------------------------------------------
-    def decide(self, votes: list[Any], quality: dict, needed: int) -> Decision:
+    def decide(self, votes: list[Any], quality: dict, needed: int, config: Any = None) -> Decision:
         """The consensus decision for one task from its annotator ``votes`` (values, in order)
-        under the project's validated ``quality_settings`` and ``needed`` judgements. A type
-        that needs its label config here (e.g. a rating's tolerance) declares a ``config``
-        keyword parameter; the platform then passes the project's config."""
+        under the project's validated ``quality_settings`` and ``needed`` judgements, with the
+        project's label ``config`` (the platform always passes it: type parameters such as a
+        rating's tolerance live there)."""
 
     def summarize(self, votes: list[Any], config: Any | None) -> dict[str, Any]:
         """The task's vote summary beyond agreement and counts, as JSON: keys and values the
@@ -176,7 +182,10 @@ class AnnotationType(Protocol):
     def pseudo_truth(self, data_json: str, config: Any) -> Any:
         """A deterministic 'true' value for a task without gold (from its data's JSON text)."""
 
-    def simulate(self, truth: Any, config: Any, accuracy: float, rng: random.Random) -> Any:
+    def simulate(
+        self, truth: Any, config: Any, accuracy: float, rng: random.Random, data: Any = None
+    ) -> Any:
         """A simulated annotator's answer: ``truth`` kept with probability ``accuracy`` (the
         member's own, so noise differs per annotator), else a plausible wrong value; random
-        draws only from ``rng`` (seeded per member and task)."""
+        draws only from ``rng`` (seeded per member and task). ``data``: the task's data (dict),
+        which the platform always passes (e.g. the text a span points into)."""

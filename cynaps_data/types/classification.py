@@ -97,7 +97,7 @@ class Classification:
             seen.add(label)
         return list(config)
 
-    def validate_value(self, value: Any, config: list) -> str:
+    def validate_value(self, value: Any, config: list, data: Any = None) -> str:
         if isinstance(value, dict) and "choices" in value:  # Label Studio's shape
             choices = value["choices"]
             value = choices[0] if isinstance(choices, list) and len(choices) == 1 else choices
@@ -118,7 +118,7 @@ class Classification:
         return choices[0] if isinstance(choices, list) and len(choices) == 1 else choices
 
     # -- platform consensus -----------------------------------------------------------------
-    def decide(self, votes: list[Any], quality: dict, needed: int) -> Decision:
+    def decide(self, votes: list[Any], quality: dict, needed: int, config: Any = None) -> Decision:
         """After ``needed`` votes the top label's share is compared with
         ``consensus_threshold``. At or above it (and not tied) the task is final
         (``consensus``). Below it the task is *disputed*: with ``enable_expert_review`` it waits
@@ -253,7 +253,9 @@ class Classification:
         digest = hashlib.sha256(data_json.encode()).digest()
         return config[int.from_bytes(digest[:8], "big") % len(config)]
 
-    def simulate(self, truth: Any, config: list, accuracy: float, rng: random.Random) -> Any:
+    def simulate(
+        self, truth: Any, config: list, accuracy: float, rng: random.Random, data: Any = None
+    ) -> Any:
         """The truth with probability ``accuracy``, else another label chosen uniformly."""
         if rng.random() < accuracy or len(config) == 1:
             return truth

@@ -226,7 +226,7 @@ class MultiLabel:
             )
         return {"labels": labels, "min_labels": low, "max_labels": high}
 
-    def validate_value(self, value: Any, config: dict) -> list[str]:
+    def validate_value(self, value: Any, config: dict, data: Any = None) -> list[str]:
         if isinstance(value, dict) and "choices" in value:  # Label Studio's shape
             value = value["choices"]
         labels = config["labels"]
@@ -259,7 +259,7 @@ class MultiLabel:
         return choices
 
     # -- platform consensus -----------------------------------------------------------------
-    def decide(self, votes: list[Any], quality: dict, needed: int) -> Decision:
+    def decide(self, votes: list[Any], quality: dict, needed: int, config: Any = None) -> Decision:
         """After ``needed`` votes: the final set holds the labels whose vote share reaches
         ``consensus_threshold`` (then cut to the largest / filled to the smallest answer size,
         highest shares first, so it respects the config's min/max like every vote). Agreement
@@ -448,7 +448,9 @@ class MultiLabel:
         chosen = set(ranked[:size])
         return [lab for lab in labels if lab in chosen]
 
-    def simulate(self, truth: Any, config: dict, accuracy: float, rng: random.Random) -> Any:
+    def simulate(
+        self, truth: Any, config: dict, accuracy: float, rng: random.Random, data: Any = None
+    ) -> Any:
         """Each true label is dropped with the member's miss rate ``1.5 (1 - accuracy)`` and
         each other label added with its false-add rate ``(1 - accuracy) / 2`` (both capped),
         then cut / filled at random to the config's max/min size."""

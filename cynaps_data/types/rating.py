@@ -137,7 +137,7 @@ class Rating:
         ordered = {str(p): points[str(p)] for p in range(lo, hi + 1) if str(p) in points}
         return {"min": lo, "max": hi, "labels": ordered, "tolerance": tolerance}
 
-    def validate_value(self, value: Any, config: dict) -> int:
+    def validate_value(self, value: Any, config: dict, data: Any = None) -> int:
         lo, hi = _scale(config)
         if isinstance(value, dict):  # Label Studio's shape: its rating runs 1..maxRating
             value = self.from_label_studio({"type": "rating", "value": value}, config)
@@ -348,7 +348,9 @@ class Rating:
         digest = hashlib.sha256(data_json.encode()).digest()
         return lo + int.from_bytes(digest[:8], "big") % (hi - lo + 1)
 
-    def simulate(self, truth: Any, config: dict, accuracy: float, rng: random.Random) -> int:
+    def simulate(
+        self, truth: Any, config: dict, accuracy: float, rng: random.Random, data: Any = None
+    ) -> int:
         """The truth plus the annotator's bias plus noise, rounded half up and clipped to the
         scale. Both grow with ``1 - accuracy`` and the scale's width ``w``: the noise is
         ``N(0, (1 - accuracy) * w / 2)`` drawn from ``rng``; the bias (leniency > 0, severity

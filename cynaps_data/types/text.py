@@ -158,7 +158,7 @@ class Text:
             raise ValueError("labels.placeholder and labels.field must not hold NUL characters")
         return {"max_length": max_length, "placeholder": placeholder, "field": field}
 
-    def validate_value(self, value: Any, config: dict) -> str:
+    def validate_value(self, value: Any, config: dict, data: Any = None) -> str:
         if isinstance(value, dict) and "text" in value:  # Label Studio's textarea value
             value = self.from_label_studio({"type": "textarea", "value": value}, config)
         if not isinstance(value, str):
@@ -193,7 +193,7 @@ class Text:
         )
 
     # -- platform consensus -----------------------------------------------------------------
-    def decide(self, votes: list[Any], quality: dict, needed: int) -> Decision:
+    def decide(self, votes: list[Any], quality: dict, needed: int, config: Any = None) -> Decision:
         """Exact (normalised) majority at or above ``consensus_threshold`` and not tied: final
         (``consensus``). Else the medoid, final when the agreement (mean pairwise word-edit
         similarity) reaches the threshold. Else disputed (expert review) or one more annotator
@@ -369,7 +369,9 @@ class Text:
         sentence = " ".join(WORDS[b % len(WORDS)] for b in digest[1 : 1 + n_words])
         return (sentence[0].upper() + sentence[1:] + ".")[: config["max_length"]]
 
-    def simulate(self, truth: Any, config: dict, accuracy: float, rng: random.Random) -> Any:
+    def simulate(
+        self, truth: Any, config: dict, accuracy: float, rng: random.Random, data: Any = None
+    ) -> Any:
         """The truth with word drops, typos (two adjacent characters swapped) and case or
         punctuation changes, at per-word rates drawn from ``rng`` and scaled by
         ``1 - accuracy`` (an annotator of accuracy 1 types the truth exactly)."""

@@ -38,7 +38,9 @@ MAX_WORKER = 40
 ROLES = ("annotator", "expert")
 
 
-def _judgements(i: int, raw: Any, atype: Any, labels: list, now: float) -> list[tuple]:
+def _judgements(
+    i: int, raw: Any, atype: Any, labels: list, now: float, data: Any = None
+) -> list[tuple]:
     """Validated ``(worker, role, value_json, duration, created_at)`` of one item."""
     if raw is None:
         return []
@@ -72,7 +74,7 @@ def _judgements(i: int, raw: Any, atype: Any, labels: list, now: float) -> list[
         if role not in ROLES:
             raise bad_item(i, f"role must be one of {list(ROLES)}", f"{where}.role")
         try:
-            value = atype.validate_value(item.get("label"), labels)
+            value = atype.validate_value(item.get("label"), labels, data)
         except ValueError as exc:
             raise bad_item(i, str(exc), f"{where}.label") from None
         stamps = []
@@ -120,7 +122,7 @@ def import_batch(db: Database, owner_id: str, project_id: str, body: Any, max_ta
             raise bad_item(
                 i, f"unknown field {unknown[0]!r}; allowed: {sorted(ITEM_KEYS)}", unknown[0]
             )
-        votes.append(_judgements(i, item.get("judgements"), atype, labels, now))
+        votes.append(_judgements(i, item.get("judgements"), atype, labels, now, item.get("data")))
         plain.append({k: v for k, v in item.items() if k != "judgements"})
     rows = build_rows(project, plain)  # validates data, external_id, gold, predictions
     with db.write() as conn:

@@ -30,10 +30,11 @@ MAX_DURATION = 7 * 24 * 3600.0
 ORIGINS = ("platform", "imported")
 
 _RELEASE_SQL = "DELETE FROM assignments WHERE task_id = :task AND annotator_id = :me"
-# (expires_at, project_id, needed, n_judgements, state, annotation_type, labels, quality_settings, owner_id)
+# (expires_at, project_id, needed, n_judgements, state, annotation_type, labels, quality_settings,
+#  owner_id, data)
 _SUBMIT_SQL = (
     "SELECT a.expires_at, t.project_id, t.needed, t.n_judgements, p.state, p.annotation_type, p.labels,"
-    " p.quality_settings, p.owner_id FROM assignments a JOIN tasks t ON t.id = a.task_id"
+    " p.quality_settings, p.owner_id, t.data FROM assignments a JOIN tasks t ON t.id = a.task_id"
     " JOIN projects p ON p.id = t.project_id WHERE a.task_id = :task AND a.annotator_id = :me"
 )
 _VOTES_SQL = "SELECT value FROM judgements WHERE task_id = :task AND role = 'annotator' ORDER BY id"
@@ -129,7 +130,7 @@ def settle_if_needed(db: Raw, project_id: str, state: str) -> None:
 
 # (value, status, annotation_type, labels) of the caller's own judgement on a task
 _MY_JUDGEMENT_SQL = (
-    "SELECT j.value, t.status, p.annotation_type, p.labels FROM judgements j"
+    "SELECT j.value, t.status, p.annotation_type, p.labels, t.data FROM judgements j"
     " JOIN tasks t ON t.id = j.task_id JOIN projects p ON p.id = t.project_id"
     " WHERE j.task_id = :task AND j.annotator_id = :me AND j.role = 'annotator'"
 )
@@ -155,9 +156,11 @@ def _replay(
     mine = db.run(_MY_JUDGEMENT_SQL, {"task": task_id, "me": principal.account_id}).fetchone()
     if mine is None:
         return None
-    stored, status, annotation_type, labels = mine
+    stored, status, annotation_type, labels, data = mine
     try:
-        value = get_type(annotation_type).validate_value(body.get("label"), json_value(labels))
+        value = get_type(annotation_type).validate_value(
+            body.get("label"), json_value(labels), json_value(data)
+        )
     except ValueError:
         return None
     if orjson.dumps(value).decode() != stored:
@@ -236,10 +239,11 @@ def submit(
             labels,
             quality,
             owner,
+            data,
         ) = row
         atype = get_type(annotation_type)
         try:
-            value = atype.validate_value(body.get("label"), json_value(labels))
+            value = atype.validate_value(body.get("label"), json_value(labels), json_value(data))
         except ValueError as exc:
             raise invalid(str(exc), param="label") from None
         raw.run(_RELEASE_SQL, {"task": task_id, "me": me})

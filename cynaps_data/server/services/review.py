@@ -142,7 +142,7 @@ def decide_review(db: Database, principal: Principal, task_id: int, body: Any) -
         project = conn.execute(sa.select(projects).where(projects.c.id == task.project_id)).one()
         try:
             value = get_type(project.annotation_type).validate_value(
-                body.get("label"), project.labels
+                body.get("label"), project.labels, orjson.loads(task.data)
             )
         except ValueError as exc:
             raise invalid(str(exc), param="label") from None

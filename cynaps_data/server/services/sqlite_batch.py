@@ -166,8 +166,8 @@ def insert(conn: sa.Connection, project: Any, text: str, max_tasks: int) -> tupl
         extras = [
             (
                 i,
-                validate.gold(i, item.get("gold")),
-                validate.predictions(i, item.get("predictions")),
+                validate.gold(i, item.get("gold"), item.get("data")),
+                validate.predictions(i, item.get("predictions"), item.get("data")),
             )
             for i, item in (
                 (i, orjson.loads(value)) for i, value in db.execute(_NEEDS_TYPE_CHECK, params)

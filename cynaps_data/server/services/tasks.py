@@ -65,21 +65,21 @@ class ItemValidator:
         self.atype = get_type(project.annotation_type)
         self.labels = project.labels
 
-    def gold(self, i: int, gold: Any) -> str | None:
+    def gold(self, i: int, gold: Any, data: Any = None) -> str | None:
         if gold is None:
             return None
         try:
-            return orjson.dumps(self.atype.validate_value(gold, self.labels)).decode()
+            return orjson.dumps(self.atype.validate_value(gold, self.labels, data)).decode()
         except ValueError as exc:
             raise bad_item(i, str(exc), "gold") from None
 
-    def predictions(self, i: int, preds: Any) -> str | None:
+    def predictions(self, i: int, preds: Any, data: Any = None) -> str | None:
         if preds is None:
             return None
         for value in preds if isinstance(preds, list) else [preds]:
             label = value.get("label") if isinstance(value, dict) else value
             try:
-                self.atype.validate_value(label, self.labels)
+                self.atype.validate_value(label, self.labels, data)
             except ValueError as exc:
                 raise bad_item(i, str(exc), "predictions") from None
         return orjson.dumps(preds).decode()
@@ -107,8 +107,8 @@ class ItemValidator:
         return (
             ext,
             orjson.dumps(data).decode(),
-            self.gold(i, item.get("gold")),
-            self.predictions(i, item.get("predictions")),
+            self.gold(i, item.get("gold"), data),
+            self.predictions(i, item.get("predictions"), data),
         )
 
 

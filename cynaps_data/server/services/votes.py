@@ -15,7 +15,6 @@ The consensus metadata of one task (final value, source, agreement, the type's s
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,14 +32,11 @@ LABEL_SOURCES = ["consensus", "majority", "expert", "imported", "none"]
 def decide(
     atype: AnnotationType, votes: list[Any], quality: dict, needed: int, config: Any = None
 ) -> Decision:
-    """The consensus decision for a task whose annotator ``votes`` (values, in order) are these.
-    A type whose ``decide`` takes a ``config`` keyword (type parameters such as a rating's
-    tolerance live in the label config) is given the project's ``config``."""
+    """The consensus decision for a task whose annotator ``votes`` (values, in order) are these,
+    under the project's label ``config``."""
     if len(votes) < needed:
         return Decision("pending", needed)
-    if config is not None and takes_config(atype):
-        return atype.decide(votes, quality, needed, config=config)
-    return atype.decide(votes, quality, needed)
+    return atype.decide(votes, quality, needed, config=config)
 
 
 def without_escalation(
@@ -50,14 +46,6 @@ def without_escalation(
     cannot pay for one): as if ``max_annotators`` were reached, the type's plurality label
     (``majority``) is final."""
     return decide(atype, votes, {**quality, "max_annotators": needed}, needed, config)
-
-
-def takes_config(atype: AnnotationType) -> bool:
-    """Whether the type's ``decide`` accepts a ``config`` keyword."""
-    try:
-        return "config" in inspect.signature(atype.decide).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def appended(value_json: str, worker: str) -> dict[str, str]:
