@@ -3,7 +3,9 @@
 
 Loop: relay the outbox into messages, claim due deliveries, send them concurrently (a pool of
 ``webhook_concurrency`` threads, each with its own SSRF-checked :class:`..net.Sender`), record
-the outcomes. Idle, it looks again every ``webhook_poll_seconds``. Also flushes the API keys'
+the outcomes. Pipelined: while one claimed batch is being sent and recorded, the loop relays and
+claims the next (at most :data:`MAX_BATCHES_IN_FLIGHT`); a batch's deliveries are leased, so no
+other pass claims them meanwhile. Idle, it looks again every ``webhook_poll_seconds``. Also flushes the API keys'
 ``last_used_at`` (kept in memory by authentication) every few seconds.
 """
 
@@ -12,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from ..webhooks import sign
 from . import net
@@ -25,6 +28,8 @@ from .settings import Settings
 log = logging.getLogger("cynaps_data.server.webhooks")
 USER_AGENT = "Cynaps-Webhooks/1"
 CLAIM_BATCH = 256
+#: claimed batches being sent or recorded at once (the loop claims the next while one is out)
+MAX_BATCHES_IN_FLIGHT = 2
 FLUSH_SECONDS = 5.0
 
 
@@ -38,6 +43,8 @@ class WebhookWorker:
         self._thread: threading.Thread | None = None
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
+        self._recorder: ThreadPoolExecutor | None = None
+        self._in_flight: deque[Future] = deque()
         self._senders: list[net.Sender] = []
         self._secrets: dict[tuple[str, str], str] = {}
 
@@ -45,6 +52,7 @@ class WebhookWorker:
         self._pool = ThreadPoolExecutor(
             max(1, self.settings.webhook_concurrency), thread_name_prefix="cynaps-webhook-send"
         )
+        self._recorder = ThreadPoolExecutor(1, thread_name_prefix="cynaps-webhook-record")
         self._thread = threading.Thread(target=self._run, name="cynaps-webhooks", daemon=True)
         self._thread.start()
         return self
@@ -54,6 +62,10 @@ class WebhookWorker:
         if self._thread is not None:
             self._thread.join(timeout=self.settings.webhook_timeout_seconds + 5)
             self._thread = None
+        self.drain()
+        if self._recorder is not None:
+            self._recorder.shutdown(wait=True)
+            self._recorder = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -78,17 +90,36 @@ class WebhookWorker:
                 self._stop.wait(self.settings.webhook_poll_seconds)
 
     def run_once(self) -> bool:
-        """One pass; ``True`` if there was anything to do."""
+        """One pass: relay, claim a batch and start sending it (its outcomes are recorded when
+        it is done; :meth:`drain` waits for that). ``True`` if there was anything to do."""
         relayed = delivery.relay(self.db)
+        while self._in_flight and (
+            self._in_flight[0].done() or len(self._in_flight) >= MAX_BATCHES_IN_FLIGHT
+        ):
+            self._in_flight.popleft().result()
         jobs = delivery.claim(self.db, CLAIM_BATCH, self.settings.webhook_lease_seconds)
         if jobs:
-            assert self._pool is not None
+            assert self._pool is not None and self._recorder is not None
             # one task per sending thread (round robin), not one per job: fewer futures
             n = max(1, min(self.settings.webhook_concurrency, len(jobs)))
-            chunks = [jobs[i::n] for i in range(n)]
-            outcomes = [o for part in self._pool.map(self._attempt_all, chunks) for o in part]
-            delivery.record(self.db, outcomes, self.settings.webhook_retry_scale)
+            sends = [self._pool.submit(self._attempt_all, jobs[i::n]) for i in range(n)]
+            self._in_flight.append(self._recorder.submit(self._record, sends))
         return bool(relayed or jobs)
+
+    def drain(self) -> None:
+        """Wait until every batch started is sent and recorded."""
+        while self._in_flight:
+            try:
+                self._in_flight.popleft().result()
+            except Exception:
+                log.exception("recording webhook attempts failed")
+
+    def _record(self, sends: list[Future]) -> None:
+        """Record a batch's outcomes once all of its sends are done. If recording fails, the
+        deliveries stay leased and are sent again after the lease (at-least-once)."""
+        wait(sends)
+        outcomes = [o for f in sends for o in f.result()]
+        delivery.record(self.db, outcomes, self.settings.webhook_retry_scale)
 
     def _sender(self) -> net.Sender:
         sender = getattr(self._local, "sender", None)
