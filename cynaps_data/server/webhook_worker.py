@@ -92,12 +92,14 @@ class WebhookWorker:
     def run_once(self) -> bool:
         """One pass: relay, claim a batch and start sending it (its outcomes are recorded when
         it is done; :meth:`drain` waits for that). ``True`` if there was anything to do."""
-        relayed = delivery.relay(self.db)
         while self._in_flight and (
             self._in_flight[0].done() or len(self._in_flight) >= MAX_BATCHES_IN_FLIGHT
         ):
             self._in_flight.popleft().result()
-        jobs = delivery.claim(self.db, CLAIM_BATCH, self.settings.webhook_lease_seconds)
+        lease = self.settings.webhook_lease_seconds
+        relayed, jobs = delivery.relay(self.db, lease, CLAIM_BATCH)
+        if len(jobs) < CLAIM_BATCH:
+            jobs += delivery.claim(self.db, CLAIM_BATCH - len(jobs), lease)
         if jobs:
             assert self._pool is not None and self._recorder is not None
             # one task per sending thread (round robin), not one per job: fewer futures

@@ -20,12 +20,12 @@ import sqlalchemy as sa
 
 from ..db import Database
 from ..tables import (
-    webhook_attempts,
     webhook_deliveries,
     webhook_endpoints,
     webhook_messages,
     webhook_outbox,
 )
+from .fastsql import Raw
 from .outbox import BATCHED, emit
 from .webhooks import SCHEDULE, message_row
 
@@ -40,19 +40,35 @@ def _wants(endpoint: Any, event_type: str, project_id: str | None) -> bool:
     return endpoint.project_id is None or project_id is None or endpoint.project_id == project_id
 
 
-def relay(db: Database) -> int:
-    """Turn committed outbox events into messages and deliveries; returns events consumed."""
+_MESSAGE_SQL = (
+    "INSERT INTO webhook_messages (id, account_id, event_type, project_id, body, created_at)"
+    " VALUES (:id, :account_id, :event_type, :project_id, :body, :created_at)"
+)
+_DELIVERY_SQL = (
+    "INSERT INTO webhook_deliveries (message_id, endpoint_id, status, attempts, next_attempt_at,"
+    " created_at) VALUES (:message_id, :endpoint_id, 'pending', 0, :next_attempt_at, :created_at)"
+)
+
+
+def relay(db: Database, lease: float | None = None, lease_limit: int = 0) -> tuple[int, list[Job]]:
+    """Turn committed outbox events into messages and deliveries.
+
+    Returns ``(events consumed, jobs)``: with a ``lease``, up to ``lease_limit`` of the new
+    deliveries are created already leased to the caller (``next_attempt_at = now + lease``) and
+    returned as jobs to send at once, saving the claim of work this pass just made; the rest
+    are due now for :func:`claim`.
+    """
     o, e = webhook_outbox, webhook_endpoints
     with db.read() as conn:  # idle passes never take the write lock
         if conn.execute(sa.select(o.c.id).limit(1)).first() is None:
-            return 0
+            return 0, []
     with db.write() as conn:
         query = sa.select(o).order_by(o.c.id).limit(RELAY_BATCH)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         rows = conn.execute(query).all()
         if not rows:
-            return 0
+            return 0, []
         accounts = {r.account_id for r in rows}
         by_account: dict[str, list] = defaultdict(list)
         for endpoint in conn.execute(
@@ -78,30 +94,67 @@ def relay(db: Database) -> int:
                 data = {"project_id": project, "task_ids": chunk, "count": len(chunk)}
                 singles.append((account, kind, data, project, first))
         now = time.time()
-        messages, deliveries = [], []
+        leased_until = now + lease if lease else now
+        messages, deliveries, planned = [], [], []
         for account, kind, data, project, created in sorted(singles, key=lambda s: s[4]):
-            targets = [x.id for x in by_account[account] if _wants(x, kind, project)]
             message = message_row(account, kind, data, project, created)
             messages.append(message)
-            message_id = message["id"]
-            deliveries += [
-                {
-                    "message_id": message_id,
-                    "endpoint_id": target,
-                    "status": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-                for target in targets
-            ]
+            for endpoint in by_account[account]:
+                if not _wants(endpoint, kind, project):
+                    continue
+                leased = len(planned) < lease_limit
+                if leased:
+                    planned.append((message, endpoint))
+                deliveries.append(
+                    {
+                        "message_id": message["id"],
+                        "endpoint_id": endpoint.id,
+                        "next_attempt_at": leased_until if leased else now,
+                        "created_at": now,
+                    }
+                )
+        raw = Raw(conn)
         if messages:
-            conn.execute(webhook_messages.insert(), messages)
-            conn.execute(webhook_deliveries.insert(), deliveries)
+            raw.many(_MESSAGE_SQL, messages)
+            raw.many(_DELIVERY_SQL, deliveries)
         ids = [r.id for r in rows]
         for i in range(0, len(ids), 500):
             conn.execute(o.delete().where(o.c.id.in_(ids[i : i + 500])))
-    return len(rows)
+        jobs = _leased_jobs(conn, planned, now)
+    return len(rows), jobs
+
+
+def _leased_jobs(conn: sa.Connection, planned: list[tuple[dict, Any]], now: float) -> list[Job]:
+    """The jobs of the deliveries :func:`relay` created leased (their ids read back)."""
+    if not planned:
+        return []
+    d = webhook_deliveries
+    wanted = {(m["id"], x.id) for m, x in planned}
+    found: dict[tuple[str, str], int] = {}
+    message_ids = sorted({m["id"] for m, _ in planned})
+    for i in range(0, len(message_ids), 500):
+        for r in conn.execute(
+            sa.select(d.c.id, d.c.message_id, d.c.endpoint_id).where(
+                d.c.message_id.in_(message_ids[i : i + 500])
+            )
+        ):
+            if (r.message_id, r.endpoint_id) in wanted:
+                found[(r.message_id, r.endpoint_id)] = r.id
+    return [
+        Job(
+            found[(m["id"], x.id)],
+            m["id"],
+            x.id,
+            x.account_id,
+            1,
+            x.url,
+            m["body"],
+            x.secret_enc,
+            x.old_secret_enc if (x.old_secret_expires_at or 0) > now else None,
+            m["created_at"],
+        )
+        for m, x in planned
+    ]
 
 
 @dataclass
@@ -208,13 +261,25 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
+_ATTEMPT_SQL = (
+    "INSERT INTO webhook_attempts (endpoint_id, message_id, attempt, status_code, error,"
+    " latency_ms, response, created_at) VALUES (:endpoint_id, :message_id, :attempt,"
+    " :status_code, :error, :latency_ms, :response, :created_at)"
+)
+_SUCCEEDED_SQL = (
+    "UPDATE webhook_deliveries SET status = 'succeeded', attempts = :b_n,"
+    " last_status_code = :b_code, finished_at = :now WHERE id = :b_id"
+)
+
+
 def record(db: Database, outcomes: list[Outcome], scale: float) -> None:
     """Log the attempts and move each delivery on: done, retried later, or given up."""
     d, e = webhook_deliveries, webhook_endpoints
     now = time.time()
     with db.write() as conn:
-        conn.execute(
-            webhook_attempts.insert(),
+        raw = Raw(conn)
+        raw.many(
+            _ATTEMPT_SQL,
             [
                 {
                     "endpoint_id": o.job.endpoint_id,
@@ -263,17 +328,7 @@ def record(db: Database, outcomes: list[Outcome], scale: float) -> None:
                 values["next_attempt_at"] = now + delay
             conn.execute(d.update().where(d.c.id == job.delivery_id).values(**values))
         if done:
-            conn.execute(
-                d.update()
-                .where(d.c.id == sa.bindparam("b_id"))
-                .values(
-                    status="succeeded",
-                    attempts=sa.bindparam("b_n"),
-                    last_status_code=sa.bindparam("b_code"),
-                    finished_at=now,
-                ),
-                done,
-            )
+            raw.many(_SUCCEEDED_SQL, [{**row, "now": now} for row in done])
         for endpoint_id, (job, reason) in disable.items():
             changed = conn.execute(
                 e.update()
