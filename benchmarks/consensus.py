@@ -5,6 +5,7 @@ Run from the repo root (crowd-kit installed beside cynaps_data):
     python benchmarks/consensus.py            # everything (~3-4 min, crowd-kit DS takes ~1 min)
     python benchmarks/consensus.py --no-crowdkit --skip-accuracy   # ours only, fast
     python benchmarks/consensus.py --calibration --seeds 3   # accuracy + ECE of auto per set
+    python benchmarks/consensus.py --calibration --seeds 1 --reliability-figure docs/img/reliability_auto.png
 
 Speed input: synthetic crowd, 300,000 tasks x 3 answers, 5 classes, 1,000 workers with
 accuracies uniform in [0.5, 0.95] (wrong answers uniform over the other classes): 900k labels.
@@ -258,6 +259,30 @@ def calibration_table(seeds: list[int], calibration: str = "resample") -> pd.Dat
     return res
 
 
+def reliability_figure(
+    path: str, datasets: tuple[str, ...] = ("rte", "zencrowd_in", "face", "web")
+):
+    """Reliability diagrams of auto, raw pool vs calibrated, one panel per dataset (seed 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from consensus_data import load
+
+    from cynaps_data import plots
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.6 * len(datasets), 3.8))
+    for ax, d in zip(axes, datasets, strict=True):
+        df, gold = load(d)
+        m = C.ConsensusEnsemble().fit(df)
+        curves = {"auto, raw": m.uncalibrated_probas_, "auto, calibrated": m.probas_}
+        plots.reliability_diagram(curves, gold, ax=ax)
+        ax.set_title(d)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"figure written to {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--no-crowdkit", action="store_true")
@@ -269,10 +294,15 @@ def main() -> None:
         help="only the per-dataset accuracy/ECE table of auto, over --seeds seeds",
     )
     ap.add_argument("--seeds", type=int, default=3, help="seeds for --calibration (default 3)")
+    ap.add_argument(
+        "--reliability-figure", default=None, help="with --calibration: draw the diagrams here"
+    )
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}")
     if args.calibration:
         calibration_table(list(range(args.seeds)))
+        if args.reliability_figure:
+            reliability_figure(args.reliability_figure)
         return
     speed(not args.no_crowdkit)
     if not args.skip_memory:
