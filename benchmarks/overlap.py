@@ -150,7 +150,7 @@ def run(seeds: list[int], quick: bool, only: str | None = None) -> pd.DataFrame:
     rows: list = []
     targets = {
         "ours": [0.8, 0.9] if quick else [0.7, 0.8, 0.9],
-        "ours1": [0.9] if quick else [0.7, 0.8, 0.9, 0.95],
+        "ours1": [0.9] if quick else [0.7, 0.75, 0.8, 0.85, 0.9, 0.95],
     }
     thetas = [0.8] if quick else [0.6, 0.8, 1.0]
     for d in consensus_data.DATASETS:
