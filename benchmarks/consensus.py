@@ -4,6 +4,8 @@ Run from the repo root (crowd-kit installed beside cynaps_data):
 
     python benchmarks/consensus.py            # everything (~3-4 min, crowd-kit DS takes ~1 min)
     python benchmarks/consensus.py --no-crowdkit --skip-accuracy   # ours only, fast
+    python benchmarks/consensus.py --calibration --seeds 3   # accuracy + ECE of auto per set
+    python benchmarks/consensus.py --calibration --seeds 1 --reliability-figure docs/img/reliability_auto.png
 
 Speed input: synthetic crowd, 300,000 tasks x 3 answers, 5 classes, 1,000 workers with
 accuracies uniform in [0.5, 0.95] (wrong answers uniform over the other classes): 900k labels.
@@ -211,13 +213,97 @@ def accuracy_table(mace_restarts: int | None = None) -> None:
     )
 
 
+def calibration_table(seeds: list[int], calibration: str = "resample") -> pd.DataFrame:
+    """Per dataset and seed: accuracy of ``auto`` and the ECE (15 equal-width bins on the top
+    posterior, gold tasks) of its raw pool and of its calibrated posterior. Prints the per-dataset
+    table (mean over seeds), the mean over the 14 sets per seed and its spread over seeds."""
+    from consensus_data import DATASETS, accuracy, load
+
+    rows = []
+    for d in DATASETS:
+        df, gold = load(d)
+        for s in seeds:
+            m = C.ConsensusEnsemble(random_state=s, calibration=calibration).fit(df)
+            rows.append(
+                (
+                    d,
+                    s,
+                    accuracy(m.labels_, gold),
+                    C.expected_calibration_error(m.uncalibrated_probas_, gold, 15),
+                    C.expected_calibration_error(m.probas_, gold, 15),
+                )
+            )
+    res = pd.DataFrame(rows, columns=["dataset", "seed", "acc", "ece_raw", "ece"])
+    print(
+        f"\n== Calibration of auto (calibration={calibration!r}; ECE, 15 bins, gold tasks;"
+        f" seeds {seeds}) =="
+    )
+    print(
+        f"  {'dataset':<19} {'accuracy':>9} {'ECE raw':>8} {'ECE':>7} {'ECE min-max over seeds':>24}"
+    )
+    for d, g in res.groupby("dataset", sort=False):
+        print(
+            f"  {d:<19} {g.acc.mean():9.4f} {g.ece_raw.mean():8.3f} {g.ece.mean():7.3f}"
+            f" {g.ece.min():>16.3f}-{g.ece.max():.3f}"
+        )
+    per_seed = res.groupby("seed")[["acc", "ece_raw", "ece"]].mean()
+    for s, r in per_seed.iterrows():
+        print(f"  {'MEAN seed ' + str(s):<19} {r.acc:9.4f} {r.ece_raw:8.4f} {r.ece:7.4f}")
+    sd = per_seed.std(ddof=0) if len(per_seed) > 1 else per_seed.mean() * 0
+    print(
+        f"  {'MEAN over seeds':<19} {per_seed.acc.mean():9.4f} {per_seed.ece_raw.mean():8.4f}"
+        f" {per_seed.ece.mean():7.4f}  (std over seeds: acc {sd.acc:.4f}, ECE {sd.ece:.4f})"
+    )
+    print("  targets: mean ECE <= 0.06 with mean accuracy >= 0.830")
+    print(f"  load average (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return res
+
+
+def reliability_figure(
+    path: str, datasets: tuple[str, ...] = ("rte", "zencrowd_in", "face", "web")
+):
+    """Reliability diagrams of auto, raw pool vs calibrated, one panel per dataset (seed 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from consensus_data import load
+
+    from cynaps_data import plots
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.6 * len(datasets), 3.8))
+    for ax, d in zip(axes, datasets, strict=True):
+        df, gold = load(d)
+        m = C.ConsensusEnsemble().fit(df)
+        curves = {"auto, raw": m.uncalibrated_probas_, "auto, calibrated": m.probas_}
+        plots.reliability_diagram(curves, gold, ax=ax)
+        ax.set_title(d)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"figure written to {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--no-crowdkit", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument(
+        "--calibration",
+        action="store_true",
+        help="only the per-dataset accuracy/ECE table of auto, over --seeds seeds",
+    )
+    ap.add_argument("--seeds", type=int, default=3, help="seeds for --calibration (default 3)")
+    ap.add_argument(
+        "--reliability-figure", default=None, help="with --calibration: draw the diagrams here"
+    )
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}")
+    if args.calibration:
+        calibration_table(list(range(args.seeds)))
+        if args.reliability_figure:
+            reliability_figure(args.reliability_figure)
+        return
     speed(not args.no_crowdkit)
     if not args.skip_memory:
         memory()

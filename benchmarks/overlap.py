@@ -2,8 +2,10 @@
 
 Run from the repo root (the datasets are in ../shared/data/crowd, or set CYNAPS_CROWD_DIR):
 
-    python benchmarks/overlap.py            # 3 seeds, all policies (~10 min per seed, 2 cores)
-    python benchmarks/overlap.py --quick    # 1 seed, fewer policies (~5 min)
+    python benchmarks/overlap.py            # 3 seeds, all policies (~10 min per seed, quiet machine)
+    python benchmarks/overlap.py --quick    # 1 seed, fewer policies (~4 min)
+    python benchmarks/overlap.py --seeds 1 --first-seed 1 --save s1.csv   # one seed per process
+    python benchmarks/overlap.py --from-csv s0.csv,s1.csv                 # report them together
     python benchmarks/overlap.py --figure docs/img/overlap_curve.png
 
 Replay: for each seed, each task's real judgements are put in a random order and revealed one at
@@ -17,7 +19,9 @@ a time, only when a policy asks for one. Policies:
   :func:`cynaps_data.consensus.next_judgements` (its default model: Dawid-Skene with a 4:1
   Dirichlet prior, refit on everything revealed; one more judgement for every task whose
   posterior is below the target, at most 10 per task), final labels by Dawid-Skene (as the
-  baseline), and ``ours@0.9 (auto)`` the same at 0.9 with the default ``auto`` for the labels.
+  baseline); ``ours@target (auto)``: the same collection labelled by the default ``auto``;
+* ``ours1@target``: the same from 1 judgement per task (a random 30% of the tasks at 2, so the
+  skill model sees overlapping workers from the first round).
 
 Cost = mean judgements per task over all tasks of a dataset (a task cannot get more than it has
 in the data); accuracy on the gold tasks. Every row prints its ratio to ``fixed 3 (ds)``
@@ -28,6 +32,7 @@ the same accuracy with >= 30% fewer judgements, and >= 3 points more accuracy at
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -103,19 +108,20 @@ class Replay:
     def adaptive(
         self,
         target: float,
-        final: str = "auto",
+        finals: tuple[str, ...] = ("ds",),
         k_min: int = 2,
         model: Any = None,
         explore: float = 0.0,
         max_k: int = MAX_K,
-    ) -> tuple[float, float]:
+    ) -> list[tuple[float, float]]:
+        """Collect with :func:`next_judgements` rounds; (cost, accuracy) per final aggregator."""
         n = np.minimum(self.avail, k_min)
         if explore > 0:  # a random share of the tasks starts with one more judgement
             rng = np.random.default_rng(self.seed + 1000)
             more = rng.random(n.size) < explore
             n = np.minimum(self.avail, n + more)
         pos = pd.Series(np.arange(len(self.tasks)), index=self.tasks)
-        for _ in range(max_k):
+        for _ in range(max_k + 1):
             sub = self.revealed(n)[["task", "worker", "label"]]
             plan = C.next_judgements(
                 sub,
@@ -129,19 +135,39 @@ class Replay:
             if ask.size == 0:
                 break
             n[ask] += 1
-        return float(n.mean()), self.score(self.revealed(n), final)
+        sub = self.revealed(n)
+        return [(float(n.mean()), self.score(sub, f)) for f in finals]
 
 
-def run(seeds: list[int], quick: bool) -> pd.DataFrame:
-    """One row per (policy, dataset, seed): ``cost``, ``acc``."""
-    rows = []
-    targets = [0.8, 0.9] if quick else [0.7, 0.8, 0.9]
+#: the adaptive families: name -> (k_min, explore); "ours" starts every task at 2 judgements,
+#: "ours1" at 1 (a random 30% at 2, so the skill model sees overlap from the first round)
+FAMILIES = {"ours": (2, 0.0), "ours1": (1, 0.3)}
+
+
+def run(seeds: list[int], quick: bool, only: str | None = None) -> pd.DataFrame:
+    """One row per (policy, dataset, seed): ``cost``, ``acc``. ``only``: a regular expression;
+    run just the policies whose name matches it (e.g. to add a target to saved rows)."""
+    rows: list = []
+    targets = {
+        "ours": [0.8, 0.9] if quick else [0.7, 0.8, 0.9],
+        "ours1": [0.9] if quick else [0.7, 0.75, 0.8, 0.85, 0.9, 0.95],
+    }
     thetas = [0.8] if quick else [0.6, 0.8, 1.0]
     for d in consensus_data.DATASETS:
         df, gold = consensus_data.load(d)
         t0 = time.perf_counter()
         for s in seeds:
             r = Replay(df, gold, s)
+            if only is not None:
+                for fam, (k_min, explore) in FAMILIES.items():
+                    for tg in targets[fam]:
+                        if re.fullmatch(only, f"{fam}@{tg:g}"):
+                            (c, a_ds), (_, a_auto) = r.adaptive(
+                                tg, ("ds", "auto"), k_min=k_min, explore=explore, max_k=10
+                            )
+                            rows.append((f"{fam}@{tg:g}", d, s, c, a_ds))
+                            rows.append((f"{fam}@{tg:g} (auto)", d, s, c, a_auto))
+                continue
             for k in (1, 2, 3, 4, 5, None):
                 name = "all" if k is None else f"fixed {k}"
                 if k in (3, None) or not quick:
@@ -150,11 +176,46 @@ def run(seeds: list[int], quick: bool) -> pd.DataFrame:
             for th in thetas:
                 rows.append((f"agree>={th:g} max5 (ds)", d, s, *r.agreement(th)))
             rows.append(("agree>=0.8 max10 (ds)", d, s, *r.agreement(0.8, max_k=10)))
-            for tg in targets:
-                rows.append((f"ours@{tg:g}", d, s, *r.adaptive(tg, final="ds", max_k=10)))
-            rows.append(("ours@0.9 (auto)", d, s, *r.adaptive(0.9, final="auto", max_k=10)))
+            for fam, (k_min, explore) in FAMILIES.items():
+                for tg in targets[fam]:
+                    (c, a_ds), (_, a_auto) = r.adaptive(
+                        tg, ("ds", "auto"), k_min=k_min, explore=explore, max_k=10
+                    )
+                    rows.append((f"{fam}@{tg:g}", d, s, c, a_ds))
+                    rows.append((f"{fam}@{tg:g} (auto)", d, s, c, a_auto))
         print(f"  {d:<20} {time.perf_counter() - t0:6.1f} s", flush=True)
     return pd.DataFrame(rows, columns=["policy", "dataset", "seed", "cost", "acc"])
+
+
+def _curve_targets(summ: pd.DataFrame, pattern: str, base_cost: float, base_acc: float) -> None:
+    """Interpolate one family's (cost, accuracy) points linearly: the cost at fixed 3's accuracy
+    and the accuracy at fixed 3's cost."""
+    ours = summ[summ.index.str.fullmatch(pattern)].sort_values(("cost", "mean"))
+    if ours.empty:
+        return
+    oc, oa = ours[("cost", "mean")].to_numpy(), ours[("acc", "mean")].to_numpy()
+    label = ", ".join(ours.index)
+    print(f"\n  {label}:")
+    if oa.max() >= base_acc:
+        i = int(np.argmax(oa >= base_acc))
+        c_eq = oc[0] if i == 0 else np.interp(base_acc, oa[i - 1 : i + 1], oc[i - 1 : i + 1])
+        print(
+            f"    same accuracy as fixed 3 (ds) at {c_eq:.3f} judgements/task:"
+            f" {100 * (1 - c_eq / base_cost):.1f}% fewer (target >= 30%)"
+            + (" (at or below its cheapest point: an upper bound on the cost)" if i == 0 else "")
+        )
+    else:
+        print("    same accuracy: no target reached fixed-3 accuracy")
+    if oc.min() <= base_cost <= oc.max():
+        a_eq = float(np.interp(base_cost, oc, oa))
+        print(
+            f"    at fixed 3's cost ({base_cost:.3f}/task): accuracy {a_eq:.4f},"
+            f" {100 * (a_eq - base_acc):+.2f} points (target >= +3)"
+        )
+    else:
+        print(
+            f"    fixed 3's cost {base_cost:.3f} is outside its range {oc.min():.3f}-{oc.max():.3f}"
+        )
 
 
 def report(res: pd.DataFrame) -> pd.DataFrame:
@@ -176,31 +237,13 @@ def report(res: pd.DataFrame) -> pd.DataFrame:
             f"  {pol:<20} {c:10.3f} ± {cs:5.3f} {a:9.4f} ± {as_:5.4f}"
             f" {c / base_cost:10.2f}x {100 * (a - base_acc):+7.2f}"
         )
-    ours = summ[summ.index.str.match(r"ours@[\d.]+$")].sort_values(("cost", "mean"))
-    oc, oa = ours[("cost", "mean")].to_numpy(), ours[("acc", "mean")].to_numpy()
-    print("\n  (ours interpolated linearly between its targets, over the mean cost)")
-    if oa.max() >= base_acc:
-        i = int(np.argmax(oa >= base_acc))
-        c_eq = oc[0] if i == 0 else np.interp(base_acc, oa[i - 1 : i + 1], oc[i - 1 : i + 1])
-        print(
-            f"  same accuracy as fixed 3 (ds) at {c_eq:.3f} judgements/task:"
-            f" {100 * (1 - c_eq / base_cost):.1f}% fewer (target >= 30%)"
-        )
-    else:
-        print("  same accuracy: no target of ours reached fixed-3 accuracy")
-    if oc.min() <= base_cost <= oc.max():
-        a_eq = float(np.interp(base_cost, oc, oa))
-        print(
-            f"  at fixed 3's cost ({base_cost:.3f}/task): accuracy {a_eq:.4f},"
-            f" {100 * (a_eq - base_acc):+.2f} points (target >= +3)"
-        )
-    else:
-        print(
-            f"  fixed 3's cost {base_cost:.3f} is outside ours' range {oc.min():.3f}-{oc.max():.3f}"
-        )
+    print("\n== Each policy family interpolated linearly between its targets (mean cost) ==")
+    for fam in FAMILIES:
+        _curve_targets(summ, fam + r"@[\d.]+", base_cost, base_acc)
+        _curve_targets(summ, fam + r"@[\d.]+ \(auto\)", base_cost, base_acc)
     print("\n== Per dataset (mean over seeds): accuracy / judgements per task ==")
     piv = res.groupby(["dataset", "policy"])[["acc", "cost"]].mean().unstack("policy")
-    keep = [p for p in summ.index if p.startswith(("fixed 3", "all", "ours"))]
+    keep = [p for p in summ.index if p in ("fixed 3 (ds)", "all (ds)") or p.endswith("(auto)")]
     print("  " + f"{'dataset':<20}" + "".join(f"{p:>20}" for p in keep))
     for d, r in piv.iterrows():
         cells = "".join(f"{r[('acc', p)]:>12.4f}/{r[('cost', p)]:<7.2f}" for p in keep)
@@ -219,9 +262,12 @@ def figure(summ: pd.DataFrame, path: str) -> None:
         "fixed k = 1..5 (Dawid-Skene)": summ.index.str.match(r"fixed \d \(ds\)"),
         "agreement ≥ θ, max 5 (DS labels)": summ.index.str.match(r"agree.* max5"),
         "agreement ≥ θ, max 10 (DS labels)": summ.index.str.match(r"agree.* max10"),
-        "ours: next_judgements, targets (DS labels)": summ.index.str.match(r"ours@[\d.]+$"),
+        "ours: next_judgements from 2, DS labels": summ.index.str.match(r"ours@[\d.]+$"),
+        "ours: from 2, auto labels": summ.index.str.match(r"ours@[\d.]+ \(auto\)"),
+        "ours1: from 1 (30% at 2), DS labels": summ.index.str.match(r"ours1@[\d.]+$"),
+        "ours1: from 1 (30% at 2), auto labels": summ.index.str.match(r"ours1@[\d.]+ \(auto\)"),
     }
-    for (name, m), mk in zip(groups.items(), "osD^", strict=True):
+    for (name, m), mk in zip(groups.items(), "osD^v<>", strict=True):
         sub = summ[m].sort_values(("cost", "mean"))
         if len(sub):
             ax.errorbar(
@@ -233,17 +279,18 @@ def figure(summ: pd.DataFrame, path: str) -> None:
                 capsize=2,
             )
             for pol, r in sub.iterrows():
-                tag = pol.split("@")[-1] if pol.startswith("ours") else ""
+                tag = pol.split("@")[-1].split()[0] if pol.startswith("ours") else ""
                 if pol.startswith("agree"):
                     tag = pol.split()[0].replace("agree>=", "")
                 if tag:
                     ax.annotate(tag, (r[("cost", "mean")], r[("acc", "mean")]), fontsize=7)
-    for pol in ("all (ds)", "all (auto)"):
-        if pol in summ.index:
-            ax.scatter(
-                summ.loc[pol, ("cost", "mean")], summ.loc[pol, ("acc", "mean")], marker="*", s=80
-            )
-            ax.annotate(pol, (summ.loc[pol, ("cost", "mean")], summ.loc[pol, ("acc", "mean")]))
+    if "all (ds)" in summ.index:  # far to the right: named in the title, not drawn
+        ax.set_title(
+            f"every judgement (all, DS): {summ.loc['all (ds)', ('cost', 'mean')]:.2f}/task,"
+            f" accuracy {summ.loc['all (ds)', ('acc', 'mean')]:.4f}",
+            fontsize=9,
+        )
+    ax.set_xlim(0.8, 5.0)
     ax.set_xlabel("mean judgements per task (14 real crowd datasets)")
     ax.set_ylabel("mean accuracy on gold")
     ax.grid(alpha=0.3)
@@ -259,17 +306,29 @@ def main() -> None:
     )
     ap.add_argument("--quick", action="store_true", help="1 seed, fewer policies")
     ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3, quick 1)")
+    ap.add_argument(
+        "--only", default=None, help="run only the adaptive policies matching this regex"
+    )
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds start here (default 0)")
     ap.add_argument("--figure", default=None, help="write the cost/accuracy curve PNG here")
     ap.add_argument("--save", default=None, help="write the raw rows (CSV) here")
-    ap.add_argument("--from-csv", default=None, help="report (and draw) saved rows, no replay")
+    ap.add_argument(
+        "--from-csv", default=None, help="report (and draw) saved rows (a,b,...), no replay"
+    )
     args = ap.parse_args()
     n_seeds = args.seeds or (1 if args.quick else 3)
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}")
     t0 = time.perf_counter()
-    seeds = list(range(n_seeds))
-    res = pd.read_csv(args.from_csv) if args.from_csv else run(seeds, args.quick)
+    seeds = list(range(args.first_seed, args.first_seed + n_seeds))
+    if args.from_csv:  # several files (e.g. one per seed, run in parallel): comma-separated
+        res = pd.concat([pd.read_csv(f) for f in args.from_csv.split(",")], ignore_index=True)
+    else:
+        res = run(seeds, args.quick, args.only)
     if args.save:
         res.to_csv(args.save, index=False)
+    if args.only:
+        print(res.groupby("policy")[["cost", "acc"]].mean())
+        return
     summ = report(res)
     if args.figure:
         figure(summ, args.figure)

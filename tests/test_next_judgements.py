@@ -129,3 +129,29 @@ def test_small_start_does_not_collapse_the_class_prior():
     assert plan.loc["a", "stop_reason"] == "confident"
     assert plan.loc[["b", "c"], "need_more"].all()
     assert (plan.loc[["b", "c"], "confidence"] < 0.9).all()
+
+
+def test_budget_goes_to_the_most_valuable_judgements():
+    """With a budget only the top tasks by value of information keep need_more: tasks below
+    min_judgements first, then by decreasing expected gain; the rest stop on "budget"."""
+    crowd = Crowd(n_tasks=60, seed=3)
+    tasks = list(range(60))
+    got = pd.concat([crowd.ask(tasks) for _ in range(2)])
+    got = got[~((got["task"] >= 50) & got.duplicated("task"))]  # tasks 50-59: 1 judgement
+    free = next_judgements(got, target_confidence=0.99, min_judgements=2, max_judgements=7)
+    wanted = free.index[free["need_more"]]
+    assert len(wanted) > 15
+    plan = next_judgements(
+        got, target_confidence=0.99, min_judgements=2, max_judgements=7, budget=15
+    )
+    chosen = plan.index[plan["need_more"]]
+    assert len(chosen) == 15 and set(chosen) <= set(wanted)
+    assert set(range(50, 60)) <= set(chosen)  # below min_judgements: always first
+    rest = [t for t in chosen if t < 50]
+    left = plan.loc[[t for t in wanted if t not in set(chosen)]]
+    assert (left["stop_reason"] == "budget").all() and not left["need_more"].any()
+    assert plan.loc[rest, "expected_gain"].min() >= left["expected_gain"].max() - 1e-12
+    assert not next_judgements(got, budget=0)["need_more"].any()
+    with pytest.raises(ValidationError) as e:
+        next_judgements(got, budget=-1)
+    assert e.value.param == "budget"

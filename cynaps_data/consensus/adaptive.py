@@ -10,15 +10,19 @@ r"""Adaptive overlap, offline: which tasks need another judgement, and what it i
 ``expected_gain``  expected information (bits) one more judgement gives about the task's
                    true class (float64; NaN for a task without judgements)
 ``need_more``      whether the stopping rule asks for another judgement (bool)
-``stop_reason``    why not: ``"confident"``, ``"max_judgements"``, ``"no_gain"``; ``""``
-                   when ``need_more``
+``stop_reason``    why not: ``"confident"``, ``"max_judgements"``, ``"no_gain"``,
+                   ``"budget"`` (it would need more, but ``budget`` went to tasks whose
+                   next judgement is worth more); ``""`` when ``need_more``
 =================  ==================================================================
 
 rows sorted by ``need_more`` then ``expected_gain`` (the most valuable judgement first).
 
 **Stopping rule** (documented in ``docs/consensus.md``): a task needs another judgement while
 it has fewer than ``min_judgements``, or while its confidence is below ``target_confidence``,
-it has fewer than ``max_judgements`` and its expected gain is above ``min_gain``.
+it has fewer than ``max_judgements`` and its expected gain is above ``min_gain``. With a
+``budget`` (judgements to hand out in this round), only the ``budget`` most valuable of those
+tasks keep ``need_more``: first the tasks below ``min_judgements``, then by decreasing expected
+gain (value of information: the next answer goes where it tells most about the true class).
 
 **Expected gain**: the mutual information between the task's true class and its next answer,
 the answer coming from a typical annotator of the crowd (confusion :math:`\bar e_{yc}`, the
@@ -44,7 +48,7 @@ from .calibration import resampled_confidence
 
 __all__ = ["expected_gain", "next_judgements"]
 
-STOP_REASONS = ("", "confident", "max_judgements", "no_gain")
+STOP_REASONS = ("", "confident", "max_judgements", "no_gain", "budget")
 
 
 def expected_gain(q: np.ndarray, confusion: np.ndarray) -> np.ndarray:
@@ -90,6 +94,7 @@ def next_judgements(
     labels: Sequence[Hashable] | None = None,
     gold: Any = None,
     calibrate: bool = False,
+    budget: int | None = None,
     random_state: Any = 0,
     **params: Any,
 ) -> pd.DataFrame:
@@ -107,7 +112,10 @@ def next_judgements(
     :func:`~cynaps_data.consensus.calibration.resampled_confidence` before the stopping rule
     (gold-free; the label does not change; skipped for ``"auto"``, which is calibrated
     already). Off by default: in the replay it moved the targets (0.8 calibrated costs about
-    what 0.97 raw does) without a better cost/accuracy curve, at twice the compute. Extra keyword arguments go to the aggregator.
+    what 0.97 raw does) without a better cost/accuracy curve, at twice the compute.
+    ``budget``: at most this many tasks get ``need_more`` (the rest that would: ``stop_reason``
+    ``"budget"``), chosen by value of information as in the module docstring; ``None``: no cap.
+    Extra keyword arguments go to the aggregator.
     """
     from . import get_aggregator  # the registry lives in the package __init__
 
@@ -118,6 +126,10 @@ def next_judgements(
             "need 0 <= min_judgements <= max_judgements and max_judgements >= 1",
             param="max_judgements",
         )
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 0
+    ):
+        raise ValidationError("budget must be an integer >= 0 or None", param="budget")
     if not isinstance(df, pd.DataFrame):
         raise ValidationError("df must be a DataFrame with task, worker, label", param="df")
     for col in ("task", "worker", "label"):
@@ -189,6 +201,15 @@ def next_judgements(
     reason = np.where(
         need, "", np.where(confident, "confident", np.where(at_max, "max_judgements", "no_gain"))
     )
+    if budget is not None and need.sum() > budget:
+        # value of information: tasks below min_judgements first, then by decreasing gain
+        key = np.where(below_min, np.inf, np.nan_to_num(gain, nan=np.inf))
+        cand = np.flatnonzero(need)
+        keep = cand[np.argsort(-key[cand], kind="stable")[: int(budget)]]
+        over = need.copy()
+        over[keep] = False
+        need = need & ~over
+        reason = np.where(over, "budget", reason)
     out["need_more"] = need
     out["stop_reason"] = pd.Categorical(reason, categories=list(STOP_REASONS))
     out.index.name = "task"

@@ -9,6 +9,12 @@ arg-max class equals the gold label.
 label is its average posterior over Poisson(1) re-weightings of the task's answers (a vote
 bootstrap, no refit), each answer scored by a leave-this-task-out confusion model built from the
 posterior itself; the row is then tempered to that confidence, so the arg-max never changes.
+
+:func:`design_effect_temper` then discounts correlated answers: the answers to one task are not
+independent (hard items fool several annotators the same way), so with an intra-task correlation
+:math:`\rho` the :math:`\bar n` answers of a task carry the information of
+:math:`\bar n / (1 + (\bar n - 1)\rho)` independent ones (Kish's design effect); the
+log-posterior is scaled by that factor (a monotone map again).
 """
 
 from __future__ import annotations
@@ -20,7 +26,13 @@ import scipy.sparse as sp
 from ..errors import ValidationError
 from ._base import rng_from
 
-__all__ = ["expected_calibration_error", "reliability_table", "resampled_confidence", "temper_to"]
+__all__ = [
+    "design_effect_temper",
+    "expected_calibration_error",
+    "reliability_table",
+    "resampled_confidence",
+    "temper_to",
+]
 
 
 def reliability_table(probas: pd.DataFrame, gold: pd.Series, n_bins: int = 10) -> pd.DataFrame:
@@ -172,3 +184,22 @@ def resampled_confidence(
         conf += a[rows, z] / a.sum(axis=1)
     conf /= n_draws
     return temper_to(q, conf)
+
+
+def design_effect_temper(q: np.ndarray, n_mean: float, rho: float) -> np.ndarray:
+    r"""Temper every row of ``q`` (``(n, k)``, rows sum to 1) by Kish's design effect:
+    :math:`q_c^{\beta} / \sum_j q_j^{\beta}` with :math:`\beta = 1 / (1 + (\bar n - 1)\rho)`,
+    ``n_mean`` = :math:`\bar n` the mean number of answers per task, ``rho`` the assumed
+    intra-task correlation of the answers (0 = independent: ``q`` unchanged). Monotone (the
+    arg-max is kept); one-hot rows (gold) stay one-hot. Returns a new array."""
+    if rho < 0:
+        raise ValidationError("rho must be >= 0", param="rho")
+    beta = 1.0 / (1.0 + max(float(n_mean) - 1.0, 0.0) * float(rho))
+    if beta >= 1.0 or q.size == 0:
+        return q.copy()
+    lq = np.log(np.clip(q, 1e-300, 1.0)) * beta
+    lq -= lq.max(axis=1, keepdims=True)
+    out = np.exp(lq)
+    out[q <= 0] = 0.0
+    out /= out.sum(axis=1, keepdims=True)
+    return out

@@ -9,7 +9,11 @@ r"""The default aggregator (``method="auto"``): one fixed rule, driven by the nu
 :math:`\hat z_t = \arg\max_c \hat p_{tc}`. The pooled posterior is then calibrated without gold
 (``calibration="resample"``, :func:`~cynaps_data.consensus.calibration.resampled_confidence`):
 each row is tempered so its top probability is the label's average posterior over vote
-bootstraps; a monotone map, so :math:`\hat z` is unchanged. The branch depends only on the class set (``labels=``
+bootstraps, then every row by the design effect of correlated answers,
+:math:`\beta = 1/(1 + (\bar n - 1)\rho)` with :math:`\bar n` answers per task and
+``answer_correlation`` :math:`\rho = 0.05`
+(:func:`~cynaps_data.consensus.calibration.design_effect_temper`); monotone maps, so
+:math:`\hat z` is unchanged. The branch depends only on the class set (``labels=``
 if given, else the labels that occur in the answers), never on gold or on the dataset.
 
 Why (measured on the 14 real crowd datasets, ``docs/consensus.md``): with two classes a full
@@ -32,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import ValidationError
 from ._base import (
     ArrayResult,
     BaseAggregator,
@@ -43,7 +48,7 @@ from ._base import (
     rng_from,
 )
 from ._encode import Encoded
-from .calibration import resampled_confidence
+from .calibration import design_effect_temper, resampled_confidence
 from .dawid_skene import dawid_skene_arrays
 from .ebcc import ebcc_arrays
 from .mace import mace_arrays
@@ -61,6 +66,7 @@ def ensemble_arrays(
     *,
     ebcc_restarts: int = 5,
     calibration: str = "resample",
+    answer_correlation: float = 0.05,
     gold: np.ndarray | None = None,
     random_state: Any = 0,
     incidence: tuple | None = None,
@@ -68,6 +74,8 @@ def ensemble_arrays(
     """The ``"auto"`` rule on integer codes; returns the result and the members' ``probas``."""
     check_positive_count(ebcc_restarts, "ebcc_restarts")
     check_choice(calibration, ("resample", "none"), "calibration")
+    if not 0.0 <= answer_correlation <= 1.0:
+        raise ValidationError("answer_correlation must be in [0, 1]", param="answer_correlation")
     args = (task, worker, label, n_tasks, n_workers, n_classes)
     k = int(n_classes) if n_classes is not None else int(np.max(label)) + 1
     rng = rng_from(random_state)
@@ -91,7 +99,9 @@ def ensemble_arrays(
     raw = q
     if calibration == "resample":
         n_w = int(n_workers) if n_workers is not None else int(np.max(worker)) + 1
-        q = fix_gold(resampled_confidence(task, worker, label, q, n_w, random_state=rng), gold)
+        q = resampled_confidence(task, worker, label, q, n_w, random_state=rng)
+        n_t = q.shape[0]
+        q = fix_gold(design_effect_temper(q, np.size(task) / n_t, answer_correlation), gold)
     labels = argmax_rows(q, rng)
     res = ArrayResult(
         probas=q,
@@ -111,8 +121,10 @@ class ConsensusEnsemble(BaseAggregator):
     """The ``"auto"`` method: EBCC (5 restarts averaged) for 2 classes, DS + MACE pool for >= 3.
 
     Parameters: ``ebcc_restarts`` (5), ``calibration`` (``"resample"``: gold-free calibrated
-    confidence, :func:`~cynaps_data.consensus.calibration.resampled_confidence`; ``"none"``: the
-    raw pooled posterior), ``random_state`` (EBCC/MACE initialisation and
+    confidence, :func:`~cynaps_data.consensus.calibration.resampled_confidence` then
+    :func:`~cynaps_data.consensus.calibration.design_effect_temper`; ``"none"``: the
+    raw pooled posterior), ``answer_correlation`` (0.05: the intra-task correlation
+    :math:`\rho` of the design effect; 0 skips that step), ``random_state`` (EBCC/MACE initialisation and
     tie-breaking), ``labels``.
 
     Fitted: ``labels_``, ``probas_`` (the pooled posterior), ``priors_``, ``skills_`` and
@@ -129,6 +141,7 @@ class ConsensusEnsemble(BaseAggregator):
     calibration: str = "resample"
     random_state: Any = 0
     labels: Sequence[Hashable] | None = None
+    answer_correlation: float = 0.05
 
     def _finish_fit(
         self, enc: Encoded, out: tuple[ArrayResult, dict[str, np.ndarray]]
