@@ -15,6 +15,7 @@ and the ratios between them, with the server's and the client's CPU time per ite
 load-independent figures: the wall-clock ones depend on what else the machine runs).
 
     python benchmarks/annotate.py [--annotators 50] [--seconds 60] [--processes 1] [--workers 1]
+                                  [--adaptive]
 """
 
 from __future__ import annotations
@@ -237,7 +238,7 @@ def phase(
 
 
 def setup(
-    server: ServerProcess, tasks: int, annotators: int, min_annotators: int
+    server: ServerProcess, tasks: int, annotators: int, min_annotators: int, adaptive: bool = False
 ) -> tuple[str, list[str]]:
     http_ = requests.Session()
     http_.headers["Authorization"] = f"Bearer {server.key}"
@@ -258,6 +259,8 @@ def setup(
                 "min_annotators": min_annotators,
                 "consensus_threshold": 0.66,
                 "enable_expert_review": True,
+                # adaptive overlap (issue 18): the skill model on every judgement
+                **({"mode": "adaptive", "max_annotators": min_annotators + 2} if adaptive else {}),
             },
         },
     )["id"]
@@ -288,15 +291,17 @@ def main() -> None:
     )
     parser.add_argument("--tasks", type=int, default=60_000)
     parser.add_argument("--min-annotators", type=int, default=3)
+    parser.add_argument("--adaptive", action="store_true", help='quality mode "adaptive"')
     add_database_url(parser)
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
     with ServerProcess(workers=args.workers, database_url=args.database_url) as server:
         t0 = time.perf_counter()
-        pid, keys = setup(server, args.tasks, args.annotators, args.min_annotators)
+        pid, keys = setup(server, args.tasks, args.annotators, args.min_annotators, args.adaptive)
         print(
             f"setup: {args.tasks} tasks, {len(keys)} annotators, min_annotators={args.min_annotators} "
+            f"{'(adaptive) ' if args.adaptive else ''}"
             f"({time.perf_counter() - t0:.1f} s)"
         )
         floor = phase(

@@ -3,7 +3,8 @@
 Each program is a fresh customer with a team (annotators and an expert, who see only this
 customer's projects) driving the platform's own endpoint and service functions (the code
 the HTTP routes call, minus the HTTP plumbing other tests cover; real SQLite file) through random
-sequences of: top-up, create + upload, launch (create, pay from the balance and start), quote, pay (credits, a simulated method, or a declining
+sequences of: top-up, create + upload, launch (create, pay from the balance and start; fixed or
+adaptive overlap, issue 18), quote, pay (credits, a simulated method, or a declining
 one), start, pause/resume, annotators labelling (agreeing or not, or all disputing at once so
 tasks escalate without expert review), expert review, reopen (tasks
 sent back for more judgements), download, and cancel. After every step the invariants are checked on the stored ledger:
@@ -189,8 +190,13 @@ class LedgerMachine(RuleBasedStateMachine):
         n=st.integers(min_value=1, max_value=4),
         min_annotators=st.integers(min_value=1, max_value=3),
         expert=st.booleans(),
+        adaptive=st.booleans(),
     )
-    def create_and_upload(self, n: int, min_annotators: int, expert: bool) -> None:
+    def create_and_upload(
+        self, n: int, min_annotators: int, expert: bool, adaptive: bool = False
+    ) -> None:
+        # adaptive overlap (issue 18): the deposit covers max_annotators, no escalation reserve
+        mode = {"mode": "adaptive", "max_annotators": 3} if adaptive else {}
         r = call(
             project_routes.create_project,
             self.db,
@@ -202,6 +208,7 @@ class LedgerMachine(RuleBasedStateMachine):
                     "min_annotators": min_annotators,
                     "enable_expert_review": expert,
                     "consensus_threshold": 0.6,
+                    **mode,
                 },
             },
             ok=201,
@@ -215,11 +222,15 @@ class LedgerMachine(RuleBasedStateMachine):
         self.projects.append({"id": pid, "expert": expert, "paid": False, "state": "draft"})
 
     @precondition(lambda self: len(self.projects) < 3)
-    @rule(min_annotators=st.integers(min_value=2, max_value=3), expert=st.booleans())
-    def launch(self, min_annotators: int, expert: bool) -> None:
+    @rule(
+        min_annotators=st.integers(min_value=2, max_value=3),
+        expert=st.booleans(),
+        adaptive=st.booleans(),
+    )
+    def launch(self, min_annotators: int, expert: bool, adaptive: bool) -> None:
         """Create a one-task project, pay its deposit from the balance and start it (one step,
         so short programs reach escalations with the balance nearly spent)."""
-        self.create_and_upload(1, min_annotators, expert)
+        self.create_and_upload(1, min_annotators, expert, adaptive)
         project = self.projects[-1]
         before = self._snapshot()
         r = call(

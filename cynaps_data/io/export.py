@@ -12,6 +12,9 @@ platform's task id), columns in this order:
 * ``label`` (category over the project's labels in declared order; missing while not final);
 * ``label_source`` (category: consensus | majority | expert | imported | none);
 * ``status`` (category: pending | disputed | completed — partial exports say so per row);
+* ``stop_reason`` (category: agreement | confident | max_annotators | disagreement | expert |
+  no_funds | imported; missing while the task collects judgements): why it stopped
+  (docs/configuration.md, adaptive overlap);
 * ``agreement`` (float64: the top answer's share of the annotators' votes, the platform's policy);
 * ``confidence`` (float64: share of the annotators' votes that agree with ``label``);
 * ``n_annotations`` (int64: annotator judgements);
@@ -69,6 +72,7 @@ METADATA_COLUMNS = (
     "label",
     "label_source",
     "status",
+    "stop_reason",
     "agreement",
     "confidence",
     "n_annotations",

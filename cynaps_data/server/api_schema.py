@@ -42,6 +42,14 @@ _QUALITY = _obj(
         "min_annotators": {"type": "integer", "minimum": MIN_ANNOTATORS, "maximum": MAX_ANNOTATORS},
         "consensus_threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
         "enable_expert_review": {"type": "boolean"},
+        "max_annotators": {
+            "anyOf": [
+                {"type": "integer", "minimum": MIN_ANNOTATORS, "maximum": MAX_ANNOTATORS},
+                {"type": "null"},
+            ]
+        },
+        "mode": {"type": "string", "enum": ["fixed", "adaptive"]},
+        "target_confidence": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
     }
 )
 _LABEL_VALUE = {"type": "string", "maxLength": 200}

@@ -287,3 +287,26 @@ webhook_attempts = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_attempts_endpoint", "endpoint_id", "id"),
 )
+
+# -- Adaptive overlap (issue 18; migration 0009) -------------------------------------------------
+# tasks gain: stop_reason (why the task stopped collecting judgements; null while it collects),
+# queue_order (assignment order within a project, ascending, then id; 0 in fixed-overlap
+# projects) and skill_credit (JSON floats: what its voters were credited with in the skill model).
+tasks.append_column(sa.Column("stop_reason", sa.String(16), nullable=True))
+tasks.append_column(
+    sa.Column("queue_order", sa.Float, nullable=False, default=0.0, server_default="0")
+)
+tasks.append_column(sa.Column("skill_credit", sa.Text, nullable=True))
+sa.Index("ix_tasks_queue", tasks.c.project_id, tasks.c.status, tasks.c.queue_order, tasks.c.id)
+
+# The online skill model of a project's annotators (cynaps_data.consensus.online): JSON k × k
+# confusion counts (rows: true class, columns: answer) per (project, annotator).
+annotator_skills = sa.Table(
+    "annotator_skills",
+    metadata,
+    sa.Column("project_id", sa.String(40), primary_key=True),
+    sa.Column("annotator_id", sa.String(40), primary_key=True),
+    sa.Column("counts", sa.Text, nullable=False),
+    sa.Column("n_judgements", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)

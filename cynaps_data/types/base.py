@@ -126,6 +126,15 @@ class AnnotationType(Protocol):
         JSON export's ``consensus`` object; shown to experts in review with ``config=None``
         (then only what was voted, not the whole value space of the config)."""
 
+    # optional: ``adaptive_classes(config) -> list`` opts the type in to adaptive overlap
+    # (``quality_settings.mode = "adaptive"``, docs/configuration.md): the finite answer space
+    # as values :meth:`validate_value` returns, in a fixed order (classification: the labels).
+    # The platform's online skill model (``cynaps_data.consensus.online``) then keeps a
+    # confusion matrix over these classes per annotator and stops a task once its posterior
+    # confidence reaches the target. A type without it (or whose answers are not among the
+    # classes) cannot run adaptive projects: creating one is a 422 naming
+    # ``quality_settings.mode``; such types keep the fixed policy of :meth:`decide`.
+
     # -- export -----------------------------------------------------------------------------
     def wide_columns(self, votes: VoteArrays, config: Any) -> dict[str, pa.Array]:
         """The type's columns of the wide (one row per task) export, each ``n_tasks`` long.

@@ -140,6 +140,11 @@ class Classification:
             return Decision("pending", needed + 1, None, None, share)
         return Decision("completed", needed, top_label, "majority", share)
 
+    def adaptive_classes(self, config: list) -> list[str]:
+        """Adaptive overlap's answer space (``AnnotationType`` optional hook): the labels, in
+        declared order."""
+        return list(config)
+
     def summarize(self, votes: list[Any], config: list | None) -> dict[str, Any]:
         """``{"vote_distribution": {label: share}}`` over every declared label, or over the
         voted labels in first-vote order when ``config`` is ``None`` (``{}`` without votes)."""

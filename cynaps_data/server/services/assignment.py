@@ -144,8 +144,11 @@ def _queue_sql(team: bool, one_project: bool) -> tuple[str, str]:
     return held, active
 
 
-# One project at a time: the equality on (project_id, status) lets the index hand out tasks in
-# id order and stop at the first fit (an IN over projects would sort every pending task first).
+# One project at a time: the equality on (project_id, status) lets the index ``ix_tasks_queue``
+# hand out tasks in queue order (``queue_order``, then id: id order in a fixed-overlap project,
+# where every task's order is 0; in an adaptive one the started tasks whose next judgement is
+# worth most first, ``overlap.py``) and stop at the first fit (an IN over projects would sort
+# every pending task first).
 # (id, data, predictions)
 _CANDIDATE_SQL = (
     "SELECT t.id, t.data, t.predictions FROM tasks t WHERE t.project_id = :pid AND t.status = 'pending'"
@@ -154,7 +157,7 @@ _CANDIDATE_SQL = (
     " AND NOT EXISTS (SELECT 1 FROM judgements j WHERE j.task_id = t.id AND j.annotator_id = :me)"
     " AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.task_id = t.id AND s.annotator_id = :me)"
     " AND NOT EXISTS (SELECT 1 FROM assignments m WHERE m.task_id = t.id AND m.annotator_id = :me)"
-    " ORDER BY t.id LIMIT 1"
+    " ORDER BY t.queue_order, t.id LIMIT 1"
 )
 
 
@@ -219,7 +222,8 @@ def assign_next(
 ) -> dict | None:
     """Inside a write transaction: the annotator's live assignment, or a new one, or ``None``.
 
-    New work comes from the oldest active project first, lowest task id first. A task that
+    New work comes from the oldest active project first, in the project's queue order (lowest
+    ``queue_order``, then lowest task id). A task that
     cannot be rendered is skipped for this annotator (:func:`_render`) and the next handed out.
     """
     me = principal.account_id

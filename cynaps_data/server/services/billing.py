@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ...types import get_type
 from ...wire import CREDITS_METHOD, PAYMENT_METHODS
 from ...wire import DECLINING_PAYMENT_METHODS as DECLINING_METHODS
 from ..db import Database
@@ -27,6 +28,7 @@ from ..problems import Problem, invalid, invalid_state
 from ..tables import judgements, payments, projects, tasks
 from . import ledger, outbox
 from .fastsql import Raw
+from .overlap import expected_judgements
 from .pricing import quote, task_charge_cents
 
 
@@ -37,7 +39,11 @@ def task_count(conn: sa.Connection, project_id: str) -> int:
 
 
 def current_quote(conn: sa.Connection, project: Any):
-    return quote(project.annotation_type, project.quality_settings, task_count(conn, project.id))
+    """The deposit quote for the project's tasks (an adaptive one covers ``max_annotators``
+    per task and shows the expected judgements, ``overlap.expected_judgements``)."""
+    quality = project.quality_settings
+    expected = expected_judgements(get_type(project.annotation_type), project.labels, quality)
+    return quote(project.annotation_type, quality, task_count(conn, project.id), expected)
 
 
 def external_payment(
@@ -255,7 +261,8 @@ def reserve_for_reopen(conn: sa.Connection, project: Any, n_tasks: int, n: int) 
 def reserve_escalation(conn: sa.Connection, project: Any, task_id: int, extra: int) -> bool:
     """Hold the price of ``extra`` more judgements of a task escalated past what is covered.
 
-    The deposit covers ``min_annotators`` judgements per task (a reopen reserves its own); a
+    The deposit covers ``min_annotators`` judgements per task (``max_annotators`` in adaptive
+    mode, which therefore never escalates past it; a reopen reserves its own); a
     disputed task without expert review gets one more annotator at a time, each beyond that
     cover. In the escalation's transaction the price moves ``customer → deposit_hold`` if the
     balance covers it (``True``); otherwise nothing moves (``False``) and the caller finalises

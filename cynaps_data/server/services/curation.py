@@ -95,6 +95,7 @@ def reopen(db: Database, owner_id: str, project_id: str, body: Any) -> dict:
                     status="pending",
                     final_label=None,
                     label_source=None,
+                    stop_reason=None,
                     charged=False,
                     released=False,
                     updated_at=now,

@@ -38,6 +38,7 @@ TASK_COLUMNS: Columns = [
     ("vote_workers", "vote_workers", pa.string()),
     ("expert_value", "coalesce(expert_value, '')", pa.string()),
     ("expert_worker", "coalesce(expert_worker, '')", pa.string()),
+    ("stop_reason", "coalesce(stop_reason, '')", pa.string()),
 ]
 VOTE_COLUMNS: Columns = [
     ("id", "id", pa.int64()),

@@ -19,12 +19,13 @@ from .. import lanes
 from ..db import Database
 from ..problems import Problem, invalid
 from ..tables import projects
-from . import billing, outbox
+from . import billing, outbox, overlap
 from . import projects as project_service
 from . import votes as vote_service
 from .accounts import Principal
 from .assignment import assign_next, not_assigned, require_role
 from .fastsql import Raw, json_value
+from .quality import covered_judgements, is_adaptive
 
 MAX_DURATION = 7 * 24 * 3600.0
 ORIGINS = ("platform", "imported")
@@ -41,6 +42,7 @@ _VOTES_SQL = "SELECT value FROM judgements WHERE task_id = :task AND role = 'ann
 _UPDATE_TASK_SQL = (
     "UPDATE tasks SET n_judgements = :n, needed = :needed, status = :status,"
     " agreement = :agreement, final_label = :final, label_source = :source, updated_at = :now,"
+    " stop_reason = :stop,"
     " vote_values = vote_values || :vote_value, vote_workers = vote_workers || :vote_worker"
     " WHERE id = :task"
 )
@@ -249,25 +251,32 @@ def submit(
         raw.run(_RELEASE_SQL, {"task": task_id, "me": me})
         encoded = orjson.dumps(value).decode()
         store(raw, [Judgement(task_id, task_project, me, "annotator", encoded, duration, now)])
-        if n_judgements + 1 < needed:  # still short of its quota: nothing to decide
+        quality = json_value(quality)
+        funded = True
+        if is_adaptive(quality):  # the online skill model decides (issue 18)
+            config = json_value(labels)
+            outcome = overlap.after_judgement(
+                raw, atype, config, quality, task_project, task_id, needed, now
+            )
+            n_votes, decision = len(outcome.values), outcome.decision
+        elif n_judgements + 1 < needed:  # still short of its quota: nothing to decide
             n_votes, decision = n_judgements + 1, Decision("pending", needed)
         else:
             votes = [orjson.loads(v[0]) for v in raw.run(_VOTES_SQL, {"task": task_id}).fetchall()]
             n_votes = len(votes)
-            quality = json_value(quality)
             config = json_value(labels)
             decision = vote_service.decide(atype, votes, quality, needed, config)
+            # judgements past what the deposit covers (and past any reopen's own reserve)
+            extra = decision.needed - max(needed, covered_judgements(quality))
             if (
                 decision.status == "pending"
-                and decision.needed > needed
+                and extra > 0
                 and not billing.reserve_escalation(
-                    raw.conn,
-                    ChargedProject(task_project, owner, annotation_type),
-                    task_id,
-                    decision.needed - needed,
+                    raw.conn, ChargedProject(task_project, owner, annotation_type), task_id, extra
                 )
             ):  # escalated past the deposit and the balance cannot pay: finalise instead
                 decision = vote_service.without_escalation(atype, votes, quality, needed, config)
+                funded = False
         raw.run(
             _UPDATE_TASK_SQL,
             {
@@ -280,6 +289,7 @@ def submit(
                 if decision.final_label is None
                 else orjson.dumps(decision.final_label).decode(),
                 "source": decision.label_source,
+                "stop": vote_service.stop_reason(decision, quality, funded),
                 "now": now,
                 **vote_service.appended(encoded, me),
             },

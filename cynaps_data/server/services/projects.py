@@ -12,7 +12,7 @@ from ..db import Database
 from ..ids import random_id
 from ..problems import invalid, invalid_state, not_found
 from ..tables import projects, tasks
-from . import billing, outbox, states
+from . import billing, outbox, overlap, states
 from .quality import validate_quality
 
 MAX_NAME = 500
@@ -48,6 +48,7 @@ def create(db: Database, owner_id: str, body: dict[str, Any]) -> dict:
             param="instructions",
         )
     quality = validate_quality(body.get("quality_settings"))
+    overlap.check_supported(atype, labels, quality)  # adaptive mode: only where the type can
     now = time.time()
     row = {
         "id": random_id("proj"),

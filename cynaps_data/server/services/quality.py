@@ -7,6 +7,13 @@ one reserved from the customer's balance when escalated, ``billing.reserve_escal
 balance cannot cover it the task is finalised with the plurality label instead). How a
 type measures agreement and picks the final value is its ``decide`` hook
 (``cynaps_data.types``; the decision for one task is ``services.votes.decide``).
+
+``mode``: ``"fixed"`` (the above, the default) or ``"adaptive"`` (issue 18): after
+``min_annotators`` judgements a task gets one more at a time only while its posterior confidence
+from the project's online skill model is below ``target_confidence``, up to ``max_annotators``;
+then expert review when ``enable_expert_review``, else the posterior label (``majority``). The
+deposit covers ``max_annotators`` per task. Only types with the ``adaptive_classes`` hook support
+it (``services.overlap``); ``consensus_threshold`` is not used in adaptive mode.
 """
 
 from __future__ import annotations
@@ -21,7 +28,21 @@ DEFAULTS = {
     "consensus_threshold": 0.66,
     "enable_expert_review": True,
     "max_annotators": None,  # default: min_annotators + 2
+    "mode": "fixed",  # fixed | adaptive
+    "target_confidence": 0.95,  # adaptive mode: stop once the posterior confidence reaches it
 }
+MODES = ("fixed", "adaptive")
+
+
+def is_adaptive(quality: dict) -> bool:
+    """Whether validated (or older, pre-``mode``) quality settings ask for adaptive overlap."""
+    return quality.get("mode") == "adaptive"
+
+
+def covered_judgements(quality: dict) -> int:
+    """Annotator judgements per task the deposit covers: ``min_annotators``, or
+    ``max_annotators`` in adaptive mode."""
+    return quality["max_annotators"] if is_adaptive(quality) else quality["min_annotators"]
 
 
 def validate_quality(raw: Any) -> dict:
@@ -63,5 +84,17 @@ def validate_quality(raw: Any) -> dict:
             param="quality_settings.max_annotators",
         )
     q["max_annotators"] = mx
+    if q["mode"] not in MODES:
+        raise invalid(
+            f"mode must be one of {', '.join(MODES)}, got {q['mode']!r}",
+            param="quality_settings.mode",
+        )
+    c = q["target_confidence"]
+    if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c < 1:
+        raise invalid(
+            f"target_confidence must be a number in (0, 1), got {c!r}",
+            param="quality_settings.target_confidence",
+        )
+    q["target_confidence"] = float(c)
     q["consensus_threshold"] = float(t)
     return q

@@ -2,8 +2,9 @@
 to experts of the project's team (or the platform pool), and the expert's final decision.
 
 Experts see only disputed tasks of the projects they may review. The decision is stored by
-``judgements.store`` like every judgement, finalises the task (``label_source = "expert"``) and
-charges it through ``billing``.
+``judgements.store`` like every judgement, finalises the task (``label_source = "expert"``,
+``stop_reason = "expert"``), credits the voters of an adaptive project's task with the verdict in
+the skill model (``overlap.after_expert``) and charges it through ``billing``.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from .. import lanes
 from ..db import Database
 from ..problems import Problem, invalid, not_found
 from ..tables import assignments, judgements, projects, tasks
-from . import billing, outbox
+from . import billing, outbox, overlap
 from . import projects as project_service
 from . import votes as vote_service
 from .accounts import Principal
 from .assignment import require_role, task_view, visible_projects, with_project
+from .fastsql import Raw
 from .judgements import Judgement, lock_task, parse_duration, store
+from .quality import is_adaptive
 
 
 def review_view(conn: sa.Connection, row: Any, expires_at: float) -> dict:
@@ -156,11 +159,21 @@ def decide_review(db: Database, principal: Principal, task_id: int, body: Any) -
                 status="completed",
                 final_label=encoded,
                 label_source="expert",
+                stop_reason="expert",
                 updated_at=now,
                 expert_value=encoded,
                 expert_worker=me,
             )
         )
+        if is_adaptive(project.quality_settings):  # the verdict is the truth for the skills
+            overlap.after_expert(
+                Raw(conn),
+                get_type(project.annotation_type),
+                project.labels,
+                project.id,
+                task_id,
+                value,
+            )
         billing.charge_task(conn, project, task_id, task.n_judgements, expert=True)
         outbox.task_decided(conn, project.owner_id, project.id, task_id, "completed")
         project_service.settle(conn, project)

@@ -29,14 +29,77 @@ from ..tables import VOTE_SEPARATOR
 LABEL_SOURCES = ["consensus", "majority", "expert", "imported", "none"]
 
 
+#: why a task stopped collecting annotator judgements (``tasks.stop_reason``; null while it
+#: collects), in the export's category order: ``agreement`` (fixed mode: the top answer's share
+#: reached ``consensus_threshold``), ``confident`` (adaptive mode: the posterior confidence
+#: reached ``target_confidence``), ``max_annotators`` (reached without either: finalised with
+#: the plurality / posterior label, or sent to an expert), ``disagreement`` (fixed mode with
+#: expert review: disputed after ``min_annotators``), ``expert`` (an expert decided),
+#: ``no_funds`` (another judgement could not be paid for: finalised with the plurality label),
+#: ``imported`` (decided by imported judgements)
+STOP_REASONS = [
+    "agreement",
+    "confident",
+    "max_annotators",
+    "disagreement",
+    "expert",
+    "no_funds",
+    "imported",
+]
+
+
 def decide(
-    atype: AnnotationType, votes: list[Any], quality: dict, needed: int, config: Any = None
+    atype: AnnotationType,
+    votes: list[Any],
+    quality: dict,
+    needed: int,
+    config: Any = None,
+    posterior: tuple[Any, float] | None = None,
 ) -> Decision:
     """The consensus decision for a task whose annotator ``votes`` (values, in order) are these,
-    under the project's label ``config``."""
+    under the project's label ``config``.
+
+    Adaptive mode (``quality["mode"] == "adaptive"``) decides from ``posterior``, the task's
+    ``(label, confidence)`` from the project's online skill model (``services.overlap``), not
+    from the type's :meth:`~AnnotationType.decide`: confidence at or above
+    ``target_confidence`` is final (``consensus``); below it the task wants one more judgement
+    while it has fewer than ``max_annotators``, then waits for an expert
+    (``enable_expert_review``) or takes the posterior label (``majority``). ``agreement`` is
+    the share of votes equal to the label."""
     if len(votes) < needed:
         return Decision("pending", needed)
+    if quality.get("mode") == "adaptive":
+        if posterior is None:
+            raise ValueError("adaptive mode decides from the task's posterior; none given")
+        label, confidence = posterior
+        text = orjson.dumps(label)
+        share = sum(orjson.dumps(v) == text for v in votes) / len(votes)
+        if confidence >= quality["target_confidence"]:
+            return Decision("completed", needed, label, "consensus", share)
+        if len(votes) < quality["max_annotators"]:
+            return Decision("pending", len(votes) + 1, None, None, share)
+        if quality["enable_expert_review"]:
+            return Decision("disputed", needed, None, None, share)
+        return Decision("completed", needed, label, "majority", share)
     return atype.decide(votes, quality, needed, config=config)
+
+
+def stop_reason(decision: Decision, quality: dict, funded: bool = True) -> str | None:
+    """Why a task with this ``decision`` stopped collecting judgements (:data:`STOP_REASONS`),
+    ``None`` while pending. ``funded=False``: the decision was forced because another judgement
+    could not be paid for (:func:`without_escalation`)."""
+    if decision.status == "pending":
+        return None
+    if not funded:
+        return "no_funds"
+    adaptive = quality.get("mode") == "adaptive"
+    if decision.status == "disputed":
+        return "max_annotators" if adaptive else "disagreement"
+    if decision.label_source == "consensus":
+        return "confident" if adaptive else "agreement"
+    if decision.label_source == "majority":
+        return "max_annotators"
+    return decision.label_source
 
 
 def without_escalation(
@@ -68,12 +131,14 @@ def summary_columns(votes: list[tuple]) -> dict:
 def imported_state(
     atype: AnnotationType, votes: list[tuple], quality: dict, config: Any = None
 ) -> dict:
-    """The task columns (status, final value, source, agreement, needed) of an imported task
+    """The task columns (status, final value, source, agreement, needed, stop reason) of an
+    imported task
     from its ``(worker, role, value_json, ...)`` judgements: an expert verdict is final,
     otherwise the consensus policy decides over the annotator votes."""
     values = [orjson.loads(v[2]) for v in votes if v[1] == "annotator"]
     experts = [v for v in votes if v[1] == "expert"]
     needed = quality["min_annotators"]
+    quality = {**quality, "mode": "fixed"}  # no skill model for outside work: the fixed rule
     decision = decide(atype, values, quality, needed, config) if values else None
     agreement = decision.agreement if decision is not None else None
     if experts:
@@ -83,6 +148,7 @@ def imported_state(
             "label_source": "expert",
             "agreement": agreement,
             "needed": max(needed, len(values)),
+            "stop_reason": "expert",
         }
     if decision is None:
         return {
@@ -91,6 +157,7 @@ def imported_state(
             "label_source": None,
             "agreement": None,
             "needed": needed,
+            "stop_reason": None,
         }
     final = None if decision.final_label is None else orjson.dumps(decision.final_label).decode()
     return {
@@ -99,12 +166,14 @@ def imported_state(
         "label_source": decision.label_source,
         "agreement": agreement,
         "needed": max(decision.needed, len(values)),
+        "stop_reason": None if decision.status == "pending" else "imported",
     }
 
 
 def task_consensus(atype: AnnotationType, config: Any, task: Any, votes: list[dict]) -> dict:
     """One task's consensus metadata (JSON export, review): ``label``, ``label_source``,
-    ``status``, ``agreement``, ``n_annotations``, the type's summary keys, ``annotator_ids``,
+    ``status``, ``agreement``, ``n_annotations``, ``stop_reason`` (:data:`STOP_REASONS`, null
+    while collecting), the type's summary keys, ``annotator_ids``,
     ``expert_label``. ``task``: a tasks row; ``votes``: its judgements as
     ``{"annotator_id", "role", "label", ...}`` in the order they were made; ``config``: the
     project's (``None``: summarise only what was voted, see ``AnnotationType.summarize``)."""
@@ -116,6 +185,7 @@ def task_consensus(atype: AnnotationType, config: Any, task: Any, votes: list[di
         "status": task.status,
         "agreement": task.agreement,
         "n_annotations": len(values),
+        "stop_reason": getattr(task, "stop_reason", None),
         **atype.summarize(values, config),
         "annotator_ids": [v["annotator_id"] for v in annotator],
         "expert_label": next((v["label"] for v in votes if v["role"] == "expert"), None),
@@ -265,7 +335,7 @@ def wide_columns(atype: AnnotationType, config: Any, t: pa.Table, votes: Votes) 
     """The wide columns (all but ``data``) of the task rows ``t`` and their ``votes``.
 
     Order: ``task``, ``external_id``, ``gold``, ``label``, ``label_source``, ``status``,
-    ``agreement``, ``confidence``, ``n_annotations``, the type's other columns (e.g.
+    ``stop_reason`` (:data:`STOP_REASONS`, null while collecting), ``agreement``, ``confidence``, ``n_annotations``, the type's other columns (e.g.
     ``vote_distribution``), ``annotator_ids``, ``expert_label``, ``expert_id``, ``updated_at``.
     """
     task_ids = np.asarray(t["id"].to_numpy(), dtype="int64")
@@ -295,6 +365,7 @@ def wide_columns(atype: AnnotationType, config: Any, t: pa.Table, votes: Votes) 
         "label": typed["label"],
         "label_source": category(strings_to_codes(source, LABEL_SOURCES), LABEL_SOURCES),
         "status": category(strings_to_codes(t["status"], STATUSES), STATUSES),
+        "stop_reason": category(strings_to_codes(t["stop_reason"], STOP_REASONS), STOP_REASONS),
         "agreement": typed["agreement"],
         "confidence": typed["confidence"],
         "n_annotations": pa.array(n_votes, pa.int64()),

@@ -9,7 +9,9 @@ from __future__ import annotations
 import orjson
 import sqlalchemy as sa
 
+from ...types import get_type
 from ..db import Database
+from ..services import overlap
 from ..services import projects as project_service
 from ..tables import accounts, judgements, tasks
 
@@ -19,7 +21,10 @@ BINS = 10
 def summary(db: Database, owner_id: str, project_id: str) -> dict:
     """``status`` (as GET …/status), ``agreement_histogram`` (``BINS`` equal bins over [0, 1]
     of the tasks that have an agreement), ``final_labels`` (count per label) and
-    ``annotators`` (judgements per member, sandbox workforce included and flagged ``simulated``).
+    ``annotators`` (judgements per member, sandbox workforce included and flagged ``simulated``;
+    in an adaptive project also ``accuracy``, the skill model's estimate) and ``stopping``: the
+    tasks counted by how many annotator judgements they took and why they stopped
+    (``[{"n_judgements", "stop_reason", "tasks"}]``, ``stop_reason`` null while collecting).
     """
     status = project_service.status(db, owner_id, project_id)
     with db.read() as conn:
@@ -50,6 +55,19 @@ def summary(db: Database, owner_id: str, project_id: str) -> dict:
             .group_by(accounts.c.id, accounts.c.name, accounts.c.simulated, judgements.c.role)
             .order_by(sa.func.count().desc(), accounts.c.name)
         ).all()
+        stopping = conn.execute(
+            sa.select(tasks.c.n_judgements, tasks.c.stop_reason, sa.func.count())
+            .where(tasks.c.project_id == project_id)
+            .group_by(tasks.c.n_judgements, tasks.c.stop_reason)
+            .order_by(tasks.c.n_judgements, tasks.c.stop_reason)
+        ).all()
+        project = project_service.load(conn, owner_id, project_id)
+        skills = {
+            s["annotator_id"]: s["accuracy"]
+            for s in overlap.skills_table(
+                conn, get_type(project.annotation_type), project.labels, project_id
+            )
+        }
     counts = [0] * BINS
     for value in agreements:
         counts[min(int(value * BINS), BINS - 1)] += 1
@@ -68,7 +86,18 @@ def summary(db: Database, owner_id: str, project_id: str) -> dict:
         },
         "final_labels": labels,
         "annotators": [
-            {"id": pid, "name": name, "simulated": bool(sim), "role": role, "judgements": int(n)}
+            {
+                "id": pid,
+                "name": name,
+                "simulated": bool(sim),
+                "role": role,
+                "judgements": int(n),
+                **({"accuracy": skills[pid]} if role == "annotator" and pid in skills else {}),
+            }
             for pid, name, sim, role, n in people
+        ],
+        "stopping": [
+            {"n_judgements": int(k), "stop_reason": reason, "tasks": int(n)}
+            for k, reason, n in stopping
         ],
     }

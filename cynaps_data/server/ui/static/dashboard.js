@@ -1,4 +1,5 @@
-// Read-only project dashboard for the customer: progress, agreement histogram, annotators.
+// Read-only project dashboard for the customer: progress, agreement histogram, annotators,
+// judgements per task and why each stopped.
 import { api, el, setText, show, signIn } from "./common.js";
 
 const select = () => document.getElementById("project");
@@ -39,7 +40,12 @@ async function loadDashboard() {
       el("tr", {}, el("th", { scope: "row", text: label }), el("td", { text: String(n) }))));
     document.getElementById("annotators").replaceChildren(...d.annotators.map((a) =>
       el("tr", {}, el("td", { text: a.simulated ? `${a.name} (sandbox workforce)` : a.name }),
-        el("td", { text: a.role }), el("td", { text: String(a.judgements) }))));
+        el("td", { text: a.role }), el("td", { text: String(a.judgements) }),
+        el("td", { text: a.accuracy === undefined ? "–" : `${Math.round(a.accuracy * 100)}%` }))));
+    document.getElementById("stopping").replaceChildren(...d.stopping.map((r) =>
+      el("tr", {}, el("td", { text: String(r.n_judgements) }),
+        el("td", { text: r.stop_reason === null ? "collecting" : r.stop_reason.replace("_", " ") }),
+        el("td", { text: String(r.tasks) }))));
     setText("status", `Updated ${new Date().toLocaleTimeString()}`);
   } catch (e) { setText("status", e.message); }
 }
