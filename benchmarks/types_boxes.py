@@ -90,7 +90,9 @@ def synthetic_crowd(
     )
     t_rows, f_rows = [], []
     for t in range(n_images):
-        n_obj = fixed_objects if fixed_objects is not None else int(rng.integers(0, max_objects + 1))
+        n_obj = (
+            fixed_objects if fixed_objects is not None else int(rng.integers(0, max_objects + 1))
+        )
         kind = rng.choice(3, n_obj, p=[0.3, 0.45, 0.25])
         lo = np.array([15.0, 50.0, 180.0])[kind]
         hi = np.array([50.0, 180.0, 450.0])[kind]
@@ -272,9 +274,7 @@ def split_half(frame: pd.DataFrame, models: dict, seeds: int) -> dict[str, pd.Da
                     b["label"].to_numpy(object),
                 )[1]
             n = len(pa) + len(pb)
-            out[name].append(
-                {"f1": 2 * tp / n if n else 1.0, "boxes": n / (2 * len(tasks))}
-            )
+            out[name].append({"f1": 2 * tp / n if n else 1.0, "boxes": n / (2 * len(tasks))})
     return {name: pd.DataFrame(rows) for name, rows in out.items()}
 
 

@@ -43,6 +43,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..errors import ValidationError
 
@@ -242,6 +243,25 @@ def cluster_boxes(
     return out
 
 
+def _iou_block(e: np.ndarray) -> np.ndarray:
+    """``(ng, b, 4)`` float32 edges -> ``(ng, b, b)`` float32 IoU within each group, with few
+    temporaries (the clustering's hot spot); zero-area boxes have IoU 0."""
+    x1, y1, x2, y2 = (e[:, :, k] for k in range(4))
+    iw = np.minimum(x2[:, :, None], x2[:, None, :])
+    iw -= np.maximum(x1[:, :, None], x1[:, None, :])
+    np.maximum(iw, 0, out=iw)
+    ih = np.minimum(y2[:, :, None], y2[:, None, :])
+    ih -= np.maximum(y1[:, :, None], y1[:, None, :])
+    np.maximum(ih, 0, out=ih)
+    iw *= ih  # intersection
+    area = (x2 - x1) * (y2 - y1)
+    union = area[:, :, None] + area[:, None, :]
+    union -= iw
+    np.maximum(union, np.float32(1e-30), out=union)
+    iw /= union
+    return iw
+
+
 def _cluster_chunk(
     gidx: np.ndarray,
     gstart: np.ndarray,
@@ -260,10 +280,13 @@ def _cluster_chunk(
     valid = cols[None, :] < gsize[gidx][:, None]
     rowpos = np.where(valid, rowpos, 0)
     wk = np.where(valid, w_s[rowpos], -1)
-    e = e_s[rowpos]
+    e = e_s[rowpos].astype(np.float32)
     e[~valid] = 0.0
-    iou = _iou_edges(e, e)  # (ng, b, b)
-    adj = (iou >= thr) & (wk[:, :, None] != wk[:, None, :]) & valid[:, :, None] & valid[:, None, :]
+    iou = _iou_block(e)  # (ng, b, b) float32
+    adj = iou >= thr
+    adj &= wk[:, :, None] != wk[:, None, :]
+    if thr <= 0:
+        adj &= valid[:, :, None] & valid[:, None, :]
     counts = adj.sum(axis=2, dtype=np.int64)
     assigned = ~valid
     step_k = np.full((ng, b), -1, dtype=np.int64)
@@ -300,7 +323,10 @@ def _cluster_chunk(
         assigned[all_i, all_j] = True
         step_k[all_i, all_j] = k
         # the newly assigned boxes are no longer anyone's unassigned neighbours
-        np.subtract.at(counts, all_i, adj[all_i, all_j].astype(np.int64))
+        o = np.argsort(all_i, kind="stable")
+        all_i, all_j = all_i[o], all_j[o]
+        starts = np.flatnonzero(np.r_[True, all_i[1:] != all_i[:-1]])
+        counts[all_i[starts]] -= np.add.reduceat(adj[all_i, all_j], starts, axis=0, dtype=np.int64)
         k += 1
     local_k[rowpos[valid]] = step_k[valid]
 
@@ -316,6 +342,22 @@ def group_median(values: np.ndarray, cluster: np.ndarray, n_clusters: int) -> np
     if values.ndim == 1:
         values = values[:, None]
     size = np.bincount(cluster, minlength=n_clusters)
+    m = int(size.max()) if n_clusters else 0
+    if n_clusters * m <= 4 * cluster.size + 1024:
+        # small clusters: pad to (n_clusters, m) with +inf and sort each row
+        o = np.argsort(cluster, kind="stable")
+        c_s = cluster[o]
+        start = np.concatenate([[0], np.cumsum(size)[:-1]])
+        slot = np.arange(cluster.size) - start[c_s]
+        lo, hi = (size - 1) // 2, size // 2
+        ar = np.arange(n_clusters)
+        out = np.empty((n_clusters, values.shape[1]))
+        for d in range(values.shape[1]):
+            pad = np.full((n_clusters, m), np.inf)
+            pad[c_s, slot] = values[o, d]
+            pad.sort(axis=1)
+            out[:, d] = 0.5 * (pad[ar, lo] + pad[ar, hi])
+        return out
     start = np.concatenate([[0], np.cumsum(size)[:-1]])
     lo = start + (size - 1) // 2
     hi = start + size // 2
@@ -346,15 +388,24 @@ def _vote(
     return best, share
 
 
-def _label_codes(labels: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
-    """Label values -> codes ordered by ``str`` of the label (None sorts as ''), so ties in a
-    vote go to the smallest label text, independent of input order."""
-    uniq: dict[Any, None] = {}
-    for lab in labels:
-        uniq.setdefault(lab, None)
-    names = sorted(uniq, key=lambda v: ("" if v is None else str(v), type(v).__name__))
-    index = {v: i for i, v in enumerate(names)}
-    return np.asarray([index[lab] for lab in labels], dtype=np.int64), names
+def _label_codes(labels: Any) -> tuple[np.ndarray, list[Any]]:
+    """Label values (a sequence; None/NaN = no label, kept as ``None``) -> codes ordered by
+    ``str`` of the label (None sorts first), so ties in a vote go to the smallest label text,
+    independent of input order."""
+    arr = np.empty(len(labels), dtype=object)
+    arr[:] = list(labels) if not isinstance(labels, np.ndarray) else labels
+    codes, uniq = pd.factorize(arr, sort=False)
+    names: list[Any] = list(uniq)
+    if (codes < 0).any():
+        codes = np.where(codes < 0, len(names), codes)
+        names.append(None)
+    rank = sorted(
+        range(len(names)),
+        key=lambda i: (names[i] is not None, str(names[i]), type(names[i]).__name__),
+    )
+    remap = np.empty(len(names), dtype=np.int64)
+    remap[rank] = np.arange(len(names))
+    return remap[codes].astype(np.int64), [names[i] for i in rank]
 
 
 # ---- per task -----------------------------------------------------------------------------------
