@@ -371,10 +371,10 @@ class BoxReliability(_BoxAggregator):
     cluster; ``n_iter``: EM iterations; ``prior_strength``: pseudo-counts of the Beta priors and
     of the noise prior; ``nu``: Student-t degrees of freedom (large = Gaussian)."""
 
-    iou: float = 0.5
+    iou: float = 0.4
     per_class: bool = False
     min_confidence: float = 0.5
-    n_iter: int = 20
+    n_iter: int = 10
     prior_strength: float = 2.0
     nu: float = 4.0
 
