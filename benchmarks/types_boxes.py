@@ -48,6 +48,13 @@ DATA = Path(os.environ.get("CYNAPS_SHARED", str(ROOT.parent / "shared"))) / (
 if not DATA.exists():
     DATA = Path("/work/shared/data/bbox/sugar_flower_fish_gravel_practice")
 LABELS = ("a", "b", "c", "d")
+#: the baseline (BASELINE.md), an ablation (the same matching over all classes with a label
+#: vote: what class-agnostic clustering alone gives) and ours (the default)
+MODELS = {
+    "baseline": BoxMatching,
+    "match_all": lambda: BoxMatching(per_class=False),
+    "ours": BoxReliability,
+}
 
 
 # ---- synthetic crowds -------------------------------------------------------------------------
@@ -191,12 +198,13 @@ def synthetic(seeds: int, n_images: int) -> bool:
         f"Synthetic crowds: {n_images} images of 1000x750 px, 0-15 objects, 5 of 40 annotators "
         f"per image ({seeds} seeds; mean (sd))"
     )
-    res: dict[str, list[dict[str, float]]] = {"baseline": [], "ours": []}
-    times = {"baseline": 0.0, "ours": 0.0}
+    res: dict[str, list[dict[str, float]]] = {name: [] for name in MODELS}
+    times = dict.fromkeys(MODELS, 0.0)
     for s in range(seeds):
         frame, truth, _ = synthetic_crowd(n_images=n_images, seed=s)
         tasks = np.arange(n_images)
-        for name, model in (("baseline", BoxMatching()), ("ours", BoxReliability())):
+        for name, make in MODELS.items():
+            model = make()
             t0 = time.perf_counter()
             pred = model.fit_predict(frame)
             times[name] += time.perf_counter() - t0
@@ -290,7 +298,7 @@ def real(seeds: int) -> bool:
         f"\nSugar/Flower/Fish/Gravel practice: {n_t} images, {frame['x'].notna().sum()} boxes, "
         f"split-half over {seeds} seeds (class-aware F1 @ IoU 0.5; mean (sd))"
     )
-    models = {"baseline": BoxMatching, "ours": BoxReliability}
+    models = MODELS
     for name, make in models.items():
         full = make().fit_predict(frame)
         print(
@@ -306,7 +314,7 @@ def real(seeds: int) -> bool:
             f"{df['boxes'].mean():.2f} consensus boxes per image per half"
         )
     o, b = res["ours"], res["baseline"]
-    ok = o["f1"].mean() >= min(b["f1"].mean(), 0.743) and o["boxes"].mean() >= 0.48
+    ok = o["f1"].mean() >= max(b["f1"].mean(), 0.743) and o["boxes"].mean() >= 0.48
     print(
         f"  target: F1 >= baseline ({b['f1'].mean():.4f} here, 0.743 in BASELINE.md) at >= 0.48 "
         f"boxes per image -> {'met' if ok else 'MISSED'} ({dt:.1f} s)"
