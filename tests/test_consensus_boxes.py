@@ -283,3 +283,17 @@ def test_real_data_smoke():
     assert len(ours.boxes_) >= len(base)
     assert ours.boxes_["confidence"].between(0.5, 1.0).all()
     assert set(ours.boxes_["label"]) <= {"Sugar", "Flower", "Fish", "Gravel"}
+
+
+def test_merge_task_prefers_the_seed_label():
+    # each annotator drew an 'a' and a 'b' box over nearly the same place; by IoU alone the
+    # 'a' box of one would pair with the 'b' box of the other and both clusters would vote 'a'
+    votes = [
+        [box(0, 0, 10, 10, "a"), box(2, 0, 10, 10, "b")],
+        [box(2, 0, 10, 10, "a"), box(0, 0, 10, 10, "b")],
+    ]
+    boxes, agreement = merge_task(votes)
+    assert sorted(b["label"] for b in boxes) == ["a", "b"]
+    assert all(b["support"] == 1.0 and b["x"] == 1.0 for b in boxes)
+    # agreement matches same-label boxes: IoU of (0,0,10,10) and (2,0,10,10) = 80 / 120
+    assert agreement == pytest.approx({"f1": 1.0, "mean_iou": 80 / 120})

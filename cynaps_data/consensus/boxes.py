@@ -200,11 +200,18 @@ def _parse_votes(votes: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, list[Any
 
 
 def cluster_boxes(
-    group: np.ndarray, worker: np.ndarray, edges: np.ndarray, iou: float = 0.5
+    group: np.ndarray,
+    worker: np.ndarray,
+    edges: np.ndarray,
+    iou: float = 0.5,
+    label: np.ndarray | None = None,
 ) -> np.ndarray:
     """Cluster boxes within groups (module docstring): ``group`` int ``(N,)`` (e.g. image, or
     image x class code), ``worker`` int ``(N,)`` annotator code, ``edges`` float ``(N, 4)``
-    x1, y1, x2, y2. Returns int64 ``(N,)`` cluster ids, dense ``0..K-1``, numbered by group
+    x1, y1, x2, y2; ``label`` optional int ``(N,)`` codes: when given, an annotator's box
+    with the seed's label is preferred over a better-overlapping box with another label (both
+    must reach ``iou``), so one annotator's overlapping boxes of two classes go to the two
+    classes' clusters. Returns int64 ``(N,)`` cluster ids, dense ``0..K-1``, numbered by group
     (ascending code) then by creation step; a cluster never spans two groups.
 
     Vectorised over groups: groups sorted by size are cut into chunks padded to their largest
@@ -220,8 +227,10 @@ def cluster_boxes(
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     # canonical order: group, worker, then coordinates (row-order independent)
-    order = np.lexsort((edges[:, 3], edges[:, 2], edges[:, 1], edges[:, 0], worker, group))
+    lab = np.zeros(n, dtype=np.int64) if label is None else np.asarray(label, dtype=np.int64)
+    order = np.lexsort((lab, edges[:, 3], edges[:, 2], edges[:, 1], edges[:, 0], worker, group))
     g_s, w_s, e_s = group[order], worker[order], edges[order]
+    l_s = None if label is None else lab[order]
     gu, gstart, gsize = np.unique(g_s, return_index=True, return_counts=True)
     local_k = np.full(n, -1, dtype=np.int64)  # per sorted row: cluster step within group
     by_size = np.argsort(gsize, kind="stable")
@@ -236,7 +245,7 @@ def cluster_boxes(
                 break
             b = bb
             end += 1
-        _cluster_chunk(by_size[pos:end], gstart, gsize, b, w_s, e_s, local_k, iou)
+        _cluster_chunk(by_size[pos:end], gstart, gsize, b, w_s, e_s, l_s, local_k, iou)
         pos = end
     # dense ids: by group code, then step
     key = np.repeat(np.arange(gu.size, dtype=np.int64), gsize) * (n + 1) + local_k
@@ -272,6 +281,7 @@ def _cluster_chunk(
     b: int,
     w_s: np.ndarray,
     e_s: np.ndarray,
+    l_s: np.ndarray | None,
     local_k: np.ndarray,
     thr: float,
 ) -> None:
@@ -283,6 +293,7 @@ def _cluster_chunk(
     valid = cols[None, :] < gsize[gidx][:, None]
     rowpos = np.where(valid, rowpos, 0)
     wk = np.where(valid, w_s[rowpos], -1)
+    lk = None if l_s is None else l_s[rowpos]
     e = e_s[rowpos].astype(np.float32)
     e[~valid] = 0.0
     iou = _iou_block(e)  # (ng, b, b) float32
@@ -313,7 +324,10 @@ def _cluster_chunk(
         row = iou[ar, seed]  # (ng, b)
         seed_w = wk[ar, seed]
         ok = (~assigned) & (row >= thr) & (wk != seed_w[:, None]) & act[:, None]
-        score = np.where(ok, row, -1.0).ravel()
+        score = np.where(ok, row, -1.0)
+        if lk is not None:  # same label as the seed first (IoU <= 1 < the bonus)
+            score += 2.0 * (ok & (lk == lk[ar, seed][:, None]))
+        score = score.ravel()
         smax = np.maximum.reduceat(score, seg_start)
         hit = (score == smax[seg_id]) & (score >= 0)
         first = np.minimum.reduceat(np.where(hit, flat_idx, big), seg_start)
@@ -473,12 +487,12 @@ def merge_task(
     ]
     rank = np.empty(n_ann, dtype=np.int64)
     rank[sorted(range(n_ann), key=lambda i: keys[i])] = np.arange(n_ann)
-    cl = cluster_boxes(np.zeros(len(ann), dtype=np.int64), rank[ann], edges, iou)
+    codes, names = _label_codes(labels)
+    cl = cluster_boxes(np.zeros(len(ann), dtype=np.int64), rank[ann], edges, iou, codes)
     k = int(cl.max()) + 1
     size = np.bincount(cl, minlength=k)
     support = size / n_ann
     med = group_median(edges, cl, k)
-    codes, names = _label_codes(labels)
     lab, _ = _vote(cl, codes, k, len(names))
     keep = np.flatnonzero(support >= min_support - 1e-12)
     out = [

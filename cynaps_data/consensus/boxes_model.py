@@ -186,7 +186,7 @@ def _clusters(p: _Prepared, iou: float, per_class: bool) -> tuple[np.ndarray, np
     """Cluster id per box, cluster -> task code, number of clusters."""
     n_l = max(len(p.label_names), 1)
     group = p.task * n_l + p.label if per_class else p.task
-    cl = cluster_boxes(group, p.worker, p.edges, iou)
+    cl = cluster_boxes(group, p.worker, p.edges, iou, None if per_class else p.label)
     k = int(cl.max()) + 1 if cl.size else 0
     ctask = np.zeros(k, dtype=np.int64)
     ctask[cl] = p.task
