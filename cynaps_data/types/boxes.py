@@ -1,10 +1,10 @@
 """Bounding boxes on an image (object detection): the value is a list of labelled boxes.
 
-Config (the project's ``labels``): ``{"labels": [...], "field": "image", "min_size": 0,
-"iou": 0.5}`` — ``labels`` the object classes (1 … 1000 distinct non-empty strings; a plain
-list is accepted and normalised to the object), ``field`` the task data field holding the
-image, ``min_size`` the smallest box side in pixels (0: any positive size), ``iou`` the
-intersection-over-union at which two boxes are the same object (consensus, agreement, support).
+Config (the project's ``labels``): ``{"labels": [...], "field": "image", "min_size": 0}`` —
+``labels`` the object classes (1 … 1000 distinct non-empty strings; a plain list is accepted
+and normalised to the object), ``field`` the task data field holding the image (default
+``"image"``), ``min_size`` the smallest box side in pixels (0: any positive size). Two boxes
+are the same object when their intersection over union is at least 0.5 (:data:`IOU`).
 
 Value: ``[{"x", "y", "width", "height", "label"}, ...]`` — the top-left corner and the size in
 pixels of the *original* image (numbers rounded to 0.01 px), each box inside the image, with a
@@ -19,10 +19,10 @@ Label Studio: one ``rectanglelabels`` region per box (percent coordinates of
 ``original_width``/``original_height``), both ways (:meth:`Boxes.label_studio_result`).
 
 Consensus (:func:`cynaps_data.consensus.boxes.merge_task`): the boxes of a task's annotators
-are matched across annotators (same label, IoU ≥ ``iou``); a cluster drawn by at least
+are matched across annotators (IoU ≥ 0.5); a cluster drawn by at least
 ``consensus_threshold`` of them is kept (its coordinates merged), with its ``support`` (the
 share of annotators who drew it). Agreement = mean pairwise F1 of the annotators' box sets at
-IoU ≥ ``iou``. Agreement ≥ ``consensus_threshold``: completed (``consensus``); else disputed
+IoU ≥ 0.5 with the same label. Agreement ≥ ``consensus_threshold``: completed (``consensus``); else disputed
 (expert review: all annotators' boxes drawn over the image, the merged boxes pre-drawn to
 accept or redraw), or one more annotator up to ``max_annotators`` and then the merged boxes
 (``majority``).
@@ -51,12 +51,14 @@ import orjson
 import pyarrow as pa
 
 from ..errors import ValidationError
-from .base import Decision, VoteArrays, method_prefix
+from .base import Decision, VoteArrays
 
 if TYPE_CHECKING:  # pandas and consensus.boxes load when a hook needs them
     import pandas as pd
 
-CONFIG_KEYS = ("labels", "field", "min_size", "iou")
+CONFIG_KEYS = ("labels", "field", "min_size")
+#: IoU at which two boxes are the same object (consensus clusters, agreement, support)
+IOU = 0.5
 MAX_LABELS = 1000
 MAX_BOXES = 1000
 MAX_FIELD = 200
@@ -115,33 +117,19 @@ def _boxes(value: Any) -> list[dict] | None:
     return value if isinstance(value, list) else None
 
 
-def xyxy(boxes: list[dict]) -> np.ndarray:
-    """``(n, 4)`` float64 corners ``x0, y0, x1, y1`` of boxes."""
+def _xywh(boxes: list[dict]) -> np.ndarray:
+    """``(n, 4)`` float64 ``x, y, width, height`` of boxes."""
     if not boxes:
         return np.zeros((0, 4))
-    a = np.array([[b["x"], b["y"], b["width"], b["height"]] for b in boxes], dtype="float64")
-    a[:, 2:] += a[:, :2]
-    return a
-
-
-def iou(a: list[dict], b: list[dict]) -> np.ndarray:
-    """``(len(a), len(b))`` intersection over union of two box lists (labels ignored):
-    ``IoU = |A ∩ B| / (|A| + |B| - |A ∩ B|)``."""
-    p, q = xyxy(a), xyxy(b)
-    lo = np.maximum(p[:, None, :2], q[None, :, :2])
-    hi = np.minimum(p[:, None, 2:], q[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    area_p = np.prod(p[:, 2:] - p[:, :2], axis=1)
-    area_q = np.prod(q[:, 2:] - q[:, :2], axis=1)
-    union = area_p[:, None] + area_q[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+    return np.array([[b[c] for c in COORDS] for b in boxes], dtype="float64")
 
 
 def box_support(final: list[dict], votes: list[list[dict]], threshold: float) -> tuple[list, list]:
     """Per final box: ``support`` = share of the annotators who drew a box of its label with
     IoU ≥ ``threshold``, and ``confidence`` = the mean IoU of those annotators' best such boxes
     (0.0 when none)."""
+    from ..consensus.boxes import iou_matrix
+
     if not final:
         return [], []
     n = max(len(votes), 1)
@@ -149,7 +137,7 @@ def box_support(final: list[dict], votes: list[list[dict]], threshold: float) ->
     for j, vote in enumerate(votes):
         if not vote:
             continue
-        m = iou(final, vote)
+        m = iou_matrix(_xywh(final), _xywh(vote))
         same = np.array([[f["label"] == v["label"] for v in vote] for f in final])
         best[:, j] = np.where(same, m, 0.0).max(axis=1)
     hit = best >= threshold
@@ -159,12 +147,12 @@ def box_support(final: list[dict], votes: list[list[dict]], threshold: float) ->
     return [round(float(s), 6) for s in support], [round(float(c), 6) for c in conf]
 
 
-def _merge(votes: list[list[dict]], min_support: float, threshold: float) -> tuple[list, dict]:
+def _merge(votes: list[list[dict]], min_support: float) -> tuple[list, dict]:
     """:func:`cynaps_data.consensus.boxes.merge_task` of one task's votes, as plain boxes with
     ``support``, and its ``{"f1", "mean_iou"}`` (F1 1.0 for a single vote)."""
     from ..consensus.boxes import merge_task
 
-    kept, stats = merge_task([list(v) for v in votes], min_support=min_support, iou=threshold)
+    kept, stats = merge_task([list(v) for v in votes], min_support=min_support, iou=IOU)
     boxes = [
         {**{c: round(float(b[c]), 2) for c in COORDS}, "label": b["label"]}
         | {"support": round(float(b.get("support", 0.0)), 6)}
@@ -186,8 +174,8 @@ class Boxes:
             config = {"labels": list(config)}
         if not isinstance(config, dict):
             raise ValueError(
-                'labels must be an object {"labels": [...], "field": "image", "min_size": 0, '
-                f'"iou": 0.5}} (or a list of class names), got {type(config).__name__}'
+                'labels must be an object {"labels": [...], "field": "image", "min_size": 0} '
+                f"(or a list of class names), got {type(config).__name__}"
             )
         unknown = sorted(set(config) - set(CONFIG_KEYS))
         if unknown:
@@ -218,18 +206,10 @@ class Boxes:
             raise ValueError(
                 f"labels.min_size must be a number of pixels from 0 to 10000, got {min_size!r}"
             )
-        threshold = config.get("iou", 0.5)
-        if (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, (int, float))
-            or not (0 < threshold <= 1)
-        ):
-            raise ValueError(f"labels.iou must be a number in (0, 1], got {threshold!r}")
         return {
             "labels": list(labels),
             "field": field,
             "min_size": min_size,
-            "iou": float(threshold),
         }
 
     def validate_value(self, value: Any, config: dict, data: Any = None) -> list[dict]:
@@ -386,15 +366,14 @@ class Boxes:
     # -- platform consensus -----------------------------------------------------------------
     def decide(self, votes: list[Any], quality: dict, needed: int, config: Any = None) -> Decision:
         """After ``needed`` votes: the merged boxes (clusters drawn by ≥ ``consensus_threshold``
-        of the annotators) and the agreement (mean pairwise F1 at IoU ≥ ``labels.iou``).
+        of the annotators) and the agreement (mean pairwise F1 at IoU ≥ 0.5).
         Agreement ≥ ``consensus_threshold``: completed (``consensus``); else disputed (expert
         review), or one more annotator up to ``max_annotators``, then the merged boxes
         (``majority``)."""
         if len(votes) < needed:
             return Decision("pending", needed)
         threshold = quality["consensus_threshold"]
-        config = config or {"iou": 0.5}
-        merged, stats = _merge(votes, threshold, config["iou"])
+        merged, stats = _merge(votes, threshold)
         agreement = 1.0 if len(votes) < 2 else stats["f1"]
         final = [{k: b[k] for k in (*COORDS, "label")} for b in merged]
         if agreement >= threshold - 1e-12:
@@ -407,13 +386,12 @@ class Boxes:
 
     def summarize(self, votes: list[Any], config: dict | None) -> dict[str, Any]:
         """``{"merged": [box + "support"], "n_boxes": [boxes per vote], "f1", "mean_iou"}``:
-        the boxes drawn by at least half of the annotators (IoU ≥ ``labels.iou``, 0.5 without
-        a config), each vote's box count, and the mean pairwise F1 and IoU of matched boxes.
+        the boxes drawn by at least half of the annotators (IoU ≥ 0.5), each vote's box count, and the mean pairwise F1 and IoU of matched boxes.
         The review page draws the votes over the image and pre-draws ``merged``."""
         boxes = [_boxes(v) or [] for v in votes]
         if not boxes:
             return {"merged": [], "n_boxes": [], "f1": None, "mean_iou": None}
-        merged, stats = _merge(boxes, 0.5, (config or {}).get("iou", 0.5))
+        merged, stats = _merge(boxes, 0.5)
         return {
             "merged": merged,
             "n_boxes": [len(b) for b in boxes],
@@ -424,10 +402,12 @@ class Boxes:
     # -- export -----------------------------------------------------------------------------
     def wide_columns(self, votes: VoteArrays, config: dict) -> dict[str, pa.Array]:
         """``gold``/``label``/``expert_label`` (``list<struct>`` boxes), ``agreement`` (mean
-        pairwise F1 at IoU ≥ ``labels.iou``; 1.0 for one vote), ``confidence`` (mean support
+        pairwise F1 at IoU ≥ 0.5; 1.0 for one vote), ``confidence`` (mean support
         of the final boxes; for a final ``[]``, the share of empty votes), ``objects`` (the
         final boxes in Hugging Face detection form, null without a final value) and the
         image's ``width``/``height`` (int64, null when unknown)."""
+        from ..consensus.boxes import box_agreement
+
         n = votes.n_tasks
         values = _values(votes.values)
         finals = [_boxes(v) for v in _values(votes.final)]
@@ -441,11 +421,11 @@ class Boxes:
             if len(answers) == 1:
                 agreement[t] = 1.0
             elif answers:
-                agreement[t] = _merge(answers, 0.5, config["iou"])[1]["f1"]
+                agreement[t] = box_agreement(answers, IOU)["f1"]
             if final is None:
                 objects.append(None)
                 continue
-            support, conf = box_support(final, answers, config["iou"])
+            support, conf = box_support(final, answers, IOU)
             if answers:
                 confidence[t] = (
                     float(np.mean(support)) if final else sum(not a for a in answers) / len(answers)
@@ -630,6 +610,60 @@ class Boxes:
             if stray is not None:
                 out.append(stray)
         return out[:MAX_BOXES]
+
+
+def to_coco(frame: pd.DataFrame, column: str = "label", config: Any = None) -> dict:
+    """A wide export frame of a ``boxes`` project (``project.to_pandas()``) as COCO detection
+    JSON: ``{"images", "annotations", "categories"}``.
+
+    ``images``: one per task whose ``column`` holds boxes (``id`` = the task id, ``width``/
+    ``height`` from the frame's columns, ``file_name`` = the ``external_id`` or the task id);
+    ``annotations``: one per box (``bbox`` ``[x_min, y_min, width, height]`` in pixels,
+    ``area`` = width x height, ``iscrowd`` 0, ``category_id``); ``categories``: the project's
+    labels in order, ids from 1. ``config``: the label config (default: the frame's
+    ``attrs``, as the export sets it). A task without a known image size is an error naming
+    its task id."""
+    import pandas as pd
+
+    if config is None:
+        config = (frame.attrs.get("cynaps") or {}).get("labels")
+    if config is None:
+        raise ValidationError("to_coco needs the label config (frame.attrs or config=)")
+    labels = TYPE.validate_config(config)["labels"]
+    ids = {label: i + 1 for i, label in enumerate(labels)}
+    missing = [c for c in (column, "width", "height") if c not in frame.columns]
+    if missing:
+        raise ValidationError(f"to_coco: the frame has no column {missing[0]!r}", param=missing[0])
+    names = frame["external_id"] if "external_id" in frame.columns else None
+    images, annotations = [], []
+    for task, value in frame[column].items():
+        if not isinstance(value, list):
+            continue
+        width, height = frame.at[task, "width"], frame.at[task, "height"]
+        if pd.isna(width) or pd.isna(height):
+            raise ValidationError(f"to_coco: task {task} has no image width/height", param="width")
+        name = names.at[task] if names is not None and isinstance(names.at[task], str) else None
+        images.append(
+            {
+                "id": int(task),
+                "width": int(width),
+                "height": int(height),
+                "file_name": name or str(task),
+            }
+        )
+        for b in value:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": int(task),
+                    "category_id": ids[b["label"]],
+                    "bbox": [float(b[c]) for c in COORDS],
+                    "area": float(b["width"]) * float(b["height"]),
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": i, "name": label} for label, i in ids.items()]
+    return {"images": images, "annotations": annotations, "categories": categories}
 
 
 def _clamped(
