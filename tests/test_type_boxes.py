@@ -10,6 +10,7 @@ back in), bad boxes refused with a 422 naming the item, and the widget in Chromi
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import random
 from collections.abc import Iterator
@@ -453,4 +454,139 @@ def test_bad_boxes_are_refused_and_nothing_is_stored(platform: LocalPlatform) ->
     assert ok.status_code in (200, 201), ok.text
     record = project.export(format="json")[0]
     assert record["annotations"][0]["result"]["value"] == [ok_box]
+    client.close()
+
+
+# -- the widget in a real browser (as tests/test_type_rating.py) ----------------------------------
+CHROMIUM = os.environ.get("CYNAPS_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOT_ENV = "CYNAPS_WIDGET_SCREENSHOTS"
+DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
+ORIGINAL = (1600, 1000)  # shown at about half its size: boxes must come back in original pixels
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": ["--no-sandbox", "--disable-gpu", "--no-first-run"],
+    }
+
+
+def test_boxes_widget_draw_relabel_delete_submit_and_review(platform: LocalPlatform, page) -> None:
+    """An annotator draws two boxes with mouse drags on an image shown smaller than its original
+    size, relabels the second by key, selects and deletes the first, submits with Enter: the
+    export holds the second box in original pixels (within one pixel). The expert sees two
+    annotators' boxes over the image and accepts the pre-drawn merged boxes with Enter."""
+    pytest.importorskip("playwright")
+    from playwright.sync_api import expect
+
+    page.route(
+        "**/*",
+        lambda r: r.continue_() if r.request.url.startswith(platform.base_url) else r.abort(),
+    )
+    page.set_default_timeout(15_000)
+    page.set_viewport_size({"width": 1000, "height": 1500})
+    customer = platform.create_customer("Boxes widget customer")
+    client = cynaps.Client(api_key=customer, base_url=platform.base_url, max_retries=0)
+
+    def ok(method: str, path: str, key: str = customer, **kw) -> Any:
+        headers = {"Authorization": f"Bearer {key}"}
+        r = requests.request(method, platform.base_url + path, headers=headers, timeout=30, **kw)
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+    def project(min_annotators: int, name: str) -> Any:
+        p = client.projects.create(
+            name=name,
+            annotation_type="boxes",
+            labels={"labels": LABELS},
+            quality_settings={**QUALITY, "min_annotators": min_annotators},
+        )
+        frame = pd.DataFrame({"image": [png(*ORIGINAL, seed=min_annotators)], "note": ["<b>x</b>"]})
+        p.upload_dataframe(frame, progress=False)
+        p.pay_deposit(payment_method="credits")
+        p.start()
+        return p
+
+    def sign_in(key: str, path: str) -> None:
+        if page.url.startswith("http"):
+            page.evaluate("sessionStorage.clear()")
+        page.goto(platform.base_url + path)
+        page.fill("#signin-key", key)
+        page.click("#signin-form button[type=submit]")
+
+    # a disputed task for the expert: two annotators who boxed different things
+    disputed = project(2, "Street scene")
+    for name, answer in (
+        ("Boxer A", [box(100, 100, 300, 200), box(900, 600, 200, 150, "car")]),
+        ("Boxer B", [box(1200, 100, 200, 300, "dog")]),
+    ):
+        key = ok("POST", "/v1/annotators", json={"name": name})["api_key"]
+        task = ok("GET", "/v1/annotator/next", key)
+        ok("POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", key, json={"label": answer})
+    assert disputed.get_status().disputed == 1
+    single = project(1, "Parking lot")
+    annotator = ok("POST", "/v1/annotators", json={"name": "Box drawer"})["api_key"]
+
+    sign_in(annotator, "/ui/")
+    overlay = page.locator("#labels svg.boxes-overlay")
+    expect(page.locator("#submit")).to_be_enabled()  # the image is loaded; no box is an answer
+    scale = float(page.locator("#labels .boxes-inner").get_attribute("data-scale"))
+    assert 0.3 < scale < 0.7  # shown at about half size
+    assert overlay.evaluate("s => s.getBoundingClientRect().width") == pytest.approx(
+        ORIGINAL[0] * scale, abs=1
+    )
+
+    def drag(x0: float, y0: float, x1: float, y1: float) -> None:
+        """A mouse drag between two points given in original image pixels."""
+        overlay.scroll_into_view_if_needed()
+        rect = overlay.evaluate("s => { const r = s.getBoundingClientRect(); return [r.x, r.y]; }")
+        page.mouse.move(rect[0] + x0 * scale, rect[1] + y0 * scale)
+        page.mouse.down()
+        page.mouse.move(rect[0] + (x0 + x1) / 2 * scale, rect[1] + (y0 + y1) / 2 * scale, steps=4)
+        page.mouse.move(rect[0] + x1 * scale, rect[1] + y1 * scale, steps=4)
+        page.mouse.up()
+
+    drag(100, 100, 500, 400)  # the first label (person) by default
+    drag(800, 500, 1200, 900)
+    boxes = page.locator("#labels svg rect.box")
+    expect(boxes).to_have_count(2)
+    page.keyboard.press("2")  # relabels the selected (just drawn) box: car
+    expect(boxes.nth(1)).to_have_attribute("data-label", "car")
+    expect(boxes.nth(0)).to_have_attribute("data-label", "person")
+    expect(page.locator("#data")).to_contain_text("<b>x</b>")  # task data as text
+    if os.environ.get(SCREENSHOT_ENV):
+        page.screenshot(path=str(DOCS_IMG / "widget-boxes.png"), full_page=True)
+    bounds = boxes.nth(0).bounding_box()
+    page.mouse.click(bounds["x"] + bounds["width"] / 2, bounds["y"] + bounds["height"] / 2)
+    page.keyboard.press("Delete")
+    expect(boxes).to_have_count(1)
+    expect(boxes.nth(0)).to_have_attribute("data-label", "car")
+    task_id = page.locator("#task-id").inner_text()
+    page.keyboard.press("Enter")
+    expect(page.locator("#status")).to_contain_text(f"Saved task {task_id}")
+    expect(page.locator("#empty")).to_be_visible()
+    value = single.export(format="json")[0]["annotations"][0]["result"]["value"]
+    assert len(value) == 1 and value[0]["label"] == "car"
+    for key, want in zip(("x", "y", "width", "height"), (800, 500, 400, 400), strict=True):
+        assert value[0][key] == pytest.approx(want, abs=1), value
+    frame = single.to_pandas(fetch_images=False)
+    assert frame["objects"].iloc[0]["bbox"][0] == pytest.approx([800, 500, 400, 400], abs=1)
+    assert (frame["width"].iloc[0], frame["height"].iloc[0]) == ORIGINAL
+
+    expert = ok("POST", "/v1/annotators", json={"name": "Box expert", "role": "expert"})
+    sign_in(expert["api_key"], "/ui/review")
+    expect(page.locator("#distribution rect.vote-box")).to_have_count(3)
+    expect(page.locator("#distribution .boxes-legend li")).to_have_count(2)
+    expect(page.locator("#labels svg rect.box")).to_have_count(3)  # merged, pre-drawn
+    if os.environ.get(SCREENSHOT_ENV):
+        page.screenshot(path=str(DOCS_IMG / "widget-boxes-review.png"), full_page=True)
+    expect(page.locator("#submit")).to_be_enabled()
+    page.keyboard.press("Enter")
+    expect(page.locator("#empty")).to_be_visible()
+    record = disputed.export(format="json")[0]
+    assert record["consensus"]["label_source"] == "expert"
+    decided = record["annotations"][0]["result"]["value"]
+    assert sorted(b["label"] for b in decided) == ["car", "dog", "person"]
     client.close()
