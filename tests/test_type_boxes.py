@@ -365,6 +365,39 @@ def test_boxes_project_end_to_end(crowd: LocalPlatform, tmp_path: Path) -> None:
         assert [a["bbox"] for a in first] == objects["bbox"]
         assert orjson.loads(orjson.dumps(coco)) == coco
 
+        # client re-aggregation across tasks: the reliability model (default) and matching
+        votes = project.to_pandas("long").query("role == 'annotator'")[["task", "worker", "label"]]
+        auto = project.to_pandas(method="auto", fetch_images=False)
+        added = ["auto_label", "auto_objects", "auto_confidence"]
+        assert list(auto.columns[-3:]) == added and auto["auto_confidence"].dtype == "float64"
+        direct = BOXES.aggregate(votes, "reliability", CONFIG)
+        assert (
+            auto["auto_label"].tolist() == direct["reliability_label"].reindex(auto.index).tolist()
+        )
+        for value, objects_, (w, h) in zip(
+            auto["auto_label"], auto["auto_objects"], SIZES, strict=True
+        ):
+            assert BOXES.validate_value(value, CONFIG, {"image": {"width": w, "height": h}}) == (
+                value
+            )
+            assert objects_["category"] == [b["label"] for b in value]
+            assert all(0 <= c <= 1 for c in objects_["confidence"])
+        matching = project.to_pandas(method="matching", fetch_images=False)
+        assert matching["matching_objects"].map(lambda o: o["support"] == o["confidence"]).all()
+        auto.to_parquet(tmp_path / "a.parquet")  # the sinks keep the added columns too
+        back = pd.read_parquet(tmp_path / "a.parquet")
+        for name in added[:2]:
+            assert [plain(v) for v in back[name]] == auto[name].tolist()
+        assert back[added[2]].equals(auto[added[2]])
+        auto.reset_index().to_feather(tmp_path / "a.feather")
+        assert pd.read_csv(io.StringIO(auto.to_csv()))["auto_label"].notna().all()
+        assert datasets.Dataset.from_pandas(auto.drop(columns=["image"])).num_rows == len(SIZES)
+        assert BOXES.aggregate(votes.iloc[:0], "matching", CONFIG).empty
+        with pytest.raises(errors.ValidationError, match="method"):
+            project.to_pandas(method="ds")
+        with pytest.raises(errors.ValidationError, match="bad parameters"):
+            project.to_pandas(method="matching", nope=1)
+
         # Label Studio out and back in: the same judgements and decisions
         long = project.to_pandas("long")
         ls = project.export(format="label_studio")

@@ -39,7 +39,6 @@ JSON. Client aggregation: ``auto`` = ``reliability`` and ``matching`` (see :meth
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from importlib import resources
@@ -51,7 +50,8 @@ import orjson
 import pyarrow as pa
 
 from ..errors import ValidationError
-from .base import Decision, VoteArrays
+from ._boxes_frames import _plain, _plain_boxes, fit_frame, to_coco
+from .base import Decision, VoteArrays, method_prefix
 
 if TYPE_CHECKING:  # pandas and consensus.boxes load when a hook needs them
     import pandas as pd
@@ -485,8 +485,45 @@ class Boxes:
     def aggregate(
         self, votes: pd.DataFrame, method: Any, config: Any, **params: Any
     ) -> pd.DataFrame:
-        """Not yet wired (see the boxes_agg aggregators)."""
-        raise ValidationError(f"unknown method {method!r} for boxes", param="method")
+        """Across-task re-aggregation of the annotators' ``votes`` (columns task, worker, label
+        = box lists): ``auto`` = :data:`~cynaps_data.consensus.boxes_model.DEFAULT_BOX_METHOD`
+        (``reliability``, :class:`~cynaps_data.consensus.boxes_model.BoxReliability`: per-
+        annotator recall, false-box rate and edge noise by EM), ``matching`` =
+        :class:`~cynaps_data.consensus.boxes_model.BoxMatching` (the clustering baseline), or
+        one of those objects; ``params`` go to it. Columns per task with votes:
+        ``<prefix>_label`` (list of box dicts), ``<prefix>_objects`` (as ``objects``, with the
+        model's per-box ``support`` and ``confidence``) and ``<prefix>_confidence`` (float64,
+        mean box confidence; NaN without boxes)."""
+        import pandas as pd
+
+        from ..consensus.boxes_model import BOX_METHODS, DEFAULT_BOX_METHOD
+
+        key = method_prefix(method)
+        classes = {"auto": BOX_METHODS[DEFAULT_BOX_METHOD], **BOX_METHODS}
+        if isinstance(method, tuple(BOX_METHODS.values())):
+            model = method.set_params(**params) if params else method
+        elif not isinstance(method, str) or key not in classes:
+            raise ValidationError(
+                f"unknown method {method!r} for boxes; choose one of {list(classes)} "
+                "or a BoxReliability / BoxMatching object",
+                param="method",
+            )
+        else:
+            try:
+                model = classes[key](**params)
+            except (TypeError, ValidationError) as exc:
+                raise ValidationError(
+                    f"bad parameters for {classes[key].__name__}: {exc}", param="method"
+                ) from None
+        columns = [f"{key}_label", f"{key}_objects", f"{key}_confidence"]
+        tasks = pd.Index(pd.unique(votes["task"]) if len(votes) else [], name="task")
+        if votes.empty:
+            out = pd.DataFrame(
+                {c: pd.Series(dtype="float64" if c == columns[2] else object) for c in columns}
+            )
+            out.index.name = "task"
+            return out
+        return fit_frame(model, votes, tasks, columns)
 
     def to_pandas_columns(self, frame: pd.DataFrame, config: Any) -> pd.DataFrame:
         """``label``/``gold``/``expert_label``: lists of box dicts (None where none);
@@ -524,167 +561,18 @@ class Boxes:
 
     # -- sandbox workforce ------------------------------------------------------------------
     def pseudo_truth(self, data_json: str, config: dict) -> Any:
-        """0-4 boxes placed by a hash of the task data inside its image (640 x 480 when its
-        size is unknown), some small (~4 % of a side), labels picked by the hash."""
-        data = orjson.loads(data_json) if data_json else {}
-        width, height = image_size(data, config) or (640, 480)
-        digest = hashlib.sha256(data_json.encode()).digest()
-        rng = random.Random(digest)
-        count = (0, 1, 1, 2, 2, 3, 3, 4)[digest[0] % 8]
-        smallest = max(float(config["min_size"]), 1.0)
-        boxes = []
-        for _ in range(count):
-            share = rng.choice((0.04, 0.1, 0.2, 0.3))
-            w = min(width, max(smallest, round(width * share * rng.uniform(0.7, 1.3), 2)))
-            h = min(height, max(smallest, round(height * share * rng.uniform(0.7, 1.3), 2)))
-            x = round(rng.uniform(0, width - w), 2)
-            y = round(rng.uniform(0, height - h), 2)
-            boxes.append(
-                {"x": x, "y": y, "width": w, "height": h, "label": rng.choice(config["labels"])}
-            )
-        return boxes
+        """See :func:`cynaps_data.types._boxes_sandbox.pseudo_truth`."""
+        from ._boxes_sandbox import pseudo_truth
+
+        return pseudo_truth(data_json, config)
 
     def simulate(
         self, truth: Any, config: dict, accuracy: float, rng: random.Random, data: Any = None
     ) -> Any:
-        """The truth redrawn by an annotator of error ``e = 1 - accuracy``: each box missed
-        with probability ``min(0.9, 2e)`` when small (< 1 % of the image) else ``e / 3``; its
-        edges jittered by N(0, σ) with σ = ``e`` x 10 % of its side (σ per annotator, from
-        ``rng``); split in two with probability ``e / 5``; merged with the next box of its
-        label with probability ``e / 5``; mislabelled with probability ``e / 2``; plus a stray
-        box with probability ``e``. Clamped to the image; accuracy 1 draws the truth."""
-        boxes = [dict(b) for b in (_boxes(truth) or [])]
-        error = max(0.0, 1.0 - float(accuracy))
-        if error == 0.0:
-            return boxes
-        extent = image_size(data, config) if data is not None else None
-        if extent is None:
-            far = [(b["x"] + b["width"], b["y"] + b["height"]) for b in boxes]
-            extent = (
-                max([640.0, *(f[0] for f in far)]),
-                max([480.0, *(f[1] for f in far)]),
-            )
-        width, height = extent
-        labels = config["labels"]
-        smallest = max(float(config["min_size"]), 1.0)
-        sigma = error * 0.1 * rng.uniform(0.5, 1.5)
-        out: list[dict] = []
-        i = 0
-        while i < len(boxes):
-            b = boxes[i]
-            i += 1
-            small = b["width"] * b["height"] < 0.01 * width * height
-            if rng.random() < (min(0.9, 2 * error) if small else error / 3):
-                continue
-            if i < len(boxes) and boxes[i]["label"] == b["label"] and rng.random() < error / 5:
-                o = boxes[i]
-                i += 1
-                x0, y0 = min(b["x"], o["x"]), min(b["y"], o["y"])
-                x1 = max(b["x"] + b["width"], o["x"] + o["width"])
-                y1 = max(b["y"] + b["height"], o["y"] + o["height"])
-                b = {"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0, "label": b["label"]}
-            x0 = b["x"] + rng.gauss(0, sigma * b["width"])
-            x1 = b["x"] + b["width"] + rng.gauss(0, sigma * b["width"])
-            y0 = b["y"] + rng.gauss(0, sigma * b["height"])
-            y1 = b["y"] + b["height"] + rng.gauss(0, sigma * b["height"])
-            label = b["label"]
-            if len(labels) > 1 and rng.random() < error / 2:
-                label = rng.choice([lab for lab in labels if lab != label])
-            pieces = [(x0, y0, x1, y1)]
-            if rng.random() < error / 5:
-                if x1 - x0 >= y1 - y0:
-                    mid = (x0 + x1) / 2
-                    pieces = [(x0, y0, mid, y1), (mid, y0, x1, y1)]
-                else:
-                    mid = (y0 + y1) / 2
-                    pieces = [(x0, y0, x1, mid), (x0, mid, x1, y1)]
-            for p in pieces:
-                box = _clamped(*p, width, height, smallest, label)
-                if box is not None:
-                    out.append(box)
-        if rng.random() < error:
-            w = rng.uniform(0.05, 0.3) * width
-            h = rng.uniform(0.05, 0.3) * height
-            x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
-            stray = _clamped(x, y, x + w, y + h, width, height, smallest, rng.choice(labels))
-            if stray is not None:
-                out.append(stray)
-        return out[:MAX_BOXES]
+        """See :func:`cynaps_data.types._boxes_sandbox.simulate`."""
+        from ._boxes_sandbox import simulate
 
-
-def to_coco(frame: pd.DataFrame, column: str = "label", config: Any = None) -> dict:
-    """A wide export frame of a ``boxes`` project (``project.to_pandas()``) as COCO detection
-    JSON: ``{"images", "annotations", "categories"}``.
-
-    ``images``: one per task whose ``column`` holds boxes (``id`` = the task id, ``width``/
-    ``height`` from the frame's columns, ``file_name`` = the ``external_id`` or the task id);
-    ``annotations``: one per box (``bbox`` ``[x_min, y_min, width, height]`` in pixels,
-    ``area`` = width x height, ``iscrowd`` 0, ``category_id``); ``categories``: the project's
-    labels in order, ids from 1. ``config``: the label config (default: the frame's
-    ``attrs``, as the export sets it). A task without a known image size is an error naming
-    its task id."""
-    import pandas as pd
-
-    if config is None:
-        config = (frame.attrs.get("cynaps") or {}).get("labels")
-    if config is None:
-        raise ValidationError("to_coco needs the label config (frame.attrs or config=)")
-    labels = TYPE.validate_config(config)["labels"]
-    ids = {label: i + 1 for i, label in enumerate(labels)}
-    missing = [c for c in (column, "width", "height") if c not in frame.columns]
-    if missing:
-        raise ValidationError(f"to_coco: the frame has no column {missing[0]!r}", param=missing[0])
-    names = frame["external_id"] if "external_id" in frame.columns else None
-    images, annotations = [], []
-    for task, value in frame[column].items():
-        if not isinstance(value, list):
-            continue
-        width, height = frame.at[task, "width"], frame.at[task, "height"]
-        if pd.isna(width) or pd.isna(height):
-            raise ValidationError(f"to_coco: task {task} has no image width/height", param="width")
-        name = names.at[task] if names is not None and isinstance(names.at[task], str) else None
-        images.append(
-            {
-                "id": int(task),
-                "width": int(width),
-                "height": int(height),
-                "file_name": name or str(task),
-            }
-        )
-        for b in value:
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": int(task),
-                    "category_id": ids[b["label"]],
-                    "bbox": [float(b[c]) for c in COORDS],
-                    "area": float(b["width"]) * float(b["height"]),
-                    "iscrowd": 0,
-                }
-            )
-    categories = [{"id": i, "name": label} for label, i in ids.items()]
-    return {"images": images, "annotations": annotations, "categories": categories}
-
-
-def _clamped(
-    x0: float,
-    y0: float,
-    x1: float,
-    y1: float,
-    width: float,
-    height: float,
-    smallest: float,
-    label: str,
-) -> dict | None:
-    """A box from corners clamped to the image, or ``None`` when it gets smaller than
-    ``smallest`` (an annotator would not draw it)."""
-    x0, x1 = sorted((min(max(x0, 0.0), width), min(max(x1, 0.0), width)))
-    y0, y1 = sorted((min(max(y0, 0.0), height), min(max(y1, 0.0), height)))
-    x0, y0 = round(x0, 2), round(y0, 2)
-    w, h = round(min(x1, width) - x0, 2), round(min(y1, height) - y0, 2)
-    if w < smallest or h < smallest:
-        return None
-    return {"x": x0, "y": y0, "width": w, "height": h, "label": label}
+        return simulate(truth, config, accuracy, rng, data)
 
 
 def _strs(array: Any) -> list[str | None]:
@@ -693,19 +581,5 @@ def _strs(array: Any) -> list[str | None]:
     return array.to_pylist() if isinstance(array, pa.Array) else list(array)
 
 
-def _plain(value: Any) -> Any:
-    """Arrow/numpy nesting as plain Python lists (what an object column should hold)."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _plain_boxes(value: Any) -> list[dict] | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return [{**{c: float(b[c]) for c in COORDS}, "label": str(b["label"])} for b in _plain(value)]
-
-
 TYPE = Boxes()
+__all__ = ["IOU", "TYPE", "Boxes", "image_size", "to_coco"]
