@@ -623,3 +623,30 @@ def test_boxes_widget_draw_relabel_delete_submit_and_review(platform: LocalPlatf
     decided = record["annotations"][0]["result"]["value"]
     assert sorted(b["label"] for b in decided) == ["car", "dog", "person"]
     client.close()
+
+
+def test_migration_adds_the_asset_size_to_an_existing_assets_table(tmp_path: Path) -> None:
+    """A database made before 0009 whose ``assets`` table exists (made by ``create_all``)
+    gains ``width``/``height``; its old rows keep null sizes."""
+    import sqlalchemy as sa
+
+    from cynaps_data.server.db import Database, upgrade
+
+    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        upgrade(db.engine, "0008")
+        with db.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "CREATE TABLE assets (project_id VARCHAR(40), sha256 VARCHAR(64), content_type"
+                    " VARCHAR(40) NOT NULL, size BIGINT NOT NULL, created_at FLOAT NOT NULL,"
+                    " PRIMARY KEY (project_id, sha256))"
+                )
+            )
+            conn.execute(sa.text("INSERT INTO assets VALUES ('p', 'ab', 'image/png', 3, 1.0)"))
+        upgrade(db.engine)
+        with db.engine.connect() as conn:
+            row = conn.execute(sa.text("SELECT width, height FROM assets")).one()
+        assert tuple(row) == (None, None)
+    finally:
+        db.engine.dispose()
