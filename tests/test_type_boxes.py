@@ -365,6 +365,16 @@ def test_boxes_project_end_to_end(crowd: LocalPlatform, tmp_path: Path) -> None:
         assert [a["bbox"] for a in first] == objects["bbox"]
         assert orjson.loads(orjson.dumps(coco)) == coco
 
+        long = project.to_pandas("long")  # the long frame's box lists survive the sinks too
+        long.to_parquet(tmp_path / "l.parquet")
+        assert [plain(v) for v in pd.read_parquet(tmp_path / "l.parquet")["label"]] == (
+            long["label"].tolist()
+        )
+        long.to_feather(tmp_path / "l.feather")
+        assert pickle.loads(pickle.dumps(long)).equals(long)
+        assert len(pd.read_csv(io.StringIO(long.to_csv()))) == len(long)
+        assert datasets.Dataset.from_pandas(long)[0]["label"] == long["label"].iloc[0]
+
         # client re-aggregation across tasks: the reliability model (default) and matching
         votes = project.to_pandas("long").query("role == 'annotator'")[["task", "worker", "label"]]
         auto = project.to_pandas(method="auto", fetch_images=False)
@@ -399,7 +409,6 @@ def test_boxes_project_end_to_end(crowd: LocalPlatform, tmp_path: Path) -> None:
             project.to_pandas(method="matching", nope=1)
 
         # Label Studio out and back in: the same judgements and decisions
-        long = project.to_pandas("long")
         ls = project.export(format="label_studio")
         regions = [r for t in ls for a in t["annotations"] for r in a["result"]]
         assert regions and {r["type"] for r in regions} == {"rectanglelabels"}
@@ -445,7 +454,9 @@ def ready_for_detection_training(ds: Any) -> None:
 
 
 # -- bad boxes: a 422 naming the item, nothing stored ---------------------------------------------
-def test_bad_boxes_are_refused_and_nothing_is_stored(platform: LocalPlatform) -> None:
+def test_bad_boxes_are_refused_and_nothing_is_stored(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
     customer = platform.create_customer("Boxes 422 customer")
     client = cynaps.Client(api_key=customer, base_url=platform.base_url, max_retries=0)
     project = client.projects.create(
@@ -483,6 +494,14 @@ def test_bad_boxes_are_refused_and_nothing_is_stored(platform: LocalPlatform) ->
         error = r.json()["error"]
         assert error["param"] in ("label", "body.label") and message in error["message"], error
     assert project.get_status().judgements == 0
+    idle = project.to_pandas(fetch_images=False)  # before any vote: no label, no objects
+    assert idle["objects"].tolist() == [None] and idle["label"].tolist() == [None]
+    assert (idle["width"].iloc[0], idle["height"].iloc[0]) == (120, 80)
+    idle.to_parquet(tmp_path / "idle.parquet")
+    assert pd.read_parquet(tmp_path / "idle.parquet")["width"].tolist() == [120]
+    import datasets
+
+    assert datasets.Dataset.from_pandas(idle.drop(columns=["image"])).num_rows == 1
     ok = requests.post(url, headers=headers, json={"label": [ok_box]}, timeout=10)
     assert ok.status_code in (200, 201), ok.text
     record = project.export(format="json")[0]
