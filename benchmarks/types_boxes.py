@@ -48,6 +48,20 @@ DATA = Path(os.environ.get("CYNAPS_SHARED", str(ROOT.parent / "shared"))) / (
 if not DATA.exists():
     DATA = Path("/work/shared/data/bbox/sugar_flower_fish_gravel_practice")
 LABELS = ("a", "b", "c", "d")
+#: the baseline (BASELINE.md), an ablation (the same matching over all classes with a label
+#: vote: what class-agnostic clustering alone gives) and ours (the default)
+MODELS = {
+    "baseline": BoxMatching,
+    "match_all": lambda: BoxMatching(per_class=False),
+    "ours": BoxReliability,
+}
+#: real data only: the baseline at lower support thresholds (more boxes: is our F1 only the
+#: price of keeping more?) and ours clustering each class separately
+REAL_EXTRA = {
+    "base@0.30": lambda: BoxMatching(min_support=0.3),
+    "base@0.25": lambda: BoxMatching(min_support=0.25),
+    "ours/cls": lambda: BoxReliability(per_class=True),
+}
 
 
 # ---- synthetic crowds -------------------------------------------------------------------------
@@ -60,6 +74,8 @@ def synthetic_crowd(
     max_objects: int = 15,
     fixed_objects: int | None = None,
     careless: float = 0.15,
+    miss_range: tuple[float, float] = (0.05, 0.4),
+    false_range: tuple[float, float] = (0.0, 0.8),
     seed: int = 0,
     size: tuple[float, float] = (1000.0, 750.0),
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -73,11 +89,11 @@ def synthetic_crowd(
     small (15-50 px) / medium (50-180) / large (180-450) mixture, aspect 0.5-2."""
     rng = np.random.default_rng(seed)
     W, H = size
-    miss = rng.uniform(0.05, 0.4, n_workers)
+    miss = rng.uniform(*miss_range, n_workers)
     jitter = np.exp(rng.uniform(np.log(0.015), np.log(0.12), n_workers))
     split = rng.uniform(0.0, 0.08, n_workers)
     merge = rng.uniform(0.0, 0.08, n_workers)
-    false = rng.uniform(0.0, 0.8, n_workers)
+    false = rng.uniform(*false_range, n_workers)
     lab_err = rng.uniform(0.0, 0.25, n_workers)
     bad = rng.random(n_workers) < careless
     miss[bad] = rng.uniform(0.4, 0.7, bad.sum())
@@ -90,7 +106,9 @@ def synthetic_crowd(
     )
     t_rows, f_rows = [], []
     for t in range(n_images):
-        n_obj = fixed_objects if fixed_objects is not None else int(rng.integers(0, max_objects + 1))
+        n_obj = (
+            fixed_objects if fixed_objects is not None else int(rng.integers(0, max_objects + 1))
+        )
         kind = rng.choice(3, n_obj, p=[0.3, 0.45, 0.25])
         lo = np.array([15.0, 50.0, 180.0])[kind]
         hi = np.array([50.0, 180.0, 450.0])[kind]
@@ -187,12 +205,13 @@ def synthetic(seeds: int, n_images: int) -> bool:
         f"Synthetic crowds: {n_images} images of 1000x750 px, 0-15 objects, 5 of 40 annotators "
         f"per image ({seeds} seeds; mean (sd))"
     )
-    res: dict[str, list[dict[str, float]]] = {"baseline": [], "ours": []}
-    times = {"baseline": 0.0, "ours": 0.0}
+    res: dict[str, list[dict[str, float]]] = {name: [] for name in MODELS}
+    times = dict.fromkeys(MODELS, 0.0)
     for s in range(seeds):
         frame, truth, _ = synthetic_crowd(n_images=n_images, seed=s)
         tasks = np.arange(n_images)
-        for name, model in (("baseline", BoxMatching()), ("ours", BoxReliability())):
+        for name, make in MODELS.items():
+            model = make()
             t0 = time.perf_counter()
             pred = model.fit_predict(frame)
             times[name] += time.perf_counter() - t0
@@ -272,9 +291,7 @@ def split_half(frame: pd.DataFrame, models: dict, seeds: int) -> dict[str, pd.Da
                     b["label"].to_numpy(object),
                 )[1]
             n = len(pa) + len(pb)
-            out[name].append(
-                {"f1": 2 * tp / n if n else 1.0, "boxes": n / (2 * len(tasks))}
-            )
+            out[name].append({"f1": 2 * tp / n if n else 1.0, "boxes": n / (2 * len(tasks))})
     return {name: pd.DataFrame(rows) for name, rows in out.items()}
 
 
@@ -288,7 +305,7 @@ def real(seeds: int) -> bool:
         f"\nSugar/Flower/Fish/Gravel practice: {n_t} images, {frame['x'].notna().sum()} boxes, "
         f"split-half over {seeds} seeds (class-aware F1 @ IoU 0.5; mean (sd))"
     )
-    models = {"baseline": BoxMatching, "ours": BoxReliability}
+    models = {**MODELS, **REAL_EXTRA}
     for name, make in models.items():
         full = make().fit_predict(frame)
         print(
@@ -304,7 +321,7 @@ def real(seeds: int) -> bool:
             f"{df['boxes'].mean():.2f} consensus boxes per image per half"
         )
     o, b = res["ours"], res["baseline"]
-    ok = o["f1"].mean() >= min(b["f1"].mean(), 0.743) and o["boxes"].mean() >= 0.48
+    ok = o["f1"].mean() >= max(b["f1"].mean(), 0.743) and o["boxes"].mean() >= 0.48
     print(
         f"  target: F1 >= baseline ({b['f1'].mean():.4f} here, 0.743 in BASELINE.md) at >= 0.48 "
         f"boxes per image -> {'met' if ok else 'MISSED'} ({dt:.1f} s)"
@@ -317,7 +334,13 @@ def real(seeds: int) -> bool:
 
 def speed() -> bool:
     frame, _, _ = synthetic_crowd(
-        n_images=10_000, n_workers=40, fixed_objects=10, careless=0.0, seed=123
+        n_images=10_000,
+        n_workers=40,
+        fixed_objects=10,
+        careless=0.0,
+        miss_range=(0.0, 0.1),
+        false_range=(0.0, 1.0),
+        seed=123,
     )
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(
@@ -326,11 +349,14 @@ def speed() -> bool:
     )
     times = {}
     for name, model in (("baseline", BoxMatching()), ("ours", BoxReliability())):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.fit(frame)
         times[name] = time.perf_counter() - t0
-        print(f"  {name:9s} fit {times[name]:.2f} s")
-    print(f"  ours / baseline time: {times['ours'] / times['baseline']:.2f}; load: {load}")
+        print(
+            f"  {name:9s} fit {times[name]:.2f} s wall, {time.process_time() - c0:.2f} s CPU "
+            f"({len(model.boxes_) / 10_000:.2f} consensus boxes per image)"
+        )
+    print(f"  ours / baseline wall time: {times['ours'] / times['baseline']:.2f}; load: {load}")
     ok = times["ours"] < 10
     print(f"  target: < 10 s -> {'met' if ok else 'MISSED'}")
     return ok

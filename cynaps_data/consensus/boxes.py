@@ -43,6 +43,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..errors import ValidationError
 
@@ -199,16 +200,26 @@ def _parse_votes(votes: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, list[Any
 
 
 def cluster_boxes(
-    group: np.ndarray, worker: np.ndarray, edges: np.ndarray, iou: float = 0.5
+    group: np.ndarray,
+    worker: np.ndarray,
+    edges: np.ndarray,
+    iou: float = 0.5,
+    label: np.ndarray | None = None,
 ) -> np.ndarray:
     """Cluster boxes within groups (module docstring): ``group`` int ``(N,)`` (e.g. image, or
     image x class code), ``worker`` int ``(N,)`` annotator code, ``edges`` float ``(N, 4)``
-    x1, y1, x2, y2. Returns int64 ``(N,)`` cluster ids, dense ``0..K-1``, numbered by group
+    x1, y1, x2, y2; ``label`` optional int ``(N,)`` codes: when given, an annotator's box
+    with the seed's label is preferred over a better-overlapping box with another label (both
+    must reach ``iou``), so one annotator's overlapping boxes of two classes go to the two
+    classes' clusters. Returns int64 ``(N,)`` cluster ids, dense ``0..K-1``, numbered by group
     (ascending code) then by creation step; a cluster never spans two groups.
 
     Vectorised over groups: groups sorted by size are cut into chunks padded to their largest
     group; each step takes one seed per group (argmax of unassigned-neighbour counts) and, per
-    (group, annotator) run, the best unassigned box overlapping the seed (``reduceat``)."""
+    (group, annotator) run, the best unassigned box overlapping the seed (``reduceat``).
+    Memory: about 20 bytes per pair of boxes of one group (a chunk holds at least one group),
+    so a single image with 2,000 boxes needs about 80 MB; the Python loop runs once per
+    clustering step (the largest number of clusters of a group in the chunk)."""
     group = np.asarray(group, dtype=np.int64)
     worker = np.asarray(worker, dtype=np.int64)
     edges = np.asarray(edges, dtype=np.float64).reshape(-1, 4)
@@ -216,8 +227,10 @@ def cluster_boxes(
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     # canonical order: group, worker, then coordinates (row-order independent)
-    order = np.lexsort((edges[:, 3], edges[:, 2], edges[:, 1], edges[:, 0], worker, group))
+    lab = np.zeros(n, dtype=np.int64) if label is None else np.asarray(label, dtype=np.int64)
+    order = np.lexsort((lab, edges[:, 3], edges[:, 2], edges[:, 1], edges[:, 0], worker, group))
     g_s, w_s, e_s = group[order], worker[order], edges[order]
+    l_s = None if label is None else lab[order]
     gu, gstart, gsize = np.unique(g_s, return_index=True, return_counts=True)
     local_k = np.full(n, -1, dtype=np.int64)  # per sorted row: cluster step within group
     by_size = np.argsort(gsize, kind="stable")
@@ -232,7 +245,7 @@ def cluster_boxes(
                 break
             b = bb
             end += 1
-        _cluster_chunk(by_size[pos:end], gstart, gsize, b, w_s, e_s, local_k, iou)
+        _cluster_chunk(by_size[pos:end], gstart, gsize, b, w_s, e_s, l_s, local_k, iou)
         pos = end
     # dense ids: by group code, then step
     key = np.repeat(np.arange(gu.size, dtype=np.int64), gsize) * (n + 1) + local_k
@@ -242,6 +255,25 @@ def cluster_boxes(
     return out
 
 
+def _iou_block(e: np.ndarray) -> np.ndarray:
+    """``(ng, b, 4)`` float32 edges -> ``(ng, b, b)`` float32 IoU within each group, with few
+    temporaries (the clustering's hot spot); zero-area boxes have IoU 0."""
+    x1, y1, x2, y2 = (e[:, :, k] for k in range(4))
+    iw = np.minimum(x2[:, :, None], x2[:, None, :])
+    iw -= np.maximum(x1[:, :, None], x1[:, None, :])
+    np.maximum(iw, 0, out=iw)
+    ih = np.minimum(y2[:, :, None], y2[:, None, :])
+    ih -= np.maximum(y1[:, :, None], y1[:, None, :])
+    np.maximum(ih, 0, out=ih)
+    iw *= ih  # intersection
+    area = (x2 - x1) * (y2 - y1)
+    union = area[:, :, None] + area[:, None, :]
+    union -= iw
+    np.maximum(union, np.float32(1e-30), out=union)
+    iw /= union
+    return iw
+
+
 def _cluster_chunk(
     gidx: np.ndarray,
     gstart: np.ndarray,
@@ -249,6 +281,7 @@ def _cluster_chunk(
     b: int,
     w_s: np.ndarray,
     e_s: np.ndarray,
+    l_s: np.ndarray | None,
     local_k: np.ndarray,
     thr: float,
 ) -> None:
@@ -260,10 +293,14 @@ def _cluster_chunk(
     valid = cols[None, :] < gsize[gidx][:, None]
     rowpos = np.where(valid, rowpos, 0)
     wk = np.where(valid, w_s[rowpos], -1)
-    e = e_s[rowpos]
+    lk = None if l_s is None else l_s[rowpos]
+    e = e_s[rowpos].astype(np.float32)
     e[~valid] = 0.0
-    iou = _iou_edges(e, e)  # (ng, b, b)
-    adj = (iou >= thr) & (wk[:, :, None] != wk[:, None, :]) & valid[:, :, None] & valid[:, None, :]
+    iou = _iou_block(e)  # (ng, b, b) float32
+    adj = iou >= thr
+    adj &= wk[:, :, None] != wk[:, None, :]
+    if thr <= 0:
+        adj &= valid[:, :, None] & valid[:, None, :]
     counts = adj.sum(axis=2, dtype=np.int64)
     assigned = ~valid
     step_k = np.full((ng, b), -1, dtype=np.int64)
@@ -287,7 +324,10 @@ def _cluster_chunk(
         row = iou[ar, seed]  # (ng, b)
         seed_w = wk[ar, seed]
         ok = (~assigned) & (row >= thr) & (wk != seed_w[:, None]) & act[:, None]
-        score = np.where(ok, row, -1.0).ravel()
+        score = np.where(ok, row, -1.0)
+        if lk is not None:  # same label as the seed first (IoU <= 1 < the bonus)
+            score += 2.0 * (ok & (lk == lk[ar, seed][:, None]))
+        score = score.ravel()
         smax = np.maximum.reduceat(score, seg_start)
         hit = (score == smax[seg_id]) & (score >= 0)
         first = np.minimum.reduceat(np.where(hit, flat_idx, big), seg_start)
@@ -300,7 +340,10 @@ def _cluster_chunk(
         assigned[all_i, all_j] = True
         step_k[all_i, all_j] = k
         # the newly assigned boxes are no longer anyone's unassigned neighbours
-        np.subtract.at(counts, all_i, adj[all_i, all_j].astype(np.int64))
+        o = np.argsort(all_i, kind="stable")
+        all_i, all_j = all_i[o], all_j[o]
+        starts = np.flatnonzero(np.r_[True, all_i[1:] != all_i[:-1]])
+        counts[all_i[starts]] -= np.add.reduceat(adj[all_i, all_j], starts, axis=0, dtype=np.int64)
         k += 1
     local_k[rowpos[valid]] = step_k[valid]
 
@@ -316,6 +359,22 @@ def group_median(values: np.ndarray, cluster: np.ndarray, n_clusters: int) -> np
     if values.ndim == 1:
         values = values[:, None]
     size = np.bincount(cluster, minlength=n_clusters)
+    m = int(size.max()) if n_clusters else 0
+    if n_clusters * m <= 4 * cluster.size + 1024:
+        # small clusters: pad to (n_clusters, m) with +inf and sort each row
+        o = np.argsort(cluster, kind="stable")
+        c_s = cluster[o]
+        start = np.concatenate([[0], np.cumsum(size)[:-1]])
+        slot = np.arange(cluster.size) - start[c_s]
+        lo, hi = (size - 1) // 2, size // 2
+        ar = np.arange(n_clusters)
+        out = np.empty((n_clusters, values.shape[1]))
+        for d in range(values.shape[1]):
+            pad = np.full((n_clusters, m), np.inf)
+            pad[c_s, slot] = values[o, d]
+            pad.sort(axis=1)
+            out[:, d] = 0.5 * (pad[ar, lo] + pad[ar, hi])
+        return out
     start = np.concatenate([[0], np.cumsum(size)[:-1]])
     lo = start + (size - 1) // 2
     hi = start + size // 2
@@ -346,15 +405,24 @@ def _vote(
     return best, share
 
 
-def _label_codes(labels: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
-    """Label values -> codes ordered by ``str`` of the label (None sorts as ''), so ties in a
-    vote go to the smallest label text, independent of input order."""
-    uniq: dict[Any, None] = {}
-    for lab in labels:
-        uniq.setdefault(lab, None)
-    names = sorted(uniq, key=lambda v: ("" if v is None else str(v), type(v).__name__))
-    index = {v: i for i, v in enumerate(names)}
-    return np.asarray([index[lab] for lab in labels], dtype=np.int64), names
+def _label_codes(labels: Any) -> tuple[np.ndarray, list[Any]]:
+    """Label values (a sequence; None/NaN = no label, kept as ``None``) -> codes ordered by
+    ``str`` of the label (None sorts first), so ties in a vote go to the smallest label text,
+    independent of input order."""
+    arr = np.empty(len(labels), dtype=object)
+    arr[:] = list(labels) if not isinstance(labels, np.ndarray) else labels
+    codes, uniq = pd.factorize(arr, sort=False)
+    names: list[Any] = list(uniq)
+    if (codes < 0).any():
+        codes = np.where(codes < 0, len(names), codes)
+        names.append(None)
+    rank = sorted(
+        range(len(names)),
+        key=lambda i: (names[i] is not None, str(names[i]), type(names[i]).__name__),
+    )
+    remap = np.empty(len(names), dtype=np.int64)
+    remap[rank] = np.arange(len(names))
+    return remap[codes].astype(np.int64), [names[i] for i in rank]
 
 
 # ---- per task -----------------------------------------------------------------------------------
@@ -419,12 +487,12 @@ def merge_task(
     ]
     rank = np.empty(n_ann, dtype=np.int64)
     rank[sorted(range(n_ann), key=lambda i: keys[i])] = np.arange(n_ann)
-    cl = cluster_boxes(np.zeros(len(ann), dtype=np.int64), rank[ann], edges, iou)
+    codes, names = _label_codes(labels)
+    cl = cluster_boxes(np.zeros(len(ann), dtype=np.int64), rank[ann], edges, iou, codes)
     k = int(cl.max()) + 1
     size = np.bincount(cl, minlength=k)
     support = size / n_ann
     med = group_median(edges, cl, k)
-    codes, names = _label_codes(labels)
     lab, _ = _vote(cl, codes, k, len(names))
     keep = np.flatnonzero(support >= min_support - 1e-12)
     out = [
