@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import ValidationError
+from ..imagesize import image_size
 from ..wire import ARROW_STREAM, JSON, SOURCE_SCHEMA_KEY
 from .schema import bad_value_mask, encode_array, unsupported_reason
 from .sources import URL_PREFIXES, Roles, Source, failure, sniff_image
@@ -264,6 +265,9 @@ class Encoder:
                 "content_type": content_type,
                 "url": f"/v1/projects/{self.project_id}/assets/{sha}",
             }
+            size = image_size(data)
+            if size is not None:  # the pixel size, from the header (as the platform records)
+                ref["width"], ref["height"] = size
             if path is not None:
                 ref["path"] = path
             refs.append(ref)

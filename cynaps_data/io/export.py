@@ -157,7 +157,9 @@ def wide_table(table: pa.Table, *, fetch_asset: Callable[[str], bytes] | None = 
     columns = {"task": table.column("task")}
     renamed = {}
     for name in data_table.column_names:
-        out = f"data.{name}" if name in METADATA_COLUMNS or name == "task" else name
+        # a data column named like a metadata or type column (e.g. a type's ``width``) is renamed
+        taken = name in METADATA_COLUMNS or name == "task" or name in table.column_names
+        out = f"data.{name}" if taken else name
         renamed[name] = out
         columns[out] = data_table.column(name)
     for name in table.column_names:
@@ -473,6 +475,13 @@ def encode_for_feature(col: pa.Array, feature: Any) -> pa.Array:
     import datasets
     import pyarrow.compute as pc
 
+    if isinstance(feature, dict) and pa.types.is_struct(col.type):  # fields one by one
+        names = [col.type.field(i).name for i in range(col.type.num_fields)]
+        children = [
+            encode_for_feature(child, feature[name]) if name in feature else child
+            for name, child in zip(names, col.flatten(), strict=True)
+        ]
+        return pa.StructArray.from_arrays(children, names=names, mask=col.is_null())
     if isinstance(feature, datasets.ClassLabel):
         if not pa.types.is_dictionary(col.type):
             col = pc.cast(col, pa.string()).dictionary_encode()

@@ -59,9 +59,18 @@ def _type(project: dict | None) -> tuple[Any, Any]:
     return get_type(project.get("annotation_type") or DEFAULT_TYPE), project.get("labels")
 
 
-def _region(value: Any, to_name: str, from_name: str, atype: Any, config: Any) -> list[dict]:
-    """One result region for ``value``, in the shape its annotation type gives."""
-    return [{"from_name": from_name, "to_name": to_name, **atype.to_label_studio(value, config)}]
+def _region(
+    value: Any, to_name: str, from_name: str, atype: Any, config: Any, data: Any = None
+) -> list[dict]:
+    """The result regions for ``value``, in the shape its annotation type gives: one region,
+    or the type's whole ``label_studio_result`` (several regions, or regions needing the data;
+    a region naming its own ``to_name`` keeps it)."""
+    many = getattr(atype, "label_studio_result", None)
+    if many is not None:
+        regions = many(value, config, data)
+    else:
+        regions = [atype.to_label_studio(value, config)]
+    return [{"from_name": from_name, "to_name": to_name, **r} for r in regions]
 
 
 def from_records(
@@ -83,7 +92,7 @@ def from_records(
                 {
                     "id": annotation_id,
                     "completed_by": j["annotator_id"],
-                    "result": _region(j["label"], to_name, from_name, atype, config),
+                    "result": _region(j["label"], to_name, from_name, atype, config, data),
                     "was_cancelled": False,
                     "ground_truth": j.get("role") == "expert",
                     "created_at": created,
@@ -101,7 +110,7 @@ def from_records(
                 {
                     "model_version": PREDICTION_MODEL,
                     "score": final.get("agreement"),
-                    "result": _region(final["value"], to_name, from_name, atype, config),
+                    "result": _region(final["value"], to_name, from_name, atype, config, data),
                 }
             )
         out.append(
@@ -141,8 +150,17 @@ def load(records: Any) -> list[dict]:
     return records
 
 
-def _choice(annotation: dict, i: int, j: int, atype: Any, config: Any) -> Any:
-    """The value of the first result region of the project's annotation type."""
+def _choice(annotation: dict, i: int, j: int, atype: Any, config: Any, data: Any = None) -> Any:
+    """The value of the first result region of the project's annotation type (or of the whole
+    ``result`` for a type with ``from_label_studio_result``)."""
+    many = getattr(atype, "from_label_studio_result", None)
+    if many is not None:
+        try:
+            return many(annotation.get("result") or [], config, data)
+        except ValueError as exc:
+            raise ValidationError(
+                f"records[{i}].annotations[{j}]: {exc}", param=f"records[{i}].annotations[{j}]"
+            ) from None
     for region in annotation.get("result") or []:
         if isinstance(region, dict):
             try:
@@ -182,7 +200,7 @@ def to_import_items(records: list[dict], project: dict | None = None) -> list[di
             judgements.append(
                 {
                     "worker": str(worker),
-                    "label": _choice(annotation, i, j, atype, config),
+                    "label": _choice(annotation, i, j, atype, config, task["data"]),
                     "role": "expert" if annotation.get("ground_truth") else "annotator",
                     "created_at": _seconds(annotation.get("created_at")),
                     "duration": annotation.get("lead_time"),

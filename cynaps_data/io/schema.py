@@ -32,8 +32,10 @@ map                                         JSON array of ``{"key": k, "value": 
 null                                        ``null``
 image column (``datasets.Image``, PIL,      ``{"asset": sha256 hex, "content_type":
 image bytes, local image paths)             "image/png", "url": "/v1/projects/<id>/assets/<sha>"
-                                            [, "path": original path]}`` — the image itself
-                                            is uploaded once as a content-addressed asset
+                                            [, "width": px, "height": px] [, "path": original
+                                            path]}`` — the image itself is uploaded once as a
+                                            content-addressed asset; width/height come from
+                                            its header (``cynaps_data.imagesize``)
 ========================================  ==================================================
 
 Union and extension types are refused with a :class:`~cynaps_data.errors.ValidationError`

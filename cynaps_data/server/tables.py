@@ -203,6 +203,9 @@ assets = sa.Table(
     sa.Column("content_type", sa.String(40), nullable=False),  # image/png|jpeg|gif|webp
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # pixel size from the image header (migration 0009; null for assets stored before it)
+    sa.Column("width", sa.Integer, nullable=True),
+    sa.Column("height", sa.Integer, nullable=True),
 )
 
 # -- API keys as a resource, webhooks (issue 17; migration 0008) ---------------------------------

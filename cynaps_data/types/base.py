@@ -63,7 +63,9 @@ class VoteArrays(NamedTuple):
     - ``n_votes``: int64 numpy array per task, the number of its annotator votes;
     - ``final``: Arrow string array per task, the final value's JSON text (``""``: none yet);
     - ``gold``: Arrow string array per task, the gold value's JSON text (``""``: none);
-    - ``expert``: Arrow string array per task, the expert verdict's JSON text (``""``: none).
+    - ``expert``: Arrow string array per task, the expert verdict's JSON text (``""``: none);
+    - ``data``: Arrow string array per task, the task data's JSON text, for types whose export
+      reads the task (an image's size, a text's spans); ``None`` when the caller has none.
     """
 
     n_tasks: int
@@ -73,6 +75,7 @@ class VoteArrays(NamedTuple):
     final: pa.Array
     gold: pa.Array
     expert: pa.Array
+    data: pa.Array | None = None
 
 
 @runtime_checkable
@@ -170,6 +173,12 @@ class AnnotationType(Protocol):
     # check of a whole column of values (the client's upload of gold labels and predictions),
     # a bool mask where null counts as valid, or ``None`` to have them checked row by row with
     # :meth:`validate_value`.
+
+    # optional: ``label_studio_result(value, config, data) -> list[dict]`` and
+    # ``from_label_studio_result(result: list[dict], config, data) -> value``: a type whose one
+    # value is several Label Studio regions (boxes, spans) or whose regions need the task
+    # (percent coordinates of an image) gives the whole ``result`` list both ways; the Label
+    # Studio conversion then uses these instead of ``to_label_studio``/``from_label_studio``.
 
     # optional: ``to_pandas_columns(frame, config) -> frame`` turns the wide frame's value
     # columns (as pandas read them from :meth:`wide_columns`' Arrow arrays) into the dtypes a

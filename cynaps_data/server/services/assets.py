@@ -3,7 +3,9 @@
 Contract. ``store`` takes the raw bytes of one image for a project, checks by magic bytes that
 it is a PNG, JPEG, GIF or WebP (nothing else is accepted: no SVG, no HTML), and keeps it once
 under ``<asset_dir>/<sha[:2]>/<sha>`` (names are the hash only, so no path traversal). The
-``assets`` table links ``(project_id, sha256)`` to its content type and size; re-uploading the
+``assets`` table links ``(project_id, sha256)`` to its content type, byte size and pixel
+``width``/``height`` (read from the image header, :func:`cynaps_data.imagesize.image_size`;
+null when the header cannot be read), all returned by the upload; re-uploading the
 same bytes is a no-op (idempotent). ``open_for`` answers a read: the owning customer, and
 annotators/experts who may work on that project (an active or in-review project of their team
 owner, or of anyone for the platform pool — the same rule as task assignment). Anyone else gets
@@ -24,6 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ...imagesize import image_size
 from ..db import Database
 from ..problems import Problem, invalid, invalid_state
 from ..settings import Settings
@@ -142,6 +145,7 @@ def store(
             param="body",
         )
     sha = hashlib.sha256(data).hexdigest()
+    width, height = image_size(data) or (None, None)
     if expected_sha is not None and expected_sha.lower() != sha:
         raise invalid(
             f"X-Content-SHA256 {expected_sha!r} does not match the body's SHA-256 {sha}",
@@ -166,6 +170,8 @@ def store(
         "content_type": content_type,
         "size": len(data),
         "created_at": time.time(),
+        "width": width,
+        "height": height,
     }
     with db.write() as conn:
         exists = conn.execute(
@@ -180,6 +186,8 @@ def store(
         "sha256": sha,
         "content_type": content_type,
         "size": len(data),
+        "width": width,
+        "height": height,
         "url": f"/v1/projects/{project_id}/assets/{sha}",
         "created": exists is None,
     }

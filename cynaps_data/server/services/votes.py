@@ -350,6 +350,7 @@ def wide_columns(atype: AnnotationType, config: Any, t: pa.Table, votes: Votes) 
             as_string_array(t["final_label"]),
             as_string_array(t["gold"]),
             as_string_array(votes.expert),
+            as_string_array(t["data"]) if "data" in t.column_names else None,
         ),
         config,
     )
