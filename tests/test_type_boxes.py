@@ -645,7 +645,7 @@ def test_boxes_widget_draw_relabel_delete_submit_and_review(platform: LocalPlatf
 
 
 def test_migration_adds_the_asset_size_to_an_existing_assets_table(tmp_path: Path) -> None:
-    """A database made before 0009 whose ``assets`` table exists (made by ``create_all``)
+    """A database made before 0010 whose ``assets`` table exists (made by ``create_all``)
     gains ``width``/``height``; its old rows keep null sizes."""
     import sqlalchemy as sa
 

@@ -203,7 +203,7 @@ assets = sa.Table(
     sa.Column("content_type", sa.String(40), nullable=False),  # image/png|jpeg|gif|webp
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
-    # pixel size from the image header (migration 0009; null for assets stored before it)
+    # pixel size from the image header (migration 0010; null for assets stored before it)
     sa.Column("width", sa.Integer, nullable=True),
     sa.Column("height", sa.Integer, nullable=True),
 )

@@ -3,8 +3,8 @@ header at upload (:func:`cynaps_data.imagesize.image_size`); null for assets sto
 The ``assets`` table came without a migration of its own (``create_all`` makes it, with these
 columns, where it does not exist yet), so only an existing table gains them here.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
