@@ -120,6 +120,9 @@ class SequenceData:
     prev: np.ndarray
     layout: Layout
     row: np.ndarray
+    #: per token row: code of its text (optional ``token`` column), -1 unknown; None: no column
+    word: np.ndarray | None = None
+    n_words: int = 0
 
     @property
     def tag_names(self) -> list[str]:
@@ -230,6 +233,13 @@ def encode_sequences(tags: pd.DataFrame, labels: Sequence[str] | None = None) ->
     prev = np.empty_like(prev_sorted)
     prev[order] = prev_sorted
     layout = Layout.build(lengths)
+    rows = layout.rows(s_codes, position)
+    word, n_words = None, 0
+    if "token" in tags.columns:
+        wcodes, wnames = pd.factorize(tags["token"], sort=False)
+        word = np.full(layout.n_tokens, -1, dtype=np.int64)
+        word[rows] = wcodes  # one text per token: the last row given wins
+        n_words = len(wnames)
     return SequenceData(
         task_names=pd.Index(task_names),
         worker_names=pd.Index(worker_names),
@@ -240,7 +250,9 @@ def encode_sequences(tags: pd.DataFrame, labels: Sequence[str] | None = None) ->
         tag=tag,
         prev=prev,
         layout=layout,
-        row=layout.rows(s_codes, position),
+        row=rows,
+        word=word,
+        n_words=n_words,
     )
 
 
@@ -412,6 +424,8 @@ class BayesianSequenceCombination(_SequenceAggregator):
         n_iter: int = 50,
         tol: float = 1e-3,
         decode: str = "viterbi",
+        alpha_invalid: float | None = None,
+        word_prior: float | None = None,
         labels: Sequence[str] | None = None,
     ) -> None:
         for name, val, ok in (
@@ -432,10 +446,22 @@ class BayesianSequenceCombination(_SequenceAggregator):
         self.n_iter = int(n_iter)
         self.tol = float(tol)
         self.decode = decode
+        self.alpha_invalid = None if alpha_invalid is None else float(alpha_invalid)
+        self.word_prior = None if word_prior is None else float(word_prior)
         self.labels = labels
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        keys = ("annotator", "alpha_diag", "alpha_off", "beta", "n_iter", "tol", "decode")
+        keys = (
+            "annotator",
+            "alpha_diag",
+            "alpha_off",
+            "beta",
+            "n_iter",
+            "tol",
+            "decode",
+            "alpha_invalid",
+            "word_prior",
+        )
         return {k: getattr(self, k) for k in (*keys, "labels")}
 
     def __repr__(self) -> str:
@@ -452,21 +478,41 @@ class BayesianSequenceCombination(_SequenceAggregator):
             (np.ones(col.size), (data.row, col)), shape=(n, n_w * kp * k), dtype=np.float64
         )
         at = a.T.tocsr()
+        allowed = _valid_transitions(k)
         prior = np.full((n_w, kp, k, k), self.alpha_off)  # [w, prev, observed, true]
         idx = np.arange(k)
         prior[:, :, idx, idx] = self.alpha_diag
-        allowed = _valid_transitions(k)
+        if kp > 1 and self.alpha_invalid is not None:
+            # a worker's own invalid IOB2 step (prev p -> reported c) is a priori rare
+            prior[:, ~allowed, :] = self.alpha_invalid
         beta = np.where(allowed, self.beta, 0.0)
+        use_words = self.word_prior is not None and data.word is not None
+        if use_words:
+            known = data.word >= 0
+            wrow = np.flatnonzero(known)
+            wcode = data.word[known]
+            n_v = data.n_words
+
+        def log_emission(gamma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            counts = (at @ gamma).reshape(n_w, kp, k, k) + prior
+            log_e = _dirichlet_log_mean(counts, axis=2)
+            log_emit = a @ np.ascontiguousarray(log_e.reshape(n_w * kp * k, k))
+            if use_words:
+                wc = np.zeros((n_v, k))
+                np.add.at(wc, wcode, gamma[wrow])
+                wc += self.word_prior
+                log_rho = digamma(wc) - digamma(wc.sum(axis=0, keepdims=True))
+                log_emit[wrow] += log_rho[wcode]
+            return log_emit, counts
+
         gamma = data.counts()
         gamma /= gamma.sum(axis=1, keepdims=True)
         # start from MV marginals: transitions from adjacent MV marginals' outer products
         xi = _mv_transitions(gamma, lay) * allowed
         it = 0
         for it in range(1, self.n_iter + 1):  # noqa: B007
-            counts = (at @ gamma).reshape(n_w, kp, k, k) + prior
-            log_e = _dirichlet_log_mean(counts, axis=2)
+            log_emit, _ = log_emission(gamma)
             log_t = np.where(allowed, _dirichlet_log_mean(xi + beta, axis=1), -np.inf)
-            log_emit = a @ np.ascontiguousarray(log_e.reshape(n_w * kp * k, k))
             emit = np.exp(log_emit - log_emit.max(axis=1, keepdims=True))
             new_gamma, xi, _ = forward_backward(lay, np.exp(log_t), emit)
             delta = float(np.abs(new_gamma - gamma).max())
@@ -474,12 +520,10 @@ class BayesianSequenceCombination(_SequenceAggregator):
             if delta < self.tol:
                 break
         self.n_iter_ = it
-        counts = (at @ gamma).reshape(n_w, kp, k, k) + prior
+        log_emit, counts = log_emission(gamma)
         self._set_reliability(data, counts, xi + beta, gamma, allowed)
         if self.decode == "viterbi":
-            log_e = _dirichlet_log_mean(counts, axis=2)
             log_t = np.where(allowed, _dirichlet_log_mean(xi + beta, axis=1), -np.inf)
-            log_emit = a @ np.ascontiguousarray(log_e.reshape(n_w * kp * k, k))
             codes = viterbi(lay, log_t, log_emit)
         else:
             codes = _repair_codes(gamma.argmax(axis=1), lay)
