@@ -360,3 +360,34 @@ def test_real_data_subset_beats_majority_vote():
     mv_e = strict_f1(gold, as_lists(TokenMajorityVote(ties="entity").fit_predict(sub)))["f1"]
     bsc = strict_f1(gold, as_lists(BayesianSequenceCombination().fit_predict(sub)))["f1"]
     assert bsc > max(mv, mv_e) + 0.02, (bsc, mv, mv_e)
+
+
+@pytest.mark.parametrize("make", [TokenMajorityVote, TokenDawidSkene, BayesianSequenceCombination])
+def test_one_worker_and_declared_labels_nobody_used(make):
+    df = long_frame({("a", "w"): "B-X I-X", ("b", "w"): "O"})
+    m = make(labels=["X", "Y", "Z"])
+    assert m.fit_predict(df)["tag"].tolist() == ["B-X", "I-X", "O"]
+    assert m.tag_names_ == ["O", "B-X", "I-X", "B-Y", "I-Y", "B-Z", "I-Z"]
+    assert m.entities_[["task", "start", "end", "label"]].to_dict("records") == [
+        {"task": "a", "start": 0, "end": 2, "label": "X"}
+    ]
+
+
+def test_word_model_reads_the_token_column():
+    """Two workers disagree on 'Paris' in s6; elsewhere both tag Paris B-LOC: with the token
+    column the word model adds its evidence for LOC, so B-LOC's posterior there is higher than
+    when only the workers' confusions decide (word_prior=None)."""
+    answers, tokens = {}, {}
+    for i in range(6):
+        answers[(f"s{i}", "a")] = "B-LOC O"
+        answers[(f"s{i}", "b")] = "B-LOC O"
+        tokens[f"s{i}"] = ["Paris", "today"]
+    answers[("s6", "a")] = "B-LOC O"
+    answers[("s6", "b")] = "O O"
+    tokens["s6"] = ["Paris", "today"]
+    with_words = BayesianSequenceCombination().fit(long_frame(answers, tokens))
+    conf_w = with_words.tags_.set_index(["task", "position"]).loc[("s6", 0), "confidence"]
+    assert with_words.tags_.set_index(["task", "position"]).loc[("s6", 0), "tag"] == "B-LOC"
+    without = BayesianSequenceCombination(word_prior=None).fit(long_frame(answers, tokens))
+    p_without = without.probas_[6 * 2, without.tag_names_.index("B-LOC")]
+    assert conf_w > p_without
