@@ -4,6 +4,7 @@ cases, and the crowd sequence aggregators of cynaps_data.consensus.spans_seq."""
 from __future__ import annotations
 
 import doctest
+import io
 import pickle
 import random
 from pathlib import Path
@@ -270,6 +271,10 @@ def test_output_contract(make):
         assert list(zip(ents["start"], ents["end"], ents["label"], strict=True)) == entities(seq)
     # round trip through the usual sinks
     assert pickle.loads(pickle.dumps(tags)).equals(tags)
+    for frame in (tags, m.entities_):
+        back = pd.read_parquet(io.BytesIO(frame.to_parquet()))
+        pd.testing.assert_frame_equal(back, frame, check_dtype=False)
+        assert back.dtypes.astype(str).tolist()[1:] == frame.dtypes.astype(str).tolist()[1:]
 
 
 def test_row_order_and_task_types_do_not_matter():
@@ -323,10 +328,12 @@ def test_bad_parameters():
 
 
 def test_reliability_and_transitions():
-    m = BayesianSequenceCombination().fit(long_frame(HAND))
-    conf = m.confusions_
-    assert conf.index.names == ["worker", "tag"] and list(conf.columns) == m.tag_names_
-    np.testing.assert_allclose(conf.sum(axis=1).to_numpy(), 1.0)
+    for ds_like in (TokenDawidSkene(), BayesianSequenceCombination()):
+        conf = ds_like.fit(long_frame(HAND)).confusions_
+        assert conf.index.names == ["worker", "tag"] and list(conf.columns) == ds_like.tag_names_
+        assert len(conf) == 3 * 9
+        np.testing.assert_allclose(conf.sum(axis=1).to_numpy(), 1.0)
+    m = ds_like
     assert set(m.skills_.index) == {"a", "b", "c"} and m.skills_.between(0, 1).all()
     t = m.transitions_
     assert t.loc["O", "I-PER"] == 0 and t.loc["B-LOC", "I-PER"] == 0 and t.loc["B-PER", "I-PER"] > 0
@@ -391,3 +398,7 @@ def test_word_model_reads_the_token_column():
     without = BayesianSequenceCombination(word_prior=None).fit(long_frame(answers, tokens))
     p_without = without.probas_[6 * 2, without.tag_names_.index("B-LOC")]
     assert conf_w > p_without
+    # unknown (null) token texts are allowed: those tokens just get no word evidence
+    frame = long_frame(answers, tokens)
+    frame.loc[frame["task"] == "s6", "token"] = None
+    assert BayesianSequenceCombination().fit(frame).tags_["tag"].notna().all()

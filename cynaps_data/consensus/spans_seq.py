@@ -6,10 +6,11 @@ Input: a long DataFrame, one row per (task, worker, token):
 * ``task`` (any hashable), ``worker`` (str or any hashable), ``position`` (integer token index
   within the task, ``0 .. n-1``), ``tag`` (str, ``"O"``, ``"B-<label>"`` or ``"I-<label>"``).
 
-Optional ``token`` (str): the token's text (the same for every worker), read only by
-:class:`BayesianSequenceCombination`'s word model. A worker who answered a task gives a tag for
-every one of its ``n`` tokens (``n`` = the largest position any worker gave + 1). Workers' own sequences need not be valid IOB2 (``I-X`` after
-``O`` is a common crowd answer; the models learn it).
+Optional ``token`` (str): the token's text (the same for every worker; nulls = unknown), read
+only by :class:`BayesianSequenceCombination`'s word model. A worker who answered a task gives a
+tag for every one of its ``n`` tokens (``n`` = the largest position any worker gave + 1).
+Workers' own sequences need not be valid IOB2 (``I-X`` after ``O`` is a common crowd answer;
+the models learn it).
 
 Fitted attributes of every aggregator here:
 
@@ -247,7 +248,7 @@ def encode_sequences(tags: pd.DataFrame, labels: Sequence[str] | None = None) ->
     rows = layout.rows(s_codes, position)
     word, n_words = None, 0
     if "token" in tags.columns:
-        wcodes, wnames = pd.factorize(tags["token"].astype(str), sort=False)
+        wcodes, wnames = pd.factorize(tags["token"], sort=False)  # null -> -1 (unknown)
         word = np.full(layout.n_tokens, -1, dtype=np.int64)
         word[rows] = wcodes  # one text per token: the last row given wins
         n_words = len(wnames)
@@ -353,8 +354,6 @@ class _SequenceAggregator:
                 "confidence": conf_sum / np.maximum(size, 1),
             }
         )
-        self.tags_.attrs = {}
-        self.entities_.attrs = {}
 
 
 class TokenMajorityVote(_SequenceAggregator):
@@ -400,7 +399,7 @@ class TokenDawidSkene(_SequenceAggregator):
             data.k,
             **self.params,
         )
-        self.confusions_ = res.errors
+        self.confusions_ = _confusion_frame(data, res.errors.transpose(0, 2, 1))
         raw = res.labels.astype(np.int64)
         return _repair_codes(raw, data.layout), res.probas, raw
 
@@ -559,14 +558,11 @@ class BayesianSequenceCombination(_SequenceAggregator):
         allowed: np.ndarray,
     ) -> None:
         names = data.tag_names
-        k, n_w = data.k, data.n_workers
+        n_w = data.n_workers
         # P(y | z) per worker: counts summed over the previous tag, normalised over observed
         c2 = counts.sum(axis=1)  # (w, observed, true)
         conf = c2 / c2.sum(axis=1, keepdims=True)
-        idx = pd.MultiIndex.from_product([data.worker_names, names], names=["worker", "tag"])
-        self.confusions_ = pd.DataFrame(
-            conf.transpose(0, 2, 1).reshape(n_w * k, k), index=idx, columns=names
-        )
+        self.confusions_ = _confusion_frame(data, conf.transpose(0, 2, 1))
         # expected share of each worker's tags equal to the truth
         hit = gamma[data.row, data.tag]
         n_ans = np.bincount(data.worker, minlength=n_w)
@@ -579,6 +575,14 @@ class BayesianSequenceCombination(_SequenceAggregator):
         self.transitions_ = pd.DataFrame(
             t / t.sum(axis=1, keepdims=True), index=names, columns=names
         )
+
+
+def _confusion_frame(data: SequenceData, conf: np.ndarray) -> pd.DataFrame:
+    """``conf[w, true, reported]`` -> DataFrame indexed by (``worker``, true ``tag``), one
+    column per reported tag."""
+    names = data.tag_names
+    idx = pd.MultiIndex.from_product([data.worker_names, names], names=["worker", "tag"])
+    return pd.DataFrame(conf.reshape(-1, len(names)), index=idx, columns=names)
 
 
 def _mv_transitions(gamma: np.ndarray, lay: Layout) -> np.ndarray:
