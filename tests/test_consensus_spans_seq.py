@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import doctest
 import io
+import itertools
 import pickle
 import random
 from pathlib import Path
@@ -31,6 +32,7 @@ from cynaps_data.consensus.spans_seq import (
     TokenDawidSkene,
     TokenMajorityVote,
 )
+from cynaps_data.consensus.spans_seq_hmm import Layout, forward_backward, viterbi
 from cynaps_data.errors import ValidationError
 
 # ---- bio.py ------------------------------------------------------------------------------------
@@ -402,3 +404,39 @@ def test_word_model_reads_the_token_column():
     frame = long_frame(answers, tokens)
     frame.loc[frame["task"] == "s6", "token"] = None
     assert BayesianSequenceCombination().fit(frame).tags_["tag"].notna().all()
+
+
+def test_hmm_kernels_match_brute_force_enumeration():
+    """Batched forward-backward (marginals, pairwise sums, log Z) and Viterbi equal the sums and
+    argmax over every path of every sentence, with a forbidden transition."""
+    rng = np.random.default_rng(0)
+    k = 3
+    lengths = np.array([3, 1, 4, 2, 3])
+    lay = Layout.build(lengths)
+    trans = rng.random((k, k))
+    trans[0, 2] = 0.0  # forbidden, like O -> I-X
+    emit = rng.random((lay.n_tokens, k))
+    gamma, xi, log_z = forward_backward(lay, trans, emit)
+    with np.errstate(divide="ignore"):
+        path = viterbi(lay, np.log(trans), np.log(emit))
+    xi_b, log_z_b = np.zeros((k, k)), 0.0
+    for s, n in enumerate(lengths):
+        rows = lay.rows(np.full(n, s), np.arange(n))
+        total, marg, best, pairs = 0.0, np.zeros((n, k)), (-1.0, None), np.zeros((k, k))
+        for zs in itertools.product(range(k), repeat=int(n)):
+            p = trans[0, zs[0]] * emit[rows[0], zs[0]]
+            for i in range(1, n):
+                p *= trans[zs[i - 1], zs[i]] * emit[rows[i], zs[i]]
+            total += p
+            marg[np.arange(n), zs] += p
+            pairs[0, zs[0]] += p
+            for i in range(1, n):
+                pairs[zs[i - 1], zs[i]] += p
+            if p > best[0]:
+                best = (p, zs)
+        np.testing.assert_allclose(gamma[rows], marg / total, atol=1e-12)
+        assert tuple(path[rows]) == best[1]
+        xi_b += pairs / total
+        log_z_b += np.log(total)
+    np.testing.assert_allclose(xi, xi_b, atol=1e-12)
+    assert log_z == pytest.approx(log_z_b)
