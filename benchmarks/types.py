@@ -17,6 +17,9 @@ Types and data (``../shared/data/``, never shipped with the package):
 * ``boxes``: synthetic crowds with true boxes (F1 @ IoU 0.75) and the Sugar/Flower/Fish/Gravel
   practice workflow (split-half F1) — the default (BoxReliability) beside BASELINE.md's
   matching (BoxMatching), and the speed on 10,000 images.
+* ``spans``: CoNLL-2003 NER MTurk crowd (BIO tags) — strict entity F1 of the default
+  (BayesianSequenceCombination) beside token majority vote and token Dawid-Skene, all / val / test
+  halves, with the published figures (Simpson & Gurevych 2019) beside.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ SCRIPTS = {
     "multi_label": "types_multilabel.py",
     "text": "types_text.py",
     "boxes": "types_boxes.py",
+    "spans": "types_spans.py",
 }
 
 
