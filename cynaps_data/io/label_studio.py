@@ -2,7 +2,7 @@
 
 :func:`from_records` turns our seed-shaped JSON export into Label Studio tasks: one task per
 record with ``data``, one ``annotation`` per judgement (``completed_by`` = our worker id,
-``result`` = one region in the shape of the project's annotation type (its ``to_label_studio``,
+``result`` = the region(s) in the shape of the project's annotation type (its ``to_label_studio``,
 ``from_label_studio`` hooks), ``ground_truth`` for the expert's verdict, ``lead_time`` =
 duration, ISO ``created_at``), the platform's final label as a ``prediction``
 (``model_version = "cynaps-consensus"``) and the consensus metadata under ``meta.cynaps``.
@@ -60,8 +60,11 @@ def _type(project: dict | None) -> tuple[Any, Any]:
 
 
 def _region(value: Any, to_name: str, from_name: str, atype: Any, config: Any) -> list[dict]:
-    """One result region for ``value``, in the shape its annotation type gives."""
-    return [{"from_name": from_name, "to_name": to_name, **atype.to_label_studio(value, config)}]
+    """The result regions for ``value``, in the shape its annotation type gives (one region,
+    or a list of them for a type whose value is several regions, e.g. spans)."""
+    regions = atype.to_label_studio(value, config)
+    regions = regions if isinstance(regions, list) else [regions]
+    return [{"from_name": from_name, "to_name": to_name, **region} for region in regions]
 
 
 def from_records(
@@ -142,7 +145,11 @@ def load(records: Any) -> list[dict]:
 
 
 def _choice(annotation: dict, i: int, j: int, atype: Any, config: Any) -> Any:
-    """The value of the first result region of the project's annotation type."""
+    """The value of the first result region of the project's annotation type (a type whose
+    value is several regions reads the whole result: its ``from_label_studio_result``)."""
+    whole = getattr(atype, "from_label_studio_result", None)
+    if whole is not None and isinstance(annotation.get("result") or [], list):
+        return whole(annotation.get("result") or [], config)
     for region in annotation.get("result") or []:
         if isinstance(region, dict):
             try:

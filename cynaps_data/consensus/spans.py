@@ -1,0 +1,232 @@
+"""Span consensus and span agreement (named entities, text regions): the maths of the ``spans``
+annotation type (:mod:`cynaps_data.types.spans`).
+
+A *span* is ``(start, end, label)``: character offsets ``start < end`` into a task's text (end
+exclusive, Python slicing) and a label; an *answer* is a set of spans (a list, any order; dicts
+``{"start", "end", "label"}`` are accepted everywhere a span is).
+
+Pairwise span F1 (the metric Label Studio users ask for, LS#8950). For answers ``A``, ``B``
+with ``m`` matched pairs of spans (each span matched at most once):
+
+.. math:: F_1(A, B) = \\frac{2m}{|A| + |B|}, \\qquad F_1(\\emptyset, \\emptyset) = 1
+
+``exact``: a match is the same ``(start, end, label)`` (``m = |A ∩ B|`` as multisets);
+``overlap``: the same label and at least one shared character, pairs taken greedily by
+character IoU (largest first; ties by position). A task's agreement is the mean of ``F_1``
+over its answer pairs (1.0 for a single answer).
+
+Consensus (:func:`span_consensus`), one task, ``n`` answers:
+
+1. *matching*. Spans with the same boundaries (``start``, ``end``; also the same label when
+   overlaps are allowed, where nested spans of other labels are other entities) form a group;
+   groups are taken most-voted first (ties: leftmost) and each joins the existing cluster it
+   overlaps most (character IoU with the cluster's anchor, the cluster's first group) that has
+   none of its annotators yet, or starts a new cluster. So exact matches come first, then
+   matches by overlap, and one annotator counts once per cluster.
+2. *support* of a cluster = its annotators / ``n``. A cluster is in the final set when its
+   support reaches ``threshold`` (the project's ``consensus_threshold``).
+3. *boundaries by vote*: the anchor's (the most voted exact boundaries, leftmost on a tie);
+   *label by vote*: the most common label of the cluster's spans (ties: the config's order,
+   else first voted).
+4. Unless overlaps are allowed, a kept span overlapping a better supported kept span is
+   dropped (support, then position, decides).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Span = tuple[int, int, str]
+
+__all__ = [
+    "SpanConsensus",
+    "mean_pairwise_f1",
+    "span_agreement",
+    "span_consensus",
+    "span_f1",
+    "span_support",
+    "spans_of",
+]
+
+
+def spans_of(answer: Iterable[Any] | None) -> list[Span]:
+    """An answer as a list of ``(start, end, label)`` tuples (dicts or 3-sequences)."""
+    out: list[Span] = []
+    for span in answer or ():
+        if isinstance(span, dict):
+            out.append((int(span["start"]), int(span["end"]), str(span["label"])))
+        else:
+            start, end, label = span[0], span[1], span[2]
+            out.append((int(start), int(end), str(label)))
+    return out
+
+
+def _iou(a: Span | tuple[int, int], b: Span | tuple[int, int]) -> float:
+    """Character IoU of two spans (0 when they share no character)."""
+    inter = min(a[1], b[1]) - max(a[0], b[0])
+    if inter <= 0:
+        return 0.0
+    return inter / (max(a[1], b[1]) - min(a[0], b[0]))
+
+
+def _matches(a: Sequence[Span], b: Sequence[Span], mode: str) -> int:
+    if mode == "exact":
+        return sum((Counter(a) & Counter(b)).values())
+    if mode != "overlap":
+        raise ValueError(f"mode must be 'exact' or 'overlap', got {mode!r}")
+    pairs = sorted(
+        (
+            (-_iou(x, y), x[0], y[0], i, j)
+            for i, x in enumerate(a)
+            for j, y in enumerate(b)
+            if x[2] == y[2] and _iou(x, y) > 0
+        )
+    )
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    for _, _, _, i, j in pairs:
+        if i not in used_a and j not in used_b:
+            used_a.add(i)
+            used_b.add(j)
+    return len(used_a)
+
+
+def span_f1(a: Iterable[Any], b: Iterable[Any], mode: str = "exact") -> float:
+    """``F_1`` of two answers (``exact`` or ``overlap`` matching; two empty answers: 1.0)."""
+    a, b = spans_of(a), spans_of(b)
+    if not a and not b:
+        return 1.0
+    return 2.0 * _matches(a, b, mode) / (len(a) + len(b))
+
+
+def mean_pairwise_f1(answers: Sequence[Iterable[Any]], mode: str = "exact") -> float:
+    """The mean ``F_1`` over the answer pairs of one task (1.0 for one answer, NaN for none)."""
+    sets = [spans_of(a) for a in answers]
+    n = len(sets)
+    if n == 0:
+        return float("nan")
+    if n == 1:
+        return 1.0
+    total = sum(span_f1(sets[i], sets[j], mode) for i in range(n) for j in range(i + 1, n))
+    return total / (n * (n - 1) / 2)
+
+
+class SpanConsensus(NamedTuple):
+    """One task's consensus: ``spans`` the final ``(start, end, label)`` sorted by position,
+    ``support`` their support (share of the answers, aligned), ``clusters`` every matched
+    cluster as ``(start, end, label, support)`` (kept or not, by position), and the agreements
+    (mean pairwise exact / overlap F1)."""
+
+    spans: list[Span]
+    support: list[float]
+    clusters: list[tuple[int, int, str, float]]
+    agreement: float
+    agreement_overlap: float
+
+
+def _clusters(answers: list[list[Span]], by_label: bool) -> list[dict]:
+    groups: dict[tuple, list[tuple[int, str]]] = {}
+    for voter, spans in enumerate(answers):
+        for start, end, label in spans:
+            key = (start, end, label) if by_label else (start, end)
+            groups.setdefault(key, []).append((voter, label))
+    ordered = sorted(groups, key=lambda k: (-len({v for v, _ in groups[k]}), k[0], k[1]))
+    clusters: list[dict] = []
+    for key in ordered:
+        members = groups[key]
+        voters = {v for v, _ in members}
+        best, best_iou = None, 0.0
+        for cluster in clusters:
+            if (by_label and cluster["key"][2] != key[2]) or cluster["voters"] & voters:
+                continue
+            iou = _iou(cluster["key"], key)
+            if iou > best_iou:
+                best, best_iou = cluster, iou
+        if best is None:
+            clusters.append(
+                {"key": key, "voters": set(voters), "labels": [lb for _, lb in members]}
+            )
+        else:
+            best["voters"] |= voters
+            best["labels"].extend(lb for _, lb in members)
+    return clusters
+
+
+def span_consensus(
+    answers: Sequence[Iterable[Any]],
+    threshold: float = 0.5,
+    *,
+    labels: Sequence[str] | None = None,
+    allow_overlap: bool = False,
+) -> SpanConsensus:
+    """The consensus of one task's ``answers`` (see the module docstring for the rule).
+
+    ``threshold``: the support a span needs (share of the answers, in (0, 1]); ``labels``: the
+    config's labels (their order breaks label ties); ``allow_overlap``: keep overlapping final
+    spans (and match per label)."""
+    sets = [spans_of(a) for a in answers]
+    n = len(sets)
+    if n == 0:
+        return SpanConsensus([], [], [], float("nan"), float("nan"))
+    rank = {label: i for i, label in enumerate(labels or ())}
+    found: list[tuple[int, int, str, float]] = []
+    for cluster in _clusters(sets, by_label=allow_overlap):
+        counts = Counter(cluster["labels"])
+        first = {lb: i for i, lb in reversed(list(enumerate(cluster["labels"])))}
+        label = min(counts, key=lambda lb: (-counts[lb], rank.get(lb, len(rank)), first[lb]))
+        start, end = cluster["key"][0], cluster["key"][1]
+        found.append((start, end, label, len(cluster["voters"]) / n))
+    found.sort(key=lambda c: (c[0], c[1], c[2]))
+    chosen = [c for c in found if c[3] >= threshold - 1e-12]
+    if not allow_overlap:
+        kept: list[tuple[int, int, str, float]] = []
+        for c in sorted(chosen, key=lambda c: (-c[3], c[0], c[1])):
+            if all(c[1] <= k[0] or k[1] <= c[0] for k in kept):
+                kept.append(c)
+        chosen = sorted(kept, key=lambda c: (c[0], c[1], c[2]))
+    return SpanConsensus(
+        [(s, e, lb) for s, e, lb, _ in chosen],
+        [sup for *_, sup in chosen],
+        found,
+        mean_pairwise_f1(sets, "exact"),
+        mean_pairwise_f1(sets, "overlap"),
+    )
+
+
+def span_support(span: Any, answers: Sequence[Iterable[Any]]) -> float:
+    """The share of ``answers`` holding a span of ``span``'s label that overlaps it (NaN for
+    no answers): the ``support`` of a final span in the export."""
+    (start, end, label), *_ = spans_of([span])
+    if not answers:
+        return float("nan")
+    hits = sum(
+        any(lb == label and s < end and start < e for s, e, lb in spans_of(a)) for a in answers
+    )
+    return hits / len(answers)
+
+
+def span_agreement(frame: pd.DataFrame, column: str = "spans") -> pd.DataFrame:
+    """Per task agreement of crowd spans. ``frame``: columns ``task``, ``worker`` and
+    ``column`` (each an answer: a list of spans). Returns a DataFrame indexed by ``task`` with
+    ``n`` (int64, answers), ``f1_exact`` and ``f1_overlap`` (float64, mean pairwise span F1;
+    1.0 for one answer)."""
+    import pandas as pd
+
+    rows = []
+    for task, group in frame.groupby("task", sort=True):
+        answers = list(group[column])
+        rows.append(
+            (
+                task,
+                len(answers),
+                mean_pairwise_f1(answers, "exact"),
+                mean_pairwise_f1(answers, "overlap"),
+            )
+        )
+    out = pd.DataFrame(rows, columns=["task", "n", "f1_exact", "f1_overlap"]).set_index("task")
+    return out.astype({"n": "int64", "f1_exact": "float64", "f1_overlap": "float64"})
