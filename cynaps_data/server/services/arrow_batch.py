@@ -267,14 +267,16 @@ def label_texts(check: Callable[[int, Any], str | None], labels: list) -> list[s
 def check_values(
     table: pa.Table,
     name: str,
-    check: Callable[[int, Any], str | None],
+    check: Callable[..., str | None],
     normal: list[str],
     offset: int = 0,
+    data: list[str] | None = None,
 ) -> list[str | None] | None:
     """A ``gold``/``predictions`` column as normalised JSON texts (``None`` when absent or all
     null). Texts in ``normal`` (:func:`label_texts`) are accepted as they are, by set
     membership; every other value goes through ``check`` (the :class:`~.tasks.ItemValidator`
-    rule, which words the error), in row order."""
+    rule, which words the error), in row order, with the row's task data when ``data`` (the
+    rows' data JSON texts) is given: values may point into it (span offsets)."""
     if name not in table.column_names:
         return None
     col = table.column(name)
@@ -287,7 +289,7 @@ def check_values(
             value = orjson.loads(values[i])
         except orjson.JSONDecodeError:
             raise rules.bad_item(offset + i, "must be JSON text", name) from None
-        values[i] = check(offset + i, value)
+        values[i] = check(offset + i, value, None if data is None else orjson.loads(data[i]))
     return values
 
 
@@ -315,12 +317,14 @@ class Checker:
     def __call__(self, table: pa.Table, offset: int = 0) -> Rows:
         """The rows of ``table`` (batch rows ``offset`` on), validated column by column; the
         first bad row raises, naming it."""
+        ids = check_ids(table, offset)
+        data = check_data(table.column("data"), offset)
         return Rows(
-            check_ids(table, offset),
-            check_data(table.column("data"), offset),
-            check_values(table, "gold", self.validate.gold, self.gold_texts, offset),
+            ids,
+            data,
+            check_values(table, "gold", self.validate.gold, self.gold_texts, offset, data),
             check_values(
-                table, "predictions", self.validate.predictions, self.prediction_texts, offset
+                table, "predictions", self.validate.predictions, self.prediction_texts, offset, data
             ),
         )
 

@@ -1,5 +1,5 @@
 // Workbench widget of the "spans" annotation type: the task's text (the config's field) shown as
-// text, words selected with the mouse or the keyboard (←/→ move, Shift+←/→ grow or shrink the
+// text, words selected with the mouse (snapped to whole words) or the keyboard (←/→ move, Shift+←/→ grow or shrink the
 // selection), a label's number (1–9) or button tags the selection, a click on a tagged span (or
 // Delete over it) removes it, Enter (handled by the page) submits every span; the empty set is
 // an answer. Long texts scroll inside the box.
@@ -105,10 +105,6 @@ export function mount(box, task, onReady) {
   let focus = -1;
   let selection = null; // [start, end) characters, from the keyboard or the mouse
 
-  if (Array.isArray(task.spans)) { // review: start from the spans half the annotators marked
-    for (const s of task.spans) if (s.support >= 0.5 && fits(s.start, s.end)) spans.push({ start: s.start, end: s.end, label: s.label });
-  }
-
   const view = textView();
   const bar = el("div", { className: "labels spans-labels", role: "group", "aria-label": "Span labels" });
   const note = el("p", { className: "spans-hint muted" });
@@ -174,13 +170,13 @@ export function mount(box, task, onReady) {
     const a = offsetOf(sel.anchorNode, sel.anchorOffset);
     const b = offsetOf(sel.focusNode, sel.focusOffset);
     if (a === null || b === null || a === b) return;
-    let [start, end] = [Math.min(a, b), Math.max(a, b)];
-    while (start < end && /\s/.test(text[start])) start += 1; // whitespace at the edges is not
-    while (end > start && /\s/.test(text[end - 1])) end -= 1; // part of a span
-    if (end <= start) return;
-    selection = [start, end];
+    const [start, end] = [Math.min(a, b), Math.max(a, b)];
+    // snapped to whole words (a word touched by the selection is in it)
     const inside = tokens.map((t, k) => (t[0] < end && t[1] > start ? k : -1)).filter((k) => k >= 0);
-    if (inside.length) { anchor = inside[0]; focus = inside[inside.length - 1]; }
+    if (!inside.length) return;
+    anchor = inside[0];
+    focus = inside[inside.length - 1];
+    fromTokens();
     sel.removeAllRanges();
     refresh();
   });
