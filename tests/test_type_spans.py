@@ -626,7 +626,8 @@ def test_widget_tags_by_keyboard_and_mouse_selection(platform: LocalPlatform, pa
 
     def project(min_annotators: int, texts: list[str]) -> str:
         body = {"name": f"NER {min_annotators}", "annotation_type": "spans", "labels": LABELS}
-        quality = {**QUALITY, "min_annotators": min_annotators}
+        # two annotators' spans each have a support of 1/2, below 0.66: none is voted in
+        quality = {**QUALITY, "min_annotators": min_annotators, "consensus_threshold": 0.66}
         pid = ok("POST", "/v1/projects", json={**body, "quality_settings": quality})["id"]
         tasks = [{"data": {"text": t}} for t in texts]
         ok("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": tasks})
