@@ -230,3 +230,110 @@ def span_agreement(frame: pd.DataFrame, column: str = "spans") -> pd.DataFrame:
         )
     out = pd.DataFrame(rows, columns=["task", "n", "f1_exact", "f1_overlap"]).set_index("task")
     return out.astype({"n": "int64", "f1_exact": "float64", "f1_overlap": "float64"})
+
+
+#: the client-side methods (``aggregate_spans``): the platform's rule and the sequence models
+#: of :mod:`.spans_seq` (run over each task's elementary segments)
+SEQUENCE_MODELS = {
+    "bsc": "BayesianSequenceCombination",
+    "token_mv": "TokenMajorityVote",
+    "token_ds": "TokenDawidSkene",
+}
+METHODS = ("span_vote", *SEQUENCE_MODELS)
+
+
+def aggregate_spans(
+    frame: pd.DataFrame,
+    method: str = "span_vote",
+    *,
+    labels: Sequence[str],
+    allow_overlap: bool = False,
+    **params: Any,
+) -> pd.DataFrame:
+    """Aggregate crowd spans across tasks. ``frame``: columns ``task``, ``worker``, ``spans``
+    (each an answer). Returns a DataFrame indexed by ``task`` (sorted) with ``spans`` (object:
+    lists of ``{start, end, label, confidence}``), ``agreement`` (mean pairwise exact span F1)
+    and ``confidence`` (mean exact F1 of the answers with the result), float64.
+
+    ``span_vote``: :func:`span_consensus` per task (``threshold``, default 0.5; a span's
+    confidence is its support). ``bsc``, ``token_mv``, ``token_ds``: the sequence models of
+    :mod:`.spans_seq` (their parameters), fitted over all tasks at once; each task's answers
+    are tagged IOB2 over its *elementary segments* (the pieces between every answer's span
+    boundaries, :func:`~.spans_tokens.segment_offsets`, so no text is needed) and the model's
+    entities mapped back to characters (confidence: the model's). Nested spans (overlaps
+    allowed) are not representable in IOB2: the sequence models keep the first by start.
+    An unknown method or parameter is a ``ValidationError`` naming it."""
+    import pandas as pd
+
+    from ..errors import ValidationError
+    from .spans_tokens import segment_offsets, spans_to_tags
+
+    if method not in METHODS:
+        raise ValidationError(
+            f"unknown spans method {method!r}; choose one of {list(METHODS)}", param="method"
+        )
+    model = None
+    if method == "span_vote":
+        unknown = sorted(set(params) - {"threshold"})
+        if unknown:
+            raise ValidationError(
+                f"unknown parameter {unknown[0]!r} for span_vote; it takes threshold",
+                param="method",
+            )
+        threshold = float(params.get("threshold", 0.5))
+        if not 0.0 < threshold <= 1.0:
+            raise ValidationError("threshold must be in (0, 1]", param="threshold")
+    else:
+        from . import spans_seq
+
+        cls = getattr(spans_seq, SEQUENCE_MODELS[method])
+        try:
+            model = cls(labels=list(labels), **params)
+        except TypeError as exc:
+            raise ValidationError(f"bad parameters for {method}: {exc}", param="method") from None
+    results: dict[Any, list] = {}
+    answers_of: dict[Any, list[list[Span]]] = {}
+    segments: dict[Any, list[tuple[int, int]]] = {}
+    tag_rows: list[tuple] = []
+    for task, group in frame.groupby("task", sort=True) if len(frame) else ():
+        answers = [spans_of(a) for a in group["spans"]]
+        answers_of[task] = answers
+        if model is None:
+            result = span_consensus(answers, threshold, labels=labels, allow_overlap=allow_overlap)
+            results[task] = [
+                {"start": s, "end": e, "label": lb, "confidence": sup}
+                for (s, e, lb), sup in zip(result.spans, result.support, strict=True)
+            ]
+            continue
+        segments[task] = segs = segment_offsets(answers)
+        results[task] = []
+        for worker, answer in zip(group["worker"], answers, strict=True):
+            for position, tag in enumerate(spans_to_tags(answer, segs)):
+                tag_rows.append((task, str(worker), position, tag))
+    if model is not None and tag_rows:
+        model.fit(pd.DataFrame(tag_rows, columns=["task", "worker", "position", "tag"]))
+        ents = model.entities_
+        for task, start, end, label, conf in zip(
+            ents["task"], ents["start"], ents["end"], ents["label"], ents["confidence"], strict=True
+        ):
+            segs = segments[task]
+            results[task].append(
+                {
+                    "start": segs[int(start)][0],
+                    "end": segs[int(end) - 1][1],
+                    "label": str(label),
+                    "confidence": float(conf),
+                }
+            )
+    index = pd.Index(list(results), name="task")
+    agreement = [mean_pairwise_f1(answers_of[t]) for t in results]
+    confidence = [
+        sum(span_f1(results[t], a) for a in answers_of[t]) / len(answers_of[t]) for t in results
+    ]
+    return pd.DataFrame(
+        {
+            "spans": pd.Series(list(results.values()), index=index, dtype=object),
+            "agreement": pd.Series(agreement, index=index, dtype="float64"),
+            "confidence": pd.Series(confidence, index=index, dtype="float64"),
+        }
+    )
