@@ -13,7 +13,10 @@ Types and data (``../shared/data/``, never shipped with the package):
 * ``multi_label``: CrowdTruth medical relations — split-half Jaccard of the default
   (MultiLabelModel) beside crowd-kit's BinaryRelevance(MajorityVote), and synthetic crowds;
 * ``text``: CrowdSpeech dev-clean / dev-other — WER and fit time of the default (TextROVER)
-  beside crowd-kit's ROVER.
+  beside crowd-kit's ROVER;
+* ``spans``: CoNLL-2003 NER MTurk crowd (BIO tags) — strict entity F1 of the default
+  (BayesianSequenceCombination) beside token majority vote and token Dawid-Skene, all / val / test
+  halves, with the published figures (Simpson & Gurevych 2019) beside.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ SCRIPTS = {
     "rating": "types_rating.py",
     "multi_label": "types_multilabel.py",
     "text": "types_text.py",
+    "spans": "types_spans.py",
 }
 
 

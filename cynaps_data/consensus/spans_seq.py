@@ -6,9 +6,11 @@ Input: a long DataFrame, one row per (task, worker, token):
 * ``task`` (any hashable), ``worker`` (str or any hashable), ``position`` (integer token index
   within the task, ``0 .. n-1``), ``tag`` (str, ``"O"``, ``"B-<label>"`` or ``"I-<label>"``).
 
-A worker who answered a task gives a tag for every one of its ``n`` tokens (``n`` = the largest
-position any worker gave + 1). Workers' own sequences need not be valid IOB2 (``I-X`` after
-``O`` is a common crowd answer; the models learn it).
+Optional ``token`` (str): the token's text (the same for every worker; nulls = unknown), read
+only by :class:`BayesianSequenceCombination`'s word model. A worker who answered a task gives a
+tag for every one of its ``n`` tokens (``n`` = the largest position any worker gave + 1).
+Workers' own sequences need not be valid IOB2 (``I-X`` after ``O`` is a common crowd answer;
+the models learn it).
 
 Fitted attributes of every aggregator here:
 
@@ -47,17 +49,27 @@ decoded sequence is valid) and :math:`E^w_{b p \cdot} \sim \mathrm{Dir}(\alpha_{
 [c = b]`. (``annotator="full"`` drops the dependence on :math:`y^w_{i-1}`: one ``K x K``
 confusion per worker, HMM-Crowd's annotator model without its sentence features.)
 
-Mean-field variational Bayes, :math:`q(z)\,q(T)\prod_w q(E^w)`, iterates
+When the frame has a ``token`` column and ``word_prior`` is set (the default), the token's
+text :math:`x_i` is one more, always-present "annotator" (BSC's independent text model, a naive
+Bayes word model): :math:`x_i \mid z_i \sim \rho_{z_i\cdot}`,
+:math:`\rho_{b\cdot} \sim \mathrm{Dir}(\omega \mathbf 1_V)` over the vocabulary, so a word
+the crowd tags as an entity in one sentence pulls towards that tag elsewhere. ``alpha_invalid``
+(optional, ``annotator="seq"`` only) replaces the pseudo-counts of the worker's own
+IOB2-invalid steps (previous reported tag :math:`p`, reported :math:`c`, e.g. ``O -> I-X``).
+
+Mean-field variational Bayes, :math:`q(z)\,q(T)\,q(\rho)\prod_w q(E^w)`, iterates
 
 * :math:`q(z)`: forward-backward (:mod:`.spans_seq_hmm`) with
   :math:`\tilde T = \exp \mathbb E[\log T]` and emissions
   :math:`\log\phi_{i}(b) = \sum_{w} \mathbb E[\log E^w_{b,\,y^w_{i-1},\,y^w_i}]`
   (one sparse product: tokens x (worker, previous tag, tag) incidence times the
-  ``(W K K) x K`` table of expected log confusions);
+  ``(W K K) x K`` table of expected log confusions), plus
+  :math:`\mathbb E[\log \rho_{b, x_i}]` with the word model;
 * :math:`q(E^w_{bp\cdot}) = \mathrm{Dir}(\alpha_{bp\cdot} + N^w_{bp\cdot})`,
   :math:`N^w_{bpc} = \sum_i \gamma_i(b)[y^w_{i-1}=p][y^w_i=c]` (the transposed product);
 * :math:`q(T_{a\cdot}) = \mathrm{Dir}(\beta_{a\cdot} + \Xi_{a\cdot})` with the summed pairwise
-  marginals :math:`\Xi`,
+  marginals :math:`\Xi`; :math:`q(\rho_{b\cdot}) = \mathrm{Dir}(\omega + \sum_{i: x_i = v}
+  \gamma_i(b))_v`,
 
 where :math:`\mathbb E[\log \theta_j] = \psi(a_j) - \psi(\sum_{j'} a_{j'})` for
 :math:`\theta \sim \mathrm{Dir}(a)`. It starts from soft token majority-vote marginals and stops
@@ -236,7 +248,7 @@ def encode_sequences(tags: pd.DataFrame, labels: Sequence[str] | None = None) ->
     rows = layout.rows(s_codes, position)
     word, n_words = None, 0
     if "token" in tags.columns:
-        wcodes, wnames = pd.factorize(tags["token"], sort=False)
+        wcodes, wnames = pd.factorize(tags["token"], sort=False)  # null -> -1 (unknown)
         word = np.full(layout.n_tokens, -1, dtype=np.int64)
         word[rows] = wcodes  # one text per token: the last row given wins
         n_words = len(wnames)
@@ -283,26 +295,30 @@ def _repair_codes(codes: np.ndarray, layout: Layout) -> np.ndarray:
 
 
 class _SequenceAggregator:
-    """Shared ``fit`` / result frames; subclasses implement ``_decide(data) -> (codes, probas)``
-    with ``codes`` int64 ``(N,)`` valid IOB2 and ``probas`` ``(N, K)``, both in layout order."""
+    """Shared ``fit`` / result frames; subclasses implement ``_decide(data) -> (codes, probas,
+    raw)`` with ``codes`` int64 ``(N,)`` valid IOB2, ``probas`` ``(N, K)`` and ``raw`` the
+    per-token decision before :func:`.bio.repair` (whose posterior is the ``confidence``), all in
+    layout order."""
 
     labels: Sequence[str] | None = None
 
     def fit(self, tags: pd.DataFrame) -> _SequenceAggregator:
         """Fit on the long tag frame (columns ``task``, ``worker``, ``position``, ``tag``)."""
         data = encode_sequences(tags, self.labels)
-        codes, probas = self._decide(data)
-        self._set_results(data, codes, probas)
+        codes, probas, raw = self._decide(data)
+        self._set_results(data, codes, probas, raw)
         return self
 
     def fit_predict(self, tags: pd.DataFrame) -> pd.DataFrame:
         """Fit and return ``tags_``."""
         return self.fit(tags).tags_
 
-    def _decide(self, data: SequenceData) -> tuple[np.ndarray, np.ndarray]:
+    def _decide(self, data: SequenceData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def _set_results(self, data: SequenceData, codes: np.ndarray, probas: np.ndarray) -> None:
+    def _set_results(
+        self, data: SequenceData, codes: np.ndarray, probas: np.ndarray, raw: np.ndarray
+    ) -> None:
         lay = data.layout
         names = np.array(data.tag_names, dtype=object)
         lengths = lay.lengths
@@ -310,7 +326,7 @@ class _SequenceAggregator:
         pos = np.arange(sent.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         rows = lay.rows(sent, pos)
         c = codes[rows]
-        conf = probas[rows, c]
+        conf = probas[rows, raw[rows]]
         task = data.task_names.take(sent)
         self.data_ = data
         self.tag_names_ = data.tag_names
@@ -338,8 +354,6 @@ class _SequenceAggregator:
                 "confidence": conf_sum / np.maximum(size, 1),
             }
         )
-        self.tags_.attrs = {}
-        self.entities_.attrs = {}
 
 
 class TokenMajorityVote(_SequenceAggregator):
@@ -361,7 +375,7 @@ class TokenMajorityVote(_SequenceAggregator):
         if self.ties == "entity":
             score[:, 0] -= 0.5
         codes = score.argmax(axis=1)
-        return _repair_codes(codes, data.layout), probas
+        return _repair_codes(codes, data.layout), probas, codes
 
 
 class TokenDawidSkene(_SequenceAggregator):
@@ -385,8 +399,9 @@ class TokenDawidSkene(_SequenceAggregator):
             data.k,
             **self.params,
         )
-        self.confusions_ = res.errors
-        return _repair_codes(res.labels.astype(np.int64), data.layout), res.probas
+        self.confusions_ = _confusion_frame(data, res.errors.transpose(0, 2, 1))
+        raw = res.labels.astype(np.int64)
+        return _repair_codes(raw, data.layout), res.probas, raw
 
 
 def _dirichlet_log_mean(counts: np.ndarray, axis: int) -> np.ndarray:
@@ -395,7 +410,7 @@ def _dirichlet_log_mean(counts: np.ndarray, axis: int) -> np.ndarray:
 
 
 class BayesianSequenceCombination(_SequenceAggregator):
-    """Bayesian HMM over true tags with per-worker, per-tag confusions (BSC-seq); see the module
+    r"""Bayesian HMM over true tags with per-worker, per-tag confusions (BSC-seq); see the module
     docstring for the model and the variational updates.
 
     Parameters
@@ -411,6 +426,11 @@ class BayesianSequenceCombination(_SequenceAggregator):
         At most ``n_iter`` VB rounds; stop when no token marginal changes by more than ``tol``.
     decode : "viterbi" or "marginal"
         Most probable path, or per-token most probable tag then repair.
+    alpha_invalid : float, optional
+        Pseudo-count of a worker's own IOB2-invalid steps ("seq" only); None: ``alpha_off``.
+    word_prior : float or None
+        Dirichlet pseudo-count :math:`\omega` of the word model, used when the frame has a
+        ``token`` column; None switches the word model off.
     labels : list of str, optional
         Entity labels (fixes the tag set and order); default: those seen, sorted.
     """
@@ -418,14 +438,14 @@ class BayesianSequenceCombination(_SequenceAggregator):
     def __init__(
         self,
         annotator: str = "seq",
-        alpha_diag: float = 2.0,
-        alpha_off: float = 1.0,
+        alpha_diag: float = 3.0,
+        alpha_off: float = 0.7,
         beta: float = 1.0,
-        n_iter: int = 50,
+        n_iter: int = 20,
         tol: float = 1e-3,
         decode: str = "viterbi",
         alpha_invalid: float | None = None,
-        word_prior: float | None = None,
+        word_prior: float | None = 1.0,
         labels: Sequence[str] | None = None,
     ) -> None:
         for name, val, ok in (
@@ -486,20 +506,20 @@ class BayesianSequenceCombination(_SequenceAggregator):
             # a worker's own invalid IOB2 step (prev p -> reported c) is a priori rare
             prior[:, ~allowed, :] = self.alpha_invalid
         beta = np.where(allowed, self.beta, 0.0)
-        use_words = self.word_prior is not None and data.word is not None
-        if use_words:
+        feats = []  # (token rows, word codes, vocabulary size) of the word model
+        if self.word_prior is not None and data.word is not None:
             known = data.word >= 0
-            wrow = np.flatnonzero(known)
-            wcode = data.word[known]
-            n_v = data.n_words
+            feats.append((np.flatnonzero(known), data.word[known], data.n_words))
 
         def log_emission(gamma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             counts = (at @ gamma).reshape(n_w, kp, k, k) + prior
             log_e = _dirichlet_log_mean(counts, axis=2)
             log_emit = a @ np.ascontiguousarray(log_e.reshape(n_w * kp * k, k))
-            if use_words:
-                wc = np.zeros((n_v, k))
-                np.add.at(wc, wcode, gamma[wrow])
+            for wrow, wcode, n_v in feats:
+                wc = np.stack(
+                    [np.bincount(wcode, weights=gamma[wrow, j], minlength=n_v) for j in range(k)],
+                    axis=1,
+                )
                 wc += self.word_prior
                 log_rho = digamma(wc) - digamma(wc.sum(axis=0, keepdims=True))
                 log_emit[wrow] += log_rho[wcode]
@@ -525,9 +545,9 @@ class BayesianSequenceCombination(_SequenceAggregator):
         if self.decode == "viterbi":
             log_t = np.where(allowed, _dirichlet_log_mean(xi + beta, axis=1), -np.inf)
             codes = viterbi(lay, log_t, log_emit)
-        else:
-            codes = _repair_codes(gamma.argmax(axis=1), lay)
-        return codes, gamma
+            return codes, gamma, codes
+        raw = gamma.argmax(axis=1)
+        return _repair_codes(raw, lay), gamma, raw
 
     def _set_reliability(
         self,
@@ -538,14 +558,11 @@ class BayesianSequenceCombination(_SequenceAggregator):
         allowed: np.ndarray,
     ) -> None:
         names = data.tag_names
-        k, n_w = data.k, data.n_workers
+        n_w = data.n_workers
         # P(y | z) per worker: counts summed over the previous tag, normalised over observed
         c2 = counts.sum(axis=1)  # (w, observed, true)
         conf = c2 / c2.sum(axis=1, keepdims=True)
-        idx = pd.MultiIndex.from_product([data.worker_names, names], names=["worker", "tag"])
-        self.confusions_ = pd.DataFrame(
-            conf.transpose(0, 2, 1).reshape(n_w * k, k), index=idx, columns=names
-        )
+        self.confusions_ = _confusion_frame(data, conf.transpose(0, 2, 1))
         # expected share of each worker's tags equal to the truth
         hit = gamma[data.row, data.tag]
         n_ans = np.bincount(data.worker, minlength=n_w)
@@ -558,6 +575,14 @@ class BayesianSequenceCombination(_SequenceAggregator):
         self.transitions_ = pd.DataFrame(
             t / t.sum(axis=1, keepdims=True), index=names, columns=names
         )
+
+
+def _confusion_frame(data: SequenceData, conf: np.ndarray) -> pd.DataFrame:
+    """``conf[w, true, reported]`` -> DataFrame indexed by (``worker``, true ``tag``), one
+    column per reported tag."""
+    names = data.tag_names
+    idx = pd.MultiIndex.from_product([data.worker_names, names], names=["worker", "tag"])
+    return pd.DataFrame(conf.reshape(-1, len(names)), index=idx, columns=names)
 
 
 def _mv_transitions(gamma: np.ndarray, lay: Layout) -> np.ndarray:
