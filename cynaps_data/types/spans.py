@@ -423,7 +423,7 @@ class Spans:
         :func:`~cynaps_data.consensus.spans.aggregate_spans`: ``span_vote`` (the platform's
         rule, parameter ``threshold``), ``bsc`` (Bayesian sequence combination), ``token_mv``,
         ``token_ds`` (sequence models over each task's span segments). ``auto`` is ``bsc``:
-        on the CoNLL-2003 MTurk crowd (6,040 sentences) its strict entity F1 is 0.752 against
+        on the CoNLL-2003 MTurk crowd (6,040 sentences) its strict entity F1 is 0.754 against
         span_vote's 0.693 (docs/annotation-types.md)."""
         from ..consensus.spans import aggregate_spans
 
