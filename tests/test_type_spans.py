@@ -32,6 +32,8 @@ from cynaps_data.consensus.spans import (
     span_consensus,
     span_f1,
     span_support,
+    unitizing_alpha,
+    unitizing_disagreements,
 )
 from cynaps_data.consensus.spans_tokens import (
     iob2_names,
@@ -203,6 +205,37 @@ def test_span_consensus_matches_exact_then_by_overlap_and_votes_label_and_bounda
         2 / 3
     )  # ends are exclusive
     assert span_support(S(34, 40, "LOC"), [V1, V2, V3]) == pytest.approx(1 / 3)
+
+
+def test_unitizing_alpha_by_hand() -> None:
+    """Krippendorff's (2004) u-alpha on a continuum of L = 10, two coders, m = 2.
+
+    1. A marks [2, 5), B marks [3, 5). Sections (begin, length): A = gap(0,2) unit(2,3)
+       gap(5,5); B = gap(0,3) unit(3,2) gap(5,5). Observed: the two units overlap, δ² =
+       (2-3)² + (5-5)² = 1 in each order, no unit lies inside a gap: D_o = 2 / (2·1·10²) =
+       0.01. Expected (N_c = 2): unit l=3: (1/3)(54-27+3) = 10 plus 3²·[(5-3+1) + (3-3+1) +
+       (5-3+1)] = 63 (gaps of length >= 3: 5, 3, 5) = 73; unit l=2: (1/3)(16-12+2) = 2 plus
+       2²·[1 + 4 + 2 + 4] = 44 (gaps 2, 5, 3, 5) = 46; D_e = (2/10)·119 / (20·19 - 3·2 - 2·1)
+       = 23.8 / 372 = 0.063978; α = 1 - 0.01/0.063978 = 0.843697.
+    2. A marks [2, 4), B nothing. A's unit lies in B's gap (δ² = 2² = 4) and B's gap holds
+       it (4): D_o = 8/200 = 0.04. N_c = 1: 2²·[(2-2+1) + (6-2+1) + (10-2+1)] = 60 (gaps 2, 6
+       and B's 10); D_e = 0.2·60 / (380 - 2) = 0.031746; α = 1 - 0.04/0.031746 = -0.26.
+    """
+    a, b = [S(2, 5, "c")], [S(3, 5, "c")]
+    d_o, d_e = unitizing_disagreements([a, b], 10, "c")
+    assert (d_o, d_e) == (pytest.approx(0.01), pytest.approx(23.8 / 372))
+    assert unitizing_alpha([a, b], 10) == pytest.approx(1 - 0.01 / (23.8 / 372))
+    assert unitizing_alpha([a, b], 10) == pytest.approx(0.843697, abs=1e-6)
+    assert unitizing_alpha([[S(2, 4, "c")], []], 10) == pytest.approx(1 - 0.04 / (12 / 378))
+    assert unitizing_alpha([a, a, a], 10) == 1.0
+    # joint alpha: disagreements summed over the labels before the ratio
+    joint = unitizing_alpha([a + [S(6, 8, "d")], b + [S(6, 8, "d")]], 10)
+    per = unitizing_alpha([a + [S(6, 8, "d")], b + [S(6, 8, "d")]], 10, by_label=True)
+    d_d = unitizing_disagreements([[S(6, 8, "d")], [S(6, 8, "d")]], 10, "d")
+    assert per["d"] == 1.0 and per["c"] == pytest.approx(0.843697, abs=1e-6)
+    assert joint == pytest.approx(1 - 0.01 / (23.8 / 372 + d_d[1]))
+    with pytest.raises(ValueError, match="two 'c' spans overlap"):
+        unitizing_alpha([[S(0, 4, "c"), S(2, 6, "c")], a], 10)
 
 
 def test_decide_completes_when_the_answers_back_the_voted_spans() -> None:

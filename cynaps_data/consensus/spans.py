@@ -13,7 +13,8 @@ with ``m`` matched pairs of spans (each span matched at most once):
 ``exact``: a match is the same ``(start, end, label)`` (``m = |A ∩ B|`` as multisets);
 ``overlap``: the same label and at least one shared character, pairs taken greedily by
 character IoU (largest first; ties by position). A task's agreement is the mean of ``F_1``
-over its answer pairs (1.0 for a single answer).
+over its answer pairs (1.0 for a single answer). Krippendorff's unitizing alpha:
+:func:`unitizing_alpha`.
 
 Consensus (:func:`span_consensus`), one task, ``n`` answers:
 
@@ -51,6 +52,7 @@ __all__ = [
     "span_f1",
     "span_support",
     "spans_of",
+    "unitizing_alpha",
 ]
 
 
@@ -337,3 +339,112 @@ def aggregate_spans(
             "confidence": pd.Series(confidence, index=index, dtype="float64"),
         }
     )
+
+
+def _sections(spans: list[Span], label: str, length: int, where: str) -> list[tuple[int, int, int]]:
+    """One coder's continuum ``[0, length)`` cut into ``(begin, length, is_unit)`` sections for
+    ``label``: its spans of that label and the gaps between them (empty gaps left out)."""
+    units = sorted((s, e) for s, e, lb in spans if lb == label)
+    out: list[tuple[int, int, int]] = []
+    at = 0
+    for start, end in units:
+        if start < at:
+            raise ValueError(f"{where}: two {label!r} spans overlap at {start}")
+        if end > length:
+            raise ValueError(f"{where}: a {label!r} span ends at {end}, past the length {length}")
+        if start > at:
+            out.append((at, start - at, 0))
+        out.append((start, end - start, 1))
+        at = end
+    if length > at:
+        out.append((at, length - at, 0))
+    return out
+
+
+def _delta(u: tuple[int, int, int], v: tuple[int, int, int]) -> float:
+    """Krippendorff's squared distance of two sections (begin, length, is_unit)."""
+    (bu, lu, wu), (bv, lv, wv) = u, v
+    d = bu - bv
+    if wu and wv and -lu < d < lv:  # two overlapping units: squared boundary differences
+        return float(d * d + (bu + lu - bv - lv) ** 2)
+    if wu and not wv and 0 <= d <= lv - lu:  # a unit inside the other coder's gap
+        return float(lu * lu)
+    if wv and not wu and lv - lu <= d <= 0:  # a gap holding the other coder's unit
+        return float(lv * lv)
+    return 0.0
+
+
+def unitizing_disagreements(
+    answers: Sequence[Iterable[Any]], length: int, label: str
+) -> tuple[float, float]:
+    """``(D_o, D_e)`` of Krippendorff's unitizing alpha for one label (see
+    :func:`unitizing_alpha`)."""
+    m = len(answers)
+    big_l = float(length)
+    sections = [
+        _sections(spans_of(a), label, length, f"answers[{i}]") for i, a in enumerate(answers)
+    ]
+    observed = sum(
+        _delta(u, v)
+        for i in range(m)
+        for j in range(m)
+        if i != j
+        for u in sections[i]
+        for v in sections[j]
+    )
+    d_o = observed / (m * (m - 1) * big_l**2)
+    every = [s for coder in sections for s in coder]
+    n_c = sum(w for _, _, w in every)
+    gaps = [lg for _, lg, w in every if not w]
+    total = 0.0
+    for _, lu, w in every:
+        if w:
+            total += (n_c - 1) / 3 * (2 * lu**3 - 3 * lu**2 + lu)
+            total += lu**2 * sum(lg - lu + 1 for lg in gaps if lg >= lu)
+    denominator = m * big_l * (m * big_l - 1) - sum(lu * (lu - 1) for _, lu, w in every if w)
+    d_e = (2.0 / big_l) * total / denominator
+    return d_o, d_e
+
+
+def unitizing_alpha(
+    answers: Sequence[Iterable[Any]],
+    length: int,
+    labels: Sequence[str] | None = None,
+    *,
+    by_label: bool = False,
+) -> float | dict[str, float]:
+    """Krippendorff's unitizing alpha (Krippendorff 2004, "Measuring the reliability of
+    qualitative text analysis data", Quality & Quantity 38) of ``m = len(answers)`` coders who
+    each unitized the whole continuum ``[0, length)`` (e.g. one text, or several texts laid end
+    to end with their offsets shifted). Per label ``c`` each coder's continuum is cut into its
+    ``c`` units and the gaps between them, sections ``(b, l, w)`` (begin, length, ``w = 1`` for
+    a unit); with ``L = length`` and ``N_c`` the number of ``c`` units of all coders:
+
+    .. math::
+
+        D_o^c = \\frac{\\sum_i \\sum_g \\sum_{j \\ne i} \\sum_h \\delta^2_{ig,jh}}{m(m-1)L^2},
+        \\qquad
+        D_e^c = \\frac{2}{L}\\,
+        \\frac{\\sum_{ig} w_{ig}\\left[\\frac{N_c-1}{3}(2l_{ig}^3-3l_{ig}^2+l_{ig})
+        + l_{ig}^2 \\sum_{jh} (1-w_{jh})(l_{jh}-l_{ig}+1)[l_{jh} \\ge l_{ig}]\\right]}
+        {mL(mL-1) - \\sum_{ig} w_{ig}\\, l_{ig}(l_{ig}-1)}
+
+    where ``δ²`` is ``(b_u-b_v)² + (b_u+l_u-b_v-l_v)²`` for two overlapping units, ``l_u²``
+    for a unit inside the other coder's gap (and symmetrically), 0 otherwise.
+    ``α_c = 1 - D_o^c / D_e^c``; the joint alpha (returned unless ``by_label``) is
+    ``1 - Σ_c D_o^c / Σ_c D_e^c`` over ``labels`` (default: the labels used). NaN where no
+    unit exists. Spans of one label of one coder may not overlap (``ValueError``)."""
+    if len(answers) < 2:
+        raise ValueError("unitizing alpha needs at least two coders")
+    if length <= 0:
+        raise ValueError(f"length must be positive, got {length}")
+    if labels is None:
+        labels = sorted({lb for a in answers for _, _, lb in spans_of(a)})
+    parts = {label: unitizing_disagreements(answers, length, label) for label in labels}
+    if by_label:
+        return {
+            lb: (1 - d_o / d_e if d_e > 0 else float("nan")) for lb, (d_o, d_e) in parts.items()
+        }
+    d_o = sum(p[0] for p in parts.values())
+    d_e = sum(p[1] for p in parts.values())
+    return 1 - d_o / d_e if d_e > 0 else float("nan")

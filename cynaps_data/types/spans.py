@@ -205,7 +205,7 @@ class Spans:
     price_per_judgement_cents = 2500
     aggregation_methods = ("auto", "span_vote", "bsc", "token_mv", "token_ds")
     default_method = "auto"
-    agreement_metrics = ("span_f1_exact", "span_f1_overlap")
+    agreement_metrics = ("span_f1", "span_agreement", "unitizing_alpha")
 
     # -- config and values ------------------------------------------------------------------
     def validate_config(self, config: Any) -> dict:
