@@ -102,21 +102,13 @@ def check_tags(
 
 
 def tags_to_spans(tags: Sequence[str], offsets: Offsets) -> list[tuple[int, int, str]]:
-    """Character spans of IOB2 ``tags`` over tokens at ``offsets`` (see the module)."""
-    spans: list[tuple[int, int, str]] = []
-    current: list[Any] | None = None  # [start, end, label]
-    for tag, (s, e) in zip(tags, offsets, strict=True):
-        if tag == "O":
-            current = None
-            continue
-        prefix, label = tag[:2], tag[2:]
-        if prefix == "I-" and current is not None and current[2] == label:
-            current[1] = e
-            spans[-1] = (current[0], e, label)
-            continue
-        current = [s, e, label]
-        spans.append((s, e, label))
-    return spans
+    """Character spans of IOB2 ``tags`` over tokens at ``offsets`` (see the module; the
+    entities are :func:`cynaps_data.consensus.bio.entities`')."""
+    from .bio import entities
+
+    if len(tags) != len(offsets):
+        raise ValueError(f"{len(tags)} tags for {len(offsets)} tokens")
+    return [(offsets[a][0], offsets[b - 1][1], label) for a, b, label in entities(list(tags))]
 
 
 def spans_to_tags(spans: Sequence[Any], offsets: Offsets) -> list[str]:
