@@ -9,6 +9,7 @@ reads a project back as a typed table.
 from __future__ import annotations
 
 from ..types.multi_label import multi_hot
+from ..types.spans_views import to_conll, token_classification
 from .export import soft_labels
 from .schema import (
     features_from,
@@ -26,4 +27,6 @@ __all__ = [
     "soft_labels",
     "source_schema_from",
     "table_from_wire",
+    "to_conll",
+    "token_classification",
 ]

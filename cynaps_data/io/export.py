@@ -471,7 +471,7 @@ def to_dataset(
 def encode_for_feature(col: pa.Array, feature: Any) -> pa.Array:
     """``col`` in the Arrow form ``feature`` stores: class names (dictionary or strings) become
     ``ClassLabel`` codes (missing: ``-1``), also inside lists for ``Sequence``/``List`` of
-    ``ClassLabel``; anything else is left for the final cast to the features' schema."""
+    ``ClassLabel`` and in the fields of structs (``List({"label": ClassLabel, ...})``); anything else is left for the final cast to the features' schema."""
     import datasets
     import pyarrow.compute as pc
 
@@ -486,8 +486,19 @@ def encode_for_feature(col: pa.Array, feature: Any) -> pa.Array:
         if not pa.types.is_dictionary(col.type):
             col = pc.cast(col, pa.string()).dictionary_encode()
         return pa.array(_codes_in(col, list(feature.names)), pa.int64())
+    if isinstance(feature, dict) and pa.types.is_struct(col.type):  # ClassLabel fields inside
+        fields = list(col.type)
+        children = [
+            encode_for_feature(col.field(i), feature[f.name]) if f.name in feature else col.field(i)
+            for i, f in enumerate(fields)
+        ]
+        return pa.StructArray.from_arrays(
+            children,
+            fields=[pa.field(f.name, c.type) for f, c in zip(fields, children, strict=True)],
+            mask=col.is_null(),
+        )
     inner = getattr(feature, "feature", None)
-    if isinstance(inner, datasets.ClassLabel) and (
+    if isinstance(inner, (datasets.ClassLabel, dict)) and (
         pa.types.is_list(col.type) or pa.types.is_large_list(col.type)
     ):
         codes = encode_for_feature(col.values, inner)  # offsets index the whole child array

@@ -62,14 +62,13 @@ def _type(project: dict | None) -> tuple[Any, Any]:
 def _region(
     value: Any, to_name: str, from_name: str, atype: Any, config: Any, data: Any = None
 ) -> list[dict]:
-    """The result regions for ``value``, in the shape its annotation type gives: one region,
-    or the type's whole ``label_studio_result`` (several regions, or regions needing the data;
-    a region naming its own ``to_name`` keeps it)."""
+    """The result regions for ``value``, in the shape its annotation type gives: one region, a
+    list of them (a value that is several regions, e.g. spans), or the type's whole
+    ``label_studio_result`` (regions needing the data; a region naming its own ``to_name``
+    keeps it)."""
     many = getattr(atype, "label_studio_result", None)
-    if many is not None:
-        regions = many(value, config, data)
-    else:
-        regions = [atype.to_label_studio(value, config)]
+    regions = many(value, config, data) if many is not None else atype.to_label_studio(value, config)
+    regions = regions if isinstance(regions, list) else [regions]
     return [{"from_name": from_name, "to_name": to_name, **r} for r in regions]
 
 

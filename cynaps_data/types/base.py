@@ -110,11 +110,16 @@ class AnnotationType(Protocol):
 
     def to_label_studio(self, value: Any, config: Any) -> dict:
         """Label Studio's result region for ``value``: ``{"type": ..., "value": {...}}``
-        (``from_name``/``to_name`` are added by the caller)."""
+        (``from_name``/``to_name`` are added by the caller), or a list of regions for a value
+        that is several (spans: one ``labels`` region each)."""
 
     def from_label_studio(self, region: dict, config: Any) -> Any:
         """The value of one Label Studio result region of this type (not yet validated), or
         raise ``ValueError`` when the region is not of this type."""
+
+    # optional: ``from_label_studio_result(result: list, config) -> value`` reads a whole
+    # annotation ``result`` (a value made of several regions; an empty result included);
+    # absent: the first region ``from_label_studio`` accepts is the value.
 
     # -- platform consensus -----------------------------------------------------------------
     def decide(self, votes: list[Any], quality: dict, needed: int, config: Any = None) -> Decision:
