@@ -168,7 +168,7 @@ class AnnotatorBradleyTerry(PairwiseModel):
     def __init__(
         self,
         prior: float = 0.01,
-        skill_prior: float = 1.0,
+        skill_prior: float = 20.0,
         bias_prior: float = 1.0,
         position_prior: float = 1.0,
         n_iter: int = 100,
@@ -262,7 +262,7 @@ def annotator_bt(
     # parameter vector theta = [s (n), a (nw), b (nw), beta]; b and beta stay 0 without bias
     na = n + nw
     nb = na + nw
-    dim = nb + nw + 1 if use_bias else na
+    dim = nb + 1 if use_bias else na
     theta = np.concatenate([s, np.ones(nw), np.zeros(nw + 1)])[:dim]
     prec = np.concatenate(
         [np.full(n, prior), np.full(nw, skill_prior), np.full(nw, bias_prior), [position_prior]]
