@@ -13,7 +13,10 @@ Types and data (``../shared/data/``, never shipped with the package):
 * ``multi_label``: CrowdTruth medical relations — split-half Jaccard of the default
   (MultiLabelModel) beside crowd-kit's BinaryRelevance(MajorityVote), and synthetic crowds;
 * ``text``: CrowdSpeech dev-clean / dev-other — WER and fit time of the default (TextROVER)
-  beside crowd-kit's ROVER.
+  beside crowd-kit's ROVER;
+* ``pairwise``: CrowDEA ideas/designs (7 sets) — Spearman with the mean viewpoint and nDCG@5/10
+  of the default (AnnotatorBradleyTerry) beside crowd-kit's BradleyTerry and NoisyBradleyTerry,
+  fit-time ratios, and synthetic sparse, position-biased crowds.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ SCRIPTS = {
     "rating": "types_rating.py",
     "multi_label": "types_multilabel.py",
     "text": "types_text.py",
+    "pairwise": "types_pairwise.py",
 }
 
 

@@ -287,6 +287,7 @@ def annotator_bt(
         return float(ll - 0.5 * (prec * dev) @ dev)
 
     f = log_post(theta)
+    flat = None
     it = 0
     while it < n_iter:
         it += 1
@@ -308,12 +309,17 @@ def annotator_bt(
             cols.append(col_b)
             vals.append(np.ones_like(x))
         k = len(cols)
-        rr = np.concatenate([np.repeat(c[None, :], k, 0).ravel() for c in cols])
-        cc = np.concatenate([np.concatenate(cols) for _ in cols])
+        if flat is None:  # the (row, column) of every Fisher term is fixed: index once
+            rr = np.concatenate([np.tile(c, k) for c in cols])
+            cc = np.concatenate([np.concatenate(cols) for _ in cols])
+            flat = (rr, cc, rr * dim + cc)
         vv = np.concatenate(
             [np.concatenate([vals[q] * vals[r] * v for r in range(k)]) for q in range(k)]
         )
-        fisher = sp.coo_matrix((vv, (rr, cc)), shape=(dim, dim)).tocsc()
+        if dim <= DENSE_JOINT_MAX:
+            fisher = np.bincount(flat[2], vv, dim * dim).reshape(dim, dim)
+        else:
+            fisher = sp.coo_matrix((vv, (flat[0], flat[1])), shape=(dim, dim)).tocsc()
         dev = theta - mean0
         prior_h = sp.diags(prec)
         if use_bias:
@@ -337,8 +343,8 @@ def annotator_bt(
                 + sp.coo_matrix(([nw * bias_prior], ([nb], [nb])), shape=(dim, dim))
             )
         grad -= prec * dev
-        h = (fisher + prior_h).tocsc()
-        step = solve(h.toarray() if dim <= 4000 else h, grad)
+        h = fisher + prior_h.toarray() if dim <= DENSE_JOINT_MAX else (fisher + prior_h).tocsc()
+        step = solve(h, grad)
         step = np.clip(step, -max_step, max_step)
         t = 1.0
         while True:
@@ -357,6 +363,10 @@ def annotator_bt(
     p = expit(aw * (s[le] - s[ri]) + b[w])
     h = laplacian(le, ri, aw * aw * p * (1.0 - p), n, prior)
     return s, a, b, beta, h, it
+
+
+#: up to this many parameters (items + 2 x annotators + 1) the joint Fisher matrix is dense
+DENSE_JOINT_MAX = 3000
 
 
 # --------------------------------------------------------------------------------------------
