@@ -45,7 +45,7 @@ from .mace import MACE
 from .majority_vote import MajorityVote
 from .metadata import annotator_table, task_metadata
 from .multilabel import BinaryRelevance, MultiLabelModel, aggregate_multilabel, share_consensus
-from .pairwise import BradleyTerry, aggregate_pairwise
+from .pairwise import AnnotatorBradleyTerry, BradleyTerry, aggregate_pairwise
 from .rating import (
     RaterModel,
     RatingMean,
@@ -92,6 +92,7 @@ __all__ = [
     "krippendorff_alpha_sets",
     "set_agreement",
     # pairwise comparisons (issue 16)
+    "AnnotatorBradleyTerry",
     "BradleyTerry",
     "aggregate_pairwise",
 ]

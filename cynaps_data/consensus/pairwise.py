@@ -44,7 +44,8 @@ returns ``scores_``):
   e_{r_c}) - \lambda s`, Hessian :math:`-(L + \lambda I)` with :math:`L` the graph Laplacian
   weighted by :math:`p_c(1 - p_c)` (sparse, solved with a sparse direct solver), step halving
   on the objective.
-* :class:`AnnotatorBradleyTerry`: see its docstring (annotator reliability and position bias).
+* :class:`AnnotatorBradleyTerry` (the default, ``method="auto"``): annotator reliability
+  (skill) and position bias, see its docstring.
 """
 
 from __future__ import annotations
@@ -140,19 +141,27 @@ class AnnotatorBradleyTerry(PairwiseModel):
     :math:`\kappa_b`, ``position_prior`` :math:`\kappa_\beta`; :math:`\beta` is the crowd's
     shared position bias). Ties are :math:`y_c = \frac12`.
 
-    Fit (MAP): start from plain Bradley–Terry, then alternate, ``n_iter`` rounds at most,
-    (1) one Newton step per annotator on :math:`(a_w, b_w)`, a logistic regression of the
-    outcomes on :math:`(s_l - s_r, 1)` with its prior (2 x 2 systems solved for every annotator
-    at once from ``bincount`` sums; steps capped at ``max_step``), then :math:`\beta = \kappa_b
-    \sum_w b_w / (W\kappa_b + \kappa_\beta)`; (2) one Newton step on the scores with
-    annotator-weighted edges: gradient :math:`\sum_c a_{w_c}(y_c - p_c)(e_{l_c} - e_{r_c}) -
-    \lambda s`, Hessian :math:`-(L + \lambda I)`, :math:`L` the Laplacian weighted by
-    :math:`a_{w_c}^2 p_c(1-p_c)`, with step halving on the log posterior. Stops when no score
-    and no annotator parameter moves more than ``tol``. ``se`` is the Laplace posterior of the
-    scores given the annotator estimates.
+    Fit (MAP) by Fisher scoring on all parameters at once, ``n_iter`` steps at most, from
+    plain Bradley–Terry scores, :math:`a = 1`, :math:`b = 0`: with :math:`\eta_c = a_w d_c +
+    b_w`, :math:`d_c = s_{l_c} - s_{r_c}`, :math:`p_c = \sigma(\eta_c)`, the gradient is
+    :math:`J^\top (y - p)` minus the priors' and the step solves :math:`(J^\top \mathrm{diag}
+    (p(1-p)) J + \Lambda)\,\delta = \nabla`, :math:`J` the Jacobian of :math:`\eta` (rows
+    :math:`\partial\eta_c/\partial(s_l, s_r, a_w, b_w) = (a_w, -a_w, d_c, 1)`), :math:`\Lambda`
+    the prior precisions (with the :math:`b`–:math:`\beta` coupling). The matrix is built with
+    one ``bincount`` (dense up to :data:`DENSE_JOINT_MAX` parameters, sparse beyond); steps are
+    capped at ``max_step`` per coordinate, skills projected onto :math:`a_w \ge 0` (annotators
+    are assumed not adversarial) and halved until the log posterior does not decrease. Stops
+    when no parameter moves more than ``tol``. ``se`` is the Laplace posterior of the scores
+    given the annotator estimates.
 
-    Each block is a convex problem; the whole is not (the product :math:`a_w s`), which is why
-    it starts from Bradley–Terry and the skill prior is centred at 1. Unlike a mixture of "answers
+    ``position_bias``: ``"auto"`` (default) estimates :math:`b, \beta` unless the left item
+    wins every decisive comparison (or loses every one): such a frame is laid out winner-first
+    (e.g. ``left=winner``), so the left column says nothing about presentation order and the
+    bias terms would explain every outcome; ``True``/``False`` force it.
+
+    The problem is not convex (the product :math:`a_w s`), which is why it starts from
+    Bradley–Terry and the skill prior is centred at 1 (default ``skill_prior`` 20: about 20
+    comparisons' worth of evidence before a skill moves far from average). Unlike a mixture of "answers
     by the scores" and "answers by position" (crowd-kit's NoisyBradleyTerry), a biased or
     careless annotator here only shifts or flattens its own logits, so the item scores can never
     be explained away by the bias terms (e.g. when every row lists the winner on the left).
