@@ -20,6 +20,9 @@ Types and data (``../shared/data/``, never shipped with the package):
 * ``spans``: CoNLL-2003 NER MTurk crowd (BIO tags) — strict entity F1 of the default
   (BayesianSequenceCombination) beside token majority vote and token Dawid-Skene, all / val / test
   halves, with the published figures (Simpson & Gurevych 2019) beside.
+* ``pairwise``: CrowDEA ideas/designs (7 sets) — Spearman with the mean viewpoint and nDCG@5/10
+  of the default (AnnotatorBradleyTerry) beside crowd-kit's BradleyTerry and NoisyBradleyTerry,
+  fit-time ratios, and synthetic sparse, position-biased crowds.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ SCRIPTS = {
     "text": "types_text.py",
     "boxes": "types_boxes.py",
     "spans": "types_spans.py",
+    "pairwise": "types_pairwise.py",
 }
 
 
