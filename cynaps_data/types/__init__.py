@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import threading
 
-from . import classification, multi_label, rating, text
+from . import classification, multi_label, pairwise, rating, text
 from .base import AnnotationType, Decision, VoteArrays
 
 ENTRY_POINT_GROUP = "cynaps_data.types"
 #: the type of a project that names none (``annotation_type``'s default)
 DEFAULT_TYPE = classification.TYPE.name
 REGISTRY: dict[str, AnnotationType] = {
-    t.name: t for t in (classification.TYPE, multi_label.TYPE, rating.TYPE, text.TYPE)
+    t.name: t
+    for t in (classification.TYPE, multi_label.TYPE, rating.TYPE, text.TYPE, pairwise.TYPE)
 }
 _entry_points_loaded = False
 _guard = threading.Lock()
