@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from . import classification, multi_label, pairwise, rating, text
+from . import classification, multi_label, pairwise, ranking, rating, text
 from .base import AnnotationType, Decision, VoteArrays
 
 ENTRY_POINT_GROUP = "cynaps_data.types"
@@ -18,7 +18,14 @@ ENTRY_POINT_GROUP = "cynaps_data.types"
 DEFAULT_TYPE = classification.TYPE.name
 REGISTRY: dict[str, AnnotationType] = {
     t.name: t
-    for t in (classification.TYPE, multi_label.TYPE, rating.TYPE, text.TYPE, pairwise.TYPE)
+    for t in (
+        classification.TYPE,
+        multi_label.TYPE,
+        rating.TYPE,
+        text.TYPE,
+        pairwise.TYPE,
+        ranking.TYPE,
+    )
 }
 _entry_points_loaded = False
 _guard = threading.Lock()
