@@ -322,7 +322,9 @@ def finished(crowd: LocalPlatform) -> Iterator[tuple]:
         with pytest.raises(cynaps.errors.CynapsError, match="label.choice"):
             project.upload_dataframe(df.assign(gold="left"), gold_column="gold", progress=False)
         assert project.upload_dataframe(df, progress=False).created == 30
-        assert project.calculate_deposit().amount == "1950.00"  # 30 × (3 × 20.00 + 5.00 expert reserve)
+        assert (
+            project.calculate_deposit().amount == "1950.00"
+        )  # 30 × (3 × 20.00 + 5.00 expert reserve)
         project.pay_deposit(payment_method="credits")
         project.start()
         project.wait(timeout=180, poll_interval=0.2, progress=False)
@@ -552,7 +554,7 @@ def test_annotator_chooses_with_the_keyboard_and_sides_are_recorded(
         {
             "prompt": "Write a short greeting for a <b>new</b> user.",
             "response_a": long_a,
-            "response_b": "<img src=x onerror=alert(1)> Welcome aboard!",
+            "response_b": "<img src=x onerror=alert(1)> Welcome aboard!\n" + long_a[:2000],
             "model_a": "alpha",
             "model_b": "bravo",
         },
@@ -585,13 +587,6 @@ def test_annotator_chooses_with_the_keyboard_and_sides_are_recorded(
     assert shown in ("ab", "ba")
     right_text = page.locator(".pairwise-column[data-side=right] .pairwise-pane").inner_text()
     assert right_text.startswith("Line 0") == (shown[1] == "a")
-    # long texts scroll together
-    panes = page.locator(".pairwise-pane")
-    long_pane = panes.nth(0 if shown[0] == "a" else 1)
-    long_pane.evaluate("el => { el.scrollTop = el.scrollHeight; }")
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.pairwise-pane')].every(p => p.scrollTop > 0 || p.scrollHeight <= p.clientHeight)"
-    )
     expect(page.locator("#submit")).to_be_disabled()
     page.keyboard.press("3")
     expect(page.locator(".pairwise-choice[data-choice=tie]")).to_have_attribute(
@@ -606,6 +601,10 @@ def test_annotator_chooses_with_the_keyboard_and_sides_are_recorded(
     if os.environ.get(SCREENSHOT_ENV):
         page.set_viewport_size({"width": 1000, "height": 700})
         page.screenshot(path=str(DOCS_IMG / "widget-pairwise.png"))
+    # long texts scroll together: scrolling one pane moves the other
+    panes = page.locator(".pairwise-pane")
+    panes.nth(0).evaluate("el => { el.scrollTop = el.scrollHeight; }")
+    page.wait_for_function("() => document.querySelectorAll('.pairwise-pane')[1].scrollTop > 0")
     task_id = page.locator("#task-id").inner_text()
     page.keyboard.press("Enter")
     expect(page.locator("#status")).to_contain_text(f"Saved task {task_id}")

@@ -79,7 +79,8 @@ export function mount(box, task, onReady) {
     const field = fields[letter === "a" ? 0 : 1];
     const pane = el("div", { className: "pairwise-pane", dataset: { candidate: letter } },
       contentOf(data[field], i === 0 ? "left" : "right"));
-    pane.style.maxHeight = "22rem";
+    pane.style.height = "16rem";
+    pane.style.resize = "vertical";
     pane.style.overflowY = "auto";
     pane.style.border = "1px solid #ccc";
     pane.style.padding = "0.5rem";
@@ -105,18 +106,21 @@ export function mount(box, task, onReady) {
     return b;
   }
   const columns = sides.map((letter, i) => el("div", { className: "pairwise-column", dataset: { side: i === 0 ? "left" : "right" } },
-    el("h3", { text: i === 0 ? "Left" : "Right" }), panes[i],
-    button(String(i + 1), i === 0 ? "Left is better" : "Right is better", letter)));
+    el("h3", { text: i === 0 ? "Left" : "Right" }), panes[i]));
   const grid = el("div", { className: "pairwise-grid" }, ...columns);
   grid.style.display = "grid";
   grid.style.gridTemplateColumns = "1fr 1fr";
   grid.style.gap = "1rem";
   parts.push(grid);
-  if (config.allow_tie !== false) {
-    const tie = el("div", { className: "pairwise-tie" }, button("3", "Tie", "tie"));
-    tie.style.textAlign = "center";
-    parts.push(tie);
-  }
+  // the answer buttons in one row under the pair: left, tie, right
+  const choices = el("div", { className: "pairwise-choices", role: "group", "aria-label": "Which is better?" },
+    button("1", "Left is better", sides[0]),
+    config.allow_tie !== false ? button("3", "Tie", "tie") : null,
+    button("2", "Right is better", sides[1]));
+  choices.style.display = "flex";
+  choices.style.justifyContent = "space-between";
+  choices.style.gap = "0.5rem";
+  parts.push(choices);
   let strengthBox = null;
   if (config.strength) {
     strengthBox = el("label", { className: "pairwise-strength" },
