@@ -45,6 +45,7 @@ from .mace import MACE
 from .majority_vote import MajorityVote
 from .metadata import annotator_table, task_metadata
 from .multilabel import BinaryRelevance, MultiLabelModel, aggregate_multilabel, share_consensus
+from .pairwise import BradleyTerry, aggregate_pairwise
 from .rating import (
     RaterModel,
     RatingMean,
@@ -90,6 +91,9 @@ __all__ = [
     "rating_consensus",
     "krippendorff_alpha_sets",
     "set_agreement",
+    # pairwise comparisons (issue 16)
+    "BradleyTerry",
+    "aggregate_pairwise",
 ]
 
 #: method name -> aggregator class (names are case-insensitive; "-" and "_" are equivalent)
