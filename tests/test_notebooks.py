@@ -34,4 +34,5 @@ def test_all_three_notebooks_exist() -> None:
         "01_quickstart.ipynb",
         "02_curation.ipynb",
         "03_training.ipynb",
+        "05_preferences_to_trl.ipynb",
     ]
