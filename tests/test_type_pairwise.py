@@ -189,6 +189,42 @@ def test_summary_reports_shares_and_position_bias() -> None:
     assert summary["reasons"] == ["clearer"]
 
 
+def test_export_columns_from_the_votes() -> None:
+    import orjson
+
+    from cynaps_data.types.base import VoteArrays
+
+    config = PAIRWISE.validate_config({**CONFIG, "strength": True, "reason": True})
+    votes = [
+        {"choice": "a", "strength": "much", "reason": 'says "shown":"ba"', "shown": "ab"},
+        {"choice": "b", "shown": "ab"},
+        "a",  # a plain string (as stored before normalisation) still counts
+        {"choice": "tie", "shown": "ba"},
+    ]
+    texts = pa.array([orjson.dumps(v).decode() for v in votes])
+    arrays = VoteArrays(
+        3,
+        np.array([0, 0, 0, 2]),
+        texts,
+        np.array([3, 0, 1]),
+        pa.array(['{"choice":"a"}', "", '{"choice":"tie"}']),
+        pa.array(["", '{"choice":"b"}', ""]),
+        pa.array(["", "", '{"choice":"tie"}']),
+    )
+    cols = {k: v.to_pylist() for k, v in PAIRWISE.wide_columns(arrays, config).items()}
+    assert cols["label"] == ["a", None, "tie"] and cols["gold"] == [None, "b", None]
+    assert cols["expert_label"] == [None, None, "tie"]
+    assert cols["share_a"][0] == pytest.approx(2 / 3) and cols["share_a"][1] is None
+    assert cols["margin"][0] == pytest.approx(1 / 3) and cols["margin"][2] is None
+    assert cols["confidence"] == [pytest.approx(2 / 3), None, 1.0]
+    assert cols["left_rate"][0] == 0.5  # a shown left and won; b shown right and won
+    assert cols["choices"] == [["a", "b", "a"], [], ["tie"]]
+    assert cols["shown"] == [["ab", "ab", None], [], ["ba"]]
+    assert cols["strengths"] == [["much", None, None], [], [None]]
+    assert cols["reasons"][0][0] == 'says "shown":"ba"'
+    assert PAIRWISE.long_label(texts, config).to_pylist() == ["a", "b", "a", "tie"]
+
+
 def test_simulated_annotators_follow_the_score_gap_and_their_position_bias() -> None:
     config = PAIRWISE.validate_config({**CONFIG, "allow_tie": False})
 

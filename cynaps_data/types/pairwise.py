@@ -147,16 +147,6 @@ def _bool(config: dict, key: str) -> bool:
     return value
 
 
-def _choice_of(text: str | None) -> str | None:
-    """The choice of a value's JSON text (``""``/null/anything else: None)."""
-    if not text:
-        return None
-    value = orjson.loads(text)
-    if isinstance(value, dict):
-        value = value.get("choice")
-    return value if value in CHOICES else None
-
-
 def _values(json_values: Any) -> list[dict | None]:
     if isinstance(json_values, pa.ChunkedArray):
         json_values = json_values.combine_chunks()
@@ -170,8 +160,42 @@ def _values(json_values: Any) -> list[dict | None]:
     return out
 
 
-def _list_array(per_task: list[list[Any]], kind: pa.DataType) -> pa.Array:
-    return pa.array(per_task, pa.list_(kind))
+def json_key(texts: Any, key: str, allowed: tuple[str, ...]) -> pa.Array:
+    """The string under ``key`` in each JSON object text (one of ``allowed``), as an Arrow
+    string array; null where the text is ``""``/null or lacks it. A JSON string text that is
+    itself one of ``allowed`` (``'"a"'``) counts as that choice when ``key`` is ``choice``."""
+    import pyarrow.compute as pc
+
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    if not isinstance(texts, pa.Array):
+        texts = pa.array(list(texts), pa.string())
+    if len(texts) == 0:
+        return pa.array([], pa.string())
+    words = "|".join(allowed)
+    found = pc.extract_regex(texts, f'"{key}":"(?P<v>{words})"')
+    value = pc.if_else(
+        pc.is_valid(found), pc.struct_field(found, "v"), pa.scalar(None, pa.string())
+    )
+    if key == "choice":
+        plain = pc.extract_regex(texts, f'^"(?P<v>{words})"$')
+        value = pc.coalesce(
+            value,
+            pc.if_else(
+                pc.is_valid(plain), pc.struct_field(plain, "v"), pa.scalar(None, pa.string())
+            ),
+        )
+    return value
+
+
+def _codes(values: pa.Array, allowed: tuple[str, ...]) -> np.ndarray:
+    """int64 positions of ``values`` in ``allowed``; -1 for null."""
+    import pyarrow.compute as pc
+
+    if len(values) == 0:
+        return np.zeros(0, dtype="int64")
+    index = pc.index_in(values, value_set=pa.array(allowed, pa.string()))
+    return index.fill_null(-1).to_numpy(zero_copy_only=False).astype("int64")
 
 
 class Pairwise:
@@ -349,58 +373,65 @@ class Pairwise:
 
     # -- export -----------------------------------------------------------------------------
     def wide_columns(self, votes: VoteArrays, config: dict) -> dict[str, pa.Array]:
-        """The export columns of the module docstring (one row per task)."""
+        """The export columns of the module docstring (one row per task), vectorised: the
+        choice and display order are read from the values' JSON texts with Arrow regexes
+        (the texts are :meth:`validate_value`'s normalised objects), the shares by bincount;
+        only ``strengths``/``reasons`` (when the config asks for them) parse each value."""
         n = votes.n_tasks
-        values = _values(votes.values)
-        per_task: list[list[dict]] = [[] for _ in range(n)]
-        for pos, value in zip(votes.pos.tolist(), values, strict=True):
-            per_task[pos].append(value or {})
-        final = [_choice_of(t) for t in _texts(votes.final)]
-        cols: dict[str, list] = {
-            k: [] for k in ("agreement", "confidence", "share_a", "share_b", "share_tie", "margin")
-        }
-        cols["left_rate"] = []
-        for task_votes, label in zip(per_task, final, strict=True):
-            choices = [v.get("choice") for v in task_votes]
-            if not choices:
-                for key in cols:
-                    cols[key].append(None)
-                continue
-            shares = choice_shares(choices)
-            cols["share_a"].append(shares["a"])
-            cols["share_b"].append(shares["b"])
-            cols["share_tie"].append(shares["tie"])
-            cols["agreement"].append(max(shares.values()))
-            cols["confidence"].append(shares[label] if label else None)
-            if label in ("a", "b"):
-                other = "b" if label == "a" else "a"
-                cols["margin"].append(shares[label] - shares[other])
-            else:
-                cols["margin"].append(None)
-            bias = position_bias_of(left_choices(choices, [v.get("shown") for v in task_votes]))
-            cols["left_rate"].append(bias["left_rate"])
+        choice = json_key(votes.values, "choice", CHOICES)
+        shown = json_key(votes.values, "shown", SHOWN)
+        code = _codes(choice, CHOICES)  # -1: none
+        pos = votes.pos
+        known = code >= 0
+        counts = np.bincount(pos[known] * 3 + code[known], minlength=n * 3).reshape(n, 3)
+        n_votes = counts.sum(axis=1)
+        none = n_votes == 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shares = counts / n_votes[:, None]
+        final_choice = json_key(votes.final, "choice", CHOICES)
+        final = _codes(final_choice, CHOICES)
+        rows = np.arange(n)
+        picked = np.where(final >= 0, shares[rows, np.maximum(final, 0)], np.nan)
+        other = np.where(final == 0, 1, 0)
+        margin = np.where(final < 2, picked - shares[rows, other], np.nan)
+        margin = np.where(final < 0, np.nan, margin)
+        shown_left = _codes(shown, SHOWN)  # 0: a was left, 1: b was left
+        decisive = (code >= 0) & (code < 2) & (shown_left >= 0)
+        left_won = decisive & (code == shown_left)
+        n_decisive = np.bincount(pos[decisive], minlength=n)
+        n_left = np.bincount(pos[left_won], minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            left_rate = np.where(n_decisive > 0, n_left / n_decisive, np.nan)
+        offsets = pa.array(np.concatenate([[0], np.cumsum(votes.n_votes)]).astype("int32"))
+
+        def floats(x: np.ndarray) -> pa.Array:
+            return pa.array(np.where(none, np.nan, x), pa.float64(), from_pandas=True)
+
         out: dict[str, pa.Array] = {
-            "gold": pa.array([_choice_of(t) for t in _texts(votes.gold)], pa.string()),
-            "label": pa.array(final, pa.string()),
+            "gold": json_key(votes.gold, "choice", CHOICES),
+            "label": final_choice,
+            "agreement": floats(shares.max(axis=1, initial=0.0)),
+            "confidence": floats(picked),
+            "share_a": floats(shares[:, 0]),
+            "share_b": floats(shares[:, 1]),
+            "share_tie": floats(shares[:, 2]),
+            "margin": floats(margin),
+            "left_rate": pa.array(left_rate, pa.float64(), from_pandas=True),
+            "choices": pa.ListArray.from_arrays(offsets, choice),
+            "shown": pa.ListArray.from_arrays(offsets, shown),
         }
-        for key in ("agreement", "confidence", "share_a", "share_b", "share_tie", "margin"):
-            out[key] = pa.array(cols[key], pa.float64())
-        out["left_rate"] = pa.array(cols["left_rate"], pa.float64())
-        out["choices"] = _list_array([[v.get("choice") for v in t] for t in per_task], pa.string())
-        out["shown"] = _list_array([[v.get("shown") for v in t] for t in per_task], pa.string())
-        if config.get("strength"):
-            strengths = [[v.get("strength") for v in t] for t in per_task]
-            out["strengths"] = _list_array(strengths, pa.string())
-        if config.get("reason"):
-            out["reasons"] = _list_array(
-                [[v.get("reason") for v in t] for t in per_task], pa.string()
-            )
-        out["expert_label"] = pa.array([_choice_of(t) for t in _texts(votes.expert)], pa.string())
+        if config.get("strength") or config.get("reason"):
+            values = _values(votes.values)
+            for key, column in (("strength", "strengths"), ("reason", "reasons")):
+                if config.get(key):
+                    texts = pa.array([(v or {}).get(key) for v in values], pa.string())
+                    out[column] = pa.ListArray.from_arrays(offsets, texts)
+        out["expert_label"] = json_key(votes.expert, "choice", CHOICES)
         return out
 
     def long_label(self, values: pa.Array, config: dict) -> pa.Array:
         """The choice (``"a"``, ``"b"``, ``"tie"``) of each judgement, Arrow string."""
-        return pa.array([_choice_of(t) for t in _texts(values)], pa.string())
+        return json_key(values, "choice", CHOICES)
 
     def features(self, config: dict) -> dict[str, Any]:
         import datasets
