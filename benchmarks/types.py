@@ -28,6 +28,7 @@ SCRIPTS = {
     "rating": "types_rating.py",
     "multi_label": "types_multilabel.py",
     "text": "types_text.py",
+    "preferences": "types_preferences.py",
 }
 
 

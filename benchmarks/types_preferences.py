@@ -3,8 +3,8 @@ the sandbox's hidden item qualities, and what the type's export costs, all in th
 
 Run from the repo root:
 
-    python benchmarks/types_pairwise.py
-    python benchmarks/types_pairwise.py --items 30 --tasks 1500 --seeds 5
+    python benchmarks/types_preferences.py
+    python benchmarks/types_preferences.py --items 30 --tasks 1500 --seeds 5
 
 A synthetic arena (no gold, no server): ``--items`` models with hidden standard-normal
 qualities (``consensus.preferences.item_score``), ``--tasks`` random pairs, each judged by
