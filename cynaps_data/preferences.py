@@ -8,7 +8,8 @@ Entry points (each takes a project, or its wide export ``project.to_pandas()``):
     ds = preferences.to_trl(project)                          # {"prompt", "chosen", "rejected"}
     ds = preferences.to_trl(project, format="conversational") # lists of {"role", "content"}
     ds = preferences.to_trl(project, format="unpaired")       # KTO: {"prompt", "completion", "label"}
-    board = preferences.leaderboard(project)                  # Bradley–Terry item scores
+    board = preferences.leaderboard(project)                  # item scores (robust Bradley–Terry)
+    skills = preferences.annotator_skills(project)            # per annotator: skill, left bias
     bias = preferences.position_bias(project)                 # per annotator: left-choice rate
 
 TRL formats (https://huggingface.co/docs/trl/dataset_formats; ``datasets.Dataset`` columns):
@@ -108,8 +109,9 @@ def leaderboard(
     source: Any, method: Any = "auto", *, pairs: str = "all", **params: Any
 ) -> pd.DataFrame:
     """Item scores across the project's tasks from every annotator judgement (not just the
-    final labels), by a model of :mod:`cynaps_data.consensus.pairwise` (``"auto"`` =
-    Bradley–Terry; parameters go to the model). Returns its ``scores_frame_`` sorted best
+    final labels), by a model of :mod:`cynaps_data.consensus.pairwise` (``"auto"`` = its robust
+    Bradley–Terry with annotator skills and position biases, ``"bt"`` the plain one;
+    parameters go to the model). Returns its ``scores_frame_`` sorted best
     first: index ``item``; ``score``, ``se``, ``ci_low``, ``ci_high`` (float64), ``rank``,
     ``n_comparisons`` (int64). A comparison graph in pieces (items never compared, directly
     or through others) is a ``ValidationError`` from the model."""
@@ -122,6 +124,23 @@ def leaderboard(
     board = board.sort_values(["rank", "score"], ascending=[True, False])
     board.index.name = "item"
     return board
+
+
+def annotator_skills(source: Any, *, pairs: str = "all", **params: Any) -> pd.DataFrame:
+    """The robust model's view of the annotators (:class:`~cynaps_data.consensus.pairwise.
+    AnnotatorBradleyTerry` fitted on every judgement, parameters go to it): index ``worker``;
+    ``skill`` (how sharply the annotator follows the item scores; near 0 = careless, < 0 =
+    adversarial), ``bias`` (log-odds toward the left candidate), ``p_left`` and
+    ``n_comparisons``."""
+    from .consensus.pairwise import AnnotatorBradleyTerry
+
+    table = comparisons(source, pairs=pairs)
+    if table.empty:
+        raise ValidationError("no annotator judgements yet", param="source")
+    model = AnnotatorBradleyTerry(**params).fit(table[["worker", "left", "right", "label"]])
+    out = model.workers_frame_.copy()
+    out.index.name = "worker"
+    return out
 
 
 def position_bias(source: Any) -> pd.DataFrame:
@@ -321,6 +340,7 @@ def to_trl(
 
 __all__ = [
     "FORMATS",
+    "annotator_skills",
     "comparisons",
     "leaderboard",
     "position_bias",

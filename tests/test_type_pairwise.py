@@ -499,8 +499,15 @@ def test_leaderboard_and_annotator_position_bias(finished: tuple) -> None:
         | (table["label"] == table["right"])
         | (table["label"] == "tie")
     ).all()
+    plain = preferences.leaderboard(project, "bt")
+    assert set(plain.index) == set(MODELS)
+    assert np.corrcoef(plain["score"], truth[plain.index])[0, 1] > 0.7
+    skills = preferences.annotator_skills(project)
+    assert list(skills.columns) == ["skill", "bias", "p_left", "n_comparisons"]
+    assert (skills["skill"] > 0).all()  # the sandbox's annotators follow the scores
     bias = preferences.position_bias(project)
     assert list(bias.columns) == ["n_decisive", "left_rate", "p_value"]
+    assert set(bias.index) == set(skills.index)
     assert bias["n_decisive"].sum() == (table["label"] != "tie").sum()
     assert bias["left_rate"].between(0, 1).all()
 
