@@ -188,7 +188,7 @@ def preference_pairs(
         raise ValidationError(f"pairs must be one of {PAIR_MODES}, got {pairs!r}", param="pairs")
     frame = _frame(source)
     atype, config = _type_and_config(frame)
-    from .types.pairwise import _data_records, prompt_of
+    from .types._preference_data import data_records, prompt_of
 
     rows: dict[str, list] = {
         k: []
@@ -196,7 +196,7 @@ def preference_pairs(
     }
     rows["margin"] = []
     if atype.name == "pairwise":
-        records = _data_records(frame, config)
+        records = data_records(frame, config)
         for task, data, (_, row) in zip(frame.index, records, frame.iterrows(), strict=True):
             if row["chosen_id"] is None or (isinstance(row["chosen_id"], float)):
                 continue
@@ -212,7 +212,7 @@ def preference_pairs(
     else:
         from .types.ranking import _fields_config, candidates_of
 
-        records = _data_records(frame, _fields_config(config))
+        records = data_records(frame, _fields_config(config))
         for task, data, (_, row) in zip(frame.index, records, frame.iterrows(), strict=True):
             order, pool = row["label"], candidates_of(data, config)
             if not isinstance(order, list) or pool is None:

@@ -55,17 +55,17 @@ from ..consensus.preferences import (
     ranking_pairs,
 )
 from ..errors import ValidationError
-from .base import Decision, VoteArrays, method_prefix
-from .pairwise import (
-    MEAN_GAP,
-    _data_records,
+from ._preference_data import (
     check_field,
     check_id_spec,
     content_id,
+    data_records,
     field_value,
     id_from,
     pd_object,
 )
+from .base import Decision, VoteArrays, method_prefix
+from .pairwise import MEAN_GAP
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -342,7 +342,7 @@ class Ranking:
                 )
         ranked = []
         for data, label in zip(
-            _data_records(frame, _fields_config(config)), frame["label"], strict=True
+            data_records(frame, _fields_config(config)), frame["label"], strict=True
         ):
             pool = candidates_of(data, config)
             if pool is None or not isinstance(label, list):
@@ -394,7 +394,7 @@ class Ranking:
         import pandas as pd
 
         rows: dict[str, list] = {k: [] for k in ("task", "worker", "left", "right", "label")}
-        records = _data_records(frame, _fields_config(config))
+        records = data_records(frame, _fields_config(config))
         for task, data, workers, orders, shown in zip(
             frame.index.tolist(),
             records,
@@ -471,7 +471,7 @@ class Ranking:
 
 
 def _fields_config(config: dict) -> dict:
-    """The config as :func:`~cynaps_data.types.pairwise._data_records` reads its fields."""
+    """The config as :func:`~cynaps_data.types.pairwise.data_records` reads its fields."""
     candidates = config["candidates"]
     ids = config.get("ids")
     return {
