@@ -40,6 +40,7 @@ SCRIPTS = {
     "boxes": "types_boxes.py",
     "spans": "types_spans.py",
     "pairwise": "types_pairwise.py",
+    "preferences": "types_preferences.py",
 }
 
 

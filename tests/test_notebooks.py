@@ -29,10 +29,11 @@ def test_notebook_runs_top_to_bottom_without_errors(path: Path, tmp_path: Path) 
     print(f"{path.name}: {time.monotonic() - started:.1f} s")
 
 
-def test_all_three_notebooks_exist() -> None:
+def test_every_notebook_is_listed() -> None:
     assert [p.name for p in NOTEBOOKS] == [
         "01_quickstart.ipynb",
         "02_curation.ipynb",
         "03_training.ipynb",
         "04_spans_to_token_classification.ipynb",
+        "05_preferences_to_trl.ipynb",
     ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from . import boxes, classification, multi_label, rating, spans, text
+from . import boxes, classification, multi_label, pairwise, ranking, rating, spans, text
 from .base import AnnotationType, Decision, VoteArrays
 
 ENTRY_POINT_GROUP = "cynaps_data.types"
@@ -25,6 +25,8 @@ REGISTRY: dict[str, AnnotationType] = {
         text.TYPE,
         spans.TYPE,
         boxes.TYPE,
+        pairwise.TYPE,
+        ranking.TYPE,
     )
 }
 _entry_points_loaded = False

@@ -52,6 +52,8 @@ export function taskQueue({ role, nextPath, progress, renderExtra, commit, keys 
     setText("instructions", task.instructions || "(no instructions)");
     if (renderExtra) renderExtra(task, widget);
     renderData(document.getElementById("data"), task.data);
+    // a widget that draws the task data itself (e.g. a pair in randomised order) hides the box
+    document.getElementById("data").hidden = Boolean(widget.ownsData);
     state.widget = widget.mount(labelsBox(), task, (ready) => {
       document.getElementById("submit").disabled = !ready;
     });
