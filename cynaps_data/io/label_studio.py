@@ -67,7 +67,9 @@ def _region(
     ``label_studio_result`` (regions needing the data; a region naming its own ``to_name``
     keeps it)."""
     many = getattr(atype, "label_studio_result", None)
-    regions = many(value, config, data) if many is not None else atype.to_label_studio(value, config)
+    regions = (
+        many(value, config, data) if many is not None else atype.to_label_studio(value, config)
+    )
     regions = regions if isinstance(regions, list) else [regions]
     return [{"from_name": from_name, "to_name": to_name, **r} for r in regions]
 
