@@ -117,9 +117,8 @@ class AnnotationType(Protocol):
         """The value of one Label Studio result region of this type (not yet validated), or
         raise ``ValueError`` when the region is not of this type."""
 
-    # optional: ``from_label_studio_result(result: list, config) -> value`` reads a whole
-    # annotation ``result`` (a value made of several regions; an empty result included);
-    # absent: the first region ``from_label_studio`` accepts is the value.
+    # (whole results, several regions per value: the optional ``label_studio_result`` and
+    # ``from_label_studio_result`` hooks below)
 
     # -- platform consensus -----------------------------------------------------------------
     def decide(self, votes: list[Any], quality: dict, needed: int, config: Any = None) -> Decision:
@@ -182,8 +181,10 @@ class AnnotationType(Protocol):
     # optional: ``label_studio_result(value, config, data) -> list[dict]`` and
     # ``from_label_studio_result(result: list[dict], config, data) -> value``: a type whose one
     # value is several Label Studio regions (boxes, spans) or whose regions need the task
-    # (percent coordinates of an image) gives the whole ``result`` list both ways; the Label
-    # Studio conversion then uses these instead of ``to_label_studio``/``from_label_studio``.
+    # (percent coordinates of an image) gives the whole ``result`` list both ways (an empty
+    # result included); the Label Studio conversion then uses these instead of
+    # ``from_label_studio`` (a ``to_label_studio`` returning a list of regions also works
+    # for the export direction when the data is not needed, as spans do).
 
     # optional: ``to_pandas_columns(frame, config) -> frame`` turns the wide frame's value
     # columns (as pandas read them from :meth:`wide_columns`' Arrow arrays) into the dtypes a
