@@ -1,8 +1,9 @@
 """Webhook delivery throughput and latency (issue 17).
 
 A local receiver (an asyncio HTTP/1.1 keep-alive server in its own process, a few thousand
-posts/s on one core) answers 200 to every message. The platform runs in this process (``LocalPlatform``: uvicorn thread + delivery worker,
-SQLite, default delivery settings except ``webhook_allow_loopback``). Events are committed through
+posts/s on one core) answers 200 to every message. The platform runs in this process
+(``LocalPlatform``: uvicorn thread + delivery worker, SQLite, default delivery settings except
+``webhook_allow_loopback``). Events are committed through
 ``outbox.emit`` in write transactions of ``--per-txn`` events, as state changes do:
 
 1. burst: ``--n`` events committed as fast as possible; deliveries/s = n / (last receipt − first
