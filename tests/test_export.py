@@ -442,6 +442,47 @@ def test_vote_summary_on_each_backend(backend_platform, monkeypatch):
         assert len(long) == sum(i % 4 for i in range(30)) + 6
 
 
+def test_text_that_breaks_csv_comes_back_exactly_on_each_backend(backend_platform, monkeypatch):
+    """PostgreSQL exports come through ``COPY … TO STDOUT`` as CSV: ids, worker ids and data
+    holding commas, quotes, newlines and non-ASCII text, and null durations, come back exactly
+    as on SQLite (and the COPY path is the one that ran)."""
+    import cynaps_data as cynaps
+    from cynaps_data.server.services import export_reader
+
+    copies = []
+    real_copy = export_reader.copy_csv
+    monkeypatch.setattr(
+        export_reader, "copy_csv", lambda *a, **k: copies.append(a[1]) or real_copy(*a, **k)
+    )
+    hostile = ["a,b", 'say "hi"', "two\nlines", "naïve — ✓", "", ' ,"\n', "\r\n"]
+    with cynaps.Client(
+        api_key=backend_platform.create_customer(),
+        base_url=backend_platform.base_url,
+        max_retries=0,
+    ) as c:
+        project = make_project(c, labels=LABELS)
+        project.import_tasks(
+            [
+                {
+                    "external_id": f"id{i}{text}" if text else None,
+                    "data": {"text": text, "n": i},
+                    "judgements": [{"worker": f"w{text}{k}", "label": LABELS[k]} for k in range(2)],
+                }
+                for i, text in enumerate(hostile)
+            ]
+        )
+        wide = project.to_pandas()
+        long = project.to_pandas("long")
+    assert wide["text"].tolist() == hostile
+    ids = wide["external_id"].astype(object).where(wide["external_id"].notna(), None)
+    assert ids.tolist() == [f"id{i}{t}" if t else None for i, t in enumerate(hostile)]
+    assert [list(a) for a in wide["annotator_ids"]] == [[f"w{t}0", f"w{t}1"] for t in hostile]
+    assert sorted(long["worker"]) == sorted(f"w{t}{k}" for t in hostile for k in range(2))
+    assert long["duration"].isna().all()
+    on_postgresql = backend_platform.db.engine.dialect.name == "postgresql"
+    assert {"tasks", "judgements"} <= set(copies) if on_postgresql else not copies
+
+
 def test_chunked_wide_export_equals_one_chunk(client, monkeypatch):
     """The wide export reads big projects in id chunks on parallel threads: the frame is the
     same as from one chunk, also when the chunks' data columns infer different types (parsed

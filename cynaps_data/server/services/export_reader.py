@@ -64,7 +64,8 @@ def reader(db: Database) -> Iterator[Callable[[str, str, tuple, Columns], pa.Tab
     SQLite: the rows come back as *one* text (fields joined by U+001F, rows by newlines, built
     inside SQLite, which runs without the GIL) parsed by ``pyarrow.csv`` — no Python object per
     value. If a field holds a separator (a user id with control characters) the parse fails and
-    that query falls back to DB-API rows, as on PostgreSQL. Not ADBC: its bundled SQLite would
+    that query falls back to DB-API rows. PostgreSQL: ``COPY … TO STDOUT`` as CSV, parsed by
+    ``pyarrow.csv`` (:func:`copy_csv`). Not ADBC: its bundled SQLite would
     be a second SQLite library on the same file in the same process (``Client.local()``), which
     breaks SQLite's POSIX locking (stale reads seen here).
     """
@@ -94,6 +95,8 @@ def reader(db: Database) -> Iterator[Callable[[str, str, tuple, Columns], pa.Tab
                 parsed = parse_fetched(fetched)
                 if parsed is not None:
                     return parsed
+            elif conn.dialect.name == "postgresql" and mode != "rows":
+                return copy_csv(raw, table, where.replace("?", mark), params, columns)
             # (float columns are read as they are: their text form is SQLite's printf)
             exprs = ", ".join(
                 f"{name if pa.types.is_floating(dtype) else expr} AS {name}"
@@ -115,6 +118,40 @@ def reader(db: Database) -> Iterator[Callable[[str, str, tuple, Columns], pa.Tab
             yield query
         finally:
             raw.close()
+
+
+def copy_csv(raw: Any, table: str, where: str, params: tuple, columns: Columns) -> pa.Table:
+    """PostgreSQL: the rows through ``COPY (SELECT …) TO STDOUT`` as CSV, parsed by
+    ``pyarrow.csv`` — the server formats the text, the client never builds a Python object per
+    value. CSV quoting carries any text (separators, quotes, newlines); a NULL is an unquoted
+    empty field, which only float columns may hold (text columns are coalesced to '')."""
+    import pyarrow.csv as pa_csv
+
+    schema = pa.schema([(name, dtype) for name, _, dtype in columns])
+    exprs = ", ".join(
+        f"{name if pa.types.is_floating(dtype) else expr} AS {name}"
+        for name, expr, dtype in columns
+    )
+    chunks: list[bytes] = []
+    statement = (
+        f"COPY (SELECT {exprs} FROM {table} WHERE {where} ORDER BY id) TO STDOUT (FORMAT csv)"
+    )
+    with raw.copy(statement, params) as copy:
+        for chunk in copy:
+            chunks.append(bytes(chunk))
+    if not chunks:
+        return schema.empty_table()
+    return pa_csv.read_csv(
+        pa.BufferReader(b"".join(chunks)),
+        read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=16 << 20),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=schema,
+            null_values=[""],
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    ).cast(schema)
 
 
 class Fetched(NamedTuple):
