@@ -483,13 +483,19 @@ def test_text_that_breaks_csv_comes_back_exactly_on_each_backend(backend_platfor
     assert {"tasks", "judgements"} <= set(copies) if on_postgresql else not copies
 
 
-def test_chunked_wide_export_equals_one_chunk(client, monkeypatch):
-    """The wide export reads big projects in id chunks on parallel threads: the frame is the
-    same as from one chunk, also when the chunks' data columns infer different types (parsed
-    again as one column), with worker ids holding the summary separator in one chunk only
-    (judgement path for that chunk), and with ``since``."""
+def test_chunked_wide_export_equals_one_chunk(backend_platform, monkeypatch):
+    """The wide export reads big projects in id chunks on parallel threads, on each backend:
+    the frame is the same as from one chunk, also when the chunks' data columns infer different
+    types (parsed again as one column), with worker ids holding the summary separator in one
+    chunk only (SQLite: judgement path for that chunk), and with ``since``."""
+    import cynaps_data as cynaps
     from cynaps_data.server.services import exports
 
+    client = cynaps.Client(
+        api_key=backend_platform.create_customer(),
+        base_url=backend_platform.base_url,
+        max_retries=0,
+    )
     project = make_project(client, labels=LABELS)
     items = []
     for i in range(11):
@@ -527,6 +533,32 @@ def test_chunked_wide_export_equals_one_chunk(client, monkeypatch):
     since = whole.attrs["cynaps"]["cursor"] - 3600
     monkeypatch.setattr(exports, "CHUNK_TASKS", 10_000)
     pd.testing.assert_frame_equal(project.to_pandas(since=since), chunked)
+    client.close()
+
+
+def test_one_reader_reads_one_snapshot_on_each_backend(backend_platform):
+    """Every query of one export reader sees the same snapshot (the chunks of one export agree
+    with each other): a task written by another connection after the first read is not seen by
+    the second read of the same reader, and is seen by a new reader."""
+    import cynaps_data as cynaps
+    from cynaps_data.server.services.export_reader import TASK_COLUMNS, reader
+
+    with cynaps.Client(
+        api_key=backend_platform.create_customer(), base_url=backend_platform.base_url
+    ) as c:
+        project = make_project(c, labels=LABELS)
+        project.upload_tasks([{"text": f"t{i}"} for i in range(3)])
+        db = backend_platform.db
+        where, params = "project_id = ?", (project.id,)
+        with reader(db) as query:
+            before = query("tasks", where, params, TASK_COLUMNS)
+            project.upload_tasks([{"text": "late"}])  # committed by the platform meanwhile
+            again = query("tasks", where, params, TASK_COLUMNS)
+        with reader(db) as query:
+            after = query("tasks", where, params, TASK_COLUMNS)
+    assert before.num_rows == again.num_rows == 3
+    assert before.equals(again)
+    assert after.num_rows == 4
 
 
 def test_arrow_stream_carries_cursor_and_cut_stream_is_an_error(platform, client):

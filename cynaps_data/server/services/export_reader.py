@@ -59,7 +59,9 @@ LONG_COLUMNS: Columns = VOTE_COLUMNS + [
 
 @contextlib.contextmanager
 def reader(db: Database) -> Iterator[Callable[[str, str, tuple, Columns], pa.Table]]:
-    """``query(table, where, params, columns) -> pa.Table`` (ordered by id) in one snapshot.
+    """``query(table, where, params, columns) -> pa.Table`` (ordered by id); every query of
+    one reader sees the same snapshot (SQLite: one read transaction; PostgreSQL: REPEATABLE
+    READ, READ ONLY).
 
     SQLite: the rows come back as *one* text (fields joined by U+001F, rows by newlines, built
     inside SQLite, which runs without the GIL) parsed by ``pyarrow.csv`` — no Python object per
@@ -70,6 +72,8 @@ def reader(db: Database) -> Iterator[Callable[[str, str, tuple, Columns], pa.Tab
     breaks SQLite's POSIX locking (stale reads seen here).
     """
     with db.read() as conn:
+        if conn.dialect.name == "postgresql":  # every query of this reader, one snapshot
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         raw = conn.connection.driver_connection.cursor()
         sqlite = conn.dialect.name == "sqlite"

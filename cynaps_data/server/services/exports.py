@@ -189,7 +189,8 @@ class WidePlan(NamedTuple):
     project: Any
     since: float | None
     started: float
-    chunks: list[Any]  # id ranges (SQLite) or ``[None]``: the whole project at once
+    chunks: list[Any]  # id ranges, or ``[None]``: the whole project at once
+    sqlite: bool = True
 
 
 def plan_wide(db: Database, owner_id: str, project_id: str, since: float | None) -> WidePlan:
@@ -199,17 +200,18 @@ def plan_wide(db: Database, owner_id: str, project_id: str, since: float | None)
     started = time.time()
     with db.read() as conn:
         project = project_service.load(conn, owner_id, project_id)
-        if conn.dialect.name != "sqlite":
-            return WidePlan(project, since, started, [None])
         id_range = _task_id_range(conn, project_id)
-    return WidePlan(project, since, started, _id_chunks(id_range, project.task_count or 0))
+        sqlite = conn.dialect.name == "sqlite"
+    chunks = _id_chunks(id_range, project.task_count or 0)
+    return WidePlan(project, since, started, chunks, sqlite)
 
 
 def _chunk_where(plan: WidePlan, id_range: tuple[int, int] | None) -> tuple[str, tuple]:
     if id_range is None:
         where, params = "project_id = ?", (plan.project.id,)
-    else:
-        where, params = "+project_id = ? AND id BETWEEN ? AND ?", (plan.project.id, *id_range)
+    else:  # (SQLite: ``+`` keeps it on the rowid range, off the project_id index)
+        where = ("+" if plan.sqlite else "") + "project_id = ? AND id BETWEEN ? AND ?"
+        params = (plan.project.id, *id_range)
     if plan.since is not None:
         where, params = where + " AND updated_at > ?", (*params, plan.since)
     return where, params
@@ -245,7 +247,7 @@ def _task_part(
 
 def wide_parts(db: Database, plan: WidePlan) -> Iterator[Part]:
     """The chunks' parts in order, from a two-stage pipeline: one thread reads the chunks from
-    SQLite in one snapshot (one after the other: two threads reading SQLite at once cost
+    the database in one snapshot (one after the other: two threads reading SQLite at once cost
     about 3x the CPU here, SQLite's allocator being behind one process-wide mutex) while
     another builds the chunk read before (``pyarrow`` and numpy kernels, outside the GIL). At
     most :data:`READ_AHEAD` chunks are in flight (read, not yet taken by the caller)."""
@@ -344,8 +346,8 @@ def arrow_tasks(
     ``updated_at`` timestamp[us, UTC]. With ``since``: only tasks changed after it. The schema
     metadata ``cynaps.project`` holds the project description and the next ``cursor``.
 
-    On SQLite the project's id range is read in chunks of about :data:`CHUNK_TASKS` tasks, in
-    one snapshot, each chunk built while the next one is read (:func:`wide_parts`).
+    The project's id range is read in chunks of about :data:`CHUNK_TASKS` tasks, in one
+    snapshot, each chunk built while the next one is read (:func:`wide_parts`).
     """
     return build_wide(db, plan_wide(db, owner_id, project_id, since))
 
