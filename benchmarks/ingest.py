@@ -101,10 +101,12 @@ def raw_sqlite(df: pd.DataFrame) -> float:
         return elapsed
 
 
-def write_parquet(path: Path, n: int, chunk: int = 1_000_000) -> None:
+def write_parquet(path: Path, n: int, chunk: int = 1_000_000, start: int = 0) -> None:
+    """``n`` rows of :func:`frame` (ids from ``start``) into one Parquet file, a chunk at a time."""
     writer = None
-    for start in range(0, n, chunk):
-        table = pa.Table.from_pandas(frame(min(chunk, n - start), start), preserve_index=False)
+    for offset in range(0, n, chunk):
+        rows = min(chunk, n - offset)
+        table = pa.Table.from_pandas(frame(rows, start + offset), preserve_index=False)
         writer = writer or pq.ParquetWriter(path, table.schema)
         writer.write_table(table, row_group_size=250_000)
     if writer is not None:

@@ -8,7 +8,7 @@ Data contract. Each row of the source becomes one task::
      "predictions": row[prediction_column] or absent}
 
 Two passes: the whole source is checked first (vectorised per batch; ids are checked for
-repeats in 8 bytes a row), so bad values are reported — as a table naming row, column and
+repeats in bounded memory, :mod:`.id_keys`), so bad values are reported — as a table naming row, column and
 value (:class:`IngestError`) — before anything is sent; then batches are encoded and sent one
 at a time (the next batch is encoded while the previous one is in flight), each body halved
 until it is under :data:`MAX_BODY_BYTES`. Memory stays bounded by a few batches: nothing holds
@@ -36,6 +36,7 @@ from ..errors import ValidationError
 from ..wire import CLIENT_BODY_BYTES as MAX_BODY_BYTES
 from ..wire import DEFAULT_BATCH_SIZE, JSON
 from .encoder import Encoder
+from .id_keys import IdKeys, id_keys
 from .schema import source_schema_from
 from .sources import Source, failure, resolve_roles
 
@@ -156,17 +157,17 @@ def upload(
 
     # Pass 1: every row checked before anything is sent.
     failures = [f for f in source.failures if f["column"] in roles.data_columns]
-    id_keys = _IdKeys(source.num_rows)
-    offset = 0
-    for batch in source.batches(batch_size):
-        failures.extend(encoder.check(batch, offset))
+    with IdKeys(source.num_rows) as keys:
+        offset = 0
+        for batch in source.batches(batch_size):
+            failures.extend(encoder.check(batch, offset))
+            if roles.id_column:
+                keys.add(id_keys(batch.column(roles.id_column)))
+            offset += batch.num_rows
+        total_rows = offset
         if roles.id_column:
-            id_keys.add(_id_keys(batch.column(roles.id_column)))
-        offset += batch.num_rows
-    total_rows = offset
-    if roles.id_column:
-        failures.extend(_duplicate_ids(source, roles.id_column, id_keys, batch_size))
-        failures.sort(key=lambda f: f["row"])
+            failures.extend(_duplicate_ids(source, roles.id_column, keys, batch_size))
+            failures.sort(key=lambda f: f["row"])
     failed_rows = sorted({f["row"] for f in failures})
     table = failures_frame(failures)
     if failures:
@@ -243,75 +244,20 @@ def upload(
     return result
 
 
-def _id_keys(col: pa.Array) -> np.ndarray:
-    """One 64-bit key per row of an id column (the value itself for integer ids, a hash for the
-    rest; a null id gets its row's own key, never a duplicate): 8 bytes a row, so a 10M-row
-    source is checked for repeated ids in 80 MB."""
-    if pa.types.is_dictionary(col.type):
-        col = col.dictionary_decode()
-    if pa.types.is_integer(col.type):
-        keys = col.cast(pa.int64()).fill_null(0).to_numpy().view(np.uint64).copy()
-    else:
-        from pandas.util import hash_array
-
-        keys = hash_array(col.to_numpy(zero_copy_only=False), categorize=False)
-    nulls = col.is_null().to_numpy(zero_copy_only=False)
-    if nulls.any():  # unique per row: the high bit is never set by small row numbers' complement
-        keys[nulls] = ~np.flatnonzero(nulls).astype(np.uint64)
-    return keys
-
-
-class _IdKeys:
-    """Pass 1's id keys (:func:`_id_keys`) in one array: preallocated when the source knows its
-    row count (8 bytes a row, never a second copy), else gathered per batch and joined once."""
-
-    def __init__(self, num_rows: int | None) -> None:
-        self.buffer = np.empty(num_rows, dtype=np.uint64) if num_rows else None
-        self.parts: list[np.ndarray] = []
-        self.size = 0
-
-    def add(self, keys: np.ndarray) -> None:
-        end = self.size + len(keys)
-        if self.buffer is not None and end <= len(self.buffer):
-            self.buffer[self.size : end] = keys
-        else:  # row count unknown (or the source yielded more rows than it announced)
-            if self.buffer is not None:
-                self.parts.append(self.buffer[: self.size])
-                self.buffer = None
-            self.parts.append(keys)
-        self.size = end
-
-    def take(self) -> np.ndarray:
-        """All keys, in row order; the collector is empty afterwards."""
-        if self.buffer is not None:
-            out = self.buffer[: self.size]
-        else:
-            out = np.concatenate(self.parts) if self.parts else np.empty(0, dtype=np.uint64)
-        self.buffer, self.parts, self.size = None, [], 0
-        return out
-
-
-def _duplicate_ids(source: Source, id_column: str, keys: _IdKeys, batch_size: int) -> list[dict]:
+def _duplicate_ids(source: Source, id_column: str, keys: IdKeys, batch_size: int) -> list[dict]:
     """Failures for rows whose id an earlier row of the same source already has (the platform
-    would keep the first and drop the rest unseen). The keys are sorted in place (no copy: a
-    10M-row source is checked in its 80 MB); keys that repeat are confirmed on the real values
-    by one more pass over the source, reading only the rows with such a key, so a hash
-    collision never rejects a row."""
-    sorted_keys = keys.take()
-    if sorted_keys.size < 2:
+    would keep the first and drop the rest unseen). Keys that repeat (:class:`IdKeys`, bounded
+    memory) are confirmed on the real values by one more pass over the source, reading only the
+    rows with such a key, so a hash collision never rejects a row."""
+    repeated_keys = keys.repeated()
+    if not repeated_keys.size:
         return []
-    sorted_keys.sort()
-    repeated = sorted_keys[1:] == sorted_keys[:-1]
-    if not repeated.any():
-        return []
-    repeated_keys = np.unique(sorted_keys[1:][repeated])
-    del sorted_keys, repeated
     values: dict[int, Any] = {}
     candidates = []
     offset = 0
     for batch in source.batches(batch_size):
         col = batch.column(id_column)
-        for row in np.flatnonzero(np.isin(_id_keys(col), repeated_keys)):
+        for row in np.flatnonzero(np.isin(id_keys(col), repeated_keys)):
             values[offset + int(row)] = col[int(row)].as_py()
             candidates.append(offset + int(row))
         offset += batch.num_rows
