@@ -607,3 +607,41 @@ def test_export_that_fails_mid_stream_raises(client, monkeypatch):
     monkeypatch.setattr(exports, "_task_part", failing)
     with pytest.raises(errors.APIConnectionError):
         project.to_pandas()
+
+
+def test_streamed_export_releases_each_chunk_once_sent(backend_platform, monkeypatch):
+    """The wide export's pipeline holds only the chunks in flight: a chunk that was handed on
+    (sent) is freed, so the platform's memory stays bounded however large the project (it once
+    kept every chunk read and built until the end: 22 GB at 50M tasks)."""
+    import gc
+    import weakref
+
+    import sqlalchemy as sa
+
+    import cynaps_data as cynaps
+    from cynaps_data.server.services import exports
+    from cynaps_data.server.tables import projects
+
+    with cynaps.Client(
+        api_key=backend_platform.create_customer(), base_url=backend_platform.base_url
+    ) as c:
+        project = make_project(c, labels=LABELS)
+        project.upload_tasks([{"text": f"t{i}"} for i in range(40)])
+    monkeypatch.setattr(exports, "CHUNK_TASKS", 4)
+    monkeypatch.setattr(exports, "MIN_CHUNK_TASKS", 4)
+    db = backend_platform.db
+    with db.read() as conn:
+        owner = conn.execute(
+            sa.select(projects.c.owner_id).where(projects.c.id == project.id)
+        ).scalar()
+    plan = exports.plan_wide(db, owner, project.id, None)
+    assert len(plan.chunks) == 10
+    alive, rows = [], 0
+    for part in exports.wide_parts(db, plan):
+        rows += len(part.updated)
+        alive.append(weakref.ref(part.updated))
+        del part
+        gc.collect()
+        # besides the one just taken: at most READ_AHEAD chunks read or built ahead
+        assert sum(r() is not None for r in alive[:-1]) == 0
+    assert rows == 40

@@ -122,10 +122,8 @@ def _stream_chunks(db: Database, plan: WidePlan) -> Iterator[bytes]:
             for batch in table.to_batches(max_chunksize=BATCH_ROWS):
                 writer.write_batch(batch)
             yield sink.take()
-            updated.append(part.updated)
-        cursor = next_cursor(
-            np.concatenate(updated) if updated else np.zeros(0), plan.since, plan.started
-        )
+            updated.append(float(part.updated.max()))  # the cursor needs only the newest
+        cursor = next_cursor(np.asarray(updated), plan.since, plan.started)
         if writer is None:  # no task at all
             table = assemble([first], first.data).replace_schema_metadata(wide_meta(plan, None))
             yield from ipc_stream(table, cursor)

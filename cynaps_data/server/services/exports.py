@@ -61,6 +61,9 @@ PIPELINE_CHUNKS = 8
 EXPORT_THREADS = max(1, min(2, os.cpu_count() or 1))
 #: Chunks read ahead of the one being sent (bounds the memory of a slow download).
 READ_AHEAD = 3
+#: Stands in a pipeline slot whose chunk was built (a done future holding nothing).
+_TAKEN: Future = Future()
+_TAKEN.set_result(None)
 
 
 def json_records(db: Database, owner_id: str, project_id: str) -> list[dict]:
@@ -276,25 +279,30 @@ def wide_parts(db: Database, plan: WidePlan) -> Iterator[Part]:
         for read in reads:
             read.cancel()  # (no-op for the ones read)
 
+    def build(i: int) -> Part:
+        fetched = reads[i].result()
+        reads[i] = _TAKEN  # the chunk's text is not kept once it is built
+        return _task_part(db, plan, plan.chunks[i], fetched)
+
     read_pool = ThreadPoolExecutor(1, thread_name_prefix="cynaps-export-read")
     builder = ThreadPoolExecutor(1, thread_name_prefix="cynaps-export-build")
-    builds: list[Future] = []
+    builds: list[Future | None] = []
     try:
         read_pool.submit(read_all)
-        builds = [
-            builder.submit(lambda r=r, read=read: _task_part(db, plan, r, read.result()))
-            for r, read in zip(plan.chunks, reads, strict=True)
-        ]
-        for build in builds:
-            part = build.result()
+        builds = [builder.submit(build, i) for i in range(len(plan.chunks))]
+        for i in range(len(builds)):
+            part = builds[i].result()  # type: ignore[union-attr]
+            builds[i] = None  # nor the part once it is handed on: memory stays bounded
             room.release()
             yield part
+            del part
     finally:
         stop.set()
         for _ in plan.chunks:
             room.release()
-        for build in builds:
-            build.cancel()
+        for pending in builds:
+            if pending is not None:
+                pending.cancel()
         read_pool.shutdown(wait=False)
         builder.shutdown(wait=False)
 
