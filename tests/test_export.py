@@ -4,6 +4,7 @@ datasets, CSV safety, seed JSON shape, incremental export, re-aggregation, escro
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,15 @@ def finished(platform, client):
     # the disputed task would otherwise sit in the shared platform's pool review queue
     if project.get_status().state == "review":
         project.cancel()
+
+
+def backend_client(platform: Any) -> Any:
+    """A client of a fresh account on ``platform`` (the ``backend_platform`` fixture), no retries."""
+    import cynaps_data as cynaps
+
+    return cynaps.Client(
+        api_key=platform.create_customer(), base_url=platform.base_url, max_retries=0
+    )
 
 
 def test_wide_frame_types_and_consensus_metadata(finished):
@@ -412,14 +422,9 @@ def test_migration_backfills_vote_summary(empty_url):
 def test_vote_summary_on_each_backend(backend_platform, monkeypatch):
     """Imported votes come back the same from the summary and from the judgements (SQLite and
     PostgreSQL)."""
-    import cynaps_data as cynaps
     from cynaps_data.server.services import votes
 
-    with cynaps.Client(
-        api_key=backend_platform.create_customer(),
-        base_url=backend_platform.base_url,
-        max_retries=0,
-    ) as c:
+    with backend_client(backend_platform) as c:
         project = make_project(c, labels=LABELS)
         project.import_tasks(
             [
@@ -446,7 +451,6 @@ def test_text_that_breaks_csv_comes_back_exactly_on_each_backend(backend_platfor
     """PostgreSQL exports come through ``COPY … TO STDOUT`` as CSV: ids, worker ids and data
     holding commas, quotes, newlines and non-ASCII text, and null durations, come back exactly
     as on SQLite (and the COPY path is the one that ran)."""
-    import cynaps_data as cynaps
     from cynaps_data.server.services import export_reader
 
     copies = []
@@ -455,11 +459,7 @@ def test_text_that_breaks_csv_comes_back_exactly_on_each_backend(backend_platfor
         export_reader, "copy_csv", lambda *a, **k: copies.append(a[1]) or real_copy(*a, **k)
     )
     hostile = ["a,b", 'say "hi"', "two\nlines", "naïve — ✓", "", ' ,"\n', "\r\n"]
-    with cynaps.Client(
-        api_key=backend_platform.create_customer(),
-        base_url=backend_platform.base_url,
-        max_retries=0,
-    ) as c:
+    with backend_client(backend_platform) as c:
         project = make_project(c, labels=LABELS)
         project.import_tasks(
             [
@@ -488,14 +488,9 @@ def test_chunked_wide_export_equals_one_chunk(backend_platform, monkeypatch):
     the frame is the same as from one chunk, also when the chunks' data columns infer different
     types (parsed again as one column), with worker ids holding the summary separator in one
     chunk only (SQLite: judgement path for that chunk), and with ``since``."""
-    import cynaps_data as cynaps
     from cynaps_data.server.services import exports
 
-    client = cynaps.Client(
-        api_key=backend_platform.create_customer(),
-        base_url=backend_platform.base_url,
-        max_retries=0,
-    )
+    client = backend_client(backend_platform)
     project = make_project(client, labels=LABELS)
     items = []
     for i in range(11):
@@ -540,12 +535,9 @@ def test_one_reader_reads_one_snapshot_on_each_backend(backend_platform):
     """Every query of one export reader sees the same snapshot (the chunks of one export agree
     with each other): a task written by another connection after the first read is not seen by
     the second read of the same reader, and is seen by a new reader."""
-    import cynaps_data as cynaps
     from cynaps_data.server.services.export_reader import TASK_COLUMNS, reader
 
-    with cynaps.Client(
-        api_key=backend_platform.create_customer(), base_url=backend_platform.base_url
-    ) as c:
+    with backend_client(backend_platform) as c:
         project = make_project(c, labels=LABELS)
         project.upload_tasks([{"text": f"t{i}"} for i in range(3)])
         db = backend_platform.db
@@ -618,13 +610,10 @@ def test_streamed_export_releases_each_chunk_once_sent(backend_platform, monkeyp
 
     import sqlalchemy as sa
 
-    import cynaps_data as cynaps
     from cynaps_data.server.services import exports
     from cynaps_data.server.tables import projects
 
-    with cynaps.Client(
-        api_key=backend_platform.create_customer(), base_url=backend_platform.base_url
-    ) as c:
+    with backend_client(backend_platform) as c:
         project = make_project(c, labels=LABELS)
         project.upload_tasks([{"text": f"t{i}"} for i in range(40)])
     monkeypatch.setattr(exports, "CHUNK_TASKS", 4)
