@@ -101,13 +101,11 @@ def reader(db: Database) -> Iterator[Callable[[str, str, tuple, Columns], pa.Tab
                     return parsed
             elif conn.dialect.name == "postgresql" and mode != "rows":
                 return copy_csv(raw, table, where.replace("?", mark), params, columns)
-            # (float columns are read as they are: their text form is SQLite's printf)
-            exprs = ", ".join(
-                f"{name if pa.types.is_floating(dtype) else expr} AS {name}"
-                for name, expr, dtype in columns
-            )
             raw.execute(
-                f"SELECT {exprs} FROM {table} WHERE {where} ORDER BY id".replace("?", mark), params
+                f"SELECT {select_list(columns)} FROM {table} WHERE {where} ORDER BY id".replace(
+                    "?", mark
+                ),
+                params,
             )
             rows = raw.fetchall()
             values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
@@ -124,6 +122,15 @@ def reader(db: Database) -> Iterator[Callable[[str, str, tuple, Columns], pa.Tab
             raw.close()
 
 
+def select_list(columns: Columns) -> str:
+    """The SELECT list of ``columns`` for the DB-API and ``COPY`` paths: each column's expression
+    as its name, float columns as they are (not through their SQLite ``printf`` text form)."""
+    return ", ".join(
+        f"{name if pa.types.is_floating(dtype) else expr} AS {name}"
+        for name, expr, dtype in columns
+    )
+
+
 def copy_csv(raw: Any, table: str, where: str, params: tuple, columns: Columns) -> pa.Table:
     """PostgreSQL: the rows through ``COPY (SELECT …) TO STDOUT`` as CSV, parsed by
     ``pyarrow.csv`` — the server formats the text, the client never builds a Python object per
@@ -132,13 +139,10 @@ def copy_csv(raw: Any, table: str, where: str, params: tuple, columns: Columns) 
     import pyarrow.csv as pa_csv
 
     schema = pa.schema([(name, dtype) for name, _, dtype in columns])
-    exprs = ", ".join(
-        f"{name if pa.types.is_floating(dtype) else expr} AS {name}"
-        for name, expr, dtype in columns
-    )
     chunks: list[bytes] = []
     statement = (
-        f"COPY (SELECT {exprs} FROM {table} WHERE {where} ORDER BY id) TO STDOUT (FORMAT csv)"
+        f"COPY (SELECT {select_list(columns)} FROM {table} WHERE {where} ORDER BY id)"
+        " TO STDOUT (FORMAT csv)"
     )
     with raw.copy(statement, params) as copy:
         for chunk in copy:
