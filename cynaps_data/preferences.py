@@ -47,9 +47,7 @@ import orjson
 
 from .consensus.preferences import (
     PAIR_MODES,
-    left_choices,
     position_bias_of,
-    ranking_pairs,
 )
 from .errors import ValidationError
 
@@ -100,9 +98,7 @@ def comparisons(source: Any, *, pairs: str = "all") -> pd.DataFrame:
         raise ValidationError(f"pairs must be one of {PAIR_MODES}, got {pairs!r}", param="pairs")
     frame = _frame(source)
     atype, config = _type_and_config(frame)
-    if atype.name == "ranking":
-        return atype.comparisons(frame, config, pairs=pairs)
-    return atype.comparisons(frame, config)
+    return atype.comparisons(frame, config, pairs=pairs)
 
 
 def leaderboard(
@@ -153,16 +149,8 @@ def position_bias(source: Any) -> pd.DataFrame:
     frame = _frame(source)
     atype, config = _type_and_config(frame)
     by_worker: dict[str, list[bool]] = {}
-    if atype.name == "pairwise":
-        for workers, choices, shown in zip(
-            frame["annotator_ids"], frame["choices"], frame["shown"], strict=True
-        ):
-            for w, c, s in zip(workers, choices, shown, strict=False):
-                by_worker.setdefault(str(w), []).extend(left_choices([c], [s]))
-    else:
-        table = atype.comparisons(frame, config, pairs="adjacent")
-        for w, left, label in zip(table["worker"], table["left"], table["label"], strict=True):
-            by_worker.setdefault(str(w), []).append(left == label)
+    for worker, left in atype.left_decisions(frame, config):
+        by_worker.setdefault(worker, []).append(left)
     rows = {w: position_bias_of(v) for w, v in by_worker.items()}
     out = pd.DataFrame(
         {
@@ -188,48 +176,10 @@ def preference_pairs(
         raise ValidationError(f"pairs must be one of {PAIR_MODES}, got {pairs!r}", param="pairs")
     frame = _frame(source)
     atype, config = _type_and_config(frame)
-    from .types._preference_data import data_records, prompt_of
-
-    rows: dict[str, list] = {
-        k: []
-        for k in ("task", "prompt", "chosen", "rejected", "chosen_id", "rejected_id", "agreement")
-    }
-    rows["margin"] = []
-    if atype.name == "pairwise":
-        records = data_records(frame, config)
-        for task, data, (_, row) in zip(frame.index, records, frame.iterrows(), strict=True):
-            if row["chosen_id"] is None or (isinstance(row["chosen_id"], float)):
-                continue
-            agreement = row["agreement"]
-            if min_agreement is not None and not agreement >= min_agreement:
-                continue
-            rows["task"].append(int(task))
-            rows["prompt"].append(prompt_of(data, config))
-            for key in ("chosen", "rejected", "chosen_id", "rejected_id"):
-                rows[key].append(row[key])
-            rows["agreement"].append(float(agreement))
-            rows["margin"].append(float(row["margin"]))
-    else:
-        from .types.ranking import _fields_config, candidates_of
-
-        records = data_records(frame, _fields_config(config))
-        for task, data, (_, row) in zip(frame.index, records, frame.iterrows(), strict=True):
-            order, pool = row["label"], candidates_of(data, config)
-            if not isinstance(order, list) or pool is None:
-                continue
-            if min_agreement is not None and not row["agreement"] >= min_agreement:
-                continue
-            ranks = row["mean_ranks"]
-            for win, lose in ranking_pairs(order, pairs):
-                rows["task"].append(int(task))
-                rows["prompt"].append(prompt_of(data, config))
-                rows["chosen"].append(pool[win][1])
-                rows["rejected"].append(pool[lose][1])
-                rows["chosen_id"].append(pool[win][0])
-                rows["rejected_id"].append(pool[lose][0])
-                rows["agreement"].append(float(row["agreement"]))
-                gap = (ranks[lose] - ranks[win]) / max(1, len(order) - 1) if ranks else np.nan
-                rows["margin"].append(float(gap))
+    names = ("task", "prompt", "chosen", "rejected", "chosen_id", "rejected_id")
+    names += ("agreement", "margin")
+    found = list(atype.preference_rows(frame, config, pairs, min_agreement))
+    rows = {k: [r[n] for r in found] for n, k in enumerate(names)}
     out = pd.DataFrame(
         {
             "task": pd.Series(rows["task"], dtype="int64"),

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterator
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import TYPE_CHECKING, Any
@@ -452,11 +453,11 @@ class Pairwise:
         out.index.name = "task"
         return out
 
-    def comparisons(self, frame: pd.DataFrame, config: dict) -> pd.DataFrame:
+    def comparisons(self, frame: pd.DataFrame, config: dict, pairs: str = "all") -> pd.DataFrame:
         """The annotators' judgements of a wide export as a comparisons frame (contract in
         :mod:`cynaps_data.consensus.preferences`): ``task``, ``worker``, ``left``, ``right``
         (item ids as shown; ``a`` left when the order is unknown), ``label`` (the winner's
-        item id, ``"tie"`` for a tie)."""
+        item id, ``"tie"`` for a tie). ``pairs`` is for rankings: a pair is one comparison."""
         import pandas as pd
 
         rows: dict[str, list] = {k: [] for k in ("task", "worker", "left", "right", "label")}
@@ -485,6 +486,39 @@ class Pairwise:
         out = pd.DataFrame(rows)
         out["task"] = out["task"].astype("int64")
         return out
+
+    def left_decisions(self, frame: pd.DataFrame, config: dict) -> Iterator[tuple[str, bool]]:
+        """``(worker, chose the left candidate)`` for every decisive judgement as shown."""
+        for workers, choices, shown in zip(
+            frame["annotator_ids"], frame["choices"], frame["shown"], strict=True
+        ):
+            for w, c, s in zip(workers, choices, shown, strict=False):
+                for left in left_choices([c], [s]):
+                    yield str(w), left
+
+    def preference_rows(
+        self, frame: pd.DataFrame, config: dict, pairs: str, min_agreement: float | None
+    ) -> Iterator[tuple]:
+        """The final labels as ``(task, prompt, chosen, rejected, chosen_id, rejected_id,
+        agreement, margin)``, one per decided task (contract in
+        :func:`cynaps_data.preferences.preference_pairs`)."""
+        records = data_records(frame, config)
+        for task, data, (_, row) in zip(frame.index, records, frame.iterrows(), strict=True):
+            if row["chosen_id"] is None or isinstance(row["chosen_id"], float):
+                continue
+            agreement = row["agreement"]
+            if min_agreement is not None and not agreement >= min_agreement:
+                continue
+            yield (
+                int(task),
+                prompt_of(data, config),
+                row["chosen"],
+                row["rejected"],
+                row["chosen_id"],
+                row["rejected_id"],
+                float(agreement),
+                float(row["margin"]),
+            )
 
     # -- workbench --------------------------------------------------------------------------
     def widget(self) -> Traversable:

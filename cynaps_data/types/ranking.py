@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterator
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,7 @@ from ._preference_data import (
     field_value,
     id_from,
     pd_object,
+    prompt_of,
 )
 from .base import Decision, VoteArrays, method_prefix
 from .pairwise import MEAN_GAP
@@ -420,6 +422,39 @@ class Ranking:
         out = pd.DataFrame(rows)
         out["task"] = out["task"].astype("int64")
         return out
+
+    def left_decisions(self, frame: pd.DataFrame, config: dict) -> Iterator[tuple[str, bool]]:
+        """``(worker, preferred the one shown higher)`` for each adjacent pair of every order."""
+        table = self.comparisons(frame, config, pairs="adjacent")
+        for w, left, label in zip(table["worker"], table["left"], table["label"], strict=True):
+            yield str(w), left == label
+
+    def preference_rows(
+        self, frame: pd.DataFrame, config: dict, pairs: str, min_agreement: float | None
+    ) -> Iterator[tuple]:
+        """The consensus orders as ``(task, prompt, chosen, rejected, chosen_id, rejected_id,
+        agreement, margin)``, the ``pairs`` of each order; the margin is the difference of the
+        two candidates' mean ranks over ``n - 1``."""
+        records = data_records(frame, _fields_config(config))
+        for task, data, (_, row) in zip(frame.index, records, frame.iterrows(), strict=True):
+            order, pool = row["label"], candidates_of(data, config)
+            if not isinstance(order, list) or pool is None:
+                continue
+            if min_agreement is not None and not row["agreement"] >= min_agreement:
+                continue
+            ranks = row["mean_ranks"]
+            for win, lose in ranking_pairs(order, pairs):
+                gap = (ranks[lose] - ranks[win]) / max(1, len(order) - 1) if ranks else np.nan
+                yield (
+                    int(task),
+                    prompt_of(data, config),
+                    pool[win][1],
+                    pool[lose][1],
+                    pool[win][0],
+                    pool[lose][0],
+                    float(row["agreement"]),
+                    float(gap),
+                )
 
     # -- workbench --------------------------------------------------------------------------
     def widget(self) -> Traversable:
