@@ -49,6 +49,10 @@ def test_kill_9_between_commit_and_delivery_loses_nothing(tmp_path):
         webhook_poll_seconds=0.02,
         webhook_lease_seconds=2.0,
         webhook_timeout_seconds=30.0,
+        # one delivery at a time, so the held attempt keeps the later event in the outbox
+        # (with more, it may be delivered and then, unacknowledged at the kill, delivered
+        # again: at-least-once allows that, but this test is about the outbox)
+        webhook_concurrency=1,
         workforce=None,
     )
     receiver = Receiver(hold=True)  # the first request is held: the attempt is in flight
