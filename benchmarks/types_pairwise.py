@@ -114,6 +114,7 @@ def real(args: argparse.Namespace) -> int:
     from crowdkit.aggregation import NoisyBradleyTerry as CkNoisy
 
     print(f"== CrowDEA, 7 sets, left=winner layout ({uptime()}) ==")
+    print(noisy_gradient_check())
     head = (
         f"{'set':13s} {'method':22s} {'Spearman':>8s} {'nDCG@5':>7s} {'nDCG@10':>7s} "
         f"{'pub@5':>6s} {'pub@10':>6s} {'fit s':>8s}"
@@ -139,6 +140,19 @@ def real(args: argparse.Namespace) -> int:
             ckn, t_ckn = timed(lambda f=sub: CkNoisy(n_iter=100).fit_predict(f))
         label = "crowd-kit NoisyBT" + ("" if args.noisy_rows is None else " (subset)")
         rows[label] = (evaluate(ckn, truth), t_ckn)
+        if args.noisy_seeds > 1:  # the same model from other random starts (random_state)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                more = [
+                    evaluate(CkNoisy(n_iter=100, random_state=r).fit_predict(sub), truth)[0]
+                    for r in range(1, args.noisy_seeds)
+                ]
+            spread = np.array([rows[label][0][0], *more])
+            print(
+                f"{name:13s} crowd-kit NoisyBT over random_state 0..{args.noisy_seeds - 1}: "
+                f"Spearman min {spread.min():.4f} median {np.median(spread):.4f} "
+                f"max {spread.max():.4f} ({', '.join(f'{v:.4f}' for v in spread)})"
+            )
         pub = PUBLISHED[name]
         for meth, ((rho, n5, n10), sec) in rows.items():
             p5, p10 = (
@@ -161,8 +175,63 @@ def real(args: argparse.Namespace) -> int:
         )
         if ours[0] < best_ck:
             misses.append(name)
+        if args.diagnose:
+            print(f"{name:13s} BT Spearman by skill third: {skill_terciles(frame, truth)}")
     print(f"sets where ours < best crowd-kit Spearman: {misses or 'none'} ({uptime()})")
     return 0
+
+
+def skill_terciles(frame: pd.DataFrame, truth: pd.DataFrame) -> str:
+    """Plain Bradley–Terry on the comparisons of each third of the workers, split by the
+    default's fitted skill: which workers' answers agree with the reference viewpoints."""
+    skills = AnnotatorBradleyTerry().fit(frame).skills_
+    cuts = skills.quantile([1 / 3, 2 / 3]).to_numpy()
+    parts = {
+        "low": skills <= cuts[0],
+        "mid": (skills > cuts[0]) & (skills <= cuts[1]),
+        "high": skills > cuts[1],
+    }
+    out = []
+    for label, sel in parts.items():
+        sub = frame[frame["worker"].isin(set(skills.index[sel.to_numpy()]))]
+        scores = BradleyTerry().fit_predict(sub).reindex(truth.index).fillna(0.0)
+        out.append(
+            f"{label} {int(sel.sum())} workers {len(sub)} rows {evaluate(scores, truth)[0]:.3f}"
+        )
+    return "; ".join(out)
+
+
+def noisy_gradient_check() -> str:
+    """How far crowd-kit NoisyBradleyTerry's analytic gradient is from a finite-difference
+    gradient of its own objective on a small random problem, per parameter block. Its fits
+    (L-BFGS-B, 100 iterations from a random start) are only as good as this gradient."""
+    from crowdkit.aggregation import NoisyBradleyTerry as CkNoisy
+    from crowdkit.aggregation.utils import factorize
+    from scipy.optimize import approx_fprime
+
+    rng = np.random.default_rng(0)
+    items = np.array(list("abcdef"))
+    pairs = [rng.choice(items, 2, replace=False) for _ in range(60)]
+    rows = [(f"w{k % 4}", a, b, a if rng.random() < 0.6 else b) for k, (a, b) in enumerate(pairs)]
+    df = pd.DataFrame(rows, columns=["worker", "left", "right", "label"])
+    labels, coded = factorize(df[["left", "right", "label"]].values)
+    workers, coded_w = factorize(df["worker"].values)
+    fargs = (coded + 1, coded_w, labels.size, workers.size, 1e-5)
+    x = rng.normal(size=1 + labels.size + 2 * workers.size) * 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analytic = CkNoisy._compute_gradient(x, *fargs)
+        numeric = approx_fprime(x, lambda z: CkNoisy._compute_log_likelihood(z, *fargs), 1e-7)
+    err = np.abs(analytic - numeric)
+    n, w = labels.size, workers.size
+    blocks = {
+        "item scores": err[1 : n + 1],
+        "biases": err[n + 1 : n + 1 + w],
+        "skills": err[n + 1 + w :],
+    }
+    return "crowd-kit NoisyBT analytic vs finite-difference gradient, max abs error: " + ", ".join(
+        f"{k} {v.max():.3g} (|grad| up to {np.abs(numeric).max():.3g})" for k, v in blocks.items()
+    )
 
 
 def synthetic_frame(
@@ -236,7 +305,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--noisy-rows", type=int, default=None, help="NoisyBT on a row subset")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--noisy-seeds",
+        type=int,
+        default=1,
+        help="also fit crowd-kit NoisyBT from random_state 1..N-1 and print the spread",
+    )
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="per set, plain BT on each third of the workers by the default's skill",
+    )
     parser.add_argument("--skip-synthetic", action="store_true")
     args = parser.parse_args(argv)
     if not args.skip_synthetic:
