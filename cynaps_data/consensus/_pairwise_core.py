@@ -5,6 +5,7 @@ Laplace standard errors and the ``scores_frame_`` layout, and the sklearn-style 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,7 +135,13 @@ def encode_pairs(frame: pd.DataFrame, *, require_worker: bool = False) -> Encode
             param="label",
         )
     both = pd.concat([left, right], ignore_index=True)
-    codes, items = pd.factorize(both, sort=False)
+    try:
+        codes, items = pd.factorize(both, sort=False)
+    except TypeError as exc:  # unhashable ids (lists, dicts)
+        raise ValidationError(
+            f"item ids in 'left'/'right' must be hashable (str, int, tuple...): {exc}",
+            param="left",
+        ) from None
     n = len(frame)
     y = np.where(won, 1.0, np.where(lost, 0.0, 0.5))
     if "worker" in frame.columns:
@@ -145,7 +152,12 @@ def encode_pairs(frame: pd.DataFrame, *, require_worker: bool = False) -> Encode
                 f"column 'worker' is null in row(s) {_row_names(frame.index, badw)}",
                 param="worker",
             )
-        wcodes, workers = pd.factorize(wcol.to_numpy(dtype=object), sort=False)
+        try:
+            wcodes, workers = pd.factorize(wcol.to_numpy(dtype=object), sort=False)
+        except TypeError as exc:
+            raise ValidationError(
+                f"column 'worker' must hold hashable ids (str, int...): {exc}", param="worker"
+            ) from None
     else:
         wcodes, workers = np.zeros(n, dtype=np.int64), pd.Index([None])
     return EncodedPairs(
@@ -156,6 +168,9 @@ def encode_pairs(frame: pd.DataFrame, *, require_worker: bool = False) -> Encode
         items=pd.Index(items, name="item"),
         workers=pd.Index(workers, name="worker"),
     )
+
+
+_NULL_LEFT, _NULL_RIGHT = object(), object()
 
 
 def _eq(a: np.ndarray, b: Any) -> np.ndarray:
@@ -170,6 +185,11 @@ def _eq(a: np.ndarray, b: Any) -> np.ndarray:
         return np.asarray(a == b, dtype=bool)
     a = a.astype(object)
     b = b.astype(object) if isinstance(b, np.ndarray) else b
+    # a null (None, NaN, pd.NA, NaT) equals nothing; pd.NA would make ``==`` ambiguous
+    null = pd.isna(a) | (pd.isna(b) if isinstance(b, np.ndarray) else False)
+    if null.any():
+        a = np.where(null, _NULL_LEFT, a)
+        b = np.where(null, _NULL_RIGHT, b) if isinstance(b, np.ndarray) else b
     try:
         out = np.asarray(a == b)
     except (TypeError, ValueError):
@@ -339,6 +359,12 @@ def scores_table(
 # --------------------------------------------------------------------------------------------
 # models
 # --------------------------------------------------------------------------------------------
+def _real(value: Any) -> bool:
+    """A real number, numpy scalars included (``np.float32(0.1)``, ``np.int64(1)``), not a
+    bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 class PairwiseModel:
     """sklearn-style base: ``get_params``/``set_params``, ``fit`` returns self."""
 
@@ -365,15 +391,16 @@ class PairwiseModel:
     def _check_params(self) -> None:
         for name in getattr(self, "_positive", ("prior",)):
             v = getattr(self, name, None)
-            if v is not None and (
-                not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0
-            ):
+            if v is not None and (not _real(v) or not math.isfinite(v) or v <= 0):
                 raise ValidationError(f"{name} must be a positive number, got {v!r}", param=name)
+        tol = getattr(self, "tol", 0.0)
+        if not _real(tol) or not math.isfinite(tol) or tol < 0:
+            raise ValidationError(f"tol must be a number >= 0, got {tol!r}", param="tol")
         lvl = getattr(self, "level", 0.95)
-        if not isinstance(lvl, (int, float)) or not 0 < lvl < 1:
+        if not _real(lvl) or not 0 < lvl < 1:
             raise ValidationError(f"level must be in (0, 1), got {lvl!r}", param="level")
         n_iter = getattr(self, "n_iter", 1)
-        if not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
+        if not isinstance(n_iter, (int, np.integer)) or isinstance(n_iter, bool) or n_iter < 1:
             raise ValidationError(
                 f"n_iter must be a positive integer, got {n_iter!r}", param="n_iter"
             )

@@ -8,7 +8,8 @@ Data contracts
 - an *order* (a ranking) is a list of candidate positions ``0 … n-1``, best first;
 - a *comparisons* frame (what :mod:`cynaps_data.consensus.pairwise` models fit) has one row
   per judged pair: ``worker`` (str), ``left`` and ``right`` (str item ids, as shown),
-  ``label`` (str, the winning item id; ``"tie"`` for a tie), ``task`` (int64).
+  ``label`` (str, the winning item id; ``"tie"`` for a tie, null for a tie of two items one
+  of which is itself called ``"tie"``), ``task`` (int64).
 
 Position bias (per task or per annotator): among the *decisive* judgements (no tie) whose
 display order is known, the share that chose the candidate shown on the left,

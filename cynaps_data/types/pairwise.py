@@ -223,7 +223,8 @@ class Pairwise:
     def _from_studio_value(value: dict) -> dict:
         extra = value.get("cynaps") if isinstance(value.get("cynaps"), dict) else {}
         if "selected" in value:
-            side = {"left": "a", "right": "b"}.get(value["selected"])
+            selected = value["selected"]
+            side = {"left": "a", "right": "b"}.get(selected) if isinstance(selected, str) else None
             if side is None:
                 raise ValueError(
                     f"Label Studio pairwise selected must be 'left' or 'right', "
@@ -457,7 +458,10 @@ class Pairwise:
         """The annotators' judgements of a wide export as a comparisons frame (contract in
         :mod:`cynaps_data.consensus.preferences`): ``task``, ``worker``, ``left``, ``right``
         (item ids as shown; ``a`` left when the order is unknown), ``label`` (the winner's
-        item id, ``"tie"`` for a tie). ``pairs`` is for rankings: a pair is one comparison."""
+        item id, ``"tie"`` for a tie). ``pairs`` is for rankings: a pair is one comparison.
+        A tie between items one of which is called ``"tie"`` is a null label. A task whose two
+        candidates have the same item id (one model on both sides, identical
+        texts without ids) says nothing about item scores and is left out."""
         import pandas as pd
 
         rows: dict[str, list] = {k: [] for k in ("task", "worker", "left", "right", "label")}
@@ -474,6 +478,8 @@ class Pairwise:
             if pair is None or not isinstance(choices, (list, tuple, np.ndarray)):
                 continue
             ids = {"a": pair[0][0], "b": pair[1][0]}
+            if ids["a"] == ids["b"]:
+                continue
             for worker, choice, order in zip(workers, choices, shown, strict=False):
                 if choice not in CHOICES:
                     continue
@@ -482,7 +488,8 @@ class Pairwise:
                 rows["worker"].append(str(worker))
                 rows["left"].append(ids[order[0]])
                 rows["right"].append(ids[order[1]])
-                rows["label"].append("tie" if choice == "tie" else ids[choice])
+                tie = "tie" if "tie" not in ids.values() else None  # an item called "tie"
+                rows["label"].append(tie if choice == "tie" else ids[choice])
         out = pd.DataFrame(rows)
         out["task"] = out["task"].astype("int64")
         return out

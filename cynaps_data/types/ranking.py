@@ -215,6 +215,8 @@ class Ranking:
             elif isinstance(x, str) and ids is None:
                 out.append(x)  # an item id: resolved when the task's data is given
                 continue
+            elif isinstance(x, str) and x.isascii() and x.isdigit():
+                x = int(x)  # a position as text (Label Studio keeps only strings)
             if not isinstance(x, int) or isinstance(x, bool):
                 raise ValueError(f"{where}[{i}] must be a candidate position or item id, got {x!r}")
             out.append(x)
@@ -244,9 +246,23 @@ class Ranking:
         value = region.get("value")
         if region.get("type") != "ranker" or not isinstance(value, dict):
             raise ValueError('not a Label Studio ranker result {"ranker": {"rank": [...]}}')
-        out = self._from_studio(value)
-        out["order"] = [int(x) if isinstance(x, str) and x.isdigit() else x for x in out["order"]]
-        return out
+        # item ids stay strings (resolved against the task's data by validate_value, which
+        # reads a string that is no item id but digits as a position): ids may be digits too
+        return self._from_studio(value)
+
+    def label_studio_result(self, value: Any, config: dict, data: Any = None) -> list[dict]:
+        """The ``ranker`` region naming the candidates by their item ids (what Label Studio's
+        ``List`` items carry), or by their positions as text when the data lacks them."""
+        value = {"order": value} if isinstance(value, list) else dict(value)
+        pool = candidates_of(data, config) if data is not None else None
+        order = value.get("order")
+        if (
+            pool is not None
+            and isinstance(order, list)
+            and all(isinstance(x, int) and 0 <= x < len(pool) for x in order)
+        ):
+            value["ids"] = [pool[x][0] for x in order]
+        return [self.to_label_studio(value, config)]
 
     # -- platform consensus -----------------------------------------------------------------
     def decide(self, votes: list[Any], quality: dict, needed: int, config: Any = None) -> Decision:

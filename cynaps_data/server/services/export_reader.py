@@ -329,6 +329,14 @@ def _no_timestamps(schema: pa.Schema) -> pa.Schema:
     return pa.schema([pa.field(f.name, fix(f.type)) for f in schema])
 
 
+def _as_text(value: Any) -> str | None:
+    """A value of a data field whose values mix JSON types, as text: a string as it is,
+    anything else (number, bool, list, object) as its JSON text, null as null."""
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
 def _parse_rowwise(texts: Any) -> pa.StructArray:
     rows = [orjson.loads(t) for t in texts]
     keys: dict[str, None] = {}
@@ -341,10 +349,8 @@ def _parse_rowwise(texts: Any) -> pa.StructArray:
             array = pa.array(values)
             if pa.types.is_timestamp(array.type):
                 raise pa.ArrowInvalid("no timestamps")
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            array = pa.array(
-                [None if v is None else orjson.dumps(v).decode() for v in values], pa.string()
-            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed JSON types: one text column
+            array = pa.array([_as_text(v) for v in values], pa.string())
         arrays.append(array)
         names.append(key)
     return pa.StructArray.from_arrays(arrays, names=names)
