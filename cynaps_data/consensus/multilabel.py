@@ -475,6 +475,14 @@ def share_consensus(
     is in the final set when its vote share reaches ``threshold`` (``share >= threshold``; with
     ``strict=True`` ``share > threshold``, which is crowd-kit's BR(MV) at 0.5). Per-task
     agreement: :func:`~cynaps_data.consensus.agreement.set_agreement`."""
+    if (
+        isinstance(threshold, (bool, np.bool_))
+        or not isinstance(threshold, (int, float, np.integer, np.floating))
+        or not 0 <= threshold <= 1  # NaN fails too
+    ):
+        raise ValidationError(
+            f"threshold must be a number in [0, 1], got {threshold!r}", param="threshold"
+        )
     enc = encode_label_sets(df, labels)
     s = vote_shares(enc.task, enc.Y, enc.n_tasks)
     hot = s > threshold if strict else s >= threshold - 1e-12

@@ -149,6 +149,21 @@ def encode_ratings(
                 f"{df.index[isna][0]!r}",
                 param=c,
             )
+    column = df[value_column]
+    flags = (
+        np.ones(len(df), bool)
+        if pd.api.types.is_bool_dtype(column.dtype)
+        else column.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+        if column.dtype == object
+        else None
+    )
+    if flags is not None and flags.any():  # True/False are not points of a scale
+        first = df.index[flags][0]
+        raise ValidationError(
+            f"column {value_column!r} holds booleans, not ratings, first at index {first!r} "
+            f"(value {column.loc[first]!r}); ratings are numbers on the scale",
+            param=value_column,
+        )
     try:
         vals = pd.to_numeric(df[value_column], errors="raise").to_numpy(dtype=np.float64)
     except (TypeError, ValueError) as exc:

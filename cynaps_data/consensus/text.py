@@ -273,7 +273,16 @@ class _Prepared:
     ps: np.ndarray
 
 
+def _check_normalizer(normalizer: Any) -> None:
+    if not isinstance(normalizer, TextNormalizer):
+        raise ValidationError(
+            f"normalizer must be a TextNormalizer, got {type(normalizer).__name__} {normalizer!r}",
+            param="normalizer",
+        )
+
+
 def _prepare(data: Any, normalizer: TextNormalizer) -> _Prepared:
+    _check_normalizer(normalizer)
     if not isinstance(data, pd.DataFrame):
         raise ValidationError(
             f"expected a pandas DataFrame with columns task, worker, text, got "
@@ -604,6 +613,20 @@ def word_error_rate(
     task; only tasks in ``ref`` count, a task missing from ``hyp`` is the empty text). Corpus:
     total word edits / total reference words; per item: edits / reference words (an empty
     reference scores 0 if the hypothesis is empty too, else 1)."""
+    for name, series in (("hyp", hyp), ("ref", ref)):
+        if not isinstance(series, pd.Series):
+            raise ValidationError(
+                f"{name} must be a pandas Series of texts indexed by task, got "
+                f"{type(series).__name__}",
+                param=name,
+            )
+        if series.index.has_duplicates:
+            dup = series.index[series.index.duplicated()].tolist()[0]
+            raise ValidationError(
+                f"{name} has more than one text for task {dup!r}; give one text per task",
+                param=name,
+            )
+    _check_normalizer(normalizer)
     hyp = hyp.reindex(ref.index)
     hw, rw = normalizer.many(hyp.tolist()), normalizer.many(ref.tolist())
     edits = np.array(

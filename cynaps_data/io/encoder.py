@@ -176,6 +176,12 @@ class Encoder:
             if value is None:
                 continue
             values = value if (allow_list and isinstance(value, list)) else [value]
+            if allow_list and isinstance(value, list) and value:
+                try:  # one prediction whose value is itself a list (label set, order, spans)
+                    self.atype.validate_value(value, self.labels)
+                    continue
+                except ValueError:
+                    pass
             for v in values:
                 label = v.get("label") if (allow_list and isinstance(v, dict)) else v
                 try:

@@ -162,14 +162,16 @@ def _choice(annotation: dict, i: int, j: int, atype: Any, config: Any, data: Any
             raise ValidationError(
                 f"records[{i}].annotations[{j}]: {exc}", param=f"records[{i}].annotations[{j}]"
             ) from None
-    for region in annotation.get("result") or []:
+    problems = []
+    for k, region in enumerate(annotation.get("result") or []):
         if isinstance(region, dict):
             try:
                 return atype.from_label_studio(region, config)
-            except ValueError:
-                continue
+            except ValueError as exc:  # another tag's region, or a bad value of ours
+                problems.append(f"result[{k}]: {exc}")
     raise ValidationError(
-        f"records[{i}].annotations[{j}] has no {atype.name} result (e.g. 'choices') to import",
+        f"records[{i}].annotations[{j}] has no {atype.name} result (e.g. 'choices') to import"
+        + (f" ({'; '.join(problems[:3])})" if problems else ""),
         param=f"records[{i}].annotations[{j}]",
     )
 

@@ -214,6 +214,9 @@ class MultiLabel:
             raise ValueError(f"labels.{unknown[0]} is not a multi_label setting {CONFIG_KEYS}")
         labels = CLASSIFICATION.validate_config(config["labels"])
         low, high = config.get("min_labels", 0), config.get("max_labels")
+        # numpy ints (a count computed with pandas) are integers too; stored as JSON ints
+        low = int(low) if isinstance(low, np.integer) else low
+        high = int(high) if isinstance(high, np.integer) else high
         if isinstance(low, bool) or not isinstance(low, int) or not 0 <= low <= len(labels):
             raise ValueError(f"labels.min_labels must be an integer in 0..{len(labels)}")
         if high is not None and (

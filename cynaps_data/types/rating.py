@@ -126,12 +126,14 @@ class Rating:
             points[str(point)] = text
         tolerance = config.get("tolerance", DEFAULT_TOLERANCE)
         if (
-            isinstance(tolerance, bool)
-            or not isinstance(tolerance, (int, float))
+            isinstance(tolerance, (bool, np.bool_))
+            or not isinstance(tolerance, numbers.Real)
             or not math.isfinite(tolerance)
             or tolerance < 0
         ):
             raise ValueError(f"labels.tolerance must be a number >= 0, got {tolerance!r}")
+        # plain JSON numbers (a numpy tolerance is not JSON for orjson)
+        tolerance = int(tolerance) if _is_int(tolerance) else float(tolerance)
         if isinstance(tolerance, float) and tolerance.is_integer():
             tolerance = int(tolerance)
         ordered = {str(p): points[str(p)] for p in range(lo, hi + 1) if str(p) in points}

@@ -130,6 +130,8 @@ class Text:
                 "(max_length, placeholder, field)"
             )
         max_length = config.get("max_length", DEFAULT_MAX_LENGTH)
+        if isinstance(max_length, np.integer):  # e.g. a pandas/numpy computed length
+            max_length = int(max_length)
         if (
             not isinstance(max_length, int)
             or isinstance(max_length, bool)
@@ -338,7 +340,10 @@ class Text:
 
         for name in ("label", "gold", "expert_label"):
             if name in frame.columns:
-                frame[name] = frame[name].astype("str")
+                # astype("str") alone turns None into the text "None" on pandas 2.x (object
+                # strings); keep the missing values missing on every pandas
+                missing = frame[name].isna()
+                frame[name] = frame[name].astype("str").where(~missing, None)
         if "candidates" in frame.columns:
             frame["candidates"] = pd.Series(
                 [[str(t) for t in v] if _is_list(v) else [] for v in frame["candidates"]],

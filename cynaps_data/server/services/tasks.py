@@ -73,9 +73,21 @@ class ItemValidator:
         except ValueError as exc:
             raise bad_item(i, str(exc), "gold") from None
 
+    def _one_value(self, value: list, data: Any) -> bool:
+        try:
+            self.atype.validate_value(value, self.labels, data)
+        except ValueError:
+            return False
+        return True
+
     def predictions(self, i: int, preds: Any, data: Any = None) -> str | None:
+        """``predictions``: one value, ``{"label": value, ...}``, or a list of those; a
+        non-empty list that is itself a valid value of the type (a label set, an order, a
+        list of spans or boxes) is one prediction and stored as a list of one."""
         if preds is None:
             return None
+        if isinstance(preds, list) and preds and self._one_value(preds, data):
+            preds = [preds]  # one prediction whose value is a list (label set, order, spans)
         for value in preds if isinstance(preds, list) else [preds]:
             label = value.get("label") if isinstance(value, dict) else value
             try:
