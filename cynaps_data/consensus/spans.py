@@ -35,6 +35,7 @@ Consensus (:func:`span_consensus`), one task, ``n`` answers:
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -51,6 +52,7 @@ __all__ = [
     "span_consensus",
     "span_f1",
     "span_support",
+    "span_supports",
     "spans_of",
     "unitizing_alpha",
 ]
@@ -76,18 +78,32 @@ def _iou(a: Span | tuple[int, int], b: Span | tuple[int, int]) -> float:
     return inter / (max(a[1], b[1]) - min(a[0], b[0]))
 
 
+def _overlapping(a: Sequence[Span], b: Sequence[Span]) -> list[tuple[int, int]]:
+    """The pairs ``(i, j)`` of spans of ``a`` and ``b`` sharing a character, found by a sort
+    of ``b`` by start and a window as wide as its longest span (not every pair: a long
+    document's answers hold thousands of spans)."""
+    if not a or not b:
+        return []
+    order = sorted(range(len(b)), key=lambda j: b[j][0])
+    starts = [b[j][0] for j in order]
+    longest = max(e - s for s, e, _ in b)
+    pairs = []
+    for i, (start, end, _) in enumerate(a):
+        k = bisect.bisect_right(starts, start - longest)
+        stop = bisect.bisect_left(starts, end)
+        pairs.extend((i, order[m]) for m in range(k, stop) if b[order[m]][1] > start)
+    return pairs
+
+
 def _matches(a: Sequence[Span], b: Sequence[Span], mode: str) -> int:
     if mode == "exact":
         return sum((Counter(a) & Counter(b)).values())
     if mode != "overlap":
         raise ValueError(f"mode must be 'exact' or 'overlap', got {mode!r}")
     pairs = sorted(
-        (
-            (-_iou(x, y), x[0], y[0], i, j)
-            for i, x in enumerate(a)
-            for j, y in enumerate(b)
-            if x[2] == y[2] and _iou(x, y) > 0
-        )
+        (-_iou(a[i], b[j]), a[i][0], b[j][0], i, j)
+        for i, j in _overlapping(a, b)
+        if a[i][2] == b[j][2]
     )
     used_a: set[int] = set()
     used_b: set[int] = set()
@@ -138,18 +154,25 @@ def _clusters(answers: list[list[Span]], by_label: bool) -> list[dict]:
             key = (start, end, label) if by_label else (start, end)
             groups.setdefault(key, []).append((voter, label))
     ordered = sorted(groups, key=lambda k: (-len({v for v, _ in groups[k]}), k[0], k[1]))
+    longest = max((k[1] - k[0] for k in groups), default=0)
     clusters: list[dict] = []
+    by_start: list[tuple[int, int]] = []  # (anchor start, cluster index), sorted
     for key in ordered:
         members = groups[key]
         voters = {v for v, _ in members}
         best, best_iou = None, 0.0
-        for cluster in clusters:
+        # the clusters whose anchor may overlap the key, in creation order (ties: the first)
+        lo = bisect.bisect_right(by_start, (key[0] - longest, len(clusters)))
+        hi = bisect.bisect_left(by_start, (key[1], -1))
+        for index in sorted(c for _, c in by_start[lo:hi]):
+            cluster = clusters[index]
             if (by_label and cluster["key"][2] != key[2]) or cluster["voters"] & voters:
                 continue
             iou = _iou(cluster["key"], key)
             if iou > best_iou:
                 best, best_iou = cluster, iou
         if best is None:
+            bisect.insort(by_start, (key[0], len(clusters)))
             clusters.append(
                 {"key": key, "voters": set(voters), "labels": [lb for _, lb in members]}
             )
@@ -186,11 +209,14 @@ def span_consensus(
     found.sort(key=lambda c: (c[0], c[1], c[2]))
     chosen = [c for c in found if c[3] >= threshold - 1e-12]
     if not allow_overlap:
-        kept: list[tuple[int, int, str, float]] = []
+        kept: list[tuple[int, int, str, float]] = []  # disjoint, sorted by start
         for c in sorted(chosen, key=lambda c: (-c[3], c[0], c[1])):
-            if all(c[1] <= k[0] or k[1] <= c[0] for k in kept):
-                kept.append(c)
-        chosen = sorted(kept, key=lambda c: (c[0], c[1], c[2]))
+            at = bisect.bisect_left(kept, c)
+            before = kept[at - 1] if at else None
+            after = kept[at] if at < len(kept) else None
+            if (before is None or before[1] <= c[0]) and (after is None or c[1] <= after[0]):
+                kept.insert(at, c)
+        chosen = kept
     return SpanConsensus(
         [(s, e, lb) for s, e, lb, _ in chosen],
         [sup for *_, sup in chosen],
@@ -210,6 +236,20 @@ def span_support(span: Any, answers: Sequence[Iterable[Any]]) -> float:
         any(lb == label and s < end and start < e for s, e, lb in spans_of(a)) for a in answers
     )
     return hits / len(answers)
+
+
+def span_supports(spans: Iterable[Any], answers: Sequence[Iterable[Any]]) -> list[float]:
+    """:func:`span_support` of each of ``spans`` (aligned), in one sweep per answer."""
+    spans = spans_of(spans)
+    if not answers:
+        return [float("nan")] * len(spans)
+    hits = [0] * len(spans)
+    for answer in answers:
+        theirs = spans_of(answer)
+        held = {i for i, j in _overlapping(spans, theirs) if spans[i][2] == theirs[j][2]}
+        for i in held:
+            hits[i] += 1
+    return [h / len(answers) for h in hits]
 
 
 def span_agreement(frame: pd.DataFrame, column: str = "spans") -> pd.DataFrame:

@@ -3,10 +3,12 @@ frame, and the plain-Python values an export frame's object columns hold."""
 
 from __future__ import annotations
 
+import ast
 import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from ..errors import ValidationError
 
@@ -41,7 +43,8 @@ def to_coco(frame: pd.DataFrame, column: str = "label", config: Any = None) -> d
     names = frame["external_id"] if "external_id" in frame.columns else None
     images, annotations = [], []
     for task, value in frame[column].items():
-        if not isinstance(value, list):
+        value = _box_list(value, column, task)
+        if value is None:
             continue
         width, height = frame.at[task, "width"], frame.at[task, "height"]
         if pd.isna(width) or pd.isna(height):
@@ -55,7 +58,14 @@ def to_coco(frame: pd.DataFrame, column: str = "label", config: Any = None) -> d
                 "file_name": name or str(task),
             }
         )
-        for b in value:
+        for k, b in enumerate(value):
+            if not isinstance(b, dict) or b.get("label") not in ids:
+                label = b.get("label") if isinstance(b, dict) else b
+                raise ValidationError(
+                    f"to_coco: task {task} {column}[{k}] label {label!r} is not one of the "
+                    f"labels {labels}",
+                    param=column,
+                )
             annotations.append(
                 {
                     "id": len(annotations) + 1,
@@ -68,6 +78,28 @@ def to_coco(frame: pd.DataFrame, column: str = "label", config: Any = None) -> d
             )
     categories = [{"id": i, "name": label} for label, i in ids.items()]
     return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def _box_list(value: Any, column: str, task: Any) -> list | None:
+    """A frame cell's boxes as a list of dicts, as the sinks give them back: a list (pandas,
+    pickle), an array (Parquet, feather, ``datasets``), JSON or a Python literal (CSV);
+    ``None`` for a missing value (null, NaN)."""
+    import pandas as pd
+
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                value = None
+    value = _plain(value) if isinstance(value, (list, tuple, np.ndarray)) else value
+    if not isinstance(value, list):
+        raise ValidationError(f"to_coco: task {task} {column} is not a list of boxes", param=column)
+    return value
 
 
 def _type() -> Any:

@@ -80,15 +80,32 @@ OBJECT_KEYS = ("bbox", "category", "area", "support", "confidence")
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """A finite number as a float (numpy's numbers too; not a bool, a string or an int too
+    large for a float)."""
+    number = None
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    ):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = None
+    if number is None or not math.isfinite(number):
         raise ValueError(f"{where} must be a finite number of pixels, got {value!r}")
-    return float(value)
+    return number
+
+
+#: the largest image side taken as a size (PNG's limit; past it the export's int64 columns and
+#: the percent conversions are meaningless)
+MAX_SIDE = 2**31 - 1
 
 
 def _int_size(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return int(value) if value > 0 and float(value).is_integer() else None
+    if not 0 < value <= MAX_SIDE or not float(value).is_integer():
+        return None
+    return int(value)
 
 
 def image_size(data: Any, config: dict) -> tuple[int, int] | None:
@@ -218,6 +235,12 @@ class Boxes:
         if isinstance(value, list) and any(
             isinstance(b, dict) and b.get("type") == "rectanglelabels" for b in value
         ):
+            for i, region in enumerate(value):  # a plain box here would be left out: refuse it
+                if not isinstance(region, dict) or not isinstance(region.get("type"), str):
+                    raise ValueError(
+                        f"result[{i}] is not a Label Studio region: a list of rectanglelabels "
+                        "regions cannot also hold plain boxes"
+                    )
             value = self.from_label_studio_result(value, config, data)
         if not isinstance(value, list):
             raise ValueError(
@@ -269,15 +292,16 @@ class Boxes:
                 right, bottom = min(right, size[0]), min(bottom, size[1])
             x, y = max(x, 0.0), max(y, 0.0)
             w, h = right - x, bottom - y
-            if w < smallest or h < smallest or w <= 0 or h <= 0:
+            # stored at 0.01 px: a box that rounds to no width or height has no area
+            if w < smallest or h < smallest or round(w, 2) <= 0 or round(h, 2) <= 0:
                 raise ValueError(
                     f"{where} is {w:g} x {h:g} px inside the image, smaller than "
                     f"labels.min_size = {smallest:g} px"
-                    if w > 0 and h > 0
+                    if round(w, 2) > 0 and round(h, 2) > 0
                     else f"{where} has no area inside the image"
                 )
             label = box.get("label")
-            if label not in labels:
+            if not isinstance(label, str) or label not in labels:
                 raise ValueError(
                     f"{where}.label {label!r} is not one of the project's labels {sorted(labels)}"
                 )
@@ -287,7 +311,7 @@ class Boxes:
                     "y": round(y, 2),
                     "width": round(w, 2),
                     "height": round(h, 2),
-                    "label": label,
+                    "label": str(label),
                 }
             )
         return out
@@ -298,7 +322,7 @@ class Boxes:
         raise ValueError("boxes need the image size: use label_studio_result(value, config, data)")
 
     def from_label_studio(self, region: dict, config: dict) -> Any:
-        if region.get("type") != "rectanglelabels":
+        if not isinstance(region, dict) or region.get("type") != "rectanglelabels":
             raise ValueError("not a 'rectanglelabels' result")
         return self.from_label_studio_result([region], config, None)
 
@@ -341,7 +365,9 @@ class Boxes:
         for i, region in enumerate(result):
             if not isinstance(region, dict) or region.get("type") != "rectanglelabels":
                 continue
-            v = region.get("value") or {}
+            v = region.get("value")
+            if not isinstance(v, dict):
+                raise ValueError(f"result[{i}].value must be an object {{x, y, width, height}}")
             labels = v.get("rectanglelabels")
             if not isinstance(labels, list) or len(labels) != 1:
                 raise ValueError(f"result[{i}] must hold exactly one label in rectanglelabels")

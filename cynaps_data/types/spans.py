@@ -48,7 +48,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from ..consensus.spans import mean_pairwise_f1, span_consensus, span_f1, span_support, spans_of
+from ..consensus.spans import mean_pairwise_f1, span_consensus, span_f1, span_supports, spans_of
 from ..consensus.spans_tokens import (
     check_tags,
     locate_tokens,
@@ -85,7 +85,13 @@ def _struct_type() -> pa.DataType:
 
 
 def _int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    """An integer offset: an int (numpy's too) or a float holding a whole number (JSON and
+    pandas give ``3.0`` for ``3``: a column with a gap is float, as rating values are)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isfinite(value)) and float(value).is_integer()
+    return isinstance(value, (int, np.integer))
 
 
 def text_of(data: Any, config: dict) -> str:
@@ -134,11 +140,12 @@ def _item(i: int, item: Any, config: dict, text: str | None) -> dict:
         raise ValueError(f"{name}.start must be an integer >= 0, got {start!r}")
     if not _int(end) or end <= start:
         raise ValueError(f"{name}.end must be an integer after start ({start}), got {end!r}")
+    start, end = int(start), int(end)
     if text is not None and end > len(text):
         raise ValueError(f"{name}.end {end} is past the end of the text ({len(text)} characters)")
     if not isinstance(label, str) or label not in config["labels"]:
         raise ValueError(f"{name}.label {label!r} is not one of the labels {config['labels']}")
-    out = {"start": int(start), "end": int(end), "label": label}
+    out = {"start": start, "end": end, "label": str(label)}
     given = item.get("text")
     if given is not None and not isinstance(given, str):
         raise ValueError(f"{name}.text must be a string, got {given!r}")
@@ -293,7 +300,7 @@ class Spans:
     def from_label_studio(self, region: dict, config: dict) -> Any:
         """One ``labels`` region as a one-span answer (see :meth:`from_label_studio_result`)."""
         value = region.get("value") if isinstance(region, dict) else None
-        if region.get("type") != "labels" or not isinstance(value, dict):
+        if not isinstance(value, dict) or region.get("type") != "labels":
             raise ValueError("not a 'labels' result")
         return [value]
 
@@ -380,9 +387,7 @@ class Spans:
         for t in range(n):
             mine = [a or [] for a in answers[bounds[t] : bounds[t + 1]]]
             final = finals[t]
-            supports.append(
-                None if final is None or not mine else [span_support(s, mine) for s in final]
-            )
+            supports.append(None if final is None or not mine else span_supports(final, mine))
             if not mine:
                 continue
             exact[t] = mean_pairwise_f1(mine, "exact")

@@ -71,6 +71,17 @@ def _rows(frame: pd.DataFrame, config: dict, column: str, tokenizer: Any):
         spans = _spans(value, column, task)
         if spans is None or not isinstance(text, str):
             continue
+        for k, span in enumerate(spans):
+            if isinstance(span, dict):
+                label = span.get("label")
+            else:  # a (start, end, label) sequence
+                label = span[2] if isinstance(span, (list, tuple)) and len(span) == 3 else None
+            if label not in config["labels"]:
+                raise ValidationError(
+                    f"{column}[{task!r}][{k}] label {label!r} is not one of the labels "
+                    f"{config['labels']} (pass labels= with every label of the spans)",
+                    param=column,
+                )
         tokens, offsets = tokenize(text, tokenizer)
         yield task, tokens, spans_to_tags(spans, offsets)
 
