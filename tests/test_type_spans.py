@@ -767,3 +767,90 @@ def test_widget_tags_by_keyboard_and_mouse_selection(platform: LocalPlatform, pa
         {**S(21, 26, "LOC"), "text": "Paris"},
     ]
     assert record["consensus"]["label_source"] == "expert"
+
+
+EMOJI = "😀 Angela Merkel met Barack Obama."  # 😀 is one code point, two UTF-16 code units
+
+
+def test_widget_offsets_are_code_points_after_an_emoji(platform: LocalPlatform, page) -> None:
+    """Offsets on the wire are code points (Python ``str`` indices), not the UTF-16 code units
+    of JavaScript strings: after an emoji the annotator's keyboard span "Angela Merkel" is stored
+    as 2–15, and in review the annotators' stored spans are highlighted on the right words."""
+    pytest.importorskip("playwright")
+    from playwright.sync_api import expect
+
+    page.route(
+        "**/*",
+        lambda r: r.continue_() if r.request.url.startswith(platform.base_url) else r.abort(),
+    )
+    page.set_default_timeout(10_000)
+    customer = platform.create_customer("Spans emoji")
+
+    def ok(method: str, path: str, key: str = customer, **kw: Any) -> Any:
+        headers = {"Authorization": f"Bearer {key}"}
+        r = requests.request(method, platform.base_url + path, headers=headers, timeout=30, **kw)
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+    def project(min_annotators: int) -> str:
+        body = {"name": f"emoji {min_annotators}", "annotation_type": "spans", "labels": LABELS}
+        quality = {**QUALITY, "min_annotators": min_annotators, "consensus_threshold": 0.66}
+        pid = ok("POST", "/v1/projects", json={**body, "quality_settings": quality})["id"]
+        ok("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": [{"data": {"text": EMOJI}}]})
+        ok("POST", f"/v1/projects/{pid}/deposit/quote")
+        ok("POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "credits"})
+        ok("POST", f"/v1/projects/{pid}/start")
+        return pid
+
+    def sign_in(key: str, path: str) -> None:
+        if page.url.startswith("http"):
+            page.evaluate("sessionStorage.clear()")
+        page.goto(platform.base_url + path)
+        page.fill("#signin-key", key)
+        page.click("#signin-form button[type=submit]")
+
+    assert EMOJI[2:15] == "Angela Merkel" and EMOJI[20:32] == "Barack Obama"
+    disputed = project(2)
+    for name, answer in (("Emoji A", [S(2, 15, "PER")]), ("Emoji B", [S(20, 32, "PER")])):
+        key = ok("POST", "/v1/annotators", json={"name": name})["api_key"]
+        task = ok("GET", "/v1/annotator/next", key)
+        ok("POST", f"/v1/annotator/tasks/{task['task_id']}/judgements", key, json={"label": answer})
+    assert ok("GET", f"/v1/projects/{disputed}/status")["disputed"] == 1
+    single = project(1)
+
+    # keyboard: → onto the emoji, → onto "Angela", Shift+→ over "Merkel", 1 = PER, Enter
+    sign_in(ok("POST", "/v1/annotators", json={"name": "Emoji C"})["api_key"], "/ui/")
+    expect(page.locator(".spans-text")).to_have_text(EMOJI)
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Shift+ArrowRight")
+    expect(page.locator(".span-selected")).to_have_text("Angela Merkel")
+    page.keyboard.press("1")
+    expect(page.locator(".span-tagged")).to_have_text("Angela Merkel")
+    page.keyboard.press("Enter")
+    expect(page.locator("#empty")).to_be_visible()
+    (record,) = ok("GET", f"/v1/projects/{single}/export")
+    assert record["annotations"][0]["result"]["value"] == [
+        {**S(2, 15, "PER"), "text": "Angela Merkel"}
+    ]
+
+    # review: the stored code-point spans are drawn on their words; the expert's span is stored
+    # in code points too (→ ×5 onto "Barack", Shift+→ over "Obama", 1 = PER)
+    expert = ok("POST", "/v1/annotators", json={"name": "Emoji expert", "role": "expert"})
+    sign_in(expert["api_key"], "/ui/review")
+    answers = page.locator("#distribution .spans-answer")
+    expect(answers).to_have_count(2)
+    expect(answers.nth(0).locator(".span-tagged")).to_have_text("Angela Merkel")
+    expect(answers.nth(1).locator(".span-tagged")).to_have_text("Barack Obama")
+    for _ in range(5):
+        page.keyboard.press("ArrowRight")
+    page.keyboard.press("Shift+ArrowRight")
+    expect(page.locator(".spans-widget .span-selected")).to_have_text("Barack Obama")
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    expect(page.locator("#empty")).to_be_visible()
+    (record,) = ok("GET", f"/v1/projects/{disputed}/export")
+    assert record["annotations"][0]["result"]["value"] == [
+        {**S(20, 32, "PER"), "text": "Barack Obama"}
+    ]
+    assert record["consensus"]["label_source"] == "expert"

@@ -30,6 +30,23 @@ function words(text) {
 }
 
 /**
+ * Offset conversion for ``text``. Spans on the wire (stored, sent, received) count Unicode code
+ * points, like Python ``str`` indices and Label Studio; JavaScript strings (matchAll, slice,
+ * length, DOM offsets) count UTF-16 code units, where an emoji or other astral character takes
+ * two. The widget works in UTF-16 units throughout and converts only at its boundary:
+ * ``unit(point)`` for spans coming in, ``point(unit)`` for spans going out.
+ */
+function offsets(text) {
+  const units = [0]; // units[p] = the UTF-16 index of code point p (p = 0..number of points)
+  for (const ch of text) units.push(units[units.length - 1] + ch.length);
+  const points = new Map(units.map((u, p) => [u, p]));
+  return {
+    unit: (p) => units[Math.min(Math.max(0, p), units.length - 1)],
+    point: (u) => points.get(u), // always a code point boundary: words come from a /u regex
+  };
+}
+
+/**
  * Draw ``text`` into ``view`` with ``spans`` highlighted (label colour, title = label) and an
  * optional ``selection`` [start, end) outlined; every piece carries its offset (data-start).
  */
@@ -80,10 +97,12 @@ export function summary(box, task) {
   const labels = config.labels || [];
   const answers = task.annotators || [];
   const votes = task.votes || [];
+  const { unit } = offsets(text);
   const rows = answers.map((spans, i) => {
     const view = textView();
     view.style.maxHeight = "8rem";
-    paint(view, text, spans, labels, null);
+    const drawn = spans.map((s) => ({ ...s, start: unit(s.start), end: unit(s.end) })); // code points in
+    paint(view, text, drawn, labels, null);
     const who = votes[i] ? votes[i].annotator_id : `answer ${i + 1}`;
     return el("div", { className: "spans-answer" }, el("span", { className: "share-label", text: `${who} (${spans.length})` }), view);
   });
@@ -100,7 +119,8 @@ export function mount(box, task, onReady) {
   const labels = config.labels || [];
   const text = textOf(task, config);
   const tokens = words(text);
-  const spans = [];
+  const { point } = offsets(text);
+  const spans = []; // in UTF-16 units, as are the tokens and the selection
   let anchor = -1; // keyboard selection: token indices
   let focus = -1;
   let selection = null; // [start, end) characters, from the keyboard or the mouse
@@ -197,7 +217,7 @@ export function mount(box, task, onReady) {
   box.replaceChildren(wrap);
   refresh();
   return {
-    value: () => spans.map((s) => ({ start: s.start, end: s.end, label: s.label })),
+    value: () => spans.map((s) => ({ start: point(s.start), end: point(s.end), label: s.label })),
     key(event) {
       if (/^[1-9]$/.test(event.key)) { tag(Number(event.key) - 1); return true; }
       if (event.key === "ArrowRight" || event.key === "ArrowLeft") {
