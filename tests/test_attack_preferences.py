@@ -242,3 +242,24 @@ def test_a_tie_is_not_a_win_for_an_item_called_tie(
     assert preferences.comparisons(project)["label"].isna().all()
     board = preferences.leaderboard(project, "bt")
     assert board["score"].to_numpy() == pytest.approx([0.0, 0.0], abs=1e-9)
+
+
+def test_a_task_without_its_candidates_is_refused_at_upload(client: cynaps.Client) -> None:
+    """A pairwise task lacking a candidate (or a ranking task without its list) could never
+    be judged: every judgement on it was a 422, so it sat in the queue with its deposit
+    locked. Now the upload is refused, naming the task and the field, with nothing stored,
+    on the JSON path and the DataFrame (Arrow) path."""
+    config = {"candidates": ["response_a", "response_b"], "ids": ["model_a", "model_b"]}
+    project = make_project(client, annotation_type="pairwise", labels=config)
+    good = {"response_a": "x", "response_b": "y", "model_a": "m1", "model_b": "m2"}
+    no_b = {"response_a": "x", "response_b": None, "model_a": "m1", "model_b": "m2"}
+    no_id = {"response_a": "x", "response_b": "y", "model_a": "m1"}
+    with pytest.raises(cynaps.errors.ValidationError, match=r"tasks\[1\]\.data: .*'response_b'"):
+        project.upload_tasks([good, no_b])
+    with pytest.raises(cynaps.errors.ValidationError, match=r"tasks\[1\]\.data: .*'model_b'"):
+        project.upload_dataframe(pd.DataFrame([good, no_id]), progress=False)
+    assert project.to_pandas().empty
+    ranking = make_project(client, annotation_type="ranking", labels={"candidates": "responses"})
+    with pytest.raises(cynaps.errors.ValidationError, match=r"tasks\[0\]\.data: .*'responses'"):
+        ranking.upload_tasks([{"responses": ["only one"]}])
+    assert ranking.upload_tasks([{"responses": ["a", "b"]}]).created == 1

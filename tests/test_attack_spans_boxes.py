@@ -246,16 +246,18 @@ def test_an_absurd_image_size_is_unknown_and_the_project_still_exports(
     client: cynaps.Client,
 ) -> None:
     """A task whose own width is 1e20 made every export of the project fail (int64 out of
-    range): such a size is no size (the task's width/height come back null)."""
+    range): such a size is no size, and a task whose image size is unknown is refused at
+    upload (it could never be boxed), naming it, with nothing stored."""
     project = make_project(client, annotation_type="boxes", labels=BOX_LABELS)
-    project.upload_tasks(
-        [
-            {"image": "https://img.example/a.jpg", "width": 64, "height": 48},
-            {"image": "https://img.example/b.jpg", "width": 1e20, "height": 10},
-        ]
-    )
+    good = {"image": "https://img.example/a.jpg", "width": 64, "height": 48}
+    absurd = {"image": "https://img.example/b.jpg", "width": 1e20, "height": 10}
+    with pytest.raises(cynaps.errors.ValidationError, match=r"tasks\[1\]\.data: .*unknown"):
+        project.upload_tasks([good, absurd])
+    with pytest.raises(cynaps.errors.ValidationError, match=r"tasks\[1\]\.data: .*unknown"):
+        project.upload_dataframe(pd.DataFrame([good, absurd]), progress=False)
+    assert project.to_pandas(fetch_images=False).empty
+    project.upload_tasks([good])
     frame = project.to_pandas(fetch_images=False)
-    assert frame["width"].iloc[0] == 64 and frame["width"].isna().tolist() == [False, True]
-    assert frame["height"].dtype == "Int64"
+    assert frame["width"].tolist() == [64] and frame["height"].dtype == "Int64"
     with pytest.raises(ValueError, match="size of the task's image 'image'.*unknown"):
         BOXES.validate_value([B(1, 1, 5, 5)], project.labels, {"image": "u", "width": 2**40})

@@ -173,6 +173,10 @@ class AnnotationType(Protocol):
         """``datasets`` features of the value columns (``label``, ``gold``, ``expert_label``),
         e.g. ``ClassLabel(names=...)``; imports ``datasets`` inside."""
 
+    # optional: ``validate_data(data: dict, config) -> None``: the upload check of the task
+    # fields the type reads (a ``ValueError`` naming the field refuses the upload, 422
+    # ``tasks[i].data``), so no task enters the queue that no annotator could answer.
+
     # optional: ``valid_values(values: pa.Array, config) -> np.ndarray | None``: a vectorised
     # check of a whole column of values (the client's upload of gold labels and predictions),
     # a bool mask where null counts as valid, or ``None`` to have them checked row by row with

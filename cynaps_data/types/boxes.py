@@ -122,6 +122,20 @@ def image_size(data: Any, config: dict) -> tuple[int, int] | None:
     return None
 
 
+def known_size(data: Any, config: dict) -> tuple[int, int]:
+    """:func:`image_size`, or a ``ValueError`` saying why the task cannot be boxed."""
+    if not isinstance(data, dict) or config["field"] not in data:
+        raise ValueError(f"the task has no image field {config['field']!r} (labels.field) to box")
+    size = image_size(data, config)
+    if size is None:
+        raise ValueError(
+            f"the size of the task's image {config['field']!r} (labels.field) is unknown: "
+            "upload the image as an asset (its size is recorded) or give the task "
+            "width/height fields"
+        )
+    return size
+
+
 def _values(json_values: Any) -> list[Any]:
     """JSON texts as Python values; ``""`` or null is ``None``."""
     if isinstance(json_values, pa.ChunkedArray):
@@ -229,6 +243,10 @@ class Boxes:
             "min_size": min_size,
         }
 
+    def validate_data(self, data: Any, config: dict) -> None:
+        """Upload check: a task whose image field or size is missing could never be boxed."""
+        known_size(data, config)
+
     def validate_value(self, value: Any, config: dict, data: Any = None) -> list[dict]:
         """Boxes as ``[{"x", "y", "width", "height", "label"}]`` (a Label Studio ``result``
         list of ``rectanglelabels`` regions is converted first); errors name ``boxes[i]``."""
@@ -250,19 +268,7 @@ class Boxes:
             )
         if len(value) > MAX_BOXES:
             raise ValueError(f"the answer has {len(value)} boxes; at most {MAX_BOXES} are allowed")
-        size = None
-        if data is not None:
-            if not isinstance(data, dict) or config["field"] not in data:
-                raise ValueError(
-                    f"the task has no image field {config['field']!r} (labels.field) to box"
-                )
-            size = image_size(data, config)
-            if size is None:
-                raise ValueError(
-                    f"the size of the task's image {config['field']!r} (labels.field) is unknown: "
-                    "upload the image as an asset (its size is recorded) or give the task "
-                    "width/height fields"
-                )
+        size = None if data is None else known_size(data, config)
         labels = set(config["labels"])
         smallest = max(float(config["min_size"]), 0.0)
         out = []

@@ -82,6 +82,7 @@ from ._preference_data import (
     content_id,
     data_records,
     field_value,
+    id_from,
     json_key,
     pd_object,
     prompt_of,
@@ -172,6 +173,14 @@ class Pairwise:
             "strength": _bool(config, "strength"),
             "reason": _bool(config, "reason"),
         }
+
+    def validate_data(self, data: Any, config: dict) -> None:
+        """Upload check: a task lacking a candidate (or an id field) could never be judged."""
+        ids = config.get("ids")
+        for i, field in enumerate(config["candidates"]):
+            field_value(data, field, "candidate")
+            if ids:
+                id_from(data, ids[i], "id")
 
     def validate_value(self, value: Any, config: dict, data: Any = None) -> dict:
         if isinstance(value, dict) and ("selected" in value or "choices" in value):

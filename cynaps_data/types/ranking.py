@@ -182,6 +182,10 @@ class Ranking:
             raise ValueError("labels.candidates must be a list field name or a list of fields")
         return {"prompt": prompt, "candidates": candidates, "ids": ids}
 
+    def validate_data(self, data: Any, config: dict) -> None:
+        """Upload check: a task without its candidates (or ids) could never be ranked."""
+        _candidates(data, config)
+
     def validate_value(self, value: Any, config: dict, data: Any = None) -> dict:
         if isinstance(value, dict) and "ranker" in value:
             value = self._from_studio(value)

@@ -318,6 +318,9 @@ class Checker:
         """The rows of ``table`` (batch rows ``offset`` on), validated column by column; the
         first bad row raises, naming it."""
         data = check_data(table.column("data"), offset)
+        if self.validate.checks_data is not None:
+            for i, text in enumerate(data):
+                self.validate.data(offset + i, orjson.loads(text))
         return Rows(
             check_ids(table, offset),
             data,

@@ -40,6 +40,10 @@ WHERE coalesce(json_type(j.value, '$.gold'), 'null') != 'null'
    OR coalesce(json_type(j.value, '$.predictions'), 'null') != 'null'
 """
 
+_DATA = """
+SELECT CAST(j.key AS INTEGER), json_extract(j.value, '$.data') FROM json_each(:body, :path) AS j
+"""
+
 _INSERT = """
 INSERT INTO tasks (project_id, external_id, data, gold, predictions, needed, updated_at,
                    status, n_judgements, charged, released)
@@ -159,10 +163,13 @@ def insert(conn: sa.Connection, project: Any, text: str, max_tasks: int) -> tupl
     )
     db.execute("DELETE FROM temp._upload_extras")
     screened = None
-    if may_carry_extras(text):
+    if may_carry_extras(text) or validate.checks_data is not None:
         bad = _first_bad(db, params)
         if bad is not None:
             raise _explain(db, params, bad, validate)
+        if validate.checks_data is not None:  # the type reads task fields: check each task
+            for i, data in db.execute(_DATA, params):
+                validate.data(i, orjson.loads(data))
         extras = [
             (
                 i,

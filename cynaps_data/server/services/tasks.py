@@ -64,6 +64,17 @@ class ItemValidator:
     def __init__(self, project: Any) -> None:
         self.atype = get_type(project.annotation_type)
         self.labels = project.labels
+        #: the type's own check of the task fields it reads (optional hook), else None
+        self.checks_data = getattr(self.atype, "validate_data", None)
+
+    def data(self, i: int, data: Any) -> None:
+        """The type's upload check of one task's data (e.g. boxes need the image size): a task
+        no annotator could answer is refused now, not after its deposit is locked."""
+        if self.checks_data is not None:
+            try:
+                self.checks_data(data, self.labels)
+            except ValueError as exc:
+                raise bad_item(i, str(exc), "data") from None
 
     def gold(self, i: int, gold: Any, data: Any = None) -> str | None:
         if gold is None:
@@ -103,6 +114,7 @@ class ItemValidator:
         data = item.get("data")
         if type(data) is not dict:
             raise bad_item(i, "'data' must be an object of task fields", "data")
+        self.data(i, data)
         if len(item) > 1 and not item.keys() <= WIRE_KEYS:
             unknown = sorted(set(item) - WIRE_KEYS)[0]
             raise bad_item(i, f"unknown field {unknown!r}; allowed: {sorted(WIRE_KEYS)}", unknown)
