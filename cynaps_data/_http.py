@@ -37,6 +37,19 @@ from .errors import (
 )
 from .wire import IDEMPOTENCY_HEADER, REQUEST_ID_HEADER
 
+
+def _array_like(value: Any) -> Any:
+    """JSON for what orjson does not take itself: numpy string/object arrays, pandas
+    Index/Series/Categorical (e.g. ``labels=df["label"].unique()``) as lists, ``pd.NA`` as
+    null; anything else is the usual ``TypeError``."""
+    if type(value).__name__ == "NAType":  # pd.NA inside such a list
+        return None
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist) and type(value).__module__.split(".")[0] in ("numpy", "pandas"):
+        return tolist()
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 8.0
 MAX_RETRY_AFTER = 60.0
@@ -166,7 +179,11 @@ class Transport:
         send_headers = dict(headers or {})
         body = content
         if json is not None:
-            body = orjson.dumps(json, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+            body = orjson.dumps(
+                json,
+                default=_array_like,
+                option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+            )
             content_type = "application/json"
         if content_type:
             send_headers["Content-Type"] = content_type

@@ -220,3 +220,20 @@ def test_label_studio_bad_rating_names_the_problem(client) -> None:
     records = [{"id": 1, "data": {"text": "a"}, "annotations": [{"result": [region]}]}]
     with pytest.raises(cynaps.errors.ValidationError, match="integer"):
         project.import_label_studio(records)
+
+
+def test_labels_as_numpy_or_pandas_arrays(client) -> None:
+    """``labels=df["label"].unique()`` (a numpy object array), a ``pd.Index`` or a
+    categorical's categories are lists of labels (failed before: a bare TypeError from the
+    JSON encoder); a null among them is the platform's 422 naming ``labels``."""
+    frame = pd.DataFrame({"label": ["cat", "dog", "cat"]})
+    for labels in (
+        frame["label"].unique(),
+        pd.Index(["cat", "dog"]),
+        frame["label"].astype("category").cat.categories,
+        np.array(["cat", "dog"]),
+    ):
+        project = make_project(client, labels=labels, quality_settings=QUALITY)
+        assert project.labels == ["cat", "dog"]
+    with pytest.raises(cynaps.errors.ValidationError, match="labels"):
+        make_project(client, labels=pd.array(["cat", None], dtype="string"))
