@@ -24,7 +24,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -71,30 +71,36 @@ def embedded_ipv4(address: Address) -> ipaddress.IPv4Address | None:
     return None
 
 
-def check_address(address: Address, allow_loopback: bool) -> None:
-    """Raise :class:`Refused` unless ``address`` is public unicast (or allowed loopback)."""
+def check_address(address: Address, allow_loopback: bool, shown: str | None = None) -> None:
+    """Raise :class:`Refused` unless ``address`` is public unicast (or allowed loopback).
+
+    ``shown`` names the address in the message instead of the address itself: for an address a
+    host *name* resolved to, which the caller must not learn (the platform's view of its own
+    network, ``internal.corp`` → ``10.1.2.3``, would otherwise be readable in the delivery log).
+    """
     inner = embedded_ipv4(address)
     if inner is not None:
         try:
-            check_address(inner, allow_loopback)
+            check_address(inner, allow_loopback, shown)
         except Refused as exc:
-            raise Refused(f"{address} carries {inner}: {exc}") from None
+            raise Refused(str(exc) if shown else f"{address} carries {inner}: {exc}") from None
         return
+    label = shown or str(address)
     if address.is_loopback:
         if allow_loopback:
             return
         raise Refused(
-            f"{address} is a loopback address (allowed only with the platform setting "
+            f"{label} is a loopback address (allowed only with the platform setting "
             "webhook_allow_loopback)"
         )
     if address.is_unspecified:
-        raise Refused(f"{address} is the unspecified address")
+        raise Refused(f"{label} is the unspecified address")
     if address.is_multicast:
-        raise Refused(f"{address} is a multicast address")
+        raise Refused(f"{label} is a multicast address")
     if address.is_link_local:
-        raise Refused(f"{address} is link-local (where cloud metadata services live)")
+        raise Refused(f"{label} is link-local (where cloud metadata services live)")
     if not address.is_global:
-        raise Refused(f"{address} is not a public address (private, shared or reserved range)")
+        raise Refused(f"{label} is not a public address (private, shared or reserved range)")
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,8 @@ def check_url(url: str, *, https_only: bool, allow_loopback: bool) -> Target:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
+    if not path.isascii():  # an HTTP request line is ASCII: send non-ASCII percent-encoded
+        path = "".join(c if c.isascii() else quote(c, safe="") for c in path)
     return Target(parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path)
 
 
@@ -158,8 +166,9 @@ def resolve(target: Target, allow_loopback: bool) -> list[Address]:
         addresses = list(dict.fromkeys(ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos))
     if not addresses:
         raise ConnectionError(f"{target.host} has no address")
+    shown = None if literal is not None else f"an address of {target.host}"
     for address in addresses:
-        check_address(address, allow_loopback)
+        check_address(address, allow_loopback, shown)
     return addresses
 
 

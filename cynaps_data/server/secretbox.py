@@ -38,14 +38,28 @@ def key_path(settings: Settings) -> Path:
 
 
 def load_key(path: Path) -> bytes:
-    """The 32-byte key in ``path``, created (0600, atomically) if the file does not exist."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "wb") as out:
-            out.write(secrets.token_bytes(32))
+    """The 32-byte key in ``path``, created (0600, atomically) if the file does not exist.
+
+    The key is written to a private temporary file first and then linked into place (which
+    fails if the file exists), so another process never sees the file empty or half written,
+    and all of them end up with the first key linked.
+    """
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(secrets.token_bytes(32))
+                out.flush()
+                os.fsync(out.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:  # another process linked its key first: use that one
+                pass
+            except (PermissionError, NotImplementedError):  # a file system without hard links
+                _create_in_place(path)
+        finally:
+            tmp.unlink(missing_ok=True)
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise PermissionError(
@@ -56,6 +70,15 @@ def load_key(path: Path) -> bytes:
     if len(key) != 32:
         raise ValueError(f"The platform key file {path} must hold exactly 32 bytes")
     return key
+
+
+def _create_in_place(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "wb") as out:
+        out.write(secrets.token_bytes(32))
 
 
 class SecretBox:

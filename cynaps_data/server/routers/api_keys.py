@@ -17,7 +17,7 @@ _CREATE = {
         # null: the key does not expire (as when the field is left out)
         "expires_in_days": {
             "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0, "maximum": 3650},
+                {"type": "number", "minimum": service.MIN_DAYS, "maximum": 3650},
                 {"type": "null"},
             ]
         },

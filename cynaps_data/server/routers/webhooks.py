@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 
 from ..deps import DB, AppSettings, Body, Customer
 from ..services import webhooks as service
@@ -20,6 +22,16 @@ _ENDPOINT = {
     "description": {"type": "string", "maxLength": 500, "pattern": r"^[^\u0000]*$"},
     "disabled": {"type": "boolean"},
 }
+
+
+def _owned(db: DB, caller: Customer, endpoint_id: str) -> str:
+    """404 for another account's (or no) endpoint *before* the body is read: a body is only
+    read for an endpoint the caller owns."""
+    service.get(db, caller.account_id, endpoint_id)
+    return endpoint_id
+
+
+Owned = Annotated[str, Depends(_owned)]
 
 
 def _body(properties: dict, required: list[str], body_required: bool = True) -> dict:
@@ -62,7 +74,7 @@ def get_endpoint(db: DB, caller: Customer, endpoint_id: str) -> dict:
 
 @router.patch("/endpoints/{endpoint_id}", openapi_extra=_body(_ENDPOINT, [], False))
 def update_endpoint(
-    db: DB, settings: AppSettings, caller: Customer, endpoint_id: str, body: Body
+    db: DB, settings: AppSettings, caller: Customer, endpoint_id: Owned, body: Body
 ) -> dict:
     """Change ``url``, ``events``, ``project_id``, ``description`` or ``disabled``."""
     return service.update(db, settings, caller.account_id, endpoint_id, body)
@@ -80,7 +92,7 @@ def delete_endpoint(db: DB, caller: Customer, endpoint_id: str) -> dict:
     ),
 )
 def rotate_secret(
-    db: DB, settings: AppSettings, caller: Customer, endpoint_id: str, body: Body
+    db: DB, settings: AppSettings, caller: Customer, endpoint_id: Owned, body: Body
 ) -> dict:
     """A new secret (shown once); both are used to sign for ``grace_seconds`` (default 24 h)."""
     return service.rotate_secret(db, settings, caller.account_id, endpoint_id, body)

@@ -22,6 +22,7 @@ from ..tables import accounts, api_keys
 from . import accounts as account_service
 
 MAX_KEYS = 50
+MIN_DAYS = 1 / 1440  # one minute: a shorter life gives a key that is expired on arrival
 _FIELDS = {"name", "expires_at", "expires_in_days"}
 
 
@@ -51,7 +52,11 @@ def _expiry(body: dict, now: float) -> float | None:
         raise invalid("Send expires_at or expires_in_days, not both", param="expires_at")
     days = body.get("expires_in_days")
     if days is not None:
-        if isinstance(days, bool) or not isinstance(days, (int, float)) or not 0 < days <= 3650:
+        if (
+            isinstance(days, bool)
+            or not isinstance(days, (int, float))
+            or not MIN_DAYS <= days <= 3650
+        ):
             raise invalid(
                 "expires_in_days must be a number from 1 minute to 3650 days",
                 param="expires_in_days",
