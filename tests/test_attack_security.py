@@ -11,15 +11,19 @@ import hashlib
 import hmac
 import threading
 import time
+import uuid
 
 import pytest
 import requests
+import sqlalchemy as sa
 
 from cynaps_data.errors import WebhookVerificationError
 from cynaps_data.server import net
+from cynaps_data.server.ids import hash_key
 from cynaps_data.server.platform import LocalPlatform
 from cynaps_data.server.secretbox import load_key
 from cynaps_data.server.settings import Settings
+from cynaps_data.server.tables import api_keys
 from cynaps_data.webhooks import new_secret, sign, verify
 
 from .test_webhooks_ssrf import _name_for_loopback
@@ -228,3 +232,31 @@ def test_another_accounts_endpoint_is_a_404_before_the_body_is_read(platform, ve
             timeout=10,
         ).json()
     )
+
+
+def test_a_replayed_key_response_mints_a_listed_revocable_key(platform) -> None:
+    """A replay of a response that held an API key mints a new key in place of the stored
+    one. Failed before: the new key had no id or name (listed with id null, impossible to
+    revoke by id), the old one had no ``revoked_at`` and stayed usable from the login cache."""
+    base = platform.base_url
+    customer = {"Authorization": f"Bearer {platform.create_customer()}"}
+    h = {**customer, "Idempotency-Key": f"idk_{uuid.uuid4().hex}"}
+    body = {"name": "Ann", "role": "annotator"}
+    first = requests.post(base + "/v1/annotators", headers=h, json=body, timeout=30)
+    assert first.status_code == 201, first.text
+    key1 = first.json()["api_key"]
+    me = requests.get(base + "/v1/me", headers={"Authorization": f"Bearer {key1}"}, timeout=30)
+    assert me.status_code == 200  # now in the login cache
+    again = requests.post(base + "/v1/annotators", headers=h, json=body, timeout=30)
+    assert again.headers.get("idempotent-replayed") == "true"
+    key2 = again.json()["api_key"]
+    old = requests.get(base + "/v1/me", headers={"Authorization": f"Bearer {key1}"}, timeout=30)
+    assert old.status_code == 401  # at once, not after the cache's 2 s
+    with platform.db.read() as conn:
+        rows = conn.execute(
+            sa.select(api_keys).where(api_keys.c.account_id == first.json()["id"])
+        ).all()
+    assert len(rows) == 2 and all(r.id and r.name for r in rows), rows
+    (live,) = [r for r in rows if not r.revoked]
+    assert live.key_hash == hash_key(key2)
+    assert all(r.revoked_at for r in rows if r.revoked)

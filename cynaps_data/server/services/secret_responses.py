@@ -24,8 +24,9 @@ import orjson
 import sqlalchemy as sa
 
 from ..db import Database
-from ..ids import hash_key, key_prefix, new_api_key
+from ..ids import hash_key, key_prefix, new_api_key, random_id
 from ..tables import accounts, api_keys, invites
+from . import accounts as account_service
 
 #: response fields that hold a secret shown once, by the response's ``object``
 SECRET_FIELDS = ("api_key", "token")
@@ -62,6 +63,7 @@ def reissue(db: Database, body: bytes, caller_account: str | None) -> bytes:
     """The stored (redacted) response with a freshly minted secret in place of each redacted one."""
     value = orjson.loads(body)
     now = time.time()
+    rotated: list[str] = []  # the replaced keys' hashes, dropped from the login cache below
     with db.write() as conn:
         for field in SECRET_FIELDS:
             held = value.get(field)
@@ -69,26 +71,41 @@ def reissue(db: Database, body: bytes, caller_account: str | None) -> bytes:
                 continue
             if field == "api_key":
                 value[field] = _rotate_key(conn, held[REDACTED], now)
+                rotated.append(held[REDACTED])
             else:
                 token = _rotate_invite(conn, held[REDACTED], now)
                 value[field] = token
                 if isinstance(value.get("path"), str):
                     value["path"] = value["path"] + token
+    for old_hash in rotated:  # refused at once, not when the cache entry ages out
+        account_service.forget_key(db, old_hash)
     return orjson.dumps(value)
 
 
 def _rotate_key(conn: sa.Connection, old_hash: str, now: float) -> str:
     row = conn.execute(
-        sa.select(api_keys.c.account_id, api_keys.c.expires_at, accounts.c.role, accounts.c.sandbox)
+        sa.select(
+            api_keys.c.account_id,
+            api_keys.c.expires_at,
+            api_keys.c.name,
+            accounts.c.role,
+            accounts.c.sandbox,
+        )
         .join(accounts, accounts.c.id == api_keys.c.account_id)
         .where(api_keys.c.key_hash == old_hash)
     ).one()
-    conn.execute(api_keys.update().where(api_keys.c.key_hash == old_hash).values(revoked=True))
+    conn.execute(
+        api_keys.update()
+        .where(api_keys.c.key_hash == old_hash)
+        .values(revoked=True, revoked_at=now)
+    )
     key = new_api_key(row.role, sandbox=bool(row.sandbox))
     conn.execute(
         api_keys.insert(),
         {
             "key_hash": hash_key(key),
+            "id": random_id("key"),
+            "name": row.name or "default",
             "prefix": key_prefix(key),
             "account_id": row.account_id,
             "revoked": False,
