@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from ..errors import ValidationError
 from ..imagesize import image_size
 from ..wire import ARROW_STREAM, JSON, SOURCE_SCHEMA_KEY
-from .schema import bad_value_mask, encode_array, unsupported_reason
+from .schema import bad_value_mask, encode_array, nul_field_name, nul_mask, unsupported_reason
 from .sources import URL_PREFIXES, Roles, Source, failure, sniff_image
 
 MAX_EXTERNAL_ID = 200
@@ -46,15 +46,49 @@ def _classlabel_names(features: Any, column: str | None) -> list[str] | None:
     import datasets
 
     feature = features.get(column)
+    if not isinstance(feature, datasets.ClassLabel):  # Sequence(ClassLabel): top-k, label sets
+        feature = getattr(feature, "feature", None)
     return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
 
 
 def _labels_column(arr: pa.Array, names: list[str] | None) -> pa.Array:
-    """A gold/prediction column as wire values (ClassLabel ints become their names)."""
-    if names is not None and pa.types.is_integer(arr.type):
+    """A gold/prediction column as wire values (ClassLabel ints become their names, also in
+    the lists of a ``Sequence(ClassLabel)``)."""
+    t = pa.types
+    if names is not None and t.is_integer(arr.type):
         known = pc.if_else(pc.less(arr, 0), pa.scalar(None, arr.type), arr)  # -1: no label
         return pc.take(pa.array(names), known)
+    if (
+        names is not None
+        and (t.is_list(arr.type) or t.is_large_list(arr.type) or t.is_fixed_size_list(arr.type))
+        and t.is_integer(arr.type.value_type)
+    ):
+        if t.is_fixed_size_list(arr.type):
+            arr = arr.cast(pa.list_(arr.type.value_type))
+        offsets = arr.offsets
+        start, end = offsets[0].as_py(), offsets[-1].as_py()
+        values = _labels_column(arr.values.slice(start, end - start), names)
+        shifted = pc.subtract(offsets, pa.scalar(start, offsets.type))
+        cls = pa.LargeListArray if t.is_large_list(arr.type) else pa.ListArray
+        return cls.from_arrays(shifted, values, mask=arr.is_null())
     return encode_array(arr)
+
+
+def _nul_failures(col: pa.Array, name: str, offset: int) -> list[dict]:
+    """Rows of ``col`` with text holding a NUL character (the platform refuses it: checked
+    here so that nothing is sent, rather than a later batch refused after earlier ones landed)."""
+    mask = nul_mask(col)
+    if mask is None:
+        return []
+    return [
+        failure(
+            offset + i,
+            name,
+            col[int(i)].as_py(),
+            "text holds a NUL character (\\x00), which the platform cannot store; remove it",
+        )
+        for i in np.flatnonzero(mask)[:MAX_RECORDED_FAILURES]
+    ]
 
 
 class Encoder:
@@ -85,9 +119,22 @@ class Encoder:
 
     def _check_schema(self) -> None:
         for name in self.roles.data_columns:
-            reason = unsupported_reason(self.source.schema.field(name).type)
+            if "\x00" in name:
+                raise ValidationError(
+                    f"column name {name!r} holds a NUL character (\\x00); rename the column",
+                    param=name,
+                )
+            dtype = self.source.schema.field(name).type
+            reason = unsupported_reason(dtype)
             if reason:
                 raise ValidationError(f"column {name!r}: {reason}", param=name)
+            key = nul_field_name(dtype)
+            if key is not None:
+                raise ValidationError(
+                    f"column {name!r}: the dict key {key!r} holds a NUL character (\\x00), "
+                    "which the platform cannot store; rename the key",
+                    param=name,
+                )
         if self.roles.id_column:
             t = self.source.schema.field(self.roles.id_column).type
             if pa.types.is_dictionary(t):
@@ -119,6 +166,7 @@ class Encoder:
                             "±inf cannot be represented in JSON; use null or a finite number",
                         )
                     )
+            failures.extend(_nul_failures(col, name, offset))
         if roles.id_column:
             failures.extend(self._check_ids(batch.column(roles.id_column), offset))
         if roles.gold_column:
@@ -139,6 +187,7 @@ class Encoder:
             out.append(failure(offset + i, name, None, "the id is missing; every row needs an id"))
         if pa.types.is_dictionary(col.type):
             col = col.dictionary_decode()
+        out.extend(_nul_failures(col, name, offset))
         if not pa.types.is_integer(col.type):
             length = pc.utf8_length(col)
             bad = pc.fill_null(
@@ -226,12 +275,9 @@ class Encoder:
                 try:
                     with open(path, "rb") as fh:
                         head = fh.read(16)
-                except OSError as exc:
-                    out.append(
-                        failure(
-                            offset + i, name, path, f"cannot read image file: {exc.strerror or exc}"
-                        )
-                    )
+                except (OSError, ValueError) as exc:  # ValueError: a path with NUL in it
+                    why = getattr(exc, "strerror", None) or exc
+                    out.append(failure(offset + i, name, path, f"cannot read image file: {why}"))
                     continue
             else:
                 head = data[:16]

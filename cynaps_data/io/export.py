@@ -48,6 +48,7 @@ settings, state) and the ``cursor`` for the next incremental export (``since=``)
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import Callable
@@ -147,6 +148,13 @@ def wide_table(table: pa.Table, *, fetch_asset: Callable[[str], bytes] | None = 
     data_table = pa.table(data.flatten(), names=names) if names else pa.table({})
     source_schema = info.get("source_schema")
     pandas_meta = None
+    if source_schema:
+        # columns no exported row holds (no task yet, or none changed since a cursor) are
+        # still the project's: typed nulls, restored below like the rest
+        missing = [c for c in source_schema.get("data_columns", []) if c not in names]
+        for name in missing:
+            data_table = data_table.append_column(name, pa.nulls(table.num_rows))
+        names += missing
     if source_schema and names:
         data_table = restore_columns(data_table, source_schema, fetch_asset=fetch_asset)
         pandas_meta = (data_table.schema.metadata or {}).get(b"pandas")
@@ -381,17 +389,15 @@ def to_csv(frame: pd.DataFrame, path: str | Path | None = None) -> str | Path:
         col = frame[name]
         dtype = col.dtype
         if isinstance(dtype, pd.ArrowDtype) or pd.api.types.is_object_dtype(dtype):
-            values = [
-                None
-                if v is None or (isinstance(v, float) and np.isnan(v))
-                else (v if isinstance(v, str) else _json_text(v))
-                for v in col.tolist()
-            ]
+            values = [_csv_cell(v) for v in col.tolist()]
             out[name] = [escape_formula(v) for v in values]
         elif isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype):
             out[name] = col.astype(object).map(escape_formula, na_action="ignore")
         else:
             out[name] = col
+    # the header is data too (a data column's name): escaped like the cells
+    out.columns = [escape_formula(str(c)) for c in out.columns]
+    out.index.name = escape_formula(out.index.name)
     # CRLF rows (RFC 4180): cells holding CR or LF are quoted, so they cannot break a row
     if path is None:
         return out.to_csv(lineterminator="\r\n")
@@ -399,10 +405,44 @@ def to_csv(frame: pd.DataFrame, path: str | Path | None = None) -> str | Path:
     return Path(path)
 
 
+def _csv_cell(value: Any) -> Any:
+    """One value of an object column as a CSV cell: text as it is, lists, dicts and arrays as
+    JSON text, bytes as base64 (as on the wire), other scalars (numbers, Decimal, dates) as
+    pandas writes them; missing as empty."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (list, tuple, dict, np.ndarray)):
+        return _json_text(value)
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    """What orjson cannot write by itself: Decimal as its exact text, bytes as base64."""
+    import decimal
+
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} values cannot be written as JSON")
+
+
 def _json_text(value: Any) -> str:
     if hasattr(value, "tolist"):
         value = value.tolist()
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+    return orjson.dumps(
+        value,
+        default=_json_default,
+        option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+    ).decode()
 
 
 def to_jsonl(records: list[dict], path: str | Path | None = None) -> str | Path:

@@ -36,7 +36,9 @@ def id_keys(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
     if pa.types.is_integer(col.type):
-        keys = col.cast(pa.int64()).fill_null(0).to_numpy().view(np.uint64).copy()
+        # uint64 ids keep their bits (past 2**63 a cast to int64 overflows); the rest as int64
+        wide = col if col.type == pa.uint64() else col.cast(pa.int64())
+        keys = wide.fill_null(0).to_numpy().view(np.uint64).copy()
     else:
         from pandas.util import hash_array
 

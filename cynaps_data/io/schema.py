@@ -229,6 +229,65 @@ def bad_value_mask(arr: pa.Array) -> np.ndarray | None:
     return None
 
 
+def nul_mask(arr: pa.Array) -> np.ndarray | None:
+    """Rows holding text with a NUL character at any depth (the platform cannot store it), or
+    ``None`` if none."""
+    t = pa.types
+    dtype = arr.type
+    if t.is_string(dtype) or t.is_large_string(dtype) or t.is_string_view(dtype):
+        if len(arr) == 0:
+            return None
+        if t.is_string_view(dtype):
+            arr = arr.cast(pa.large_string())
+        found = pc.fill_null(pc.match_substring(arr, "\x00"), False)
+        mask = found.to_numpy(zero_copy_only=False)
+        return mask if mask.any() else None
+    if t.is_dictionary(dtype):
+        inner = nul_mask(arr.dictionary)
+        if inner is None:
+            return None
+        bad = pa.array(np.flatnonzero(inner), type=arr.indices.type)
+        return pc.fill_null(pc.is_in(arr.indices, value_set=bad), False).to_numpy(
+            zero_copy_only=False
+        )
+    if t.is_list(dtype) or t.is_large_list(dtype) or t.is_fixed_size_list(dtype) or t.is_map(dtype):
+        inner = nul_mask(arr.flatten())
+        if inner is None:
+            return None
+        parents = pc.list_parent_indices(arr).to_numpy()
+        mask = np.zeros(len(arr), dtype=bool)
+        mask[parents[inner]] = True
+        return mask
+    if t.is_struct(dtype):
+        out = None
+        for child in arr.flatten():
+            inner = nul_mask(child)
+            if inner is not None:
+                out = inner if out is None else (out | inner)
+        return out
+    return None
+
+
+def nul_field_name(dtype: pa.DataType) -> str | None:
+    """A struct field name (a dict key) holding a NUL character anywhere in ``dtype``."""
+    t = pa.types
+    if t.is_struct(dtype):
+        for field in dtype:
+            if "\x00" in field.name:
+                return field.name
+            found = nul_field_name(field.type)
+            if found is not None:
+                return found
+        return None
+    if t.is_dictionary(dtype):
+        return nul_field_name(dtype.value_type)
+    if t.is_map(dtype):
+        return nul_field_name(dtype.key_type) or nul_field_name(dtype.item_type)
+    if hasattr(dtype, "value_type"):  # list types
+        return nul_field_name(dtype.value_type)
+    return None
+
+
 def _rebuild_list(arr: pa.Array, values: pa.Array) -> pa.Array:
     """A list array with the shape (lengths, nulls) of fixed-size list ``arr`` over ``values``."""
     n = arr.type.list_size
@@ -390,8 +449,24 @@ def _vector_decode(col: pa.Array, dtype: pa.DataType) -> pa.Array | None:
     if (t.is_integer(dtype) or t.is_floating(dtype) or t.is_boolean(dtype)) and (
         t.is_integer(src) or t.is_floating(src) or t.is_boolean(src)
     ):
+        if t.is_integer(dtype) and t.is_floating(src) and len(col):
+            _refuse_rounded_integers(col)
         return col.cast(dtype)
     return None
+
+
+def _refuse_rounded_integers(col: pa.Array) -> None:
+    """Integers that reached the client as floating point (the platform's export parses a JSON
+    integer past the int64 range, a uint64 above 2**63, as a double) are exact only up to 2**53:
+    refuse rather than cast a rounded value to a wrong integer."""
+    biggest = pc.max(pc.abs(col)).as_py()
+    if biggest is not None and biggest >= 2.0**53:
+        raise ValueError(
+            f"integers up to {biggest:.0f} arrived as floating point from the platform's Arrow "
+            "export and may have been rounded; read the exact values from the JSON export: "
+            "cynaps_data.io.table_from_wire([r['data'] for r in project.export()], "
+            "project.source_schema)"
+        )
 
 
 def decode_array(

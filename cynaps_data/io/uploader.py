@@ -156,7 +156,10 @@ def upload(
     _check_compatible(existing_schema, existing_tasks, source_schema)
 
     # Pass 1: every row checked before anything is sent.
-    failures = [f for f in source.failures if f["column"] in roles.data_columns]
+    # conversion failures of every column the upload uses (a gold, prediction or id value
+    # that did not fit was nulled by the source: dropping its failure sent a silent null)
+    used = {*roles.data_columns, roles.id_column, roles.gold_column, roles.prediction_column}
+    failures = [f for f in source.failures if f["column"] in used - {None}]
     with IdKeys(source.num_rows) as keys:
         offset = 0
         for batch in source.batches(batch_size):
@@ -168,6 +171,14 @@ def upload(
         if roles.id_column:
             failures.extend(_duplicate_ids(source, roles.id_column, keys, batch_size))
             failures.sort(key=lambda f: f["row"])
+    # a value the source could not convert was nulled: its own failure says why, not the
+    # later checks of that null ("the id is missing")
+    seen: set[tuple[int, Any]] = set()
+    failures = [
+        f
+        for f in failures
+        if (f["row"], f["column"]) not in seen and not seen.add((f["row"], f["column"]))
+    ]
     failed_rows = sorted({f["row"] for f in failures})
     table = failures_frame(failures)
     if failures:

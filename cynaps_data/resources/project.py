@@ -286,9 +286,10 @@ class Project:
         roles = ("data_columns", "id_column", "gold_column", "prediction_column")
         wanted = None
         if options.get("data_columns") is not None:
-            wanted = list(options["data_columns"]) + [
+            named = list(options["data_columns"]) + [
                 options[r] for r in roles[1:] if options.get(r)
             ]
+            wanted = list(dict.fromkeys(named))  # the id column may be task data too
         source = make_source(wanted if wanted is not None else columns)
         self.refresh()
         path = f"/v1/projects/{self.id}"
