@@ -260,3 +260,26 @@ def test_a_replayed_key_response_mints_a_listed_revocable_key(platform) -> None:
     (live,) = [r for r in rows if not r.revoked]
     assert live.key_hash == hash_key(key2)
     assert all(r.revoked_at for r in rows if r.revoked)
+
+
+def test_a_caller_hanging_up_mid_body_logs_no_traceback(platform, caplog) -> None:
+    """A caller that declares a body and hangs up half way made the platform log an
+    "unhandled error" with a full traceback (a cheap way to fill its log)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    key = platform.create_customer()
+    where = urlsplit(platform.base_url)
+    caplog.set_level("ERROR")
+    for _ in range(3):
+        with socket.create_connection((where.hostname, where.port), timeout=5) as sock:
+            sock.sendall(
+                b"POST /v1/projects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Authorization: Bearer {key}\r\nContent-Length: 100000\r\n\r\n".encode()
+                + b'{"name": "half'
+            )
+            time.sleep(0.1)
+    time.sleep(0.5)
+    assert not [r for r in caplog.records if "unhandled error" in r.getMessage()]
+    ok = requests.get(platform.base_url + "/v1/me", headers={"Authorization": f"Bearer {key}"})
+    assert ok.status_code == 200

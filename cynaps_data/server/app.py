@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from . import api_schema
 from .db import Database
@@ -137,6 +138,14 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
                 "invalid_value",
                 "A value in the request is out of range or cannot be stored (e.g. an id too large, or text with NUL characters); nothing was changed.",
             ),
+        )
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> ORJSONResponse:
+        # the caller hung up mid-body: nothing was read into a change, nobody to answer, and
+        # no traceback to log (a caller could otherwise fill the log with them)
+        return _problem_response(
+            request, Problem(400, "body_incomplete", "The request body ended early.")
         )
 
     @app.exception_handler(Exception)
