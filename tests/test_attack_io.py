@@ -205,3 +205,19 @@ def test_classlabel_sequence_predictions_are_sent_as_names(platform, client):
         assert annotator.submit(task["task_id"], "cat").status_code == 201
     assert seen["a"] == ["cat", "dog"] and seen["c"] is None
     project.cancel()
+
+
+def test_a_renamed_data_column_keeps_its_dataset_feature(client) -> None:
+    """A ``datasets`` column named like an export column (``label``) comes back as
+    ``data.label``; failed before: it lost its ClassLabel feature (plain int64)."""
+    source = datasets.Dataset.from_dict(
+        {"text": ["a", "b"], "label": [0, 1]},
+        features=datasets.Features(
+            {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+        ),
+    )
+    project = make_project(client, labels=["x", "y"])
+    project.upload_dataset(source, progress=False)
+    out = project.to_dataset()
+    assert out.features["data.label"] == datasets.ClassLabel(names=["neg", "pos"])
+    assert out["data.label"] == [0, 1]

@@ -497,8 +497,11 @@ def to_dataset(
     for name in arrow.column_names:
         if name in features:
             continue
-        if features_of_data is not None and name in data_names and name in features_of_data:
-            features[name] = features_of_data[name]
+        # a data column renamed ``data.<name>`` (its name was taken) keeps its own feature
+        source = name[len("data.") :] if name.startswith("data.") else name
+        source = name if features_of_data is None or name in features_of_data else source
+        if features_of_data is not None and name in data_names and source in features_of_data:
+            features[name] = features_of_data[source]
         else:
             features[name] = inferred[name]
     feats = datasets.Features({name: features[name] for name in arrow.column_names})
