@@ -30,6 +30,7 @@ from . import ledger, outbox
 from .fastsql import Raw
 from .overlap import expected_judgements
 from .pricing import quote, task_charge_cents
+from .quality import is_adaptive
 
 
 def task_count(conn: sa.Connection, project_id: str) -> int:
@@ -242,9 +243,17 @@ def reserve_for_reopen(conn: sa.Connection, project: Any, n_tasks: int, n: int) 
     changed), so spending the balance elsewhere later cannot drive it below zero when the
     reopened tasks are charged; what is not used is refunded with the deposit on completion or
     cancellation. Returns the amount held, in cents.
+
+    Adaptive mode: once a reopened task has its ``n`` extra judgements the adaptive rule decides
+    again and may ask for more, one at a time, up to ``max_annotators`` in all, with no
+    reservation of its own (the deposit covered ``max_annotators``, but a completed project's
+    deposit has been refunded). A task with ``j`` judgements can so take
+    ``max(n, max_annotators - j) <= max(n, max_annotators)`` more; that bound is held per task.
     """
+    quality = project.quality_settings
+    worst = max(n, quality["max_annotators"]) if is_adaptive(quality) else n
     per_task = task_charge_cents(
-        project.annotation_type, n, bool(project.quality_settings.get("enable_expert_review"))
+        project.annotation_type, worst, bool(quality.get("enable_expert_review"))
     )
     cents = n_tasks * per_task
     ledger.move_checked(

@@ -91,7 +91,13 @@ def reopen(db: Database, owner_id: str, project_id: str, body: Any) -> dict:
                 tasks.update()
                 .where(tasks.c.project_id == project_id, tasks.c.id.in_(chunk))
                 .values(
-                    needed=tasks.c.n_judgements + n,
+                    # n more than it has or was already going to get (a pending task's
+                    # quota is never lowered by asking for more)
+                    needed=sa.case(
+                        (tasks.c.needed > tasks.c.n_judgements, tasks.c.needed),
+                        else_=tasks.c.n_judgements,
+                    )
+                    + n,
                     status="pending",
                     final_label=None,
                     label_source=None,

@@ -35,7 +35,8 @@ _RELEASE_SQL = "DELETE FROM assignments WHERE task_id = :task AND annotator_id =
 #  owner_id, data)
 _SUBMIT_SQL = (
     "SELECT a.expires_at, t.project_id, t.needed, t.n_judgements, p.state, p.annotation_type, p.labels,"
-    " p.quality_settings, p.owner_id, t.data FROM assignments a JOIN tasks t ON t.id = a.task_id"
+    " p.quality_settings, p.owner_id, t.data, t.status FROM assignments a"
+    " JOIN tasks t ON t.id = a.task_id"
     " JOIN projects p ON p.id = t.project_id WHERE a.task_id = :task AND a.annotator_id = :me"
 )
 _VOTES_SQL = "SELECT value FROM judgements WHERE task_id = :task AND role = 'annotator' ORDER BY id"
@@ -242,7 +243,15 @@ def submit(
             quality,
             owner,
             data,
+            task_status,
         ) = row
+        if task_status != "pending":  # decided while this assignment was held (e.g. reopen)
+            raise Problem(
+                409,
+                "task_closed",
+                f"Task {task_id} is {task_status}; it takes no more judgements.",
+                type="invalid_state_error",
+            )
         atype = get_type(annotation_type)
         try:
             value = atype.validate_value(body.get("label"), json_value(labels), json_value(data))

@@ -182,6 +182,8 @@ def transition(db: Database, owner_id: str, project_id: str, action: str) -> dic
                 raise invalid_state("Cannot start a project without tasks; upload tasks first.")
         if action == "resume":
             target = refresh_state(conn, row.id, "active")
+            if target == "completed":  # its last task was judged while paused: settle now
+                billing.refund_deposit(conn, row)
         if action == "cancel":
             billing.settle_escrow(conn, row)  # escrow ends empty: billed work paid (issue 12)
             billing.refund_deposit(conn, row)
