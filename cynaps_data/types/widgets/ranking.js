@@ -12,11 +12,19 @@ export const ownsData = true;
 
 const SHOW_KEYS = ["text", "body", "title", "content"];
 
+/** A candidate as a short line of text (the review page names candidates by their content:
+ * positions mean nothing to an expert who sees them shuffled). */
+function shortText(value) {
+  const text = textOf(value).replace(/\s+/g, " ").trim();
+  return text.length > 80 ? `${text.slice(0, 79)}…` : text;
+}
+
 /** The review page's vote summary: each candidate's mean rank, and Kendall's W. */
 export function summary(box, task) {
   const ranks = task.mean_ranks || [];
+  const items = candidates(task);
   const rows = ranks.map((rank, i) => el("div", { className: "share" },
-    el("span", { className: "share-label", text: `#${i + 1}` }),
+    el("span", { className: "share-label", text: i < items.length ? shortText(items[i]) : `#${i + 1}` }),
     el("span", { className: "share-value", text: `mean rank ${rank.toFixed(2)}` })));
   if (typeof task.kendall_w === "number") rows.push(el("div", { className: "share ranking-w", text: `Kendall's W ${task.kendall_w.toFixed(2)}` }));
   box.replaceChildren(...rows);
@@ -37,6 +45,13 @@ function candidates(task) {
     });
   }
   return (spec || []).map((field) => data[field]);
+}
+
+/** The review page's text of one vote: its candidates best first. */
+export function voteText(label, task) {
+  const items = candidates(task);
+  const order = label && Array.isArray(label.order) ? label.order : [];
+  return order.map((pos) => (pos in items ? shortText(items[pos]) : `#${pos}`)).join(" > ");
 }
 
 function textOf(value) { return typeof value === "string" ? value : JSON.stringify(value, null, 1); }

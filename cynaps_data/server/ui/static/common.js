@@ -145,10 +145,15 @@ export function markSelected(container, index) {
   }
 }
 
+// inputs nothing is typed into: a focused checkbox (e.g. pairwise "much better") keeps the keys
+const UNTYPED_INPUTS = new Set(["checkbox", "radio", "button", "submit", "reset", "image", "range", "color", "file"]);
+
 /** True when a keystroke is typed into a form field (shortcuts must not fire then). */
 export function typing(event) {
   const t = event.target;
-  return t instanceof HTMLElement && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName));
+  if (!(t instanceof HTMLElement)) return false;
+  if (t.tagName === "INPUT") return !UNTYPED_INPUTS.has(t.type);
+  return t.isContentEditable || ["TEXTAREA", "SELECT"].includes(t.tagName);
 }
 
 /**
