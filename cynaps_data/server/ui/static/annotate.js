@@ -37,7 +37,8 @@ const queue = taskQueue({
   },
   keys: { s: skip },
   // the assignment expired or was taken back: show what is next instead
-  async onError(e, q) { if (e.code === "not_assigned") await q.loadNext(); },
+  // (task_closed: it was decided while this assignment was held)
+  async onError(e, q) { if (e.code === "not_assigned" || e.code === "task_closed") await q.loadNext(); },
 });
 
 function skip() {
