@@ -22,6 +22,8 @@ __all__ = [
     "check_codes",
     "check_choice",
     "check_positive_count",
+    "check_real",
+    "check_em_params",
     "fix_gold",
     "mv_init",
 ]
@@ -142,9 +144,30 @@ def check_choice(value: Any, choices: tuple[str, ...], param: str) -> None:
 
 
 def check_positive_count(value: int, param: str) -> None:
-    """Raise ``ValidationError`` ("<param> must be >= 1") unless ``value >= 1``."""
+    """Raise ``ValidationError`` ("<param> must be an integer >= 1") unless ``value`` is an
+    integer (not a bool, not a float or string) and ``>= 1``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValidationError(
+            f"{param} must be an integer >= 1, got {value!r} ({type(value).__name__})",
+            param=param,
+        )
     if value < 1:
-        raise ValidationError(f"{param} must be >= 1", param=param)
+        raise ValidationError(f"{param} must be an integer >= 1, got {value!r}", param=param)
+
+
+def check_real(value: float, param: str) -> None:
+    """Raise ``ValidationError`` unless ``value`` is a real number (int or float, not a bool,
+    string or None)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise ValidationError(
+            f"{param} must be a number, got {value!r} ({type(value).__name__})", param=param
+        )
+
+
+def check_em_params(n_iter: Any, tol: Any) -> None:
+    """Validate an iterative model's ``n_iter`` (integer >= 1) and ``tol`` (a number)."""
+    check_positive_count(n_iter, "n_iter")
+    check_real(tol, "tol")
 
 
 def check_codes(
@@ -314,9 +337,25 @@ def _init_param_names(cls: type) -> tuple[str, ...]:
 
 
 def rng_from(random_state: Any) -> np.random.Generator:
+    """A Generator from ``random_state``: a Generator (used as is), None, a non-negative int
+    seed, a sequence of them, a SeedSequence, a BitGenerator or a legacy RandomState; anything
+    else raises ``ValidationError`` (param ``random_state``)."""
     if isinstance(random_state, np.random.Generator):
         return random_state
-    return np.random.default_rng(random_state)
+    if isinstance(random_state, (bool, np.bool_, float, np.floating, str, bytes)):
+        raise ValidationError(
+            f"random_state must be None, an integer seed >= 0 or a numpy Generator, "
+            f"got {random_state!r}",
+            param="random_state",
+        )
+    try:
+        return np.random.default_rng(random_state)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"random_state must be None, an integer seed >= 0 or a numpy Generator, "
+            f"got {random_state!r} ({exc})",
+            param="random_state",
+        ) from exc
 
 
 def labels_param(labels: Sequence[Hashable] | None) -> Sequence[Hashable] | None:

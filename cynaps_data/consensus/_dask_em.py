@@ -18,6 +18,7 @@ from scipy.special import digamma
 from ._base import (
     argmax_rows,
     check_choice,
+    check_em_params,
     check_positive_count,
     fix_gold,
     mv_init,
@@ -101,6 +102,8 @@ class _DawidSkene:
 
     @staticmethod
     def fit(model: Any, cl: Cluster) -> DaskResult:
+        if hasattr(model, "n_iter"):
+            check_em_params(model.n_iter, getattr(model, "tol", 0.0))
         w_, k = cl.n_workers, cl.k
         wk = w_ * k
 
@@ -188,6 +191,8 @@ class _OneCoin:
 
     @staticmethod
     def fit(model: Any, cl: Cluster) -> DaskResult:
+        if hasattr(model, "n_iter"):
+            check_em_params(model.n_iter, getattr(model, "tol", 0.0))
         k = cl.k
         n_by_w = cl.n_wy.sum(axis=1)
         smoothing = model.smoothing
@@ -257,6 +262,8 @@ class _MACE:
 
     @staticmethod
     def fit(model: Any, cl: Cluster) -> DaskResult:
+        if hasattr(model, "n_iter"):
+            check_em_params(model.n_iter, getattr(model, "tol", 0.0))
         check_choice(model.method, ("vb", "em"), "method")
         check_positive_count(model.n_restarts, "n_restarts")
         w_, k, n = cl.n_workers, cl.k, cl.n_answers

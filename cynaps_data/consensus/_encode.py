@@ -148,7 +148,22 @@ def _label_index(
     values: pd.Series, labels: Sequence[Hashable] | None
 ) -> tuple[np.ndarray, pd.Index]:
     if labels is not None:
+        if isinstance(labels, (str, bytes)):
+            raise ValidationError(
+                f"labels= must be a list of classes, got the string {labels!r}", param="labels"
+            )
+        if isinstance(labels, (set, frozenset)):  # no order: sort, so runs are reproducible
+            try:
+                labels = sorted(labels)
+            except TypeError as exc:
+                raise ValidationError(
+                    "labels= is an unordered set of unorderable values; pass a list in the "
+                    "order you want (ties go to the first)",
+                    param="labels",
+                ) from exc
         names = pd.Index(list(labels))
+        if names.hasnans:
+            raise ValidationError("labels= contains a missing value (NaN/None)", param="labels")
         if len(names) == 0:
             raise ValidationError("labels= must list at least one class", param="labels")
         if names.has_duplicates:
@@ -168,6 +183,17 @@ def _label_index(
         codes, uniques = pd.factorize(values, sort=True)
     except TypeError:  # labels of mixed, unorderable types: keep first appearance
         codes, uniques = pd.factorize(values, sort=False)
+    if values.dtype == object:  # 1 and "1" (frames from CSV and from code): not two classes
+        text = pd.Index([str(v) for v in uniques])
+        if text.has_duplicates:
+            first = text[text.duplicated()][0]
+            same = [v for v in uniques if str(v) == first][:2]
+            raise ValidationError(
+                f"column 'label' holds {same[0]!r} ({type(same[0]).__name__}) and {same[1]!r} "
+                f"({type(same[1]).__name__}), which would be two different classes; cast the "
+                "column to one type",
+                param="label",
+            )
     return np.asarray(codes, dtype=np.int64), pd.Index(uniques)
 
 
@@ -206,6 +232,23 @@ def encode(
     )
 
 
+def check_id_types(unmatched: pd.Index, task_names: pd.Index, param: str = "gold") -> None:
+    """Task ids (of ``gold``, ``tasks=``) absent from the answers are fine, unless one is a task
+    id of another type (``"7"`` for ``7``): a type mismatch, which would silently drop gold or
+    list an answered task as unanswered. Raises ``ValidationError`` naming ``param``."""
+    text = pd.Index(task_names.astype(str))
+    hit = text.get_indexer(unmatched.astype(str))
+    if (hit >= 0).any():
+        i = int(np.flatnonzero(hit >= 0)[0])
+        gid, tid = unmatched[i], task_names[hit[i]]
+        gid, tid = (v.item() if isinstance(v, np.generic) else v for v in (gid, tid))
+        raise ValidationError(
+            f"{param} names task {gid!r} ({type(gid).__name__}) but the answers call it "
+            f"{tid!r} ({type(tid).__name__}); convert {param} to the type of the 'task' column",
+            param=param,
+        )
+
+
 def encode_gold(gold: Any, enc: Encoded) -> np.ndarray:
     """Map gold labels onto task codes: returns an int64 array of length ``n_tasks`` holding the
     class code of the gold label, or ``-1`` where the task has no gold.
@@ -230,9 +273,19 @@ def encode_gold(gold: Any, enc: Encoded) -> np.ndarray:
         )
     gold = gold.dropna()
     if gold.index.has_duplicates:
+        n_labels = gold.groupby(level=0, sort=False).nunique()
+        if (n_labels > 1).any():
+            task = n_labels.index[(n_labels > 1).to_numpy()][0]
+            raise ValidationError(
+                f"gold gives task {task!r} different labels "
+                f"{pd.unique(gold.loc[[task]].to_numpy()).tolist()}",
+                param="gold",
+            )
         gold = gold[~gold.index.duplicated(keep="first")]
     pos = enc.task_names.get_indexer(gold.index)
     keep = pos >= 0
+    if not keep.all() and gold.index.inferred_type != enc.task_names.inferred_type:
+        check_id_types(gold.index[~keep], enc.task_names)
     g_codes = enc.label_names.get_indexer(gold.to_numpy()[keep])
     if (g_codes < 0).any():
         bad = pd.unique(gold.to_numpy()[keep][g_codes < 0])[:10].tolist()

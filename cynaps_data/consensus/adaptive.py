@@ -43,7 +43,7 @@ import pandas as pd
 
 from ..errors import ValidationError
 from ._base import fix_gold
-from ._encode import encode_gold
+from ._encode import check_id_types, encode, encode_gold
 from .calibration import resampled_confidence
 
 __all__ = ["expected_gain", "next_judgements"]
@@ -165,25 +165,30 @@ def next_judgements(
             index=probas.index,
         )
     else:  # too little to fit a skill model: every judged task counts its plurality
-        from .majority_vote import MajorityVote
+        # (a single annotator so far: the models need two, the plurality needs one)
+        from .majority_vote import majority_vote_arrays
 
-        mv = MajorityVote(labels=labels).fit(df) if len(df) else None
-        if mv is None:
+        if len(df) == 0:
             out = pd.DataFrame(
                 {"label": pd.Series(dtype=object), "confidence": [], "expected_gain": []}
             )
         else:
+            enc = encode(df, labels, min_workers=1)
+            mv = majority_vote_arrays(*enc.codes, gold=encode_gold(gold, enc))
             out = pd.DataFrame(
                 {
-                    "label": mv.labels_,
-                    "confidence": mv.probas_.max(axis=1),
+                    "label": enc.label_names.take(mv.labels),
+                    "confidence": mv.probas.max(axis=1),
                     "expected_gain": np.nan,
-                }
+                },
+                index=enc.task_names,
             )
     n = df.groupby("task", sort=False).size() if len(df) else pd.Series(dtype=np.int64)
     out["n_judgements"] = n.reindex(out.index).fillna(0).astype(np.int64)
     if tasks is not None:
         missing = pd.Index(tasks).difference(out.index)
+        if len(missing) and len(out) and missing.inferred_type != out.index.inferred_type:
+            check_id_types(missing, out.index, param="tasks")
         if len(missing):
             extra = pd.DataFrame(
                 {"label": None, "confidence": np.nan, "expected_gain": np.nan, "n_judgements": 0},

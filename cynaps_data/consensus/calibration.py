@@ -44,16 +44,46 @@ def reliability_table(probas: pd.DataFrame, gold: pd.Series, n_bins: int = 10) -
         raise ValidationError("probas must be a DataFrame task x label", param="probas")
     if not isinstance(gold, pd.Series):
         raise ValidationError("gold must be a Series indexed by task", param="gold")
-    if n_bins < 1:
-        raise ValidationError("n_bins must be >= 1", param="n_bins")
+    if (
+        isinstance(n_bins, (bool, np.bool_))
+        or not isinstance(n_bins, (int, np.integer))
+        or n_bins < 1
+    ):
+        raise ValidationError(f"n_bins must be an integer >= 1, got {n_bins!r}", param="n_bins")
+    if probas.index.has_duplicates:
+        dup = probas.index[probas.index.duplicated()][:5].tolist()
+        raise ValidationError(f"probas has duplicate task(s) {dup}", param="probas")
     g = gold.dropna()
     g = g[g.index.isin(probas.index)]
+    if g.index.has_duplicates:
+        g = g[~g.index.duplicated(keep="first")]
     if g.empty:
         raise ValidationError("no gold task is present in probas", param="gold")
+    # a gold class that is no column counts as a miss, unless it looks like a type mismatch
+    # (no gold label is a column, or one is a column's text: 1 vs "1"): then every task would
+    # silently count as wrong
+    gold_codes = probas.columns.get_indexer(g.to_numpy())
+    unknown = gold_codes < 0
+    if unknown.any():
+        bad = pd.unique(g.to_numpy()[unknown])
+        as_text = {str(c) for c in probas.columns}
+        if unknown.all() or any(str(v) in as_text for v in bad):
+            raise ValidationError(
+                f"gold labels {bad[:10].tolist()} are not columns of probas "
+                f"{probas.columns.tolist()[:20]}; gold and probas must use the same label "
+                "values and types (e.g. 1 vs '1')",
+                param="gold",
+            )
     p = probas.loc[g.index].to_numpy(dtype=np.float64)
+    nan_rows = np.isnan(p).any(axis=1)
+    if nan_rows.any():
+        raise ValidationError(
+            f"probas has {int(nan_rows.sum())} gold task(s) with missing (NaN) posteriors, "
+            f"first {g.index[nan_rows][0]!r}",
+            param="probas",
+        )
     conf = p.max(axis=1)
-    pred = probas.columns.to_numpy()[p.argmax(axis=1)]
-    correct = (pred == g.to_numpy()).astype(np.float64)
+    correct = (p.argmax(axis=1) == gold_codes).astype(np.float64)
     bins = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
     cnt = np.bincount(bins, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -153,6 +183,9 @@ def resampled_confidence(
        label :math:`\hat z_t = \arg\max q_t` is :math:`\frac1B \sum_b p^{(b)}_{t \hat z_t}`.
     3. :func:`temper_to` that confidence (only ever lowers it).
 
+    Only the classes that occur (in an answer or as a row's arg-max) are re-weighted; a
+    declared class nobody chose keeps its raw posterior.
+
     Cost: ``n_draws`` sparse products over the answers (no refit of the model).
     """
     t = np.asarray(task, dtype=np.int64)
@@ -161,6 +194,26 @@ def resampled_confidence(
     n_t, k = q.shape
     if k < 2 or t.size == 0:
         return q.copy()
+    # only the classes that occur (in an answer, or as a row's arg-max: gold) take part: a
+    # declared class nobody chose keeps its raw posterior instead of receiving tempered mass
+    used = np.bincount(y, minlength=k) > 0
+    used[q.argmax(axis=1)] = True
+    if not used.all():
+        mass = q[:, used].sum(axis=1, keepdims=True)
+        out = q.copy()
+        sub_y = (np.cumsum(used) - 1)[y]
+        sub = resampled_confidence(
+            t,
+            w,
+            sub_y,
+            q[:, used] / mass,
+            n_workers,
+            n_draws=n_draws,
+            alpha=alpha,
+            random_state=random_state,
+        )
+        out[:, used] = sub * mass
+        return out
     qt = q[t]
     cell = ((w * k + y)[:, None] * k + np.arange(k)).ravel()
     counts = np.bincount(cell, weights=qt.ravel(), minlength=n_workers * k * k)

@@ -46,6 +46,7 @@ from ._base import (
     aggregator_params,
     argmax_rows,
     check_codes,
+    check_em_params,
     fix_gold,
     mv_init,
     rng_from,
@@ -253,6 +254,8 @@ def dawid_skene_arrays(
     """Dawid-Skene on integer codes; see the module docstring for the model and
     :class:`DawidSkene` for the parameters."""
     t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
+    check_em_params(n_iter, tol)
+    rng = rng_from(random_state)
     a, _ = incidence_pair(t, w, y, n_t, n_w, k, incidence)
     q0 = mv_init(t, y, n_t, k, gold)
     q, log_e, log_pi, hist, it = dawid_skene_em(
@@ -275,7 +278,7 @@ def dawid_skene_arrays(
         errors /= errors.sum(axis=1, keepdims=True)
     priors = np.exp(log_pi)
     priors /= priors.sum()
-    labels = argmax_rows(q, rng_from(random_state))
+    labels = argmax_rows(q, rng)
     # skill: expected accuracy sum_c pi_c e_cc (chance-level is ~1/K)
     skills = np.einsum("wcc,c->w", errors, priors)
     return ArrayResult(
@@ -351,6 +354,8 @@ def one_coin_arrays(
     ``smoothing`` adds pseudo-counts to each worker's (correct, wrong) expected counts.
     """
     t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
+    check_em_params(n_iter, tol)
+    rng = rng_from(random_state)
     n_by_w = np.bincount(w, minlength=n_w).astype(np.float64)
     n_by_t = np.bincount(t, minlength=n_t).astype(np.float64)
     ty = t * k + y
@@ -393,7 +398,7 @@ def one_coin_arrays(
     idx = np.arange(k)
     errors[:, idx, idx] = s[:, None]
     priors = np.exp(log_pi)
-    labels = argmax_rows(q, rng_from(random_state))
+    labels = argmax_rows(q, rng)
     return ArrayResult(
         probas=q,
         labels=labels,

@@ -37,6 +37,7 @@ from ._base import (
     aggregator_params,
     argmax_rows,
     check_codes,
+    check_em_params,
     fix_gold,
     mv_init,
     rng_from,
@@ -68,6 +69,7 @@ def ebcc_arrays(
 ) -> ArrayResult:
     """EBCC on integer codes; see the module docstring."""
     t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
+    check_em_params(n_iter, tol)
     m = int(n_subtypes)
     km = k * m
     a, at = incidence_pair(t, w, y, n_t, n_w, k, incidence)

@@ -99,9 +99,25 @@ def ensemble_arrays(
     raw = q
     if calibration == "resample":
         n_w = int(n_workers) if n_workers is not None else int(np.max(worker)) + 1
-        q = resampled_confidence(task, worker, label, q, n_w, random_state=rng)
-        n_t = q.shape[0]
-        q = fix_gold(design_effect_temper(q, np.size(task) / n_t, answer_correlation), gold)
+        n_mean = np.size(task) / q.shape[0]
+        # calibrate over the classes that occur (answers or gold) only: a declared class nobody
+        # chose keeps its (tiny) raw posterior instead of receiving the tempered-away mass
+        lab = np.asarray(label, dtype=np.int64)
+        used = np.bincount(lab, minlength=k) > 0
+        if gold is not None and (gold >= 0).any():
+            used |= np.bincount(gold[gold >= 0], minlength=k) > 0
+        if used.all():
+            q = resampled_confidence(task, worker, lab, q, n_w, random_state=rng)
+            q = design_effect_temper(q, n_mean, answer_correlation)
+        else:
+            mass = q[:, used].sum(axis=1, keepdims=True)
+            sub = q[:, used] / mass
+            sub_label = (np.cumsum(used) - 1)[lab]
+            sub = resampled_confidence(task, worker, sub_label, sub, n_w, random_state=rng)
+            sub = design_effect_temper(sub, n_mean, answer_correlation)
+            q = q.copy()
+            q[:, used] = sub * mass
+        q = fix_gold(q, gold)
     labels = argmax_rows(q, rng)
     res = ArrayResult(
         probas=q,

@@ -43,6 +43,7 @@ from ._base import (
     argmax_rows,
     check_choice,
     check_codes,
+    check_em_params,
     fix_gold,
     rng_from,
     softmax_rows,
@@ -91,6 +92,8 @@ def glad_arrays(
     """GLAD on integer codes; see the module docstring."""
     check_choice(m_step, ("cg", "newton"), "m_step")
     t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
+    check_em_params(n_iter, tol)
+    rng = rng_from(random_state)
     n = t.size
     if n > 1 and bool((t[1:] < t[:-1]).any()):  # group answers by task once (stable: same sums)
         order = np.argsort(t, kind="stable")
@@ -173,7 +176,7 @@ def glad_arrays(
         if cur - prev < tol:
             break
         prev = cur
-    labels = argmax_rows(q, rng_from(random_state))
+    labels = argmax_rows(q, rng)
     return ArrayResult(
         probas=q,
         labels=labels,

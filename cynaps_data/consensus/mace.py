@@ -37,6 +37,7 @@ from ._base import (
     argmax_rows,
     check_choice,
     check_codes,
+    check_em_params,
     check_positive_count,
     fix_gold,
     rng_from,
@@ -71,13 +72,14 @@ def mace_arrays(
     """MACE on integer codes; see the module docstring."""
     check_choice(method, ("vb", "em"), "method")
     check_positive_count(n_restarts, "n_restarts")
+    check_em_params(n_iter, tol)
+    rng = rng_from(random_state)
     t, w, y, n_t, n_w, k = check_codes(task, worker, label, n_tasks, n_workers, n_classes)
     n = t.size
     ty = t * k + y
     wy = w * k + y
     n_by_w = np.bincount(w, minlength=n_w).astype(np.float64)
     smooth = 0.01 / k if smoothing is None else float(smoothing)
-    rng = rng_from(random_state)
     log_pi = [np.full(k, -np.log(k))]  # uniform class prior, re-estimated if learn_priors
 
     n_wy = np.bincount(wy, minlength=n_w * k).astype(np.float64).reshape(n_w, k)

@@ -6,7 +6,9 @@
 ``label``              consensus label (majority vote, or the given ``method``)
 ``agreement``          top vote share: max over classes of the share of answers (float 0..1)
 ``n_annotations``      number of answers on the task (int)
-``vote_distribution``  dict label -> share of answers (only labels that received votes)
+``vote_distribution``  dict label -> share of answers (only labels that received votes), keyed
+                       by the label's text (``str(label)``: 0 -> "0", so the table can be
+                       written to parquet, feather or ``datasets``)
 ``entropy``            Shannon entropy of the vote shares, in bits (0 = unanimous)
 ``confidence``         posterior probability of ``label`` under the method (MV: its share)
 =====================  ====================================================================
@@ -75,10 +77,22 @@ def task_metadata(
             axis=1
         )
     names = enc.label_names
+    # str keys: Arrow (parquet, feather, datasets) only writes dicts keyed by strings
+    keys = [v if isinstance(v, str) else str(v) for v in names]
+    if len(set(keys)) < len(keys):
+        seen: dict[str, Hashable] = {}
+        for key, v in zip(keys, names, strict=True):
+            if key in seen:
+                raise ValidationError(
+                    f"labels {seen[key]!r} and {v!r} are different values with the same text "
+                    f"{key!r}; cast the label column to one type before aggregating",
+                    param="label",
+                )
+            seen[key] = v
     rows, cols = np.nonzero(counts)
-    dist: list[dict[Hashable, float]] = [{} for _ in range(enc.n_tasks)]
+    dist: list[dict[str, float]] = [{} for _ in range(enc.n_tasks)]
     for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-        dist[r][names[c]] = float(shares[r, c])
+        dist[r][keys[c]] = float(shares[r, c])
     out = pd.DataFrame(
         {
             "label": names.take(lab_codes),
