@@ -3,11 +3,105 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
 
 from .wire import DEFAULT_BATCH_SIZE
+
+
+def _port(text: str) -> int:
+    """``--port``: 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: a whole number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {port}: use 1-65535, or 0 for any free one")
+    return port
+
+
+def _positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: a whole number ≥ 1") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {number}: must be at least 1")
+    return number
+
+
+def _seconds(text: str) -> float:
+    """A finite, non-negative number (``--poll-interval``)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: a number of seconds") from None
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: a number of seconds ≥ 0")
+    return number
+
+
+def _days(text: str) -> float:
+    """A finite, positive number of days (``--expires-in-days``)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: a number of days") from None
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: a number of days > 0")
+    return number
+
+
+def _database(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty: give a SQLite file path or a postgresql:// URL")
+    return text.strip()
+
+
+def _shown_url(url: str) -> str:
+    """A database URL fit to print: the password replaced by ``***``."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only for display
+        return url.split("@", 1)[-1] if "@" in url else url
+
+
+def _database_error(url: str, exc: Exception) -> str:
+    reason = getattr(exc, "orig", None) or exc
+    text = " ".join(line.strip() for line in str(reason).splitlines() if line.strip())
+    return (
+        f"cannot open the database {_shown_url(url)}: {text} "
+        "(--db takes a SQLite file path or a postgresql:// URL of a running server)"
+    )
+
+
+def _check_port(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, or ``None`` (0 is always free)."""
+    import socket
+
+    if port == 0:
+        try:
+            socket.getaddrinfo(host, 0)
+        except OSError as exc:
+            return f"cannot listen on {host}: {exc.strerror or exc}; check --host"
+        return None
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return (
+            f"cannot listen on {host}:{port}: {reason} (is another `cynaps serve` running?); "
+            "stop it, or pass --port with another port (--port 0 picks a free one)"
+        )
+    finally:
+        probe.close()
+    return None
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -18,21 +112,40 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from . import config
     from .server.db import database_url
     from .server.platform import LocalPlatform
     from .server.settings import Settings
 
+    # what can be checked is checked before anything starts: the config file the key goes to
+    # (a broken one would otherwise fail after start-up, in a thread with --workers) and the port
+    config.read_config_file(_serve_config_target(args), required=False)
+    problem = _check_port(args.host, args.port)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     settings = Settings(
         database_url=database_url(args.db), webhook_allow_loopback=args.allow_loopback_webhooks
     )
     if args.workers > 1:
-        return _serve_workers(args, settings)
-    platform = LocalPlatform(
-        settings=settings, host=args.host, port=args.port, workforce=not args.no_workforce
-    ).start()
+        try:
+            return _serve_workers(args, settings)
+        except SQLAlchemyError as exc:
+            print(f"error: {_database_error(settings.database_url, exc)}", file=sys.stderr)
+            return 1
+    try:
+        platform = LocalPlatform(
+            settings=settings, host=args.host, port=args.port, workforce=not args.no_workforce
+        ).start()
+    except SQLAlchemyError as exc:
+        print(f"error: {_database_error(settings.database_url, exc)}", file=sys.stderr)
+        return 1
     key = platform.create_customer("Sandbox customer (cynaps serve)")
     saved = _save_serve_key(args, key, platform.base_url)  # written before the first line
-    print(f"Cynaps platform (sandbox) on {platform.base_url}  database: {settings.database_url}")
+    shown = _shown_url(settings.database_url)
+    print(f"Cynaps platform (sandbox) on {platform.base_url}  database: {shown}")
     print(saved)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -42,6 +155,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_config_target(args: argparse.Namespace):
+    from pathlib import Path
+
+    from . import config
+
+    return Path(args.config).expanduser() if args.config else config.config_path()
+
+
 def _save_serve_key(args: argparse.Namespace, key: str, base_url: str) -> str:
     """Write the sandbox key to the config file, never replacing another key there.
 
@@ -49,11 +170,9 @@ def _save_serve_key(args: argparse.Namespace, key: str, base_url: str) -> str:
     kept unless ``--overwrite-config``; the sandbox key then goes to ``serve.json`` beside it
     (0600). Returns the line to print.
     """
-    from pathlib import Path
-
     from . import config
 
-    target = Path(args.config).expanduser() if args.config else config.config_path()
+    target = _serve_config_target(args)
     existing = config.read_config_file(target, required=False) if target.exists() else {}
     if existing.get("api_key") and not args.overwrite_config:
         aside = target.with_name("serve.json")
@@ -82,7 +201,8 @@ def _serve_workers(args: argparse.Namespace, settings) -> int:
         )
         saved = _save_serve_key(args, key, base_url)  # written before the first line
         print(
-            f"Cynaps platform (sandbox) on {base_url}  database: {settings.database_url}  workers: {args.workers}",
+            f"Cynaps platform (sandbox) on {base_url}  "
+            f"database: {_shown_url(settings.database_url)}  workers: {args.workers}",
             flush=True,
         )
         print(saved, flush=True)
@@ -161,6 +281,12 @@ def _export(args: argparse.Namespace) -> int:
         return 2
     if fmt not in ("parquet", "csv") and (args.form != "wide" or args.method):
         print(f"error: --form and --method apply to parquet and csv, not {fmt}", file=sys.stderr)
+        return 2
+    if not out.parent.is_dir():
+        print(
+            f"error: the directory {str(out.parent)!r} does not exist; create it first",
+            file=sys.stderr,
+        )
         return 2
     options = {"form": args.form, **({"method": args.method} if args.method else {})}
     try:
@@ -269,12 +395,14 @@ def main(argv: list[str] | None = None) -> int:
     qs = sub.add_parser(
         "quickstart", help="run the Getting Started guide end to end on a local platform"
     )
-    qs.add_argument("--poll-interval", type=float, default=1.0)
+    qs.add_argument("--poll-interval", type=_seconds, default=1.0, help="seconds between polls")
     qs.set_defaults(func=_quickstart)
     serve = sub.add_parser("serve", help="run the platform (sandbox) on 127.0.0.1")
-    serve.add_argument("--db", default="cynaps.db", help="SQLite file or database URL")
+    serve.add_argument(
+        "--db", type=_database, default="cynaps.db", help="SQLite file or database URL"
+    )
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--port", type=_port, default=8765, help="0: any free port")
     serve.add_argument("--config", default=None, help="config file to write the key to")
     serve.add_argument("--no-workforce", action="store_true", help="no simulated annotators")
     serve.add_argument(
@@ -284,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument(
         "--workers",
-        type=int,
+        type=_positive_int,
         default=1,
         help="server processes on one database (rate limits and caches are per process)",
     )
@@ -304,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--image-columns", default=None, help="comma-separated columns of image paths/bytes"
     )
-    up.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    up.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE)
     up.add_argument("--on-error", choices=["raise", "warn", "skip"], default="raise")
     up.add_argument("--no-progress", action="store_true")
     up.set_defaults(func=_upload)
@@ -342,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     keys_sub = keys.add_subparsers(dest="action", required=True)
     create = keys_sub.add_parser("create", help="a new key; prints its secret once")
     create.add_argument("--name", required=True)
-    create.add_argument("--expires-in-days", type=float, default=None)
+    create.add_argument("--expires-in-days", type=_days, default=None)
     keys_list = keys_sub.add_parser("list", help="your keys (never their secrets)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id (key_...)")
     revoke.add_argument("key_id")
@@ -351,7 +479,26 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--json", action="store_true", help="print JSON")
     keys.set_defaults(func=_keys)
     args = parser.parse_args(argv)
-    return args.func(args)
+    from .errors import CynapsError
+
+    try:
+        return args.func(args)
+    except CynapsError as exc:  # a wrong key, a platform that is down, a bad config file
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file that cannot be written, a port taken meanwhile
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if args.command == "quickstart":
+            print(
+                "\ninterrupted: the quickstart's local platform was stopped and its temporary "
+                "database removed; run `cynaps quickstart` again to start over",
+                file=sys.stderr,
+            )
+        else:
+            print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

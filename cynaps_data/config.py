@@ -10,11 +10,13 @@ The config file is JSON: ``{"api_key": "sk_...", "base_url": "...", "timeout": 3
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
@@ -50,7 +52,7 @@ class Settings:
 
 def config_path() -> Path:
     """The default config file, honouring ``CYNAPS_CONFIG``."""
-    return Path(os.environ.get("CYNAPS_CONFIG", DEFAULT_CONFIG_PATH)).expanduser()
+    return Path(os.environ.get("CYNAPS_CONFIG", "").strip() or DEFAULT_CONFIG_PATH).expanduser()
 
 
 def read_config_file(path: str | os.PathLike[str] | None, *, required: bool) -> dict[str, Any]:
@@ -65,8 +67,13 @@ def read_config_file(path: str | os.PathLike[str] | None, *, required: bool) -> 
             )
         return {}
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigurationError(f"Config file {str(file)!r} cannot be read: {reason}") from exc
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
         raise ConfigurationError(f"Config file {str(file)!r} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigurationError(f"Config file {str(file)!r} must hold a JSON object")
@@ -92,19 +99,59 @@ def write_config_file(
 def _env(name: str) -> str | None:
     for var in _ENV_NAMES[name]:
         value = os.environ.get(var)
-        if value not in (None, ""):
+        if value is not None and value.strip():  # blank (``VAR=`` or spaces) counts as unset
             return value
     return None
 
 
 def _number(value: Any, name: str, kind: type) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
     try:
+        if isinstance(value, bool) or (
+            kind is int and isinstance(value, float) and not value.is_integer()
+        ):
+            raise TypeError
         number = kind(value)
     except (TypeError, ValueError):
-        raise ConfigurationError(f"{name} must be a number, got {value!r}", param=name) from None
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigurationError(f"{name} must be {what}, got {value!r}", param=name) from None
+    if kind is float and not (math.isfinite(number) and number > 0):
+        raise ConfigurationError(
+            f"{name} must be a positive number of seconds, got {value!r}", param=name
+        )
     if number < 0:
         raise ConfigurationError(f"{name} must not be negative, got {value!r}", param=name)
     return number
+
+
+def _api_key(value: Any) -> str | None:
+    """The key without the whitespace a terminal paste brings (``"sk_…\\n"``)."""
+    key = str(value).strip() if value is not None else ""
+    if not key:
+        return None
+    if any(ch.isspace() or not ch.isprintable() for ch in key):
+        raise ConfigurationError(
+            "api_key contains spaces or control characters; copy the key again "
+            "(keys look like sk_test_… or sk_live_…)",
+            param="api_key",
+        )
+    return key
+
+
+def _base_url(value: Any) -> str:
+    """``http(s)://host[:port][/prefix]``, without a trailing ``/`` or the API's ``/v1``."""
+    url = str(value).strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        hint = f" (did you mean 'http://{url}'?)" if url and "://" not in str(value) else ""
+        raise ConfigurationError(
+            f"base_url must be an http:// or https:// URL, got {str(value)!r}{hint}",
+            param="base_url",
+        )
+    if url.endswith("/v1"):  # the client adds /v1/… to every path
+        url = url[: -len("/v1")].rstrip("/")
+    return url
 
 
 def resolve(
@@ -128,12 +175,14 @@ def resolve(
         return file.get(name)
 
     key = pick("api_key", api_key)
-    url = pick("base_url", base_url) or DEFAULT_BASE_URL
+    url = pick("base_url", base_url)
+    if url is None or not str(url).strip():
+        url = DEFAULT_BASE_URL
     raw_timeout = pick("timeout", timeout)
     raw_retries = pick("max_retries", max_retries)
     return Settings(
-        api_key=str(key) if key else None,
-        base_url=str(url).rstrip("/"),
+        api_key=_api_key(key),
+        base_url=_base_url(url),
         timeout=DEFAULT_TIMEOUT if raw_timeout is None else _number(raw_timeout, "timeout", float),
         max_retries=DEFAULT_MAX_RETRIES
         if raw_retries is None
