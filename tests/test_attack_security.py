@@ -283,3 +283,18 @@ def test_a_caller_hanging_up_mid_body_logs_no_traceback(platform, caplog) -> Non
     assert not [r for r in caplog.records if "unhandled error" in r.getMessage()]
     ok = requests.get(platform.base_url + "/v1/me", headers={"Authorization": f"Bearer {key}"})
     assert ok.status_code == 200
+
+
+def test_an_answer_carries_one_request_id(platform) -> None:
+    """A 401 carried ``x-request-id`` twice (the problem answer and the middleware both added
+    it), so error messages read "(request id: req_X, req_X)"."""
+    for headers in ({"Authorization": "Bearer sk_test_wrong"}, {}):
+        answer = requests.get(platform.base_url + "/v1/me", headers=headers, timeout=10)
+        assert answer.status_code == 401
+        assert len(answer.raw.headers.getlist("x-request-id")) == 1
+    ok = requests.get(
+        platform.base_url + "/v1/me",
+        headers={"Authorization": f"Bearer {platform.create_customer()}"},
+        timeout=10,
+    )
+    assert len(ok.raw.headers.getlist("x-request-id")) == 1

@@ -132,7 +132,8 @@ class RequestContext:
                 started = True
                 headers = list(message.get("headers", []))
                 names = {k.lower() for k, _ in headers}
-                headers.append((b"x-request-id", request_id.encode()))
+                if b"x-request-id" not in names:  # (a problem answer may carry it already)
+                    headers.append((b"x-request-id", request_id.encode()))
                 if b"x-content-type-options" not in names:
                     headers.append((b"x-content-type-options", b"nosniff"))
                 message = {**message, "headers": headers}
