@@ -96,10 +96,9 @@ class Client:
         self.platform: LocalPlatform | None = None
 
     @classmethod
-    def from_config(
-        cls, path: str | os.PathLike[str] = config.DEFAULT_CONFIG_PATH, **overrides: Any
-    ) -> Client:
-        """A client from a JSON config file (``api_key``, ``base_url``, ``timeout``)."""
+    def from_config(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Client:
+        """A client from a JSON config file (``api_key``, ``base_url``, ``timeout``); by default
+        the file in ``CYNAPS_CONFIG``, else ``~/.cynaps/config.json``."""
         return cls(_config_file=path, _config_required=True, **overrides)
 
     @classmethod

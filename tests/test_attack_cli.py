@@ -292,3 +292,25 @@ def test_ctrl_c_during_the_quickstart_is_a_clean_message(tmp_path):
     assert "interrupted" in err.lower()
     assert not list(tmp_path.rglob("*.db"))  # nothing left in the working directory
     assert not list(scratch.iterdir())  # the temporary platform was stopped and removed
+
+
+def test_from_config_honours_cynaps_config_and_nan_expiry_is_refused(
+    platform, tmp_path, monkeypatch
+) -> None:
+    """``Client.from_config()`` read ``~/.cynaps/config.json`` even with ``CYNAPS_CONFIG`` set
+    (the docs say that variable sets the default path); ``expires_in_days=nan`` travelled as
+    JSON null and made a key that never expires."""
+    import json
+    import math
+
+    import cynaps_data as cynaps
+
+    key = platform.create_customer()
+    path = tmp_path / "elsewhere.json"
+    path.write_text(json.dumps({"api_key": key, "base_url": platform.base_url}))
+    monkeypatch.setenv("CYNAPS_CONFIG", str(path))
+    client = cynaps.Client.from_config()
+    assert client.settings.base_url == platform.base_url
+    with pytest.raises(cynaps.errors.ValidationError, match="expires_in_days"):
+        client.api_keys.create("k", expires_in_days=math.nan)
+    assert all(k.name != "k" for k in client.api_keys.list())

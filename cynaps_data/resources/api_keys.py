@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from .._http import Transport
+from ..errors import ValidationError
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,16 @@ class ApiKeysService:
         if expires_at is not None:
             body["expires_at"] = expires_at
         if expires_in_days is not None:
+            if (
+                not isinstance(expires_in_days, numbers.Real)
+                or isinstance(expires_in_days, bool)
+                or not math.isfinite(expires_in_days)
+            ):
+                # (NaN would travel as JSON null: a key that never expires)
+                raise ValidationError(
+                    f"expires_in_days must be a finite number of days, got {expires_in_days!r}",
+                    param="expires_in_days",
+                )
             body["expires_in_days"] = expires_in_days
         return ApiKey.from_api(self._transport.request("POST", "/v1/api_keys", json=body))
 
