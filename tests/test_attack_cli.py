@@ -276,6 +276,9 @@ def test_ctrl_c_during_the_quickstart_is_a_clean_message(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a shell without job control starts background jobs with SIGINT ignored, and the
+        # child would inherit that (then Ctrl-C is a no-op): give it the default back
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 90
