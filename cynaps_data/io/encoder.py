@@ -32,8 +32,9 @@ import pyarrow.compute as pc
 from ..errors import ValidationError
 from ..imagesize import image_size
 from ..wire import ARROW_STREAM, JSON, SOURCE_SCHEMA_KEY
-from .schema import bad_value_mask, encode_array, nul_field_name, nul_mask, unsupported_reason
+from .schema import encode_array
 from .sources import URL_PREFIXES, Roles, Source, failure, sniff_image
+from .value_checks import bad_value_mask, nul_field_name, nul_mask, unsupported_reason
 
 MAX_EXTERNAL_ID = 200
 MAX_RECORDED_FAILURES = 10_000
