@@ -7,6 +7,7 @@ import math
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from .wire import DEFAULT_BATCH_SIZE
 
@@ -32,26 +33,26 @@ def _positive_int(text: str) -> int:
     return number
 
 
-def _seconds(text: str) -> float:
-    """A finite, non-negative number (``--poll-interval``)."""
-    try:
-        number = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: a number of seconds") from None
-    if not math.isfinite(number) or number < 0:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: a number of seconds ≥ 0")
-    return number
+def _finite(unit: str, *, zero: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number of ``unit``, above 0 (``zero``: or 0)."""
+
+    def parse(text: str) -> float:
+        try:
+            number = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid value {text!r}: a number of {unit}"
+            ) from None
+        if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
+            bound = "≥ 0" if zero else "> 0"
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: a number of {unit} {bound}")
+        return number
+
+    return parse
 
 
-def _days(text: str) -> float:
-    """A finite, positive number of days (``--expires-in-days``)."""
-    try:
-        number = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: a number of days") from None
-    if not math.isfinite(number) or number <= 0:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: a number of days > 0")
-    return number
+_seconds = _finite("seconds", zero=True)  # --poll-interval
+_days = _finite("days", zero=False)  # --expires-in-days
 
 
 def _database(text: str) -> str:

@@ -20,14 +20,12 @@ import sqlalchemy as sa
 from cynaps_data.errors import WebhookVerificationError
 from cynaps_data.server import net
 from cynaps_data.server.ids import hash_key
-from cynaps_data.server.platform import LocalPlatform
 from cynaps_data.server.secretbox import load_key
-from cynaps_data.server.settings import Settings
 from cynaps_data.server.tables import api_keys
 from cynaps_data.webhooks import new_secret, sign, verify
 
 from .test_webhooks_ssrf import _name_for_loopback
-from .webhook_receiver import Receiver
+from .webhook_receiver import Receiver, loopback_platform
 
 BODY = b'{"type":"ping","timestamp":"2026-01-01T00:00:00Z","data":{}}'
 
@@ -39,14 +37,7 @@ def _auth(key: str) -> dict:
 @pytest.fixture(scope="module")
 def loop_platform(tmp_path_factory):
     """A platform that may deliver to loopback (as ``Client.local()``), polling fast."""
-    db = tmp_path_factory.mktemp("attack") / "cynaps.db"
-    settings = Settings(
-        database_url=f"sqlite:///{db}",
-        webhook_allow_loopback=True,
-        webhook_retry_scale=0.001,
-        webhook_poll_seconds=0.02,
-    )
-    with LocalPlatform(settings=settings, workforce=False) as running:
+    with loopback_platform(tmp_path_factory, "attack") as running:
         yield running
 
 

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from cynaps_data.server.platform import LocalPlatform
-from cynaps_data.server.settings import Settings
 
 from .conftest import make_project
 from .test_ui_browser import CHROMIUM, CHROMIUM_ARGS, shot, sign_in
-from .webhook_receiver import Receiver
+from .webhook_receiver import Receiver, loopback_platform
 
 pytest.importorskip("playwright")
 from playwright.sync_api import Page, expect  # noqa: E402
@@ -30,14 +29,7 @@ def browser_type_launch_args(browser_type_launch_args):
 
 @pytest.fixture(scope="module")
 def console_platform(tmp_path_factory):
-    db = tmp_path_factory.mktemp("console") / "cynaps.db"
-    settings = Settings(
-        database_url=f"sqlite:///{db}",
-        webhook_allow_loopback=True,
-        webhook_retry_scale=0.001,
-        webhook_poll_seconds=0.02,
-    )
-    with LocalPlatform(settings=settings, workforce=False) as running:
+    with loopback_platform(tmp_path_factory, "console") as running:
         yield running
 
 

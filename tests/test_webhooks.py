@@ -17,7 +17,7 @@ from cynaps_data.server.services import outbox
 from cynaps_data.server.settings import Settings
 
 from .conftest import make_project
-from .webhook_receiver import Receiver
+from .webhook_receiver import Receiver, loopback_platform
 
 standardwebhooks = pytest.importorskip("standardwebhooks")
 
@@ -25,14 +25,7 @@ standardwebhooks = pytest.importorskip("standardwebhooks")
 @pytest.fixture(scope="module")
 def hooks(tmp_path_factory):
     """A platform that may deliver to loopback, with the retry schedule compressed 1000×."""
-    db = tmp_path_factory.mktemp("hooks") / "cynaps.db"
-    settings = Settings(
-        database_url=f"sqlite:///{db}",
-        webhook_allow_loopback=True,
-        webhook_retry_scale=0.001,
-        webhook_poll_seconds=0.02,
-    )
-    with LocalPlatform(settings=settings, workforce=False) as running:
+    with loopback_platform(tmp_path_factory, "hooks") as running:
         yield running
 
 

@@ -3,6 +3,7 @@ programmable script of (status, headers, body)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,3 +59,21 @@ class Receiver:
             self.hold.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextlib.contextmanager
+def loopback_platform(tmp_path_factory, name: str):
+    """A platform that may deliver webhooks to loopback (as ``Client.local()``), its retry
+    schedule compressed 1000× and its worker polling every 20 ms."""
+    from cynaps_data.server.platform import LocalPlatform
+    from cynaps_data.server.settings import Settings
+
+    db = tmp_path_factory.mktemp(name) / "cynaps.db"
+    settings = Settings(
+        database_url=f"sqlite:///{db}",
+        webhook_allow_loopback=True,
+        webhook_retry_scale=0.001,
+        webhook_poll_seconds=0.02,
+    )
+    with LocalPlatform(settings=settings, workforce=False) as running:
+        yield running

@@ -7,6 +7,8 @@ with the column's rows, or ``None`` when no row is bad."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,17 +41,14 @@ def unsupported_reason(dtype: pa.DataType) -> str | None:
     return None
 
 
-def bad_value_mask(arr: pa.Array) -> np.ndarray | None:
-    """Rows holding a value JSON cannot carry (``±inf`` at any depth), or ``None`` if none."""
+def _rows_with(arr: pa.Array, leaf: Callable[[pa.Array], pa.Array | None]) -> np.ndarray | None:
+    """Rows of ``arr`` holding, at any depth (dictionary values, list items, map entries,
+    struct fields), a value ``leaf`` flags: ``leaf(values)`` gives a boolean Arrow array for a
+    column of a type it checks, ``None`` for other types. ``None`` when no row is flagged."""
     t = pa.types
     dtype = arr.type
-    if t.is_floating(dtype):
-        if len(arr) == 0:
-            return None
-        mask = pc.fill_null(pc.is_inf(arr), False).to_numpy(zero_copy_only=False)
-        return mask if mask.any() else None
     if t.is_dictionary(dtype):
-        inner = bad_value_mask(arr.dictionary)
+        inner = _rows_with(arr.dictionary, leaf)
         if inner is None:
             return None
         bad = pa.array(np.flatnonzero(inner), type=arr.indices.type)
@@ -57,8 +56,7 @@ def bad_value_mask(arr: pa.Array) -> np.ndarray | None:
             zero_copy_only=False
         )
     if t.is_list(dtype) or t.is_large_list(dtype) or t.is_fixed_size_list(dtype) or t.is_map(dtype):
-        child = arr.flatten()
-        inner = bad_value_mask(child)
+        inner = _rows_with(arr.flatten(), leaf)
         if inner is None:
             return None
         parents = pc.list_parent_indices(arr).to_numpy()
@@ -68,50 +66,39 @@ def bad_value_mask(arr: pa.Array) -> np.ndarray | None:
     if t.is_struct(dtype):
         out = None
         for child in arr.flatten():
-            inner = bad_value_mask(child)
+            inner = _rows_with(child, leaf)
             if inner is not None:
                 out = inner if out is None else (out | inner)
         return out
-    return None
+    found = leaf(arr) if len(arr) else None
+    if found is None:
+        return None
+    mask = pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+    return mask if mask.any() else None
+
+
+def _infinite(values: pa.Array) -> pa.Array | None:
+    return pc.is_inf(values) if pa.types.is_floating(values.type) else None
+
+
+def _holds_nul(values: pa.Array) -> pa.Array | None:
+    t = pa.types
+    if t.is_string_view(values.type):
+        values = values.cast(pa.large_string())
+    elif not (t.is_string(values.type) or t.is_large_string(values.type)):
+        return None
+    return pc.match_substring(values, "\x00")
+
+
+def bad_value_mask(arr: pa.Array) -> np.ndarray | None:
+    """Rows holding a value JSON cannot carry (``±inf`` at any depth), or ``None`` if none."""
+    return _rows_with(arr, _infinite)
 
 
 def nul_mask(arr: pa.Array) -> np.ndarray | None:
     """Rows holding text with a NUL character at any depth (the platform cannot store it), or
     ``None`` if none."""
-    t = pa.types
-    dtype = arr.type
-    if t.is_string(dtype) or t.is_large_string(dtype) or t.is_string_view(dtype):
-        if len(arr) == 0:
-            return None
-        if t.is_string_view(dtype):
-            arr = arr.cast(pa.large_string())
-        found = pc.fill_null(pc.match_substring(arr, "\x00"), False)
-        mask = found.to_numpy(zero_copy_only=False)
-        return mask if mask.any() else None
-    if t.is_dictionary(dtype):
-        inner = nul_mask(arr.dictionary)
-        if inner is None:
-            return None
-        bad = pa.array(np.flatnonzero(inner), type=arr.indices.type)
-        return pc.fill_null(pc.is_in(arr.indices, value_set=bad), False).to_numpy(
-            zero_copy_only=False
-        )
-    if t.is_list(dtype) or t.is_large_list(dtype) or t.is_fixed_size_list(dtype) or t.is_map(dtype):
-        inner = nul_mask(arr.flatten())
-        if inner is None:
-            return None
-        parents = pc.list_parent_indices(arr).to_numpy()
-        mask = np.zeros(len(arr), dtype=bool)
-        mask[parents[inner]] = True
-        return mask
-    if t.is_struct(dtype):
-        out = None
-        for child in arr.flatten():
-            inner = nul_mask(child)
-            if inner is not None:
-                out = inner if out is None else (out | inner)
-        return out
-    return None
+    return _rows_with(arr, _holds_nul)
 
 
 def nul_field_name(dtype: pa.DataType) -> str | None:
