@@ -448,17 +448,18 @@ def test_vote_summary_on_each_backend(backend_platform, monkeypatch):
 
 
 def test_text_that_breaks_csv_comes_back_exactly_on_each_backend(backend_platform, monkeypatch):
-    """PostgreSQL exports come through ``COPY … TO STDOUT`` as CSV: ids, worker ids and data
-    holding commas, quotes, newlines and non-ASCII text, and null durations, come back exactly
-    as on SQLite (and the COPY path is the one that ran)."""
+    """Ids, worker ids and data holding commas, quotes, newlines, the field separator and
+    non-ASCII text, and null durations, come back exactly on both backends: the database-built
+    texts (SQLite ``group_concat``, PostgreSQL ``string_agg``) were tried first, and a value
+    holding a separator sent that query to DB-API rows."""
     from cynaps_data.server.services import export_reader
 
-    copies = []
-    real_copy = export_reader.copy_csv
+    built = []
+    real_pg = export_reader.fetch_text_pg
     monkeypatch.setattr(
-        export_reader, "copy_csv", lambda *a, **k: copies.append(a[1]) or real_copy(*a, **k)
+        export_reader, "fetch_text_pg", lambda *a, **k: built.append(a[1]) or real_pg(*a, **k)
     )
-    hostile = ["a,b", 'say "hi"', "two\nlines", "naïve — ✓", "", ' ,"\n', "\r\n"]
+    hostile = ["a,b", 'say "hi"', "two\nlines", "naïve — ✓", "", ' ,"\n', "\r\n", "x\x1fy"]
     with backend_client(backend_platform) as c:
         project = make_project(c, labels=LABELS)
         project.import_tasks(
@@ -480,7 +481,43 @@ def test_text_that_breaks_csv_comes_back_exactly_on_each_backend(backend_platfor
     assert sorted(long["worker"]) == sorted(f"w{t}{k}" for t in hostile for k in range(2))
     assert long["duration"].isna().all()
     on_postgresql = backend_platform.db.engine.dialect.name == "postgresql"
-    assert {"tasks", "judgements"} <= set(copies) if on_postgresql else not copies
+    assert {"tasks", "judgements"} <= set(built) if on_postgresql else not built
+
+
+def test_plain_exports_never_take_the_row_by_row_path(backend_platform, monkeypatch):
+    """Without separators in the values, the wide and long exports are parsed whole from the
+    database-built texts on both backends (the DB-API row path, the only user of
+    ``select_list``, never runs), with exact floats (durations), timestamps and ids."""
+    from cynaps_data.server.services import export_reader
+
+    monkeypatch.setattr(
+        export_reader, "select_list", lambda *a: pytest.fail("row-by-row path taken")
+    )
+    durations = [0.1 + 0.2, 1e-300, 12345.678901234567, None]
+    with backend_client(backend_platform) as c:
+        project = make_project(c, labels=LABELS)
+        project.import_tasks(
+            [
+                {
+                    "external_id": f"e{i}",
+                    "data": {"text": f"t{i}", "x": i / 3},
+                    "judgements": [
+                        {"worker": f"w{k}", "label": LABELS[k], "duration": durations[i % 4]}
+                        for k in range(2)
+                    ],
+                }
+                for i in range(40)
+            ]
+        )
+        wide = project.to_pandas()
+        long = project.to_pandas("long")
+    assert wide["x"].tolist() == [i / 3 for i in range(40)]
+    assert wide["external_id"].tolist() == [f"e{i}" for i in range(40)]
+    assert wide["n_annotations"].tolist() == [2] * 40
+    got = long.sort_values(["task", "worker"])["duration"].tolist()
+    want = [durations[i % 4] for i in range(40) for _ in range(2)]
+    assert [None if pd.isna(g) else g for g in got] == want
+    assert str(long["created_at"].dtype) == "datetime64[us, UTC]"
 
 
 def test_chunked_wide_export_equals_one_chunk(backend_platform, monkeypatch):
@@ -551,6 +588,31 @@ def test_one_reader_reads_one_snapshot_on_each_backend(backend_platform):
     assert before.num_rows == again.num_rows == 3
     assert before.equals(again)
     assert after.num_rows == 4
+
+
+def test_parallel_readers_share_one_snapshot_on_each_backend(backend_platform):
+    """``readers(db, 2)``: on PostgreSQL two connections, the second importing the first's
+    exported snapshot, each queried from its own thread; a task committed after the first read
+    is seen by neither (SQLite: one reader, the same rule)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cynaps_data.server.services.export_reader import TASK_COLUMNS, readers
+
+    with backend_client(backend_platform) as c:
+        project = make_project(c, labels=LABELS)
+        project.upload_tasks([{"text": f"t{i}"} for i in range(3)])
+        db = backend_platform.db
+        where, params = "project_id = ?", (project.id,)
+        with readers(db, 2) as queries:
+            first = queries[0]("tasks", where, params, TASK_COLUMNS).num_rows  # (SQLite: pins it)
+            project.upload_tasks([{"text": "late"}])
+            with ThreadPoolExecutor(len(queries)) as pool:
+                seen = list(
+                    pool.map(lambda q: q("tasks", where, params, TASK_COLUMNS).num_rows, queries)
+                )
+    on_postgresql = db.engine.dialect.name == "postgresql"
+    assert len(queries) == (2 if on_postgresql else 1)
+    assert first == 3 and seen == [3] * len(queries)
 
 
 def test_arrow_stream_carries_cursor_and_cut_stream_is_an_error(platform, client):

@@ -9,6 +9,7 @@ struct column with ``pyarrow.json``.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -51,14 +52,23 @@ VOTE_COLUMNS: Columns = [
 #: the task data JSON, handed to ``pyarrow.json`` as it comes.
 LINE_COLUMNS = frozenset({"data"})
 LONG_COLUMNS: Columns = VOTE_COLUMNS + [
-    ("duration", "coalesce(printf('%.17g', duration), '')", pa.float64()),
+    # ('%!.17g': SQLite's printf keeps 16 digits without the '!'; it prints NULL as 0.0)
+    (
+        "duration",
+        "CASE WHEN duration IS NULL THEN '' ELSE printf('%!.17g', duration) END",
+        pa.float64(),
+    ),
     ("created_us", "CAST(round(created_at * 1000000) AS BIGINT)", pa.int64()),
     ("origin", "origin", pa.string()),
 ]
 
 
+Query = Callable[..., Any]
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9A-F]+)?")
+
+
 @contextlib.contextmanager
-def reader(db: Database) -> Iterator[Callable[[str, str, tuple, Columns], pa.Table]]:
+def reader(db: Database) -> Iterator[Query]:
     """``query(table, where, params, columns) -> pa.Table`` (ordered by id); every query of
     one reader sees the same snapshot (SQLite: one read transaction; PostgreSQL: REPEATABLE
     READ, READ ONLY).
@@ -66,64 +76,96 @@ def reader(db: Database) -> Iterator[Callable[[str, str, tuple, Columns], pa.Tab
     SQLite: the rows come back as *one* text (fields joined by U+001F, rows by newlines, built
     inside SQLite, which runs without the GIL) parsed by ``pyarrow.csv`` — no Python object per
     value. If a field holds a separator (a user id with control characters) the parse fails and
-    that query falls back to DB-API rows. PostgreSQL: ``COPY … TO STDOUT`` as CSV, parsed by
-    ``pyarrow.csv`` (:func:`copy_csv`). Not ADBC: its bundled SQLite would
+    that query falls back to DB-API rows. PostgreSQL: the same texts, built by ``string_agg``
+    (:func:`fetch_text_pg`). Not ADBC: its bundled SQLite would
     be a second SQLite library on the same file in the same process (``Client.local()``), which
     breaks SQLite's POSIX locking (stale reads seen here).
     """
-    with db.read() as conn:
-        if conn.dialect.name == "postgresql":  # every query of this reader, one snapshot
+    with readers(db, 1) as (query,):
+        yield query
+
+
+@contextlib.contextmanager
+def readers(db: Database, n: int) -> Iterator[list[Query]]:
+    """Up to ``n`` :func:`reader` queries that all see one snapshot, each on its own connection
+    (one per thread). PostgreSQL: the first transaction exports its snapshot
+    (``pg_export_snapshot``) and the others import it, so each query runs in a server process
+    of its own, in parallel. SQLite: one (two threads reading SQLite at once cost about 3x the
+    CPU here: its allocator is behind one process-wide mutex)."""
+    with contextlib.ExitStack() as stack:
+        conn = stack.enter_context(db.read())
+        conns = [conn]
+        if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        raw = conn.connection.driver_connection.cursor()
-        sqlite = conn.dialect.name == "sqlite"
-
-        def query(
-            table: str, where: str, params: tuple, columns: Columns, *, mode: str = "auto"
-        ) -> Any:
-            """``mode``: "auto" (a table), "fetch" (SQLite: the :class:`Fetched` text, for
-            :func:`parse_fetched` on another thread), "rows" (DB-API rows only)."""
-            schema = pa.schema([(name, dtype) for name, _, dtype in columns])
-            if sqlite and mode != "rows":
-                if where.startswith("project_id = ?"):
-                    # walk the project's id range in rowid order (no sort, no index lookups)
-                    bounds = f"(SELECT {{}}(id) FROM {table} WHERE project_id = ?)"
-                    where = (
-                        f"+project_id = ? AND id BETWEEN {bounds.format('min')} AND "
-                        f"{bounds.format('max')}{where[len('project_id = ?') :]}"
+            if n > 1:
+                snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar()
+                if not _SNAPSHOT_ID.fullmatch(str(snapshot)):  # (it goes into SQL text)
+                    raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
+                for _ in range(n - 1):
+                    other = stack.enter_context(db.read())
+                    other.exec_driver_sql(
+                        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
                     )
-                    params = (params[0], params[0], params[0], *params[1:])
-                fetched = fetch_text(raw, table, where, params, columns)
-                if mode == "fetch":
-                    return fetched
-                parsed = parse_fetched(fetched)
-                if parsed is not None:
-                    return parsed
-            elif conn.dialect.name == "postgresql" and mode != "rows":
-                return copy_csv(raw, table, where.replace("?", mark), params, columns)
-            raw.execute(
-                f"SELECT {select_list(columns)} FROM {table} WHERE {where} ORDER BY id".replace(
-                    "?", mark
-                ),
-                params,
-            )
-            rows = raw.fetchall()
-            values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
-            arrays = []
-            for v, (_, _, dtype) in zip(values, columns, strict=True):
-                if pa.types.is_floating(dtype):
-                    v = [None if x is None or x == "" else float(x) for x in v]
-                arrays.append(pa.array(v, dtype))
-            return pa.table(arrays, schema=schema)
+                    other.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                    conns.append(other)
+        queries = []
+        for c in conns:
+            raw = c.connection.driver_connection.cursor()
+            stack.callback(raw.close)
+            queries.append(_query_on(raw, c.dialect.name, c.dialect.paramstyle))
+        yield queries
 
-        try:
-            yield query
-        finally:
-            raw.close()
+
+def _query_on(raw: Any, dialect: str, paramstyle: str) -> Query:
+    mark = "?" if paramstyle == "qmark" else "%s"
+    sqlite = dialect == "sqlite"
+
+    def query(
+        table: str, where: str, params: tuple, columns: Columns, *, mode: str = "auto"
+    ) -> Any:
+        """``mode``: "auto" (a table), "fetch" (the :class:`Fetched` text, for
+        :func:`parse_fetched` on another thread), "rows" (DB-API rows only)."""
+        schema = pa.schema([(name, dtype) for name, _, dtype in columns])
+        if sqlite and mode != "rows":
+            if where.startswith("project_id = ?"):
+                # walk the project's id range in rowid order (no sort, no index lookups)
+                bounds = f"(SELECT {{}}(id) FROM {table} WHERE project_id = ?)"
+                where = (
+                    f"+project_id = ? AND id BETWEEN {bounds.format('min')} AND "
+                    f"{bounds.format('max')}{where[len('project_id = ?') :]}"
+                )
+                params = (params[0], params[0], params[0], *params[1:])
+            fetched = fetch_text(raw, table, where, params, columns)
+        elif dialect == "postgresql" and mode != "rows":
+            fetched = fetch_text_pg(raw, table, where.replace("?", mark), params, columns)
+        else:
+            fetched = None
+        if fetched is not None:
+            if mode == "fetch":
+                return fetched
+            parsed = parse_fetched(fetched)
+            if parsed is not None:
+                return parsed
+        raw.execute(
+            f"SELECT {select_list(columns)} FROM {table} WHERE {where} ORDER BY id".replace(
+                "?", mark
+            ),
+            params,
+        )
+        rows = raw.fetchall()
+        values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+        arrays = []
+        for v, (_, _, dtype) in zip(values, columns, strict=True):
+            if pa.types.is_floating(dtype):
+                v = [None if x is None or x == "" else float(x) for x in v]
+            arrays.append(pa.array(v, dtype))
+        return pa.table(arrays, schema=schema)
+
+    return query
 
 
 def select_list(columns: Columns) -> str:
-    """The SELECT list of ``columns`` for the DB-API and ``COPY`` paths: each column's expression
+    """The SELECT list of ``columns`` for the DB-API path: each column's expression
     as its name, float columns as they are (not through their SQLite ``printf`` text form)."""
     return ", ".join(
         f"{name if pa.types.is_floating(dtype) else expr} AS {name}"
@@ -131,35 +173,41 @@ def select_list(columns: Columns) -> str:
     )
 
 
-def copy_csv(raw: Any, table: str, where: str, params: tuple, columns: Columns) -> pa.Table:
-    """PostgreSQL: the rows through ``COPY (SELECT …) TO STDOUT`` as CSV, parsed by
-    ``pyarrow.csv`` — the server formats the text, the client never builds a Python object per
-    value. CSV quoting carries any text (separators, quotes, newlines); a NULL is an unquoted
-    empty field, which only float columns may hold (text columns are coalesced to '')."""
-    import pyarrow.csv as pa_csv
+def fetch_text_pg(raw: Any, table: str, where: str, params: tuple, columns: Columns) -> Fetched:
+    """PostgreSQL: the rows as :class:`Fetched` texts built by the server (``string_agg`` of
+    U+001F-joined fields, one row back per query), as :func:`fetch_text` does on SQLite.
 
-    schema = pa.schema([(name, dtype) for name, _, dtype in columns])
-    chunks: list[bytes] = []
-    statement = (
-        f"COPY (SELECT {select_list(columns)} FROM {table} WHERE {where} ORDER BY id)"
-        " TO STDOUT (FORMAT csv)"
+    Not ``COPY … TO STDOUT``: psycopg hands a ``COPY`` over one Python call per row (about 1.5 s
+    of GIL per million rows here), while this query returns three values however many rows it
+    reads. Every field is cast to text and NULL is '' (``concat_ws`` would drop a NULL field);
+    the texts come back as ``bytea`` in binary (UTF-8 bytes as they are)."""
+    fields, lines = _split_columns_pg(columns)
+    row = (
+        "concat_ws(chr(31), "
+        + ", ".join(f"coalesce(CAST({expr} AS text), '')" for _, expr in fields)
+        + ")"
     )
-    with raw.copy(statement, params) as copy:
-        for chunk in copy:
-            chunks.append(bytes(chunk))
-    if not chunks:
-        return schema.empty_table()
-    return pa_csv.read_csv(
-        pa.BufferReader(b"".join(chunks)),
-        read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=16 << 20),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        convert_options=pa_csv.ConvertOptions(
-            column_types=schema,
-            null_values=[""],
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-        ),
-    ).cast(schema)
+    aggregates = ", ".join(
+        ["convert_to(string_agg(x, chr(10)), 'UTF8')"]
+        + [f"convert_to(string_agg({name}, chr(10)), 'UTF8')" for name, _ in lines]
+    )
+    raw.execute(
+        f"SELECT {aggregates}, count(*) FROM (SELECT {row} AS x"
+        + "".join(f", {expr} AS {name}" for name, expr in lines)
+        + f" FROM {table} WHERE {where} ORDER BY id) AS rows_in_order",
+        params,
+        binary=True,
+    )
+    text, *line_texts, count = raw.fetchone()
+    return Fetched(text, line_texts, count, columns)
+
+
+def _split_columns_pg(columns: Columns) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """:func:`_split_columns` with float columns read as they are (their SQL expressions are
+    SQLite ``printf`` texts)."""
+    fields, lines = _split_columns(columns)
+    floats = {name for name, _, dtype in columns if pa.types.is_floating(dtype)}
+    return [(n, n if n in floats else e) for n, e in fields], lines
 
 
 class Fetched(NamedTuple):
@@ -220,7 +268,7 @@ def parse_fetched(fetched: Fetched) -> pa.Table | None:
         parsed = pa_csv.read_csv(
             pa.BufferReader(text),
             read_options=pa_csv.ReadOptions(
-                column_names=[name for name, _ in fields], block_size=16 << 20
+                column_names=[name for name, _ in fields], block_size=16 << 20, use_threads=False
             ),
             parse_options=pa_csv.ParseOptions(
                 delimiter="\x1f", quote_char=False, escape_char=False
@@ -275,7 +323,9 @@ def parse_data(texts: Any) -> pa.StructArray:
     if len(texts) == 0:
         return pa.array([], pa.struct([]))
     blob = _concatenated(texts)
-    read = pa_json.ReadOptions(block_size=4 << 20)
+    # (no Arrow threads: the exports parse chunk by chunk beside their reads, and Arrow's
+    # threads took twice the CPU for the same wall time on a chunk of 125k rows)
+    read = pa_json.ReadOptions(block_size=4 << 20, use_threads=False)
     try:
         table = pa_json.read_json(pa.BufferReader(blob), read_options=read)
         if table.num_rows != len(texts):  # an empty text, or one holding a newline

@@ -44,6 +44,7 @@ from .export_reader import (
     parse_data,
     parse_fetched,
     reader,
+    readers,
 )
 from .votes import category, strings_to_codes, timestamps
 
@@ -61,6 +62,8 @@ PIPELINE_CHUNKS = 8
 EXPORT_THREADS = max(1, min(2, os.cpu_count() or 1))
 #: Chunks read ahead of the one being sent (bounds the memory of a slow download).
 READ_AHEAD = 3
+#: PostgreSQL connections reading the wide export's chunks in parallel (one snapshot).
+PG_READERS = 2
 #: Stands in a pipeline slot whose chunk was built (a done future holding nothing).
 _TAKEN: Future = Future()
 _TAKEN.set_result(None)
@@ -249,11 +252,13 @@ def _task_part(
 
 
 def wide_parts(db: Database, plan: WidePlan) -> Iterator[Part]:
-    """The chunks' parts in order, from a two-stage pipeline: one thread reads the chunks from
-    the database in one snapshot (one after the other: two threads reading SQLite at once cost
-    about 3x the CPU here, SQLite's allocator being behind one process-wide mutex) while
-    another builds the chunk read before (``pyarrow`` and numpy kernels, outside the GIL). At
-    most :data:`READ_AHEAD` chunks are in flight (read, not yet taken by the caller)."""
+    """The chunks' parts in order, from a two-stage pipeline: reader threads fetch the chunks in
+    one snapshot while another thread builds the chunks already read (``pyarrow`` and numpy
+    kernels, outside the GIL). SQLite: one reader (two threads reading SQLite at once cost
+    about 3x the CPU here, SQLite's allocator being behind one process-wide mutex); PostgreSQL:
+    :data:`PG_READERS` connections sharing one snapshot, taking the chunks in turn (the server
+    builds each chunk's text in a process of its own). At most :data:`READ_AHEAD` chunks are in
+    flight (read, not yet taken by the caller)."""
     if len(plan.chunks) == 1 or EXPORT_THREADS <= 1:
         for id_range in plan.chunks:
             yield _task_part(db, plan, id_range)
@@ -261,17 +266,30 @@ def wide_parts(db: Database, plan: WidePlan) -> Iterator[Part]:
     reads: list[Future] = [Future() for _ in plan.chunks]
     room = threading.Semaphore(READ_AHEAD)
     stop = threading.Event()
+    n_readers = 1 if plan.sqlite else min(PG_READERS, len(plan.chunks))
+
+    def read_some(query: Any, first: int) -> None:
+        try:
+            for i in range(first, len(plan.chunks), n_readers):
+                room.acquire()
+                if stop.is_set():
+                    break
+                reads[i].set_result(
+                    query("tasks", *_chunk_where(plan, plan.chunks[i]), TASK_COLUMNS, mode="fetch")
+                )
+        except BaseException as exc:  # noqa: BLE001 - handed to the builder
+            for read in reads:
+                if not read.done():
+                    read.set_exception(exc)
 
     def read_all() -> None:
         try:
-            with reader(db) as query:
-                for id_range, read in zip(plan.chunks, reads, strict=True):
-                    room.acquire()
-                    if stop.is_set():
-                        break
-                    read.set_result(
-                        query("tasks", *_chunk_where(plan, id_range), TASK_COLUMNS, mode="fetch")
-                    )
+            with (
+                readers(db, n_readers) as queries,
+                ThreadPoolExecutor(len(queries), thread_name_prefix="cynaps-export-read") as pool,
+            ):
+                for f in [pool.submit(read_some, q, i) for i, q in enumerate(queries)]:
+                    f.result()
         except BaseException as exc:  # noqa: BLE001 - handed to the builder
             for read in reads:
                 if not read.done():
