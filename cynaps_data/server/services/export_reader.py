@@ -9,6 +9,7 @@ struct column with ``pyarrow.json``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -21,6 +22,8 @@ import pyarrow.json as pa_json
 
 from ..db import Database
 from .votes import as_string_array
+
+log = logging.getLogger(__name__)
 
 # -- Arrow ---------------------------------------------------------------------------------------
 # Each query is a list of (column, SQL expression, Arrow type). Text comes as '' for NULL and
@@ -173,15 +176,45 @@ def select_list(columns: Columns) -> str:
     )
 
 
-def fetch_text_pg(raw: Any, table: str, where: str, params: tuple, columns: Columns) -> Fetched:
+#: Rows per text block of :func:`fetch_text_pg` (ids >> this): one PostgreSQL value holds at
+#: most 1 GB, so a block of 4,096 rows fits unless its rows average over 256 KB.
+PG_BLOCK_SHIFT = 12
+
+
+def fetch_text_pg(
+    raw: Any, table: str, where: str, params: tuple, columns: Columns
+) -> Fetched | None:
     """PostgreSQL: the rows as :class:`Fetched` texts built by the server (``string_agg`` of
-    U+001F-joined fields, one row back per query), as :func:`fetch_text` does on SQLite.
+    U+001F-joined fields), as :func:`fetch_text` does on SQLite; ``None`` when the server could
+    not build them (a block over 1 GB: then read DB-API rows, in the same snapshot).
 
     Not ``COPY … TO STDOUT``: psycopg hands a ``COPY`` over one Python call per row (about 1.5 s
-    of GIL per million rows here), while this query returns three values however many rows it
-    reads. Every field is cast to text and NULL is '' (``concat_ws`` would drop a NULL field);
-    the texts come back as ``bytea`` in binary (UTF-8 bytes as they are)."""
+    of GIL per million rows here), while this query returns one row per block of ids
+    (:data:`PG_BLOCK_SHIFT`), joined here. Every field is cast to text and NULL is ''
+    (``concat_ws`` would drop a NULL field); the texts come back as ``bytea`` in binary (UTF-8
+    bytes as they are). The query runs under a savepoint, so a failure leaves the snapshot's
+    transaction usable."""
     fields, lines = _split_columns_pg(columns)
+    raw.execute("SAVEPOINT cynaps_fetch_text")
+    try:
+        raw.execute(pg_text_query(table, where, fields, lines), params, binary=True)
+        blocks = raw.fetchall()
+    except psycopg_error() as exc:
+        log.warning("export: %s rows read one by one (%s)", table, str(exc).splitlines()[0])
+        raw.execute("ROLLBACK TO SAVEPOINT cynaps_fetch_text")
+        return None
+    raw.execute("RELEASE SAVEPOINT cynaps_fetch_text")
+    if not blocks:
+        return Fetched(None, [None] * len(lines), 0, columns)
+    texts = [b"\n".join(block[i] for block in blocks) for i in range(1 + len(lines))]
+    return Fetched(texts[0], texts[1:], sum(block[-1] for block in blocks), columns)
+
+
+def pg_text_query(
+    table: str, where: str, fields: list[tuple[str, str]], lines: list[tuple[str, str]]
+) -> str:
+    """The SQL of :func:`fetch_text_pg`: per block of ids, the fields' text, each
+    :data:`LINE_COLUMNS` column's text, and the row count."""
     row = (
         "concat_ws(chr(31), "
         + ", ".join(f"coalesce(CAST({expr} AS text), '')" for _, expr in fields)
@@ -191,15 +224,19 @@ def fetch_text_pg(raw: Any, table: str, where: str, params: tuple, columns: Colu
         ["convert_to(string_agg(x, chr(10)), 'UTF8')"]
         + [f"convert_to(string_agg({name}, chr(10)), 'UTF8')" for name, _ in lines]
     )
-    raw.execute(
-        f"SELECT {aggregates}, count(*) FROM (SELECT {row} AS x"
+    block = f"id >> {PG_BLOCK_SHIFT}"
+    return (
+        f"SELECT {aggregates}, count(*) FROM (SELECT id, {row} AS x"
         + "".join(f", {expr} AS {name}" for name, expr in lines)
-        + f" FROM {table} WHERE {where} ORDER BY id) AS rows_in_order",
-        params,
-        binary=True,
+        + f" FROM {table} WHERE {where} ORDER BY id) AS rows_in_order"
+        f" GROUP BY {block} ORDER BY {block}"
     )
-    text, *line_texts, count = raw.fetchone()
-    return Fetched(text, line_texts, count, columns)
+
+
+def psycopg_error() -> type[Exception]:
+    import psycopg
+
+    return psycopg.Error
 
 
 def _split_columns_pg(columns: Columns) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
