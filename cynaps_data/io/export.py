@@ -61,7 +61,7 @@ import pyarrow as pa
 
 from ..errors import ValidationError
 from ..wire import CURSOR_KEY, PROJECT_KEY, RESTART_KEY
-from .schema import nested_as_python
+from .schema import to_pandas_nested_as_python
 
 if TYPE_CHECKING:
     import datasets
@@ -211,9 +211,9 @@ def wide_frame(table: pa.Table) -> pd.DataFrame:
     pandas_meta = meta.get(b"cynaps.pandas_data")
     if pandas_meta is not None:
         data_part = data_part.replace_schema_metadata({b"pandas": pandas_meta})
-    data_df = nested_as_python(data_part, data_part.to_pandas())
+    data_df = to_pandas_nested_as_python(data_part)
     rest = flatten_structs(table.drop_columns(data_names))
-    rest_df = nested_as_python(rest, rest.to_pandas())
+    rest_df = to_pandas_nested_as_python(rest)
     index = pd.Index(rest_df.pop("task").to_numpy(dtype="int64"), name="task")
     data_df.index = index
     rest_df.index = index
@@ -230,7 +230,7 @@ def wide_frame(table: pa.Table) -> pd.DataFrame:
 
 def long_frame(table: pa.Table) -> pd.DataFrame:
     """The platform's long (per judgement) table as a DataFrame of the module contract."""
-    frame = nested_as_python(table, table.to_pandas())
+    frame = to_pandas_nested_as_python(table)
     frame.attrs["cynaps"] = project_info(table)
     return frame
 
@@ -361,7 +361,7 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    frame = nested_as_python(table, table.to_pandas())
+    frame = to_pandas_nested_as_python(table)
     info = (table.schema.metadata or {}).get(PROJECT_KEY)
     if info:
         frame.attrs["cynaps"] = orjson.loads(info)

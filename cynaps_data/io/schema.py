@@ -468,7 +468,7 @@ def restore_frame(
 ) -> pd.DataFrame:
     """:func:`restore_columns`, then to pandas with the source's dtypes (default RangeIndex)."""
     restored = restore_columns(table, source_schema, fetch_asset=fetch_asset)
-    return nested_as_python(restored, restored.to_pandas())
+    return to_pandas_nested_as_python(restored)
 
 
 def nested_as_python(table: pa.Table, frame: pd.DataFrame) -> pd.DataFrame:
@@ -479,17 +479,71 @@ def nested_as_python(table: pa.Table, frame: pd.DataFrame) -> pd.DataFrame:
     Columns mapped to ``pd.ArrowDtype`` are left as they are."""
     import pandas as pd
 
-    t = pa.types
-    nested = (t.is_struct, t.is_list, t.is_large_list, t.is_map, t.is_fixed_size_list)
     for field in table.schema:
         if (
             field.name in frame.columns
             and frame[field.name].dtype == object
-            and any(check(field.type) for check in nested)
+            and _is_nested(field.type)
         ):
-            values = table.column(field.name).to_pylist()
+            values = python_values(table.column(field.name))
             frame[field.name] = pd.Series(values, index=frame.index, dtype=object)
     return frame
+
+
+def to_pandas_nested_as_python(table: pa.Table) -> pd.DataFrame:
+    """``nested_as_python(table, table.to_pandas())`` without pyarrow's own conversion of the
+    nested columns (numpy arrays per row, thrown away): they go to pandas as null placeholders
+    and are then filled from :func:`python_values`. Columns the pandas metadata maps to
+    ``pd.ArrowDtype`` convert as pyarrow does."""
+    arrow_mapped = _arrow_dtype_columns(table.schema)
+    light = table
+    for i, field in enumerate(table.schema):
+        if _is_nested(field.type) and field.name not in arrow_mapped:
+            light = light.set_column(i, field, pa.nulls(len(table), field.type))
+    return nested_as_python(table, light.to_pandas())
+
+
+def python_values(column: pa.Array | pa.ChunkedArray) -> list:
+    """The column's values as Python objects (``to_pylist``); a list column of flat values
+    (strings, numbers) is sliced from one flat list, about 5x faster for a million rows."""
+    t = pa.types
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not (t.is_list(arr.type) or t.is_large_list(arr.type)) or _is_nested(arr.type.value_type):
+        return arr.to_pylist()
+    offsets = np.asarray(arr.offsets)  # (relative to the sliced array's values)
+    flat = arr.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pylist()
+    offsets = (offsets - offsets[0]).tolist()
+    out = [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    if arr.null_count:
+        for i in np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False)).tolist():
+            out[i] = None
+    return out
+
+
+def _is_nested(dtype: pa.DataType) -> bool:
+    t = pa.types
+    return any(
+        check(dtype)
+        for check in (t.is_struct, t.is_list, t.is_large_list, t.is_map, t.is_fixed_size_list)
+    )
+
+
+def _arrow_dtype_columns(schema: pa.Schema) -> set[str]:
+    """Columns whose pandas metadata names an ``ArrowDtype`` (``…[pyarrow]``)."""
+    import json
+
+    meta = (schema.metadata or {}).get(b"pandas")
+    if not meta:
+        return set()
+    try:
+        columns = json.loads(meta).get("columns", [])
+    except ValueError:
+        return set()
+    return {
+        c.get("name")
+        for c in columns
+        if isinstance(c, dict) and str(c.get("numpy_type", "")).endswith("[pyarrow]")
+    }
 
 
 def _simple(dtype: pa.DataType) -> bool:
