@@ -592,8 +592,10 @@ def test_a_failed_text_query_falls_back_to_rows_in_the_same_transaction(
         monkeypatch.setattr(
             export_reader,
             "pg_text_query",
-            lambda table, where, *a: failed.append(table)
-            or f"SELECT 1 / (count(*) - count(*)) FROM {table} WHERE {where}",
+            lambda table, where, *a: (
+                failed.append(table)
+                or f"SELECT 1 / (count(*) - count(*)) FROM {table} WHERE {where}"
+            ),
         )
         pd.testing.assert_frame_equal(project.to_pandas(), wide)
         pd.testing.assert_frame_equal(project.to_pandas("long"), long)
