@@ -756,3 +756,40 @@ def test_python_values_equals_to_pylist_for_every_list_shape():
     assert frame["ids"].tolist() == [["a"], None, [], ["b", None, "c"]]
     assert all(isinstance(v, list) or v is None for v in frame["ids"])
     assert frame["n"].dtype == np.int64
+
+
+def test_read_ipc_makes_list_columns_during_the_download_and_forgets_a_restarted_stream():
+    """``read_ipc(python_columns=...)``: the top-level list columns (not ``data``) come back as
+    Python lists equal to ``to_pylist``, batch by batch in order; a stream that ends in a
+    restart batch is dropped with its lists, and only the stream that follows counts."""
+    from cynaps_data.wire import CURSOR_KEY, RESTART_KEY
+
+    schema = pa.schema(
+        [
+            ("task", pa.int64()),
+            ("data", pa.struct([("tags", pa.list_(pa.string()))])),
+            ("annotator_ids", pa.list_(pa.string())),
+        ]
+    )
+
+    def stream(rows: list, end: dict) -> bytes:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, schema) as writer:
+            for start in range(0, len(rows), 3):  # several batches
+                writer.write_batch(pa.RecordBatch.from_pylist(rows[start : start + 3], schema))
+            writer.write_batch(pa.RecordBatch.from_pylist([], schema), custom_metadata=end)
+        return sink.getvalue().to_pybytes()
+
+    stale = [{"task": 0, "data": {"tags": ["x"]}, "annotator_ids": ["old"]}] * 4
+    rows = [
+        {"task": i, "data": {"tags": [str(i)]}, "annotator_ids": [f"w{k}" for k in range(i % 3)]}
+        for i in range(10)
+    ]
+    rows[4]["annotator_ids"] = None
+    body = stream(stale, {RESTART_KEY: b"types"}) + stream(rows, {CURSOR_KEY: b"12.5"})
+    ready: dict = {}
+    table = io_export.read_ipc(body, python_columns=ready)
+    assert list(ready) == ["annotator_ids"]
+    assert ready["annotator_ids"] == table.column("annotator_ids").to_pylist()
+    assert ready["annotator_ids"] == [r["annotator_ids"] for r in rows]
+    assert io_export.project_info(table)["cursor"] == 12.5

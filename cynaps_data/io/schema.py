@@ -471,26 +471,34 @@ def restore_frame(
     return to_pandas_nested_as_python(restored)
 
 
-def nested_as_python(table: pa.Table, frame: pd.DataFrame) -> pd.DataFrame:
+def nested_as_python(
+    table: pa.Table, frame: pd.DataFrame, ready: dict[str, list] | None = None
+) -> pd.DataFrame:
     """``frame`` (``table.to_pandas()``, same column names) with its *object* columns of Arrow
     struct/list/map type rebuilt from ``table`` as the plain Python values (dicts, lists, None)
     an object column of a DataFrame holds. pyarrow's own conversion makes numpy arrays of
     lists and converts a struct's int field with a null to float; this keeps what was uploaded.
-    Columns mapped to ``pd.ArrowDtype`` are left as they are."""
+    Columns mapped to ``pd.ArrowDtype`` are left as they are. ``ready``: a column's values
+    already made (as :func:`python_values` makes them), used when the length matches."""
     import pandas as pd
 
+    ready = ready or {}
     for field in table.schema:
         if (
             field.name in frame.columns
             and frame[field.name].dtype == object
             and _is_nested(field.type)
         ):
-            values = python_values(table.column(field.name))
+            values = ready.get(field.name)
+            if values is None or len(values) != len(frame):
+                values = python_values(table.column(field.name))
             frame[field.name] = pd.Series(values, index=frame.index, dtype=object)
     return frame
 
 
-def to_pandas_nested_as_python(table: pa.Table) -> pd.DataFrame:
+def to_pandas_nested_as_python(
+    table: pa.Table, ready: dict[str, list] | None = None
+) -> pd.DataFrame:
     """``nested_as_python(table, table.to_pandas())`` without pyarrow's own conversion of the
     nested columns (numpy arrays per row, thrown away): they go to pandas as null placeholders
     and are then filled from :func:`python_values`. Columns the pandas metadata maps to
@@ -500,7 +508,7 @@ def to_pandas_nested_as_python(table: pa.Table) -> pd.DataFrame:
     for i, field in enumerate(table.schema):
         if _is_nested(field.type) and field.name not in arrow_mapped:
             light = light.set_column(i, field, pa.nulls(len(table), field.type))
-    return nested_as_python(table, light.to_pandas())
+    return nested_as_python(table, light.to_pandas(), ready)
 
 
 def python_values(column: pa.Array | pa.ChunkedArray) -> list:

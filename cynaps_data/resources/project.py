@@ -474,7 +474,7 @@ class Project:
             return io_export.write_parquet(frame, path)
         return io_export.parquet_bytes(frame)
 
-    def _arrow(self, form: str, since: Any) -> Any:
+    def _arrow(self, form: str, since: Any, python_columns: dict | None = None) -> Any:
         from ..io.export import read_ipc
 
         params: dict[str, Any] = {"format": "arrow", "form": form}
@@ -491,7 +491,7 @@ class Project:
         with response:  # read while the platform is still building the next chunks
             response.raw.decode_content = True  # (should a proxy compress it)
             try:
-                return read_ipc(response.raw)
+                return read_ipc(response.raw, python_columns=python_columns)
             except APIConnectionError:
                 raise
             except (OSError, ValueError, urllib3.exceptions.HTTPError) as exc:  # cut mid-stream
@@ -548,7 +548,12 @@ class Project:
         if method is not None:  # a typo fails before anything is downloaded
             info = {"annotation_type": self.annotation_type, "labels": self.labels}
             io_export.check_method(info, method, **method_params)
-        frame = io_export.wide_frame(self.to_arrow("wide", since=since, fetch_images=fetch_images))
+        ready: dict = {}  # list columns made into Python lists during the download
+        table = io_export.wide_table(
+            self._arrow("wide", since, ready),
+            fetch_asset=self._fetch_asset if fetch_images else None,
+        )
+        frame = io_export.wide_frame(table, ready)
         if method is not None:
             long = io_export.long_frame(self._arrow("long", None))
             long = long[long["task"].isin(frame.index)]
