@@ -603,6 +603,27 @@ def test_a_failed_text_query_falls_back_to_rows_in_the_same_transaction(
     assert {"tasks", "judgements"} <= set(failed) if on_postgresql else not failed
 
 
+@pytest.mark.parametrize("spare", [0, 1, 5])
+def test_chunked_export_reads_every_chunk_whatever_readers_the_pool_allows(
+    backend_platform, monkeypatch, spare
+):
+    """PostgreSQL takes a second reader only from idle pooled connections; with none spare the
+    chunks are read by one reader, every one of them (they were once read in steps of two
+    whatever the readers: half the chunks never came). Same frame in each case, both backends."""
+    from cynaps_data.server.services import export_reader, exports
+
+    with backend_client(backend_platform) as c:
+        project = make_project(c, labels=LABELS)
+        project.upload_tasks([{"text": f"t{i}", "n": i} for i in range(23)])
+        whole = project.to_pandas()
+        monkeypatch.setattr(exports, "CHUNK_TASKS", 4)
+        monkeypatch.setattr(exports, "MIN_CHUNK_TASKS", 1)
+        monkeypatch.setattr(export_reader, "_spare_connections", lambda db: spare)
+        chunked = project.to_pandas()
+    pd.testing.assert_frame_equal(whole, chunked)
+    assert chunked["n"].tolist() == list(range(23))
+
+
 def test_one_reader_reads_one_snapshot_on_each_backend(backend_platform):
     """Every query of one export reader sees the same snapshot (the chunks of one export agree
     with each other): a task written by another connection after the first read is not seen by

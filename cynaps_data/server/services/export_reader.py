@@ -93,14 +93,15 @@ def readers(db: Database, n: int) -> Iterator[list[Query]]:
     """Up to ``n`` :func:`reader` queries that all see one snapshot, each on its own connection
     (one per thread). PostgreSQL: the first transaction exports its snapshot
     (``pg_export_snapshot``) and the others import it, so each query runs in a server process
-    of its own, in parallel. SQLite: one (two threads reading SQLite at once cost about 3x the
+    of its own, in parallel; only while the pool has that many idle connections (else one).
+    SQLite: one (two threads reading SQLite at once cost about 3x the
     CPU here: its allocator is behind one process-wide mutex)."""
     with contextlib.ExitStack() as stack:
         conn = stack.enter_context(db.read())
         conns = [conn]
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            if n > 1:
+            if n > 1 and _spare_connections(db) >= n - 1:
                 snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar()
                 if not _SNAPSHOT_ID.fullmatch(str(snapshot)):  # (it goes into SQL text)
                     raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
@@ -117,6 +118,16 @@ def readers(db: Database, n: int) -> Iterator[list[Query]]:
             stack.callback(raw.close)
             queries.append(_query_on(raw, c.dialect.name, c.dialect.paramstyle))
         yield queries
+
+
+def _spare_connections(db: Database) -> int:
+    """Idle connections of the pool's base size: an export takes its extra readers only from
+    those (never the overflow that requests need), so busy platforms read with one."""
+    pool = db.engine.pool
+    try:
+        return int(pool.size()) - int(pool.checkedout())  # type: ignore[attr-defined]
+    except AttributeError:  # a pool without a size (e.g. NullPool)
+        return 0
 
 
 def _query_on(raw: Any, dialect: str, paramstyle: str) -> Query:

@@ -268,9 +268,9 @@ def wide_parts(db: Database, plan: WidePlan) -> Iterator[Part]:
     stop = threading.Event()
     n_readers = 1 if plan.sqlite else min(PG_READERS, len(plan.chunks))
 
-    def read_some(query: Any, first: int) -> None:
+    def read_some(query: Any, first: int, step: int) -> None:
         try:
-            for i in range(first, len(plan.chunks), n_readers):
+            for i in range(first, len(plan.chunks), step):
                 room.acquire()
                 if stop.is_set():
                     break
@@ -288,7 +288,9 @@ def wide_parts(db: Database, plan: WidePlan) -> Iterator[Part]:
                 readers(db, n_readers) as queries,
                 ThreadPoolExecutor(len(queries), thread_name_prefix="cynaps-export-read") as pool,
             ):
-                for f in [pool.submit(read_some, q, i) for i, q in enumerate(queries)]:
+                for f in [
+                    pool.submit(read_some, q, i, len(queries)) for i, q in enumerate(queries)
+                ]:
                     f.result()
         except BaseException as exc:  # noqa: BLE001 - handed to the builder
             for read in reads:
