@@ -624,6 +624,54 @@ def test_chunked_export_reads_every_chunk_whatever_readers_the_pool_allows(
     assert chunked["n"].tolist() == list(range(23))
 
 
+def test_a_reader_failing_mid_export_fails_the_export_and_never_hangs(
+    backend_platform, monkeypatch
+):
+    """A database error while reading one chunk reaches the caller of the chunk pipeline as
+    that error, whichever reader hit it; the other readers stop and nothing waits forever."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from cynaps_data.server.services import export_reader, exports
+
+    with backend_client(backend_platform) as c:
+        project = make_project(c, labels=LABELS)
+        project.upload_tasks([{"text": f"t{i}"} for i in range(30)])
+    db = backend_platform.db
+    with db.read() as conn:
+        owner = conn.execute(
+            sa.text("SELECT owner_id FROM projects WHERE id = :p"), {"p": project.id}
+        ).scalar()
+    monkeypatch.setattr(exports, "CHUNK_TASKS", 4)
+    monkeypatch.setattr(exports, "MIN_CHUNK_TASKS", 1)
+    calls = []
+    for name in ("fetch_text", "fetch_text_pg"):
+        real = getattr(export_reader, name)
+
+        def failing(*a, _real=real, **k):
+            calls.append(a[1])
+            if len(calls) == 3:
+                raise RuntimeError("disk on fire")
+            return _real(*a, **k)
+
+        monkeypatch.setattr(export_reader, name, failing)
+    outcome = []
+
+    def run() -> None:
+        try:
+            list(exports.wide_parts(db, exports.plan_wide(db, owner, project.id, None)))
+            outcome.append("finished")
+        except RuntimeError as exc:
+            outcome.append(str(exc))
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the export hung"
+    assert outcome == ["disk on fire"]
+
+
 def test_one_reader_reads_one_snapshot_on_each_backend(backend_platform):
     """Every query of one export reader sees the same snapshot (the chunks of one export agree
     with each other): a task written by another connection after the first read is not seen by

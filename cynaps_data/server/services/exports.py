@@ -20,7 +20,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -278,9 +278,8 @@ def wide_parts(db: Database, plan: WidePlan) -> Iterator[Part]:
                     query("tasks", *_chunk_where(plan, plan.chunks[i]), TASK_COLUMNS, mode="fetch")
                 )
         except BaseException as exc:  # noqa: BLE001 - handed to the builder
-            for read in reads:
-                if not read.done():
-                    read.set_exception(exc)
+            stop.set()  # (the other readers stop too)
+            _fail_pending(reads, exc)
 
     def read_all() -> None:
         try:
@@ -293,11 +292,10 @@ def wide_parts(db: Database, plan: WidePlan) -> Iterator[Part]:
                 ]:
                     f.result()
         except BaseException as exc:  # noqa: BLE001 - handed to the builder
+            _fail_pending(reads, exc)
+        finally:
             for read in reads:
-                if not read.done():
-                    read.set_exception(exc)
-        for read in reads:
-            read.cancel()  # (no-op for the ones read)
+                read.cancel()  # (no-op for the ones read or failed)
 
     def build(i: int) -> Part:
         fetched = reads[i].result()
@@ -325,6 +323,16 @@ def wide_parts(db: Database, plan: WidePlan) -> Iterator[Part]:
                 pending.cancel()
         read_pool.shutdown(wait=False)
         builder.shutdown(wait=False)
+
+
+def _fail_pending(reads: list[Future], exc: BaseException) -> None:
+    """Hand ``exc`` to every read still pending (another reader may settle one meanwhile)."""
+    for read in reads:
+        try:
+            if not read.done():
+                read.set_exception(exc)
+        except InvalidStateError:
+            pass
 
 
 def _data_column(parts: list[Part]) -> Any:
