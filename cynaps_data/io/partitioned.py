@@ -34,15 +34,8 @@ import orjson
 import pyarrow as pa
 
 from ..errors import APIConnectionError, ValidationError
-from .export import (
-    CURSOR_KEY,
-    PROJECT_KEY,
-    RESTART_KEY,
-    frame_to_arrow,
-    long_frame,
-    wide_frame,
-    wide_table,
-)
+from ..wire import CURSOR_KEY, PROJECT_KEY, RESTART_KEY
+from .export import frame_to_arrow, long_frame, wide_frame, wide_table
 
 __all__ = [
     "MAX_ROWS_PER_FILE",

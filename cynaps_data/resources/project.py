@@ -475,7 +475,7 @@ class Project:
         return io_export.parquet_bytes(frame)
 
     def _arrow(self, form: str, since: Any, python_columns: dict | None = None) -> Any:
-        from ..io.export import read_ipc
+        from ..io.ipc import read_ipc
 
         params: dict[str, Any] = {"format": "arrow", "form": form}
         if since is not None:
