@@ -562,3 +562,7 @@ def test_read_ipc_makes_list_columns_during_the_download_and_forgets_a_restarted
     assert ready["annotator_ids"] == table.column("annotator_ids").to_pylist()
     assert ready["annotator_ids"] == [r["annotator_ids"] for r in rows]
     assert io_export.project_info(table)["cursor"] == 12.5
+    cut, kept = stream(rows, {b"other": b"1"}), {}  # no cursor batch: cut short
+    with pytest.raises(errors.APIConnectionError, match="ended early"):
+        io_export.read_ipc(cut, python_columns=kept)
+    assert kept == {}  # nothing half-made is handed on
