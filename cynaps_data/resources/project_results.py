@@ -85,13 +85,12 @@ class ProjectResults:
             return io_export.write_parquet(frame, path)
         return io_export.parquet_bytes(frame)
 
-    def _arrow(self, form: str, since: Any, python_columns: dict | None = None) -> Any:
-        from ..io.ipc import read_ipc
-
+    def _export_response(self, form: str, since: Any) -> Any:
+        """The streamed ``GET /export?format=arrow`` response (read it inside ``with``)."""
         params: dict[str, Any] = {"format": "arrow", "form": form}
         if since is not None:
             params["since"] = _since_seconds(since)
-        response = self._transport.request(
+        return self._transport.request(
             "GET",
             f"/v1/projects/{self.id}/export",
             params=params,
@@ -99,6 +98,11 @@ class ProjectResults:
             raw=True,
             stream=True,
         )
+
+    def _arrow(self, form: str, since: Any, python_columns: dict | None = None) -> Any:
+        from ..io.ipc import read_ipc
+
+        response = self._export_response(form, since)
         with response:  # read while the platform is still building the next chunks
             response.raw.decode_content = True  # (should a proxy compress it)
             try:
@@ -204,17 +208,7 @@ class ProjectResults:
         from ..io import partitioned
 
         io_export.reject_unknown(form, ("wide", "long"), "form")
-        params: dict[str, Any] = {"format": "arrow", "form": form}
-        if since is not None:
-            params["since"] = _since_seconds(since)
-        response = self._transport.request(
-            "GET",
-            f"/v1/projects/{self.id}/export",
-            params=params,
-            timeout=max(self._transport.timeout, 600),
-            raw=True,
-            stream=True,
-        )
+        response = self._export_response(form, since)
         fetch = self._fetch_asset if fetch_images else None
         with response:
             response.raw.decode_content = True
