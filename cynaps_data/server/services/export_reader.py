@@ -67,6 +67,7 @@ LONG_COLUMNS: Columns = VOTE_COLUMNS + [
 
 
 Query = Callable[..., Any]
+_REPEATABLE_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 _SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9A-F]+)?")
 
 
@@ -100,16 +101,14 @@ def readers(db: Database, n: int) -> Iterator[list[Query]]:
         conn = stack.enter_context(db.read())
         conns = [conn]
         if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            conn.exec_driver_sql(_REPEATABLE_READ)
             if n > 1 and _spare_connections(db) >= n - 1:
                 snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar()
                 if not _SNAPSHOT_ID.fullmatch(str(snapshot)):  # (it goes into SQL text)
                     raise RuntimeError(f"unexpected snapshot id {snapshot!r}")
                 for _ in range(n - 1):
                     other = stack.enter_context(db.read())
-                    other.exec_driver_sql(
-                        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
-                    )
+                    other.exec_driver_sql(_REPEATABLE_READ)
                     other.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
                     conns.append(other)
         queries = []
@@ -179,12 +178,15 @@ def _query_on(raw: Any, dialect: str, paramstyle: str) -> Query:
 
 
 def select_list(columns: Columns) -> str:
-    """The SELECT list of ``columns`` for the DB-API path: each column's expression
-    as its name, float columns as they are (not through their SQLite ``printf`` text form)."""
-    return ", ".join(
-        f"{name if pa.types.is_floating(dtype) else expr} AS {name}"
-        for name, expr, dtype in columns
-    )
+    """The SELECT list of ``columns`` for the DB-API path: each column's expression as its
+    name (:func:`_portable`)."""
+    return ", ".join(f"{_portable(name, expr, dtype)} AS {name}" for name, expr, dtype in columns)
+
+
+def _portable(name: str, expr: str, dtype: pa.DataType) -> str:
+    """A column's SQL for the paths other than SQLite's texts: float columns as they are (their
+    expressions are SQLite ``printf`` texts), the others as their expression."""
+    return name if pa.types.is_floating(dtype) else expr
 
 
 #: Rows per text block of :func:`fetch_text_pg` (ids >> this): one PostgreSQL value holds at
@@ -205,12 +207,14 @@ def fetch_text_pg(
     (``concat_ws`` would drop a NULL field); the texts come back as ``bytea`` in binary (UTF-8
     bytes as they are). The query runs under a savepoint, so a failure leaves the snapshot's
     transaction usable."""
+    import psycopg
+
     fields, lines = _split_columns_pg(columns)
     raw.execute("SAVEPOINT cynaps_fetch_text")
     try:
         raw.execute(pg_text_query(table, where, fields, lines), params, binary=True)
         blocks = raw.fetchall()
-    except psycopg_error() as exc:
+    except psycopg.Error as exc:
         log.warning("export: %s rows read one by one (%s)", table, str(exc).splitlines()[0])
         raw.execute("ROLLBACK TO SAVEPOINT cynaps_fetch_text")
         return None
@@ -244,18 +248,11 @@ def pg_text_query(
     )
 
 
-def psycopg_error() -> type[Exception]:
-    import psycopg
-
-    return psycopg.Error
-
-
 def _split_columns_pg(columns: Columns) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """:func:`_split_columns` with float columns read as they are (their SQL expressions are
-    SQLite ``printf`` texts)."""
+    """:func:`_split_columns` with each field's SQL from :func:`_portable`."""
     fields, lines = _split_columns(columns)
-    floats = {name for name, _, dtype in columns if pa.types.is_floating(dtype)}
-    return [(n, n if n in floats else e) for n, e in fields], lines
+    portable = {name: _portable(name, expr, dtype) for name, expr, dtype in columns}
+    return [(name, portable[name]) for name, _ in fields], lines
 
 
 class Fetched(NamedTuple):
