@@ -23,6 +23,7 @@ import pytest
 import requests
 
 import cynaps_data as cynaps
+from cynaps_data import config as cynaps_config
 from cynaps_data.server.db import database_url
 from cynaps_data.server.platform import LocalPlatform
 from cynaps_data.server.settings import Settings, WorkforceSettings
@@ -249,3 +250,16 @@ def backend_platform(backend_url: str) -> Iterator[LocalPlatform]:
     """A platform without workforce on each storage backend (tests use fresh accounts)."""
     with LocalPlatform(settings=Settings(database_url=backend_url), workforce=False) as running:
         yield running
+
+
+#: The environment variables the client's configuration reads.
+CONFIG_ENV_VARS = [name for names in cynaps_config._ENV_NAMES.values() for name in names]
+
+
+@pytest.fixture
+def clean_config_env(monkeypatch, tmp_path):
+    """No configuration from the environment or a config file (``CYNAPS_CONFIG`` points at a
+    file that does not exist)."""
+    for name in CONFIG_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CYNAPS_CONFIG", str(tmp_path / "absent.json"))

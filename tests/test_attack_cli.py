@@ -21,14 +21,9 @@ import cynaps_data as cynaps
 from cynaps_data import cli, config
 from cynaps_data.errors import AuthenticationError, ConfigurationError
 
-ENV_VARS = [name for names in config._ENV_NAMES.values() for name in names]
+from .conftest import CONFIG_ENV_VARS
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CYNAPS_CONFIG", str(tmp_path / "absent.json"))
+pytestmark = pytest.mark.usefixtures("clean_config_env")
 
 
 def run_main(capsys, *argv: str) -> tuple[int, str, str]:
@@ -49,7 +44,7 @@ def assert_one_line_error(err: str) -> None:
 
 
 def subprocess_env(tmp_path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV_VARS}
     env["HOME"] = str(tmp_path / "home")
     env["CYNAPS_CONFIG"] = str(tmp_path / "home" / "config.json")
     env["PYTHONUNBUFFERED"] = "1"

@@ -28,26 +28,15 @@ def typed_project(
     name: str = "Typed project",
     instructions: str = "Do it.",
 ) -> str:
-    pid = team.ok(
-        "POST",
-        "/v1/projects",
-        json={
-            "name": name,
-            "annotation_type": annotation_type,
-            "labels": labels,
-            "instructions": instructions,
-            "quality_settings": {
-                "min_annotators": votes,
-                "consensus_threshold": 0.66,
-                "enable_expert_review": expert,
-            },
-        },
-    )["id"]
-    team.ok("POST", f"/v1/projects/{pid}/tasks/batch", json={"tasks": tasks})
-    team.ok("POST", f"/v1/projects/{pid}/deposit/quote")
-    team.ok("POST", f"/v1/projects/{pid}/deposit/pay", json={"payment_method": "credits"})
-    team.ok("POST", f"/v1/projects/{pid}/start")
-    return pid
+    return team.project(
+        tasks,
+        annotation_type=annotation_type,
+        labels=labels,
+        min_annotators=votes,
+        expert=expert,
+        name=name,
+        instructions=instructions,
+    )
 
 
 def test_shortcuts_still_work_after_clicking_the_much_better_checkbox(

@@ -10,14 +10,7 @@ import cynaps_data as cynaps
 from cynaps_data import config
 from cynaps_data.errors import AuthenticationError, ConfigurationError
 
-ENV_VARS = [name for names in config._ENV_NAMES.values() for name in names]
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CYNAPS_CONFIG", str(tmp_path / "absent.json"))
+pytestmark = pytest.mark.usefixtures("clean_config_env")
 
 
 def write_config(tmp_path, **values):

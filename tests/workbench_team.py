@@ -43,14 +43,16 @@ class Team:
         labels: list | None = None,
         instructions: str = "Pick the animal.",
         name: str = "UI project",
+        annotation_type: str = "classification",
     ) -> str:
-        """Create, fill (``tasks`` may be built from the project id), pay and start a project."""
+        """Create, fill (``tasks`` may be built from the project id), pay and start a project
+        (``labels``: the type's config for other types)."""
         pid = self.ok(
             "POST",
             "/v1/projects",
             json={
                 "name": name,
-                "annotation_type": "classification",
+                "annotation_type": annotation_type,
                 "labels": labels or self.labels,
                 "instructions": instructions,
                 "quality_settings": {
