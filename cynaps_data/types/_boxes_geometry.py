@@ -8,8 +8,6 @@ import math
 from typing import Any
 
 import numpy as np
-import orjson
-import pyarrow as pa
 
 from ._boxes_frames import COORDS
 
@@ -72,14 +70,6 @@ def known_size(data: Any, config: dict) -> tuple[int, int]:
             "width/height fields"
         )
     return size
-
-
-def _values(json_values: Any) -> list[Any]:
-    """JSON texts as Python values; ``""`` or null is ``None``."""
-    if isinstance(json_values, pa.ChunkedArray):
-        json_values = json_values.combine_chunks()
-    texts = json_values.to_pylist() if isinstance(json_values, pa.Array) else json_values
-    return [orjson.loads(t) if t else None for t in texts]
 
 
 def _boxes(value: Any) -> list[dict] | None:

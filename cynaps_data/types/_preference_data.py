@@ -99,12 +99,6 @@ def _codes(values: pa.Array, allowed: tuple[str, ...]) -> np.ndarray:
     return index.fill_null(-1).to_numpy(zero_copy_only=False).astype("int64")
 
 
-def _texts(values: Any) -> list[str | None]:
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    return values.to_pylist() if isinstance(values, pa.Array) else list(values)
-
-
 def pd_object(values: list, index: Any) -> Any:
     import pandas as pd
 

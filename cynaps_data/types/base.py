@@ -27,7 +27,21 @@ from importlib.resources.abc import Traversable
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
+import orjson
 import pyarrow as pa
+
+
+def python_texts(values: Any) -> list[Any]:
+    """An Arrow (chunked) array or any sequence of values as a Python list."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return values.to_pylist() if isinstance(values, pa.Array) else list(values)
+
+
+def json_values(texts: Any) -> list[Any]:
+    """Stored JSON texts (an Arrow array or a sequence) as Python values; ``""`` (no value) and
+    null are ``None``."""
+    return [orjson.loads(t) if t else None for t in python_texts(texts)]
 
 
 def method_prefix(method: Any) -> str:

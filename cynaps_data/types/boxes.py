@@ -56,12 +56,11 @@ from ._boxes_geometry import (
     _int_size,
     _merge,
     _number,
-    _values,
     box_support,
     image_size,
     known_size,
 )
-from .base import Decision, VoteArrays, method_prefix
+from .base import Decision, VoteArrays, json_values, method_prefix, python_texts
 
 if TYPE_CHECKING:  # pandas and consensus.boxes load when a hook needs them
     import pandas as pd
@@ -335,8 +334,8 @@ class Boxes:
         from ..consensus.boxes import box_agreement
 
         n = votes.n_tasks
-        values = _values(votes.values)
-        finals = [_boxes(v) for v in _values(votes.final)]
+        values = json_values(votes.values)
+        finals = [_boxes(v) for v in json_values(votes.final)]
         bounds = np.concatenate([[0], np.cumsum(votes.n_votes)]).astype("int64")
         agreement = np.full(n, np.nan)
         confidence = np.full(n, np.nan)
@@ -367,22 +366,22 @@ class Boxes:
             )
         sizes = [
             image_size(orjson.loads(d), config) if d else None
-            for d in (_strs(votes.data) if votes.data is not None else [None] * n)
+            for d in (python_texts(votes.data) if votes.data is not None else [None] * n)
         ]
         mask = np.array([s is None for s in sizes], dtype=bool)
         return {
-            "gold": pa.array([_boxes(v) for v in _values(votes.gold)], VALUE),
+            "gold": pa.array([_boxes(v) for v in json_values(votes.gold)], VALUE),
             "label": pa.array(finals, VALUE),
             "agreement": pa.array(agreement, pa.float64(), from_pandas=True),
             "confidence": pa.array(confidence, pa.float64(), from_pandas=True),
             "objects": pa.array(objects, OBJECTS),
             "width": pa.array([s[0] if s else 0 for s in sizes], pa.int64(), mask=mask),
             "height": pa.array([s[1] if s else 0 for s in sizes], pa.int64(), mask=mask),
-            "expert_label": pa.array([_boxes(v) for v in _values(votes.expert)], VALUE),
+            "expert_label": pa.array([_boxes(v) for v in json_values(votes.expert)], VALUE),
         }
 
     def long_label(self, values: pa.Array, config: dict) -> pa.Array:
-        return pa.array([_boxes(v) for v in _values(values)], VALUE)
+        return pa.array([_boxes(v) for v in json_values(values)], VALUE)
 
     def features(self, config: dict) -> dict[str, Any]:
         """Boxes as ``List({x, y, width, height: float64, label: string})``; ``objects`` as in
@@ -499,12 +498,6 @@ class Boxes:
         from ._boxes_sandbox import simulate
 
         return simulate(truth, config, accuracy, rng, data)
-
-
-def _strs(array: Any) -> list[str | None]:
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    return array.to_pylist() if isinstance(array, pa.Array) else list(array)
 
 
 TYPE = Boxes()

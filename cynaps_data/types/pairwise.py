@@ -87,7 +87,7 @@ from ._preference_data import (
     pd_object,
     prompt_of,
 )
-from .base import Decision, VoteArrays, method_prefix
+from .base import Decision, VoteArrays, json_values, method_prefix
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -118,13 +118,9 @@ def _bool(config: dict, key: str) -> bool:
     return value
 
 
-def _values(json_values: Any) -> list[dict | None]:
-    if isinstance(json_values, pa.ChunkedArray):
-        json_values = json_values.combine_chunks()
-    texts = json_values.to_pylist() if isinstance(json_values, pa.Array) else list(json_values)
+def _values(json_texts: Any) -> list[dict | None]:
     out: list[dict | None] = []
-    for text in texts:
-        value = orjson.loads(text) if text else None
+    for value in json_values(json_texts):
         if isinstance(value, str):
             value = {"choice": value}
         out.append(value if isinstance(value, dict) else None)

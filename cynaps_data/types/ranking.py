@@ -66,7 +66,7 @@ from ._preference_data import (
     pd_object,
     prompt_of,
 )
-from .base import Decision, VoteArrays, method_prefix
+from .base import Decision, VoteArrays, json_values, method_prefix
 from .pairwise import MEAN_GAP
 
 if TYPE_CHECKING:
@@ -79,11 +79,8 @@ SHOW_KEYS = ("text", "body", "title", "content")
 
 
 def _order_list(texts: Any) -> list[list[int] | None]:
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
     out: list[list[int] | None] = []
-    for text in texts.to_pylist() if isinstance(texts, pa.Array) else texts:
-        value = orjson.loads(text) if text else None
+    for value in json_values(texts):
         if isinstance(value, dict):
             value = value.get("order")
         out.append([int(x) for x in value] if isinstance(value, list) else None)
@@ -91,11 +88,9 @@ def _order_list(texts: Any) -> list[list[int] | None]:
 
 
 def _values(texts: Any) -> list[dict]:
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
     out = []
-    for text in texts.to_pylist() if isinstance(texts, pa.Array) else texts:
-        value = orjson.loads(text) if text else {}
+    for value in json_values(texts):
+        value = {} if value is None else value
         out.append({"order": value} if isinstance(value, list) else value)
     return out
 

@@ -56,7 +56,7 @@ from ..consensus.spans_tokens import (
     whitespace_tokenize,
 )
 from ..errors import ValidationError
-from .base import Decision, VoteArrays, method_prefix
+from .base import Decision, VoteArrays, json_values, method_prefix
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -197,14 +197,6 @@ def _arrow_spans(rows: list[list | None], labels: list[str], supports: Any = Non
     return pa.ListArray.from_arrays(
         pa.array(offsets, pa.int32()), struct, mask=pa.array(mask, pa.bool_())
     )
-
-
-def _values(texts: Any) -> list[Any]:
-    """JSON texts as values (``""``/null: ``None``)."""
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
-    items = texts.to_pylist() if isinstance(texts, pa.Array) else list(texts)
-    return [orjson.loads(t) if t else None for t in items]
 
 
 class Spans:
@@ -377,8 +369,8 @@ class Spans:
         (exact), ``agreement_overlap``, ``confidence``; float64, null without votes."""
         labels = config["labels"]
         n = votes.n_tasks
-        answers = _values(votes.values)
-        finals = _values(votes.final)
+        answers = json_values(votes.values)
+        finals = json_values(votes.final)
         bounds = np.concatenate([[0], np.cumsum(votes.n_votes)]).astype("int64")
         exact = np.full(n, np.nan)
         overlap = np.full(n, np.nan)
@@ -395,16 +387,16 @@ class Spans:
             if final is not None:
                 confidence[t] = float(np.mean([span_f1(final, a) for a in mine]))
         return {
-            "gold": _arrow_spans(_values(votes.gold), labels),
+            "gold": _arrow_spans(json_values(votes.gold), labels),
             "label": _arrow_spans(finals, labels, supports),
             "agreement": pa.array(exact, pa.float64(), from_pandas=True),
             "confidence": pa.array(confidence, pa.float64(), from_pandas=True),
             "agreement_overlap": pa.array(overlap, pa.float64(), from_pandas=True),
-            "expert_label": _arrow_spans(_values(votes.expert), labels),
+            "expert_label": _arrow_spans(json_values(votes.expert), labels),
         }
 
     def long_label(self, values: pa.Array, config: dict) -> pa.Array:
-        return _arrow_spans(_values(values), config["labels"])
+        return _arrow_spans(json_values(values), config["labels"])
 
     def features(self, config: dict) -> dict[str, Any]:
         import datasets

@@ -38,7 +38,7 @@ import orjson
 import pyarrow as pa
 
 from ..errors import ValidationError
-from .base import Decision, VoteArrays, method_prefix
+from .base import Decision, VoteArrays, json_values, method_prefix
 
 if TYPE_CHECKING:  # pandas and consensus.text load when a hook needs them, not with the server
     import pandas as pd
@@ -87,15 +87,9 @@ WORDS = (
 PUNCTUATION = ".,;!?"
 
 
-def _strings(json_values: Any) -> list[str | None]:
+def _strings(texts: Any) -> list[str | None]:
     """JSON texts as Python strings; ``""`` (none), null or a non-string is ``None``."""
-    if isinstance(json_values, pa.ChunkedArray):
-        json_values = json_values.combine_chunks()
-    out: list[str | None] = []
-    for text in json_values.to_pylist() if isinstance(json_values, pa.Array) else json_values:
-        value = orjson.loads(text) if text else None
-        out.append(value if isinstance(value, str) else None)
-    return out
+    return [v if isinstance(v, str) else None for v in json_values(texts)]
 
 
 def _is_list(value: Any) -> bool:
