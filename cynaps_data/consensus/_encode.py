@@ -117,7 +117,16 @@ def incidence_pair(
     return a, a.T
 
 
-def _check_frame(df: Any, columns: Sequence[str] = REQUIRED_COLUMNS) -> pd.DataFrame:
+def check_long_frame(
+    df: Any,
+    columns: Sequence[str] = REQUIRED_COLUMNS,
+    not_null: Sequence[str] | None = None,
+    what: str = "the data needs",
+) -> pd.DataFrame:
+    """The checks every aggregator's input passes: a pandas DataFrame with ``columns``, at least
+    one row, and no NaN/None in the ``not_null`` columns (default: all of ``columns``); each
+    failure is a :class:`ValidationError` naming the column (and the first row's index).
+    ``what`` starts the missing-columns message ("ratings need", ...)."""
     if not isinstance(df, pd.DataFrame):
         raise ValidationError(
             f"expected a pandas DataFrame with columns {list(columns)}, got {type(df).__name__}",
@@ -126,13 +135,13 @@ def _check_frame(df: Any, columns: Sequence[str] = REQUIRED_COLUMNS) -> pd.DataF
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValidationError(
-            f"missing required column(s) {missing}; the data needs columns {list(columns)} "
+            f"missing required column(s) {missing}; {what} columns {list(columns)} "
             f"(got {list(df.columns)})",
             param=missing[0],
         )
     if len(df) == 0:
         raise ValidationError("empty input: the DataFrame has no rows", param="data")
-    for c in columns:
+    for c in columns if not_null is None else not_null:
         n_null = int(df[c].isna().sum())
         if n_null:
             first = df.index[df[c].isna().to_numpy()][0]
@@ -209,7 +218,7 @@ def encode(
     empty input, null ids/labels, labels outside ``labels=`` and fewer than ``min_workers``
     distinct workers.
     """
-    df = _check_frame(df)
+    df = check_long_frame(df)
     t_codes, t_names = pd.factorize(df["task"], sort=False)
     w_codes, w_names = pd.factorize(df["worker"], sort=False)
     y_codes, y_names = _label_index(df["label"], labels)

@@ -67,6 +67,7 @@ import pandas as pd
 
 from ..errors import ValidationError
 from ._base import aggregator_params
+from ._encode import check_long_frame
 from .boxes import _edges, _label_codes, _vote, cluster_boxes, group_median
 
 __all__ = ["BOX_METHODS", "DEFAULT_BOX_METHOD", "BoxMatching", "BoxReliability"]
@@ -94,29 +95,7 @@ class _Prepared:
 
 
 def _prepare(data: Any) -> _Prepared:
-    if not isinstance(data, pd.DataFrame):
-        raise ValidationError(
-            f"expected a pandas DataFrame with columns {', '.join(COLUMNS)}, got "
-            f"{type(data).__name__}",
-            param="data",
-        )
-    missing = [c for c in COLUMNS if c not in data.columns]
-    if missing:
-        raise ValidationError(
-            f"missing required column(s) {missing}; box data needs columns "
-            f"{', '.join(COLUMNS)} (got {list(data.columns)})",
-            param=missing[0],
-        )
-    if len(data) == 0:
-        raise ValidationError("empty input: the DataFrame has no rows", param="data")
-    for c in ("task", "worker"):
-        isna = data[c].isna().to_numpy()
-        if isna.any():
-            raise ValidationError(
-                f"column {c!r} has {int(isna.sum())} missing value(s), first at index "
-                f"{data.index[isna][0]!r}",
-                param=c,
-            )
+    check_long_frame(data, COLUMNS, not_null=("task", "worker"), what="box data needs")
     coords = []
     for c in _COORDS:
         col = data[c]

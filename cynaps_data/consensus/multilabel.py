@@ -68,6 +68,7 @@ from scipy.special import expit, logsumexp
 
 from ..errors import ValidationError
 from ._base import BaseAggregator, aggregator_params, rng_from
+from ._encode import check_long_frame
 from .dawid_skene import DawidSkene, OneCoinDawidSkene
 from .ebcc import EBCC
 from .ensemble import ConsensusEnsemble
@@ -149,28 +150,7 @@ def encode_label_sets(
 ) -> EncodedSets:
     """Validate a long ``task, worker, labels`` frame and code it (see the module docstring)."""
     cols = ("task", "worker", column)
-    if not isinstance(df, pd.DataFrame):
-        raise ValidationError(
-            f"expected a pandas DataFrame with columns {list(cols)}, got {type(df).__name__}",
-            param="data",
-        )
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise ValidationError(
-            f"missing required column(s) {missing}; multi-label answers need columns "
-            f"{list(cols)} (got {list(df.columns)})",
-            param=missing[0],
-        )
-    if len(df) == 0:
-        raise ValidationError("empty input: the DataFrame has no rows", param="data")
-    for c in ("task", "worker"):
-        isna = df[c].isna().to_numpy()
-        if isna.any():
-            raise ValidationError(
-                f"column {c!r} has {int(isna.sum())} missing value(s), first at index "
-                f"{df.index[isna][0]!r}",
-                param=c,
-            )
+    check_long_frame(df, cols, not_null=("task", "worker"), what="multi-label answers need")
     sets = [_as_list(v, i) for i, v in zip(df.index, df[column].to_numpy(), strict=True)]
     lengths = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
     flat = pd.Series([x for s in sets for x in s], dtype=object)

@@ -66,6 +66,7 @@ from scipy.special import ndtri
 
 from ..errors import ValidationError
 from ._base import BaseAggregator, aggregator_params
+from ._encode import check_long_frame
 from .agreement import krippendorff_alpha
 
 __all__ = [
@@ -127,28 +128,7 @@ def encode_ratings(
     ``scale=(min, max)``: ratings outside it raise :class:`ValidationError` naming the row.
     ``value_column``: the name of the rating column (``"value"``)."""
     cols = ("task", "worker", value_column)
-    if not isinstance(df, pd.DataFrame):
-        raise ValidationError(
-            f"expected a pandas DataFrame with columns {list(cols)}, got {type(df).__name__}",
-            param="data",
-        )
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise ValidationError(
-            f"missing required column(s) {missing}; ratings need columns {list(cols)} "
-            f"(got {list(df.columns)})",
-            param=missing[0],
-        )
-    if len(df) == 0:
-        raise ValidationError("empty input: the DataFrame has no rows", param="data")
-    for c in cols:
-        isna = df[c].isna().to_numpy()
-        if isna.any():
-            raise ValidationError(
-                f"column {c!r} has {int(isna.sum())} missing value(s), first at index "
-                f"{df.index[isna][0]!r}",
-                param=c,
-            )
+    check_long_frame(df, cols, what="ratings need")
     column = df[value_column]
     flags = (
         np.ones(len(df), bool)

@@ -45,6 +45,7 @@ import pandas as pd
 
 from ..errors import ValidationError
 from ._base import BaseAggregator, aggregator_params
+from ._encode import check_long_frame
 from .text_similarity import (  # noqa: F401  (public here too)
     DEFAULT_NORMALIZER,
     TextNormalizer,
@@ -152,29 +153,7 @@ def _check_normalizer(normalizer: Any) -> None:
 
 def _prepare(data: Any, normalizer: TextNormalizer) -> _Prepared:
     _check_normalizer(normalizer)
-    if not isinstance(data, pd.DataFrame):
-        raise ValidationError(
-            f"expected a pandas DataFrame with columns task, worker, text, got "
-            f"{type(data).__name__}",
-            param="data",
-        )
-    missing = [c for c in ("task", "worker", "text") if c not in data.columns]
-    if missing:
-        raise ValidationError(
-            f"missing required column(s) {missing}; the data needs columns task, worker, text "
-            f"(got {list(data.columns)})",
-            param=missing[0],
-        )
-    if len(data) == 0:
-        raise ValidationError("empty input: the DataFrame has no rows", param="data")
-    for c in ("task", "worker"):
-        isna = data[c].isna().to_numpy()
-        if isna.any():
-            raise ValidationError(
-                f"column {c!r} has {int(isna.sum())} missing value(s), first at index "
-                f"{data.index[isna][0]!r}",
-                param=c,
-            )
+    check_long_frame(data, ("task", "worker", "text"), not_null=("task", "worker"))
     raw = data["text"].tolist()
     bad = next((i for i, t in enumerate(raw) if not (isinstance(t, str) or _missing(t))), None)
     if bad is not None:
