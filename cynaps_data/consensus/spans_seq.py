@@ -90,7 +90,6 @@ that equal the true tag), ``transitions_`` (DataFrame previous x next tag, poste
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -99,7 +98,8 @@ import scipy.sparse as sp
 from scipy.special import digamma
 
 from ..errors import ValidationError
-from .bio import chunk_starts, parse_tag
+from .bio import chunk_starts
+from .spans_seq_data import SequenceData, encode_sequences
 from .spans_seq_hmm import Layout, forward_backward, viterbi
 
 __all__ = [
@@ -109,163 +109,6 @@ __all__ = [
     "SequenceData",
     "encode_sequences",
 ]
-
-COLUMNS = ("task", "worker", "position", "tag")
-
-
-@dataclass
-class SequenceData:
-    """Integer-coded crowd tags (see :func:`encode_sequences`).
-
-    Per answer (one row of the input): ``sentence``, ``worker``, ``position``, ``tag`` and
-    ``prev`` (the same worker's tag at ``position - 1``, 0 = ``O`` at position 0), ``row`` (flat
-    token row in ``layout``). Tag codes: 0 = ``O``, ``1 + 2 l`` = ``B-<label l>``, ``2 + 2 l`` =
-    ``I-<label l>``."""
-
-    task_names: pd.Index
-    worker_names: pd.Index
-    labels: list[str]
-    sentence: np.ndarray
-    worker: np.ndarray
-    position: np.ndarray
-    tag: np.ndarray
-    prev: np.ndarray
-    layout: Layout
-    row: np.ndarray
-    #: per token row: code of its text (optional ``token`` column), -1 unknown; None: no column
-    word: np.ndarray | None = None
-    n_words: int = 0
-
-    @property
-    def tag_names(self) -> list[str]:
-        return ["O"] + [f"{p}-{lab}" for lab in self.labels for p in "BI"]
-
-    @property
-    def k(self) -> int:
-        return 1 + 2 * len(self.labels)
-
-    @property
-    def n_workers(self) -> int:
-        return len(self.worker_names)
-
-    def counts(self) -> np.ndarray:
-        """Votes per token row and tag, ``(N, K)`` float64."""
-        n, k = self.layout.n_tokens, self.k
-        return np.bincount(self.row * k + self.tag, minlength=n * k).reshape(n, k).astype(float)
-
-
-def encode_sequences(tags: pd.DataFrame, labels: Sequence[str] | None = None) -> SequenceData:
-    """Validate and integer-code the long tag frame (columns ``task``, ``worker``,
-    ``position``, ``tag``). Raises :class:`ValidationError` naming the column (``param``) for a
-    missing column, a null, a non-integer or negative position, an unknown tag shape, a label
-    outside ``labels``, a duplicate (task, worker, position) or a worker who did not tag every
-    token of a task."""
-    if not isinstance(tags, pd.DataFrame):
-        raise ValidationError(
-            f"tags must be a pandas DataFrame, got {type(tags).__name__}", param="tags"
-        )
-    for col in COLUMNS:
-        if col not in tags.columns:
-            raise ValidationError(
-                f"tags is missing column {col!r} (needs {', '.join(COLUMNS)})", param=col
-            )
-        if tags[col].isna().any():
-            row = int(np.flatnonzero(tags[col].isna().to_numpy())[0])
-            raise ValidationError(f"column {col!r} has a missing value (row {row})", param=col)
-    if len(tags) == 0:
-        raise ValidationError("tags is empty: no answers", param="tags")
-    pos = tags["position"]
-    if pos.dtype.kind not in "iu":
-        raise ValidationError(
-            f"column 'position' must hold integers (got dtype {pos.dtype})", param="position"
-        )
-    position = pos.to_numpy(dtype=np.int64)
-    if position.min() < 0:
-        row = int(np.flatnonzero(position < 0)[0])
-        raise ValidationError(f"column 'position' is negative (row {row})", param="position")
-    # tags: parse each distinct value once
-    tag_codes, tag_uniques = pd.factorize(tags["tag"], sort=False)
-    parsed = []
-    for j, t in enumerate(tag_uniques):
-        try:
-            parsed.append(parse_tag(t, "column 'tag'"))
-        except ValueError as exc:
-            row = int(np.flatnonzero(tag_codes == j)[0])
-            raise ValidationError(f"{exc} (row {row})", param="tag") from None
-    seen = sorted({lab for p, lab in parsed if p != "O"})
-    if labels is None:
-        label_list = seen
-    else:
-        label_list = [str(x) for x in labels]
-        extra = [lab for lab in seen if lab not in label_list]
-        if extra:
-            raise ValidationError(
-                f"column 'tag' uses label {extra[0]!r} not in labels={label_list}", param="tag"
-            )
-    lab_idx = {lab: i for i, lab in enumerate(label_list)}
-    uniq_code = np.array(
-        [0 if p == "O" else 1 + 2 * lab_idx[lab] + (p == "I") for p, lab in parsed],
-        dtype=np.int64,
-    )
-    tag = uniq_code[tag_codes]
-    s_codes, task_names = pd.factorize(tags["task"], sort=False)
-    w_codes, worker_names = pd.factorize(tags["worker"], sort=False)
-    s_codes = s_codes.astype(np.int64)
-    w_codes = w_codes.astype(np.int64)
-    n_s, n_w = len(task_names), len(worker_names)
-    # duplicates and completeness, on (sentence, worker) answer keys
-    key = s_codes * n_w + w_codes
-    order = np.lexsort((position, key))
-    ks, ps = key[order], position[order]
-    dup = (ks[1:] == ks[:-1]) & (ps[1:] == ps[:-1])
-    if dup.any():
-        i = int(order[1:][dup][0])
-        raise ValidationError(
-            f"duplicate (task, worker, position) = ({task_names[s_codes[i]]!r}, "
-            f"{worker_names[w_codes[i]]!r}, {position[i]}) (row {i})",
-            param="position",
-        )
-    lengths = np.zeros(n_s, dtype=np.int64)
-    np.maximum.at(lengths, s_codes, position + 1)
-    ans_key, ans_n = np.unique(ks, return_counts=True)
-    short = ans_n != lengths[ans_key // n_w]
-    if short.any():
-        kk = int(ans_key[np.flatnonzero(short)[0]])
-        s, w = kk // n_w, kk % n_w
-        raise ValidationError(
-            f"worker {worker_names[w]!r} gave {int(ans_n[short][0])} of {int(lengths[s])} tags "
-            f"for task {task_names[s]!r}: every worker tags every token (positions 0..n-1)",
-            param="position",
-        )
-    # previous tag of the same worker (sorted order: consecutive positions of one answer)
-    tag_sorted = tag[order]
-    prev_sorted = np.zeros_like(tag_sorted)
-    prev_sorted[1:] = tag_sorted[:-1]
-    prev_sorted[ps == 0] = 0
-    prev = np.empty_like(prev_sorted)
-    prev[order] = prev_sorted
-    layout = Layout.build(lengths)
-    rows = layout.rows(s_codes, position)
-    word, n_words = None, 0
-    if "token" in tags.columns:
-        wcodes, wnames = pd.factorize(tags["token"], sort=False)  # null -> -1 (unknown)
-        word = np.full(layout.n_tokens, -1, dtype=np.int64)
-        word[rows] = wcodes  # one text per token: the last row given wins
-        n_words = len(wnames)
-    return SequenceData(
-        task_names=pd.Index(task_names),
-        worker_names=pd.Index(worker_names),
-        labels=label_list,
-        sentence=s_codes,
-        worker=w_codes,
-        position=position,
-        tag=tag,
-        prev=prev,
-        layout=layout,
-        row=rows,
-        word=word,
-        n_words=n_words,
-    )
 
 
 def _valid_transitions(k: int) -> np.ndarray:
@@ -431,6 +274,12 @@ class BayesianSequenceCombination(_SequenceAggregator):
     word_prior : float or None
         Dirichlet pseudo-count :math:`\omega` of the word model, used when the frame has a
         ``token`` column; None switches the word model off.
+    tagger_rounds : int
+        With a ``token`` column: rounds of a cross-fitted text tagger trained on the consensus
+        and added as one more annotator, each followed by a refit
+        (:mod:`~cynaps_data.consensus.spans_tagger`); 0 switches it off.
+    random_state : int
+        Seed of the tagger's split of the sentences into folds.
     labels : list of str, optional
         Entity labels (fixes the tag set and order); default: those seen, sorted.
     """
@@ -446,6 +295,8 @@ class BayesianSequenceCombination(_SequenceAggregator):
         decode: str = "viterbi",
         alpha_invalid: float | None = None,
         word_prior: float | None = 1.0,
+        tagger_rounds: int = 3,
+        random_state: int = 0,
         labels: Sequence[str] | None = None,
     ) -> None:
         for name, val, ok in (
@@ -459,6 +310,15 @@ class BayesianSequenceCombination(_SequenceAggregator):
                 raise ValidationError(f"{name} must be > 0, got {val!r}", param=name)
         if int(n_iter) < 1:
             raise ValidationError("n_iter must be >= 1", param="n_iter")
+        if (
+            isinstance(tagger_rounds, (bool, np.bool_))
+            or not isinstance(tagger_rounds, (int, np.integer))
+            or tagger_rounds < 0
+        ):
+            raise ValidationError(
+                f"tagger_rounds must be an integer >= 0, got {tagger_rounds!r}",
+                param="tagger_rounds",
+            )
         self.annotator = annotator
         self.alpha_diag = float(alpha_diag)
         self.alpha_off = float(alpha_off)
@@ -468,6 +328,8 @@ class BayesianSequenceCombination(_SequenceAggregator):
         self.decode = decode
         self.alpha_invalid = None if alpha_invalid is None else float(alpha_invalid)
         self.word_prior = None if word_prior is None else float(word_prior)
+        self.tagger_rounds = int(tagger_rounds)
+        self.random_state = random_state
         self.labels = labels
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -481,6 +343,8 @@ class BayesianSequenceCombination(_SequenceAggregator):
             "decode",
             "alpha_invalid",
             "word_prior",
+            "tagger_rounds",
+            "random_state",
         )
         return {k: getattr(self, k) for k in (*keys, "labels")}
 
@@ -488,7 +352,23 @@ class BayesianSequenceCombination(_SequenceAggregator):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
-    def _decide(self, data: SequenceData) -> tuple[np.ndarray, np.ndarray]:
+    def _decide(self, data: SequenceData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = self._vb(data)
+        if not self.tagger_rounds or data.word_names is None:
+            return out
+        from .spans_tagger import TextTagger, tagger_name, with_tagger
+
+        tagger = TextTagger(data, random_state=self.random_state)
+        name = tagger_name(data.worker_names)
+        for _ in range(self.tagger_rounds):
+            out = self._vb(with_tagger(data, tagger.tags(out[1]), name))
+        # the tagger is no worker of the user's: its skill is reported apart
+        self.tagger_skill_ = float(self.skills_[name])
+        self.skills_ = self.skills_.drop(name)
+        self.confusions_ = self.confusions_.drop(name, level="worker")
+        return out
+
+    def _vb(self, data: SequenceData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k, n_w, lay = data.k, data.n_workers, data.layout
         n = lay.n_tokens
         kp = k if self.annotator == "seq" else 1
