@@ -394,10 +394,13 @@ def test_word_model_reads_the_token_column():
     answers[("s6", "a")] = "B-LOC O"
     answers[("s6", "b")] = "O O"
     tokens["s6"] = ["Paris", "today"]
-    with_words = BayesianSequenceCombination().fit(long_frame(answers, tokens))
+    # (the tagger off: this is the word model alone)
+    with_words = BayesianSequenceCombination(tagger_rounds=0).fit(long_frame(answers, tokens))
     conf_w = with_words.tags_.set_index(["task", "position"]).loc[("s6", 0), "confidence"]
     assert with_words.tags_.set_index(["task", "position"]).loc[("s6", 0), "tag"] == "B-LOC"
-    without = BayesianSequenceCombination(word_prior=None).fit(long_frame(answers, tokens))
+    without = BayesianSequenceCombination(word_prior=None, tagger_rounds=0).fit(
+        long_frame(answers, tokens)
+    )
     p_without = without.probas_[6 * 2, without.tag_names_.index("B-LOC")]
     assert conf_w > p_without
     # unknown (null) token texts are allowed: those tokens just get no word evidence

@@ -53,7 +53,12 @@ When the frame has a ``token`` column and ``word_prior`` is set (the default), t
 text :math:`x_i` is one more, always-present "annotator" (BSC's independent text model, a naive
 Bayes word model): :math:`x_i \mid z_i \sim \rho_{z_i\cdot}`,
 :math:`\rho_{b\cdot} \sim \mathrm{Dir}(\omega \mathbf 1_V)` over the vocabulary, so a word
-the crowd tags as an entity in one sentence pulls towards that tag elsewhere. ``alpha_invalid``
+the crowd tags as an entity in one sentence pulls towards that tag elsewhere. With the text,
+``tagger_rounds`` (default 3) rounds then add a *text tagger* as one more annotator who tags every
+token: a logistic regression on word, shape, affix and neighbour features, fitted to the
+current consensus on half of the sentences and tagging the other half (cross-fitted,
+:mod:`.spans_tagger`), each round followed by a refit; its confusion is learned like any
+worker's, its skill reported as ``tagger_skill_`` (never among ``skills_``). ``alpha_invalid``
 (optional, ``annotator="seq"`` only) replaces the pseudo-counts of the worker's own
 IOB2-invalid steps (previous reported tag :math:`p`, reported :math:`c`, e.g. ``O -> I-X``).
 
@@ -287,7 +292,7 @@ class BayesianSequenceCombination(_SequenceAggregator):
     def __init__(
         self,
         annotator: str = "seq",
-        alpha_diag: float = 3.0,
+        alpha_diag: float = 5.0,
         alpha_off: float = 0.7,
         beta: float = 1.0,
         n_iter: int = 20,

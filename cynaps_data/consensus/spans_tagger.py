@@ -45,6 +45,8 @@ N_FOLDS = 2
 C = 1.0
 #: L-BFGS steps of the first fit of a fold, and of each warm-started refit
 FIRST_STEPS, WARM_STEPS = 100, 40
+#: L-BFGS memory (pairs of past steps): each step costs O(MEMORY x parameters) besides the loss
+MEMORY = 5
 #: the tagger's name among the workers (made unique if a worker already has it)
 TAGGER_NAME = "(text tagger)"
 
@@ -121,7 +123,9 @@ def fit_soft_softmax(
         return value, np.concatenate([(xt @ g + w / c).ravel(), g.sum(axis=0)])
 
     x0 = np.zeros(d * k + k) if start is None else start
-    res = minimize(loss, x0, jac=True, method="L-BFGS-B", options={"maxiter": int(steps)})
+    res = minimize(
+        loss, x0, jac=True, method="L-BFGS-B", options={"maxiter": int(steps), "maxcor": MEMORY}
+    )
     return res.x
 
 
@@ -147,9 +151,9 @@ class TextTagger:
         sentence = by_rank[rank]
         # reading order: sentence by sentence, position by position
         self.reading = np.lexsort((position, sentence))
-        names = data.word_names
+        names = [str(w) for w in data.word_names.tolist()]
         codes = data.word[self.reading]
-        words = ["" if c < 0 else str(names[c]) for c in codes.tolist()]
+        words = ["" if c < 0 else names[c] for c in codes.tolist()]
         pos_r = position[self.reading]
         last = np.r_[pos_r[1:] == 0, True]
         self.x = token_features(words, pos_r == 0, last)
