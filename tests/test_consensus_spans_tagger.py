@@ -140,3 +140,14 @@ def test_cross_fitting_keeps_a_tokens_own_consensus_out_of_its_tag():
 def test_bad_tagger_rounds_is_a_clear_error(bad):
     with pytest.raises(ValidationError, match="tagger_rounds"):
         BayesianSequenceCombination(tagger_rounds=bad)
+
+
+def test_alpha_diag_defaults_to_5_with_the_words_and_3_without():
+    frame, _ = _crowd(60, miss=0.5)
+    plain = frame.drop(columns="token")
+    for data, diag in ((frame, 5.0), (plain, 3.0)):
+        default = BayesianSequenceCombination(tagger_rounds=0).fit(data)
+        explicit = BayesianSequenceCombination(tagger_rounds=0, alpha_diag=diag).fit(data)
+        np.testing.assert_allclose(default.probas_, explicit.probas_)
+        other = BayesianSequenceCombination(tagger_rounds=0, alpha_diag=8.0 - diag).fit(data)
+        assert not np.allclose(default.probas_, other.probas_)

@@ -287,6 +287,15 @@ def test_iob2_both_ways_and_elementary_segments() -> None:
     assert segments == [(0, 7), (7, 13), (13, 34), (34, 40)]
     for answer in answers:  # every answer is whole segments, both ways
         assert tags_to_spans(spans_to_tags(answer, segments), segments) == answer
+    # with the text: its words, cut at the answers' boundaries, whitespace left out
+    text = "Angela Merkel met the press in Berlin today"
+    answers = [[(0, 13, "PER")], [(7, 13, "PER"), (31, 37, "LOC")], [(2, 6, "PER")]]
+    segments = segment_offsets(answers, text)
+    assert [text[a:b] for a, b in segments] == (
+        ["An", "gela", "Merkel", "met", "the", "press", "in", "Berlin", "today"]
+    )
+    for answer in answers:
+        assert tags_to_spans(spans_to_tags(answer, segments), segments) == answer
 
 
 def _fast_tokenizer() -> Any:

@@ -290,6 +290,7 @@ def aggregate_spans(
     *,
     labels: Sequence[str],
     allow_overlap: bool = False,
+    texts: Any = None,
     **params: Any,
 ) -> pd.DataFrame:
     """Aggregate crowd spans across tasks. ``frame``: columns ``task``, ``worker``, ``spans``
@@ -304,7 +305,10 @@ def aggregate_spans(
     boundaries, :func:`~.spans_tokens.segment_offsets`, so no text is needed) and the model's
     entities mapped back to characters (confidence: the model's). Nested spans (overlaps
     allowed) are not representable in IOB2: the sequence models keep the first by start.
-    An unknown method or parameter is a ``ValidationError`` naming it."""
+    ``texts`` (optional; a mapping or Series task -> the task's text): the sequence models then
+    tag the text's words (cut at the answers' span boundaries) and read them, so ``bsc`` adds
+    its word model and text tagger. An unknown method or parameter is a ``ValidationError``
+    naming it."""
     import pandas as pd
 
     from ..errors import ValidationError
@@ -347,13 +351,18 @@ def aggregate_spans(
                 for (s, e, lb), sup in zip(result.spans, result.support, strict=True)
             ]
             continue
-        segments[task] = segs = segment_offsets(answers)
+        text = texts.get(task) if texts is not None else None
+        text = text if isinstance(text, str) else None
+        segments[task] = segs = segment_offsets(answers, text)
+        words = [None if text is None else text[a:b] for a, b in segs]
         results[task] = []
         for worker, answer in zip(group["worker"], answers, strict=True):
             for position, tag in enumerate(spans_to_tags(answer, segs)):
-                tag_rows.append((task, str(worker), position, tag))
+                tag_rows.append((task, str(worker), position, tag, words[position]))
     if model is not None and tag_rows:
-        model.fit(pd.DataFrame(tag_rows, columns=["task", "worker", "position", "tag"]))
+        columns = ["task", "worker", "position", "tag", "token"]
+        tags = pd.DataFrame(tag_rows, columns=columns)
+        model.fit(tags if texts is not None else tags.drop(columns="token"))
         ents = model.entities_
         for task, start, end, label, conf in zip(
             ents["task"], ents["start"], ents["end"], ents["label"], ents["confidence"], strict=True

@@ -267,7 +267,9 @@ class BayesianSequenceCombination(_SequenceAggregator):
         "seq": each worker's confusion also depends on the tag they gave the previous token;
         "full": one ``K x K`` confusion per worker.
     alpha_diag, alpha_off : float
-        Dirichlet pseudo-counts of the confusions on the correct tag and on every other tag.
+        Dirichlet pseudo-counts of the confusions on the correct tag and on every other tag;
+        ``alpha_diag=None`` (default): 5 when the frame has a ``token`` column, else 3 (each
+        the better on the CoNLL-2003 MTurk val half).
     beta : float
         Dirichlet pseudo-count on every IOB2-valid transition (invalid ones are zero).
     n_iter, tol : int, float
@@ -292,7 +294,7 @@ class BayesianSequenceCombination(_SequenceAggregator):
     def __init__(
         self,
         annotator: str = "seq",
-        alpha_diag: float = 5.0,
+        alpha_diag: float | None = None,
         alpha_off: float = 0.7,
         beta: float = 1.0,
         n_iter: int = 20,
@@ -310,7 +312,11 @@ class BayesianSequenceCombination(_SequenceAggregator):
         ):
             if val not in ok:
                 raise ValidationError(f"{name} must be one of {ok}, got {val!r}", param=name)
-        for name, val in (("alpha_diag", alpha_diag), ("alpha_off", alpha_off), ("beta", beta)):
+        for name, val in (
+            ("alpha_diag", 1.0 if alpha_diag is None else alpha_diag),
+            ("alpha_off", alpha_off),
+            ("beta", beta),
+        ):
             if not val > 0:
                 raise ValidationError(f"{name} must be > 0, got {val!r}", param=name)
         if int(n_iter) < 1:
@@ -325,7 +331,7 @@ class BayesianSequenceCombination(_SequenceAggregator):
                 param="tagger_rounds",
             )
         self.annotator = annotator
-        self.alpha_diag = float(alpha_diag)
+        self.alpha_diag = None if alpha_diag is None else float(alpha_diag)
         self.alpha_off = float(alpha_off)
         self.beta = float(beta)
         self.n_iter = int(n_iter)
@@ -373,6 +379,12 @@ class BayesianSequenceCombination(_SequenceAggregator):
         self.confusions_ = self.confusions_.drop(name, level="worker")
         return out
 
+    def _diag(self, data: SequenceData) -> float:
+        """``alpha_diag``; by default 5 when the words are read (``token`` column), else 3."""
+        if self.alpha_diag is not None:
+            return self.alpha_diag
+        return 5.0 if data.word_names is not None else 3.0
+
     def _vb(self, data: SequenceData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k, n_w, lay = data.k, data.n_workers, data.layout
         n = lay.n_tokens
@@ -386,7 +398,7 @@ class BayesianSequenceCombination(_SequenceAggregator):
         allowed = _valid_transitions(k)
         prior = np.full((n_w, kp, k, k), self.alpha_off)  # [w, prev, observed, true]
         idx = np.arange(k)
-        prior[:, :, idx, idx] = self.alpha_diag
+        prior[:, :, idx, idx] = self._diag(data)
         if kp > 1 and self.alpha_invalid is not None:
             # a worker's own invalid IOB2 step (prev p -> reported c) is a priori rare
             prior[:, ~allowed, :] = self.alpha_invalid

@@ -141,12 +141,24 @@ def iob2_names(labels: Sequence[str]) -> list[str]:
     return names
 
 
-def segment_offsets(answers: Sequence[Sequence[tuple[int, int, str]]]) -> Offsets:
+def segment_offsets(
+    answers: Sequence[Sequence[tuple[int, int, str]]], text: str | None = None
+) -> Offsets:
     """Elementary segments of a task's answers: the pieces between consecutive span boundaries
     (every ``start`` and ``end`` of every answer), so that each answer's spans are runs of whole
-    segments. A tokenisation that needs no text (the client-side sequence models use it)."""
-    points = sorted({p for spans in answers for s, e, _ in spans for p in (s, e)})
-    return [(a, b) for a, b in zip(points, points[1:], strict=False) if b > a]
+    segments. Without ``text`` a tokenisation that needs none (the client-side sequence models
+    use it); with the task's ``text`` its whitespace words are cut at those boundaries too and
+    the whitespace between them left out, so the segments are words (or pieces of words)."""
+    points = {p for spans in answers for s, e, _ in spans for p in (s, e)}
+    if text is None:
+        ordered = sorted(points)
+        return [(a, b) for a, b in zip(ordered, ordered[1:], strict=False) if b > a]
+    words = whitespace_tokenize(text)
+    points.update(p for w in words for p in w)
+    ordered = sorted(p for p in points if 0 <= p <= len(text))
+    return [
+        (a, b) for a, b in zip(ordered, ordered[1:], strict=False) if b > a and text[a:b].strip()
+    ]
 
 
 def conll_lines(tokens: Sequence[str], tags: Sequence[str]) -> list[str]:

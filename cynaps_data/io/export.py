@@ -211,10 +211,14 @@ def add_reaggregation(
     ``<method>_confidence``, soft labels... — see the type's ``aggregate``) from the annotators'
     judgements (experts' verdicts are not votes). ``frame.attrs["cynaps"]`` names the type and
     its config; tasks without votes get missing values."""
+    import inspect
+
     import pandas as pd
 
     atype, config = project_type(frame)
     votes = judgements[judgements["role"] == "annotator"]
+    if "tasks" in inspect.signature(atype.aggregate).parameters:
+        params = {**params, "tasks": frame}  # the type reads the tasks' data (e.g. their text)
     added = atype.aggregate(votes, method, config, **params).reindex(frame.index)
     out = pd.concat([frame, added], axis=1)
     out.attrs = frame.attrs

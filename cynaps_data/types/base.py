@@ -181,7 +181,9 @@ class AnnotationType(Protocol):
         ``<prefix>_label``, ``<prefix>_confidence``, ``<prefix>_proba.<class>``), every column
         of a dtype Parquet, feather and CSV can hold (no nested ``pd.ArrowDtype``:
         pandas-dev/pandas#53011). An unknown method or parameter is a ``ValidationError``
-        naming it, also when ``votes`` is empty (the client checks before downloading)."""
+        naming it, also when ``votes`` is empty (the client checks before downloading).
+        A type whose ``aggregate`` declares a ``tasks`` parameter also gets the wide frame
+        (index task id, the tasks' data columns), e.g. to read the texts it labels."""
 
     def features(self, config: Any) -> dict[str, Any]:
         """``datasets`` features of the value columns (``label``, ``gold``, ``expert_label``),
