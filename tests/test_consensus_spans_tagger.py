@@ -151,3 +151,19 @@ def test_alpha_diag_defaults_to_5_with_the_words_and_3_without():
         np.testing.assert_allclose(default.probas_, explicit.probas_)
         other = BayesianSequenceCombination(tagger_rounds=0, alpha_diag=8.0 - diag).fit(data)
         assert not np.allclose(default.probas_, other.probas_)
+
+
+def test_a_token_column_of_nulls_is_no_text():
+    """Every token text unknown (None): the same result as without the column (was a crash in
+    the word model: an empty weighted bincount is int64)."""
+    frame, _ = _crowd(40)
+    nulls = frame.assign(token=None)
+    pd.testing.assert_frame_equal(
+        BayesianSequenceCombination().fit(nulls).tags_,
+        BayesianSequenceCombination().fit(frame.drop(columns="token")).tags_,
+    )
+    # one sentence: the tagger has nothing to learn from, and says so by echoing nothing new
+    one = frame[frame["task"] == "s0"]
+    assert BayesianSequenceCombination().fit(one).tags_["tag"].tolist() == (
+        BayesianSequenceCombination(tagger_rounds=0).fit(one).tags_["tag"].tolist()
+    )

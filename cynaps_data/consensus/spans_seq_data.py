@@ -161,6 +161,8 @@ def encode_sequences(tags: pd.DataFrame, labels: Sequence[str] | None = None) ->
         word[rows] = wcodes  # one text per token: the last row given wins
         n_words = len(wnames)
         word_names = pd.Index(wnames)
+        if n_words == 0:  # every text unknown: no text at all
+            word, n_words, word_names = None, 0, None
     return SequenceData(
         task_names=pd.Index(task_names),
         worker_names=pd.Index(worker_names),

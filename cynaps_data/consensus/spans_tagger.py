@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 #: a feature value must occur on at least this many tokens to get a weight
 MIN_COUNT = 2
+#: at most this many values of one feature kind (the most frequent), so that the model's size
+#: (values x tags) stays bounded however large the corpus
+MAX_VALUES = 50_000
 #: folds of the cross-fitting
 N_FOLDS = 2
 #: inverse L2 strength of the logistic regression
@@ -65,8 +68,9 @@ def word_shape(word: str) -> str:
 def token_features(
     words: list[str], first: np.ndarray, last: np.ndarray, min_count: int = MIN_COUNT
 ) -> sp.csr_matrix:
-    """``(n_tokens, n_features)`` one-hot CSR matrix of :data:`words` (the tokens in reading
-    order; ``first``/``last`` bool: the token starts / ends its sentence)."""
+    """``(n_tokens, n_features)`` one-hot CSR matrix of ``words`` (the tokens in reading
+    order; ``first``/``last`` bool: the token starts / ends its sentence); per feature kind the
+    values on at least ``min_count`` tokens, at most :data:`MAX_VALUES` of them."""
     n = len(words)
     low = [w.lower() for w in words]
     shape = [word_shape(w) for w in words]
@@ -95,6 +99,8 @@ def token_features(
         codes, uniques = pd.factorize(pd.Series(values, dtype=object), sort=False)
         counts = np.bincount(codes, minlength=len(uniques))
         kept = counts >= min_count
+        if kept.sum() > MAX_VALUES:
+            kept &= counts >= np.sort(counts)[-MAX_VALUES]
         new = np.cumsum(kept) - 1
         use = kept[codes]
         rows.append(np.flatnonzero(use))
