@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 
 #: a feature value must occur on at least this many tokens to get a weight
 MIN_COUNT = 2
-#: at most this many values of one feature kind (the most frequent), so that the model's size
-#: (values x tags) stays bounded however large the corpus
+#: about this many values of one feature kind at most (the most frequent, ties kept), so that
+#: the model's size (values x tags) stays bounded however large the corpus
 MAX_VALUES = 50_000
 #: folds of the cross-fitting
 N_FOLDS = 2
