@@ -298,6 +298,30 @@ def test_iob2_both_ways_and_elementary_segments() -> None:
         assert tags_to_spans(spans_to_tags(answer, segments), segments) == answer
 
 
+def test_client_auto_reads_the_task_text_when_the_frame_has_it() -> None:
+    """``auto`` is ``bsc`` over the text's words when the wide frame holds the text field (as
+    ``to_pandas(method=...)`` passes it), ``token_ds`` over bare span segments otherwise."""
+    text = "Angela Merkel met the press in Berlin today"
+    votes = pd.DataFrame(
+        {
+            "task": [1, 1, 1, 2, 2],
+            "worker": ["a", "b", "c", "a", "b"],
+            "label": [V1[:1], [S(7, 13, "PER")], [S(0, 13, "PER"), S(31, 37, "LOC")], [], []],
+        }
+    )
+    tasks = pd.DataFrame({"text": [text, "nothing here"]}, index=pd.Index([1, 2], name="task"))
+    with_text = SPANS.aggregate(votes, "auto", CONFIG, tasks=tasks)
+    assert with_text.equals(
+        SPANS.aggregate(votes, "bsc", CONFIG, tasks=tasks).set_axis(with_text.columns, axis=1)
+    )
+    spans = with_text.loc[1, "auto_label"]
+    assert [text[s["start"] : s["end"]] for s in spans][:1] == ["Angela Merkel"]
+    without = SPANS.aggregate(votes, "auto", CONFIG)
+    assert without.equals(
+        SPANS.aggregate(votes, "token_ds", CONFIG).set_axis(without.columns, axis=1)
+    )
+
+
 def _fast_tokenizer() -> Any:
     """A real Hugging Face fast tokenizer (WordPiece), built offline from a tiny vocabulary."""
     transformers = pytest.importorskip("transformers")
