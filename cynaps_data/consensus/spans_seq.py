@@ -131,8 +131,7 @@ def _repair_codes(codes: np.ndarray, layout: Layout) -> np.ndarray:
     label = (codes - 1) // 2
     # chunking needs sentence order: walk the layout as (sentence rank, position)
     n = codes.size
-    pos = np.repeat(np.arange(layout.n_at.size), layout.n_at)
-    rank = np.arange(n) - layout.offsets[pos]
+    pos, rank, _ = layout.coords()
     order = np.lexsort((pos, rank))
     starts = np.empty(n, dtype=bool)
     starts[order] = chunk_starts(prefix[order], label[order], pos[order] == 0)

@@ -66,6 +66,14 @@ class Layout:
         """Flat row of (sentence code, position) pairs."""
         return self.offsets[position] + self.rank[sentence]
 
+    def coords(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per flat row: ``(position, rank, sentence)``, int64 arrays of length ``n_tokens``
+        (``sentence`` the code, ``rank`` its place in the longest-first order)."""
+        position = np.repeat(np.arange(self.n_at.size), self.n_at)
+        rank = np.arange(self.n_tokens) - self.offsets[position]
+        sentence = np.argsort(-self.lengths, kind="stable")[rank]
+        return position, rank, sentence
+
     def blocks(self) -> list[tuple[int, int]]:
         return [(int(self.offsets[i]), int(self.n_at[i])) for i in range(self.n_at.size)]
 

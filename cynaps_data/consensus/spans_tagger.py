@@ -150,11 +150,7 @@ class TextTagger:
 
     def __init__(self, data: SequenceData, random_state: int = 0) -> None:
         lay = data.layout
-        n = lay.n_tokens
-        position = np.repeat(np.arange(lay.n_at.size), lay.n_at)
-        rank = np.arange(n) - lay.offsets[position]
-        by_rank = np.argsort(-lay.lengths, kind="stable")  # rank -> sentence code
-        sentence = by_rank[rank]
+        position, _, sentence = lay.coords()
         # reading order: sentence by sentence, position by position
         self.reading = np.lexsort((position, sentence))
         names = [str(w) for w in data.word_names.tolist()]
@@ -204,9 +200,7 @@ def with_tagger(data: SequenceData, codes: np.ndarray, name: str) -> SequenceDat
     order)."""
     lay = data.layout
     n = lay.n_tokens
-    position = np.repeat(np.arange(lay.n_at.size), lay.n_at)
-    rank = np.arange(n) - lay.offsets[position]
-    sentence = np.argsort(-lay.lengths, kind="stable")[rank]
+    position, rank, sentence = lay.coords()
     rows = np.arange(n)
     prev = np.zeros(n, dtype=np.int64)
     inner = position > 0
