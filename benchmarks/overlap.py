@@ -20,8 +20,11 @@ a time, only when a policy asks for one. Policies:
   Dirichlet prior, refit on everything revealed; one more judgement for every task whose
   posterior is below the target, at most 10 per task), final labels by Dawid-Skene (as the
   baseline); ``ours@target (auto)``: the same collection labelled by the default ``auto``;
-* ``ours1@target``: the same from 1 judgement per task (a random 30% of the tasks at 2, so the
-  skill model sees overlapping workers from the first round).
+* ``ours1@target``: from 1 judgement per task (a random 30% of the tasks at 2, so the skill
+  model sees overlapping workers from the first round), rounds of at most 10% of the tasks: the
+  flagged tasks of highest expected gain get one more, then the model is refit (as the platform
+  hands out the most valuable task first); ``ours1-all@target`` (only with ``--only``): the same
+  start, one more to every flagged task per round (the session-6 policy).
 
 Cost = mean judgements per task over all tasks of a dataset (a task cannot get more than it has
 in the data); accuracy on the gold tasks. Every row prints its ratio to ``fixed 3 (ds)``
@@ -32,6 +35,7 @@ the same accuracy with >= 30% fewer judgements, and >= 3 points more accuracy at
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 import time
@@ -113,15 +117,20 @@ class Replay:
         model: Any = None,
         explore: float = 0.0,
         max_k: int = MAX_K,
+        share: float | None = None,
     ) -> list[tuple[float, float]]:
-        """Collect with :func:`next_judgements` rounds; (cost, accuracy) per final aggregator."""
+        """Collect with :func:`next_judgements` rounds; (cost, accuracy) per final aggregator.
+        ``share``: each round hands out at most this share of the tasks, to the flagged tasks
+        of highest expected gain (the plan's order) that still have a judgement to reveal;
+        ``None``: one more to every flagged task."""
         n = np.minimum(self.avail, k_min)
         if explore > 0:  # a random share of the tasks starts with one more judgement
             rng = np.random.default_rng(self.seed + 1000)
             more = rng.random(n.size) < explore
             n = np.minimum(self.avail, n + more)
         pos = pd.Series(np.arange(len(self.tasks)), index=self.tasks)
-        for _ in range(max_k + 1):
+        per_round = len(self.tasks) if share is None else max(1, math.ceil(share * n.size))
+        while True:  # every round reveals at least one judgement, and they are finite
             sub = self.revealed(n)[["task", "worker", "label"]]
             plan = C.next_judgements(
                 sub,
@@ -131,7 +140,7 @@ class Replay:
                 method=model,
             )
             ask = pos.reindex(plan.index[plan["need_more"].to_numpy()]).to_numpy()
-            ask = ask[n[ask] < self.avail[ask]]
+            ask = ask[n[ask] < self.avail[ask]][:per_round]
             if ask.size == 0:
                 break
             n[ask] += 1
@@ -139,9 +148,14 @@ class Replay:
         return [(float(n.mean()), self.score(sub, f)) for f in finals]
 
 
-#: the adaptive families: name -> (k_min, explore); "ours" starts every task at 2 judgements,
-#: "ours1" at 1 (a random 30% at 2, so the skill model sees overlap from the first round)
-FAMILIES = {"ours": (2, 0.0), "ours1": (1, 0.3)}
+#: the adaptive families: name -> (k_min, explore, share); "ours" starts every task at 2
+#: judgements and gives one more to every flagged task per round; "ours1" starts at 1 (a random
+#: 30% at 2, so the skill model sees overlap from the first round) and hands out rounds of at
+#: most 10% of the tasks, most valuable first, refitting between rounds
+FAMILIES = {"ours": (2, 0.0, None), "ours1": (1, 0.3, 0.1)}
+#: run only when ``--only`` names them: "ours1-all", the ``ours1`` start with every flagged task
+#: served each round (the session-6 policy, kept to compare)
+EXTRA_FAMILIES = {"ours1-all": (1, 0.3, None)}
 
 
 def run(seeds: list[int], quick: bool, only: str | None = None) -> pd.DataFrame:
@@ -152,6 +166,7 @@ def run(seeds: list[int], quick: bool, only: str | None = None) -> pd.DataFrame:
         "ours": [0.8, 0.9] if quick else [0.7, 0.8, 0.9],
         "ours1": [0.9] if quick else [0.7, 0.75, 0.8, 0.85, 0.9, 0.95],
     }
+    targets["ours1-all"] = targets["ours1"]
     thetas = [0.8] if quick else [0.6, 0.8, 1.0]
     for d in consensus_data.DATASETS:
         df, gold = consensus_data.load(d)
@@ -159,11 +174,16 @@ def run(seeds: list[int], quick: bool, only: str | None = None) -> pd.DataFrame:
         for s in seeds:
             r = Replay(df, gold, s)
             if only is not None:
-                for fam, (k_min, explore) in FAMILIES.items():
+                for fam, (k_min, explore, share) in {**FAMILIES, **EXTRA_FAMILIES}.items():
                     for tg in targets[fam]:
                         if re.fullmatch(only, f"{fam}@{tg:g}"):
                             (c, a_ds), (_, a_auto) = r.adaptive(
-                                tg, ("ds", "auto"), k_min=k_min, explore=explore, max_k=10
+                                tg,
+                                ("ds", "auto"),
+                                k_min=k_min,
+                                explore=explore,
+                                max_k=10,
+                                share=share,
                             )
                             rows.append((f"{fam}@{tg:g}", d, s, c, a_ds))
                             rows.append((f"{fam}@{tg:g} (auto)", d, s, c, a_auto))
@@ -176,10 +196,10 @@ def run(seeds: list[int], quick: bool, only: str | None = None) -> pd.DataFrame:
             for th in thetas:
                 rows.append((f"agree>={th:g} max5 (ds)", d, s, *r.agreement(th)))
             rows.append(("agree>=0.8 max10 (ds)", d, s, *r.agreement(0.8, max_k=10)))
-            for fam, (k_min, explore) in FAMILIES.items():
+            for fam, (k_min, explore, share) in FAMILIES.items():
                 for tg in targets[fam]:
                     (c, a_ds), (_, a_auto) = r.adaptive(
-                        tg, ("ds", "auto"), k_min=k_min, explore=explore, max_k=10
+                        tg, ("ds", "auto"), k_min=k_min, explore=explore, max_k=10, share=share
                     )
                     rows.append((f"{fam}@{tg:g}", d, s, c, a_ds))
                     rows.append((f"{fam}@{tg:g} (auto)", d, s, c, a_auto))
@@ -238,7 +258,7 @@ def report(res: pd.DataFrame) -> pd.DataFrame:
             f" {c / base_cost:10.2f}x {100 * (a - base_acc):+7.2f}"
         )
     print("\n== Each policy family interpolated linearly between its targets (mean cost) ==")
-    for fam in FAMILIES:
+    for fam in {**FAMILIES, **EXTRA_FAMILIES}:
         _curve_targets(summ, fam + r"@[\d.]+", base_cost, base_acc)
         _curve_targets(summ, fam + r"@[\d.]+ \(auto\)", base_cost, base_acc)
     print("\n== Per dataset (mean over seeds): accuracy / judgements per task ==")
@@ -264,8 +284,12 @@ def figure(summ: pd.DataFrame, path: str) -> None:
         "agreement ≥ θ, max 10 (DS labels)": summ.index.str.match(r"agree.* max10"),
         "ours: next_judgements from 2, DS labels": summ.index.str.match(r"ours@[\d.]+$"),
         "ours: from 2, auto labels": summ.index.str.match(r"ours@[\d.]+ \(auto\)"),
-        "ours1: from 1 (30% at 2), DS labels": summ.index.str.match(r"ours1@[\d.]+$"),
-        "ours1: from 1 (30% at 2), auto labels": summ.index.str.match(r"ours1@[\d.]+ \(auto\)"),
+        "ours1: from 1 (30% at 2), rounds of 10%, DS labels": summ.index.str.match(
+            r"ours1@[\d.]+$"
+        ),
+        "ours1: from 1 (30% at 2), rounds of 10%, auto labels": summ.index.str.match(
+            r"ours1@[\d.]+ \(auto\)"
+        ),
     }
     for (name, m), mk in zip(groups.items(), "osD^v<>", strict=True):
         sub = summ[m].sort_values(("cost", "mean"))

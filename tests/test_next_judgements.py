@@ -115,6 +115,33 @@ def test_loop_beats_fixed_overlap_on_a_simulated_crowd():
     assert acc >= acc_fixed + 0.03
 
 
+def test_documented_loop_from_one_answer_in_budgeted_rounds():
+    """The loop of docs/consensus.md (one answer per task, a random 30% two; rounds of 10% of
+    the tasks, most valuable first, target 0.85) spends fewer answers than fixed overlap 3 and
+    is more accurate (measured, seeds 0-4: 706-823 answers vs 900, +2.7 to +6.0 points)."""
+    crowd = Crowd(seed=0)
+    tasks = list(range(len(crowd.truth)))
+    fixed = pd.concat([crowd.ask(tasks) for _ in range(3)])
+    acc_fixed = (DawidSkene().fit_predict(fixed).sort_index() == crowd.truth).mean()
+
+    crowd = Crowd(seed=0)
+    rng = np.random.default_rng(0)
+    got = pd.concat([crowd.ask(tasks), crowd.ask([t for t in tasks if rng.random() < 0.3])])
+    per_round = len(tasks) // 10
+    for _ in range(100):
+        plan = next_judgements(got, target_confidence=0.85, max_judgements=10, budget=per_round)
+        todo = plan.index[plan["need_more"]]
+        assert len(todo) <= per_round
+        if todo.empty:
+            break
+        got = pd.concat([got, crowd.ask(todo)])
+    else:
+        raise AssertionError("the loop did not stop")
+    acc = (DawidSkene().fit_predict(got).sort_index() == crowd.truth).mean()
+    assert len(got) <= 0.95 * len(fixed)
+    assert acc >= acc_fixed + 0.02
+
+
 def test_small_start_does_not_collapse_the_class_prior():
     """Three tasks, all leaning "x": without a prior on the class shares Dawid-Skene drove
     P(y) to 1e-10 and called the 1-1 task "confident" at 1.000 (seen before the fix)."""
