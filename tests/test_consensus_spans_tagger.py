@@ -13,6 +13,7 @@ from cynaps_data.consensus.spans_seq import BayesianSequenceCombination, encode_
 from cynaps_data.consensus.spans_tagger import (
     TAGGER_NAME,
     TextTagger,
+    case_profile,
     fit_soft_softmax,
     softmax_probas,
     token_features,
@@ -40,6 +41,32 @@ def test_token_features_keep_values_seen_twice_and_stop_at_sentence_edges():
     assert (x[1] * x[4]).sum() > (x[2] * x[4]).sum()
     # min_count=1 keeps every value: "big" gets its own word feature
     assert token_features(words, first, last, min_count=1).shape[1] > x.shape[1]
+
+
+def test_case_profile_counts_capitals_only_where_case_means_something():
+    # sentences: "The cat saw Paris ." / "SOCCER - JAPAN WIN ." (all capitals) /
+    # "Japan is in Paris and the win was big"
+    words = "The cat saw Paris . SOCCER - JAPAN WIN . Japan is in Paris and the win was big"
+    words = words.split()
+    first = np.zeros(len(words), dtype=bool)
+    first[[0, 5, 10]] = True
+    got = dict(zip(range(len(words)), case_profile(words, first), strict=True))
+    # "the": its only informative occurrence is lower-case ("The" starts a sentence)
+    assert got[0] == got[15] == "<0.1"
+    # "Paris": capitalised both times it occurs mid-sentence
+    assert got[3] == got[13] == ">=0.9"
+    # "win" in the headline gets the profile of "win" in a cased sentence
+    assert got[8] == "<0.1"
+    # "Japan"/"JAPAN": only seen sentence-initially or in the headline, so nothing is known
+    assert got[7] == got[10] == "unseen"
+    # punctuation has no letter
+    assert got[4] == got[6] == "unseen"
+    # half capitalised: one bin between
+    assert (
+        case_profile(["x", "a", "Apple", "y", "apple"], np.array([1, 0, 0, 1, 0], bool))[2]
+        == "<0.9"
+    )
+    assert case_profile([], np.array([], bool)) == []
 
 
 def test_soft_softmax_gradient_and_fit():

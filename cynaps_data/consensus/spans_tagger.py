@@ -4,7 +4,10 @@ token tagger learned from the crowd's own consensus (no gold, no pretrained mode
 **Features** of a token (one-hot; a feature is kept when at least :data:`MIN_COUNT` tokens have
 it): the word lower-cased and as written, its shape (``Xxxx``, ``d.d``: upper ``X``, lower
 ``x``, digit ``d``, runs collapsed), its 3-letter prefix and suffix, the previous and next words
-(lower-cased) and their shapes, and whether it starts the sentence.
+(lower-cased) and their shapes, whether it starts the sentence, and its *case profile*
+(:func:`case_profile`): how often the word is written with a capital elsewhere in the corpus,
+where the capital means something. The profile tells a sentence-initial "The" from "Paris",
+and "JAPAN" in an all-capitals headline from "WIN".
 
 **Model**: multinomial logistic regression fitted to *soft* labels, the tag marginals
 :math:`\gamma_{ic}` of the current consensus, by L-BFGS on
@@ -65,6 +68,37 @@ def word_shape(word: str) -> str:
     return "".join(out)
 
 
+#: upper bounds of the :func:`case_profile` bins of the share of capitalised occurrences
+CASE_BINS = (0.1, 0.5, 0.9)
+
+
+def case_profile(words: list[str], first: np.ndarray) -> list[str]:
+    """Per token, how its lower-cased form is written across ``words`` (the corpus in reading
+    order; ``first`` bool: the token starts its sentence): the share of its occurrences that
+    start with a capital, counted only where case carries information (not the first token of
+    a sentence, in a sentence with at least one lower-case letter, tokens with a letter),
+    binned at :data:`CASE_BINS`: ``"<0.1"``, ``"<0.5"``, ``"<0.9"``, ``">=0.9"``, or
+    ``"unseen"`` when the word never occurs in such a place."""
+    n = len(words)
+    if n == 0:
+        return []
+    first = np.asarray(first, dtype=bool)
+    sentence = np.cumsum(first) - 1 if first[0] else np.cumsum(first)
+    has_lower = np.fromiter((any(c.islower() for c in w) for w in words), bool, n)
+    cased = np.bincount(sentence, weights=has_lower)[sentence] > 0
+    letter = np.fromiter((any(c.isalpha() for c in w) for w in words), bool, n)
+    capital = np.fromiter((w[:1].isupper() for w in words), bool, n)
+    informative = cased & ~first & letter
+    codes, _ = pd.factorize(pd.Series([w.lower() for w in words], dtype=object))
+    seen = np.bincount(codes[informative], minlength=codes.max() + 1)
+    caps = np.bincount(codes[informative], weights=capital[informative], minlength=seen.size)
+    share = (caps / np.maximum(seen, 1))[codes]
+    names = np.array([f"<{b:g}" for b in CASE_BINS] + [f">={CASE_BINS[-1]:g}"], dtype=object)
+    out = names[np.searchsorted(np.asarray(CASE_BINS), share, side="right")]
+    out[seen[codes] == 0] = "unseen"
+    return out.tolist()
+
+
 def token_features(
     words: list[str], first: np.ndarray, last: np.ndarray, min_count: int = MIN_COUNT
 ) -> sp.csr_matrix:
@@ -93,6 +127,7 @@ def token_features(
         neighbour(shape, before, "<s>"),
         neighbour(shape, after, "</s>"),
         np.asarray(first).astype(np.int8).tolist(),
+        case_profile(words, first),
     ]
     rows, cols, width = [], [], 0
     for values in columns:

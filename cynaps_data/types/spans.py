@@ -428,7 +428,7 @@ class Spans:
         at those boundaries when ``tasks``, the wide frame, holds the text field: then ``bsc``
         also reads the words). ``auto`` is ``bsc`` when the texts are there, else
         ``token_ds``: on the CoNLL-2003 MTurk crowd (6,040 sentences, character spans) strict
-        entity F1 is 0.780 for ``bsc`` with the texts, 0.726 for ``token_ds``, 0.688 for
+        entity F1 is 0.784 for ``bsc`` with the texts, 0.726 for ``token_ds``, 0.688 for
         ``bsc`` without the texts and 0.693 for ``span_vote`` (docs/annotation-types.md)."""
         from ..consensus.spans import aggregate_spans
 
