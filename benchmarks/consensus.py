@@ -259,6 +259,67 @@ def calibration_table(seeds: list[int], calibration: str = "resample") -> pd.Dat
     return res
 
 
+def agreement_excess(df: pd.DataFrame, q: pd.DataFrame) -> tuple[float, float]:
+    r"""Observed and model-predicted agreement of two answers to the same task, over every pair
+    of answers of every task: observed :math:`\sum_t \sum_y n_{ty}(n_{ty}-1)/2` over the pairs;
+    predicted :math:`\sum_c q_{tc} \sum_y P_i(y \mid c) P_j(y \mid c)` with each answer's
+    leave-this-task-out confusion (Laplace 1) built from the posterior ``q`` (task x label),
+    as :func:`cynaps_data.consensus.calibration.resampled_confidence` builds it. No gold."""
+    t = q.index.get_indexer(df["task"])
+    y = q.columns.get_indexer(df["label"])
+    w, names = pd.factorize(df["worker"])
+    qa = q.to_numpy()
+    n_t, k = qa.shape
+    qt = qa[t]
+    counts = np.zeros((len(names), k, k))  # [w, y, c]
+    np.add.at(counts, (w, y), qt)
+    p = counts[w] + 1.0  # [i, y', c]
+    p[np.arange(t.size), y] -= qt
+    p /= p.sum(axis=1, keepdims=True)
+    s = np.zeros((n_t, k, k))
+    np.add.at(s, t, p)
+    sq = np.zeros((n_t, k))
+    np.add.at(sq, t, (p * p).sum(axis=1))
+    pred = float((qa * ((s * s).sum(axis=1) - sq)).sum() / 2)
+    n_ty = np.zeros((n_t, k))
+    np.add.at(n_ty, (t, y), 1.0)
+    n = n_ty.sum(axis=1)
+    pairs = float((n * (n - 1) / 2).sum())
+    obs = float((n_ty * (n_ty - 1) / 2).sum())
+    return obs / pairs, pred / pairs
+
+
+def agreement_excess_table(seed: int = 0) -> pd.DataFrame:
+    """Per dataset: the crowd's excess agreement over what the default's independent-answer
+    model predicts (gold-free), beside how over-confident the default is on gold before and
+    after calibration (mean top posterior minus accuracy), and their Spearman correlation."""
+    from consensus_data import DATASETS, accuracy, load
+
+    rows = []
+    for d in DATASETS:
+        df, gold = load(d)
+        m = C.ConsensusEnsemble(random_state=seed).fit(df)
+        obs, pred = agreement_excess(df, m.uncalibrated_probas_)
+        g = gold.index.intersection(m.probas_.index)
+        acc = accuracy(m.labels_, gold)
+        over_raw = m.uncalibrated_probas_.loc[g].max(axis=1).mean() - acc
+        over = m.probas_.loc[g].max(axis=1).mean() - acc
+        rows.append((d, obs, pred, obs - pred, over_raw, over))
+    res = pd.DataFrame(
+        rows, columns=["dataset", "observed", "predicted", "excess", "overconf_raw", "overconf"]
+    ).set_index("dataset")
+    print(
+        "\n== Agreement of two answers to a task: observed vs the model's prediction (no gold) =="
+    )
+    print(res.sort_values("excess").round(3).to_string())
+    rho = res[["excess", "overconf_raw", "overconf"]].corr(method="spearman")
+    print(
+        f"  Spearman(excess, over-confidence): raw {rho.loc['excess', 'overconf_raw']:.2f}, "
+        f"calibrated {rho.loc['excess', 'overconf']:.2f}"
+    )
+    return res
+
+
 def reliability_figure(
     path: str, datasets: tuple[str, ...] = ("rte", "zencrowd_in", "face", "web")
 ):
@@ -295,10 +356,18 @@ def main() -> None:
     )
     ap.add_argument("--seeds", type=int, default=3, help="seeds for --calibration (default 3)")
     ap.add_argument(
+        "--agreement-excess",
+        action="store_true",
+        help="only the gold-free excess-agreement table beside each set's over-confidence",
+    )
+    ap.add_argument(
         "--reliability-figure", default=None, help="with --calibration: draw the diagrams here"
     )
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}")
+    if args.agreement_excess:
+        agreement_excess_table()
+        return
     if args.calibration:
         calibration_table(list(range(args.seeds)))
         if args.reliability_figure:
