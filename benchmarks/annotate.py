@@ -1,9 +1,10 @@
-"""Annotator throughput: N concurrent annotators submitting judgements for S seconds (SQLite).
+"""Annotator throughput: N concurrent annotators submitting judgements for S seconds.
 
-The platform runs as ``cynaps serve`` in its own process (real uvicorn on 127.0.0.1, SQLite
-file, no sandbox workforce). Annotators are team members created through the API; each one
-loops ``POST /v1/annotator/tasks/{id}/judgements?next=true`` (submit and get the next task in
-one round trip, as the workbench page does) on its own keep-alive HTTP/1.1 connection, waiting
+The platform runs as ``cynaps serve`` in its own process (real uvicorn on 127.0.0.1, a SQLite
+file, or a fresh PostgreSQL database with ``--database-url``; no sandbox workforce).
+Annotators are team members created through the API; each one loops
+``POST /v1/annotator/tasks/{id}/judgements?next=true`` (submit and get the next task in one
+round trip, as the workbench page does) on its own keep-alive HTTP/1.1 connection, waiting
 for each answer before sending the next request. The client is a small asyncio (uvloop)
 protocol with pre-formatted requests, so that it leaves most of the 2 cores to the server.
 
@@ -325,7 +326,8 @@ def main() -> None:
         ).json()
 
     print(
-        f"\n== {args.annotators} annotators, {args.processes} client process(es), SQLite, "
+        f"\n== {args.annotators} annotators, {args.processes} client process(es), "
+        f"{'PostgreSQL' if args.database_url else 'SQLite'}, "
         f"cynaps serve in its own process(es), --workers {args.workers} =="
     )
     fmt = (

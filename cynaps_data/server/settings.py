@@ -27,6 +27,10 @@ class RateLimit:
     burst: int = 400
 
 
+#: default ``annotator_lanes`` on PostgreSQL (measured in benchmarks/annotate.py)
+PG_ANNOTATOR_LANES = 8
+
+
 @dataclass
 class Settings:
     database_url: str
@@ -37,6 +41,10 @@ class Settings:
     #: each part of a request body must arrive within this many seconds (408 otherwise)
     body_timeout_seconds: float = 15.0
     assignment_ttl_seconds: float = 600.0
+    #: annotator requests (next, submit, review) in flight at once per platform process;
+    #: ``None``: 1 on SQLite (one writer at a time; a single lane spares the lock holder the
+    #: GIL queue), :data:`PG_ANNOTATOR_LANES` on PostgreSQL (row locks, many writers)
+    annotator_lanes: int | None = None
     rate_limit: RateLimit = field(default_factory=RateLimit)
     workforce: WorkforceSettings | None = field(default_factory=WorkforceSettings)
     asset_dir: str | None = None
@@ -58,6 +66,10 @@ class Settings:
     #: the 32-byte key that encrypts webhook secrets at rest (created 0600 if missing);
     #: default ``<sqlite file>-platform.key`` or ``~/.cynaps/platform.key``
     platform_key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.annotator_lanes is not None and int(self.annotator_lanes) < 1:
+            raise ValueError(f"annotator_lanes must be >= 1 (got {self.annotator_lanes!r})")
 
     def to_json(self) -> str:
         """These settings as JSON (for another process; ``workforce`` included)."""

@@ -1,9 +1,12 @@
 """/v1/annotator, /v1/review and invites: the API people's browsers and the sandbox workforce use.
 
 The hot endpoints are ``async`` and run authentication plus the service call in one hop onto a
-single worker lane (``anyio`` capacity 1) per app: SQLite takes one writer at a time anyway, and
-keeping the other pool threads out of the way spares the lock holder from queueing for the GIL
-after every statement (measured in ``benchmarks/annotate.py``).
+worker lane per app (``anyio`` capacity ``settings.annotator_lanes``). On SQLite it is one lane:
+SQLite takes one writer at a time anyway, and keeping the other pool threads out of the way
+spares the lock holder from queueing for the GIL after every statement. On PostgreSQL it is
+:data:`~..settings.PG_ANNOTATOR_LANES`: there a transaction spends most of its time waiting on
+round trips and row locks, and one lane let one slow request hold up every annotator of the
+process (measured in ``benchmarks/annotate.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ..problems import invalid
 from ..services import accounts as account_service
 from ..services import assignment, judgements, review
 from ..services.accounts import authenticate
+from ..settings import PG_ANNOTATOR_LANES
 from ..tables import accounts
 from ..ui import invites
 
@@ -40,7 +44,10 @@ def _app_lane(app: Any) -> anyio.CapacityLimiter:
     state = app.state
     lane = getattr(state, "work_lane", None)
     if lane is None:
-        lane = state.work_lane = anyio.CapacityLimiter(1)
+        width = state.settings.annotator_lanes
+        if width is None:
+            width = 1 if state.db.is_sqlite else PG_ANNOTATOR_LANES
+        lane = state.work_lane = anyio.CapacityLimiter(int(width))
     return lane
 
 

@@ -303,12 +303,6 @@ def submit(
                 **vote_service.appended(encoded, me),
             },
         )
-        if decision.status != "pending":
-            outbox.task_decided(raw.conn, owner, task_project, task_id, decision.status)
-            if decision.status == "completed":
-                charged = ChargedProject(task_project, owner, annotation_type)
-                billing.charge_task(raw.conn, charged, task_id, n_votes, expert=False)
-            settle_if_needed(raw, task_project, state)
         result = {
             "object": "judgement",
             "task_id": task_id,
@@ -317,4 +311,12 @@ def submit(
         }
         if next_ttl is not None:
             result["next"] = assign_next(raw, principal, next_ttl, now, project_id)
+        # the ledger last: on PostgreSQL the charge locks the customer's account until commit,
+        # and every finalising submission of the account's projects queues on that lock
+        if decision.status != "pending":
+            outbox.task_decided(raw.conn, owner, task_project, task_id, decision.status)
+            if decision.status == "completed":
+                charged = ChargedProject(task_project, owner, annotation_type)
+                billing.charge_task(raw.conn, charged, task_id, n_votes, expert=False)
+            settle_if_needed(raw, task_project, state)
     return result
