@@ -501,3 +501,20 @@ def test_invite_session_keys_expire(backend_platform: LocalPlatform) -> None:
     assert (
         _api(base, member["api_key"])("GET", "/v1/me").status_code == 200
     )  # team keys do not expire
+
+
+def test_deeper_than_agrees_with_the_full_scan():
+    """The cheap bound (count of ``[`` and ``{``) never hides a body that is too deep."""
+    import random
+
+    from cynaps_data.server.services.limits import deeper_than, nesting_depth
+
+    rng = random.Random(0)
+    pieces = [b"[", b"]", b"{", b"}", b'"[["', b'"a\\"[{"', b"1", b","]
+    for _ in range(2000):
+        text = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 60)))
+        for limit in (0, 1, 3, 8):
+            assert deeper_than(text, limit) == (nesting_depth(text) > limit), text
+    deep = b"[" * 33 + b"]" * 33
+    assert deeper_than(deep) and not deeper_than(b'{"label": "a"}')
+    assert not deeper_than(b'{"t": "' + b"[" * 100 + b'"}')  # brackets inside a string
