@@ -23,6 +23,10 @@ def test_lane_width_defaults_and_rejects_nonsense() -> None:
     assert PG_ANNOTATOR_LANES > 1
     with pytest.raises(ValueError, match="annotator_lanes"):
         Settings(database_url="sqlite:///x.db", annotator_lanes=0)
+    for bad in ("8", 2.5, True):
+        with pytest.raises(ValueError, match="annotator_lanes"):
+            Settings(database_url="sqlite:///x.db", annotator_lanes=bad)
+    assert Settings(database_url="sqlite:///x.db", annotator_lanes=4).annotator_lanes == 4
 
 
 def test_a_blocked_submission_does_not_hold_up_other_annotators_on_postgresql() -> None:

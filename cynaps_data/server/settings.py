@@ -68,8 +68,11 @@ class Settings:
     platform_key_file: str | None = None
 
     def __post_init__(self) -> None:
-        if self.annotator_lanes is not None and int(self.annotator_lanes) < 1:
-            raise ValueError(f"annotator_lanes must be >= 1 (got {self.annotator_lanes!r})")
+        lanes = self.annotator_lanes
+        if lanes is not None and (
+            isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1
+        ):
+            raise ValueError(f"annotator_lanes must be an integer >= 1 (got {lanes!r})")
 
     def to_json(self) -> str:
         """These settings as JSON (for another process; ``workforce`` included)."""

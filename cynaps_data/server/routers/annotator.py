@@ -47,7 +47,7 @@ def _app_lane(app: Any) -> anyio.CapacityLimiter:
         width = state.settings.annotator_lanes
         if width is None:
             width = 1 if state.db.is_sqlite else PG_ANNOTATOR_LANES
-        lane = state.work_lane = anyio.CapacityLimiter(int(width))
+        lane = state.work_lane = anyio.CapacityLimiter(width)
     return lane
 
 
